@@ -1,0 +1,3 @@
+DROP TABLE server_secrets;
+DROP TABLE sessions;
+DROP TABLE users;

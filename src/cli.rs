@@ -1,0 +1,224 @@
+//! The command line: `serve` (default), `migrate`, `user create|disable|enable`.
+//!
+//! Output shapes are a contract scripts depend on: `user create` prints exactly
+//! one JSON object `{"id": "user_..."}` on stdout. Exit codes: 0 success,
+//! 1 failure or conflict (duplicate email), 2 invalid input or configuration.
+
+use std::io::Read;
+
+use chrono::Utc;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::accounts::{self, AccountError};
+use crate::config::{ConfigError, Settings};
+use crate::db::Database;
+use crate::domain::{Email, NewPassword, Role};
+use crate::startup::{Application, BuildError};
+use crate::telemetry::init_logging;
+
+#[derive(Parser, Debug)]
+#[command(name = "dzdesk-auth", version, about = "DZDESK authorization server")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP service (the default without a subcommand). Migrates first.
+    Serve,
+    /// Apply pending database migrations, then exit.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user; prints {"id": "user_..."}.
+    Create {
+        /// Email address (unique, case-insensitive).
+        #[arg(long)]
+        email: String,
+        /// What the user may grant: admin (every scope) or agent.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Read the password (at least 12 characters) from standard input.
+        /// Passwords are never taken as arguments: they would show in `ps`.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Disable a user: they cannot sign in and every session ends at once.
+    Disable {
+        #[arg(long)]
+        email: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum RoleArg {
+    Admin,
+    Agent,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Admin => Role::Admin,
+            RoleArg::Agent => Role::Agent,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Invalid input: exit 2.
+    #[error("{0}")]
+    Invalid(String),
+    /// Unusable configuration: exit 2.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A conflict with existing data, nothing changed: exit 1.
+    #[error("{0}")]
+    Conflict(String),
+    /// Anything else: exit 1.
+    #[error("{0:#}")]
+    Failed(#[from] anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Invalid(_) | CliError::Config(_) => 2,
+            CliError::Conflict(_) | CliError::Failed(_) => 1,
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            init_logging("info");
+            serve()
+        }
+        Command::Migrate => {
+            init_logging("warn");
+            let db = open_database()?;
+            eprintln!("migrations applied");
+            drop(db);
+            Ok(())
+        }
+        Command::User(cmd) => {
+            init_logging("warn");
+            user(cmd)
+        }
+    }
+}
+
+/// Reads settings, connects and migrates. Configuration and connection errors
+/// name the variable and exit 2 before anything is served.
+fn open_database() -> Result<Database, CliError> {
+    let settings = Settings::from_env()?;
+    connect(&settings)
+}
+
+fn connect(settings: &Settings) -> Result<Database, CliError> {
+    let db = Database::connect(&settings.database_url, settings.db_pool_size).map_err(|e| {
+        ConfigError::new(
+            "DATABASE_URL",
+            format!("cannot connect to the database: {e}"),
+        )
+    })?;
+    db.migrate()?;
+    Ok(db)
+}
+
+fn serve() -> Result<(), CliError> {
+    let settings = Settings::from_env()?;
+    let db = connect(&settings)?;
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(settings, db)
+            .await
+            .map_err(|e| match e {
+                BuildError::Listen { .. } => {
+                    CliError::Config(ConfigError::new("DZDESK_LISTEN", e.to_string()))
+                }
+                BuildError::Other(e) => CliError::Failed(e),
+            })?;
+        log::info!("listening on http://{}", app.local_addr());
+        app.run_until_stopped()
+            .await
+            .map_err(|e| CliError::Failed(e.into()))
+    })
+}
+
+fn user(cmd: UserCommand) -> Result<(), CliError> {
+    let now = Utc::now().naive_utc();
+    match cmd {
+        UserCommand::Create { email, role, .. } => {
+            // Validate everything before touching the database.
+            let email = Email::parse(&email)
+                .map_err(|m| CliError::Invalid(format!("invalid --email: {m}")))?;
+            let password = NewPassword::parse(read_password_from_stdin()?)
+                .map_err(|m| CliError::Invalid(format!("invalid password: {m}")))?;
+            let db = open_database()?;
+            let mut conn = db.conn().map_err(anyhow::Error::from)?;
+            let user = accounts::create_user(&mut conn, &email, role.into(), &password, now)
+                .map_err(account_error)?;
+            println!("{}", serde_json::json!({ "id": user.id }));
+            Ok(())
+        }
+        UserCommand::Disable { email } | UserCommand::Enable { email }
+            if Email::parse(&email).is_err() =>
+        {
+            Err(CliError::Invalid("invalid --email".into()))
+        }
+        UserCommand::Disable { email } => set_disabled(&email, true, now),
+        UserCommand::Enable { email } => set_disabled(&email, false, now),
+    }
+}
+
+fn set_disabled(email: &str, disabled: bool, now: chrono::NaiveDateTime) -> Result<(), CliError> {
+    let email =
+        Email::parse(email).map_err(|m| CliError::Invalid(format!("invalid --email: {m}")))?;
+    let db = open_database()?;
+    let mut conn = db.conn().map_err(anyhow::Error::from)?;
+    let user = accounts::set_disabled(&mut conn, &email, disabled, now).map_err(account_error)?;
+    println!(
+        "{}",
+        serde_json::json!({ "id": user.id, "disabled": user.disabled })
+    );
+    Ok(())
+}
+
+fn account_error(e: AccountError) -> CliError {
+    match e {
+        AccountError::DuplicateEmail | AccountError::UnknownUser => {
+            CliError::Conflict(e.to_string())
+        }
+        AccountError::Database(e) => CliError::Failed(e.into()),
+        AccountError::Hashing(e) => CliError::Failed(e),
+    }
+}
+
+/// The whole of stdin, without one trailing newline (`echo` adds it).
+fn read_password_from_stdin() -> Result<String, CliError> {
+    let mut raw = String::new();
+    std::io::stdin()
+        .take(64 * 1024)
+        .read_to_string(&mut raw)
+        .map_err(|_| {
+            CliError::Invalid("the password on standard input is not valid UTF-8".into())
+        })?;
+    let trimmed = raw
+        .strip_suffix("\r\n")
+        .or_else(|| raw.strip_suffix('\n'))
+        .unwrap_or(&raw);
+    Ok(trimmed.to_owned())
+}

@@ -1,0 +1,161 @@
+//! Settings from the environment, validated once at start-up. A bad value
+//! stops start-up with one line naming the variable (exit code 2).
+//! Every variable is documented in `.env.example`.
+
+use std::net::SocketAddr;
+
+use crate::db::DatabaseUrl;
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://dzdesk-auth.db";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ISSUER: &str = "http://localhost:8080";
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub database_url: DatabaseUrl,
+    /// Where the HTTP listener binds; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Public base URL, without a trailing slash (`https://auth.dzdesk.com`).
+    pub issuer: String,
+    /// actix worker threads; `None`: one per core.
+    pub workers: Option<usize>,
+    /// Maximum connections in the database pool.
+    pub db_pool_size: u32,
+}
+
+/// A setting that could not be used: which variable, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(var: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            var,
+            message: message.into(),
+        }
+    }
+}
+
+/// A variable's value; unset and empty both mean "use the default".
+fn var(name: &'static str) -> Result<Option<String>, ConfigError> {
+    match std::env::var(name) {
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::new(name, "is not valid UTF-8")),
+    }
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let database_url = var("DATABASE_URL")?;
+        let listen = var("DZDESK_LISTEN")?;
+        let issuer = var("DZDESK_ISSUER")?;
+        let workers = var("DZDESK_WORKERS")?;
+        let pool = var("DZDESK_DB_POOL_SIZE")?;
+        Ok(Self {
+            database_url: DatabaseUrl::parse(
+                database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL),
+            )
+            .map_err(|m| ConfigError::new("DATABASE_URL", m))?,
+            listen: parse_listen(listen.as_deref().unwrap_or(DEFAULT_LISTEN))
+                .map_err(|m| ConfigError::new("DZDESK_LISTEN", m))?,
+            issuer: parse_issuer(issuer.as_deref().unwrap_or(DEFAULT_ISSUER))
+                .map_err(|m| ConfigError::new("DZDESK_ISSUER", m))?,
+            workers: workers
+                .map(|w| parse_count(&w, 1, 256))
+                .transpose()
+                .map_err(|m| ConfigError::new("DZDESK_WORKERS", m))?,
+            db_pool_size: pool
+                .map(|p| parse_count(&p, 1, 1000))
+                .transpose()
+                .map_err(|m| ConfigError::new("DZDESK_DB_POOL_SIZE", m))?
+                .map_or(10, |n| n as u32),
+        })
+    }
+}
+
+pub fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
+    raw.trim().parse().map_err(|_| {
+        format!(
+            "'{raw}' is not a socket address: expected IP:PORT, e.g. 127.0.0.1:8080 or [::]:8080"
+        )
+    })
+}
+
+/// The issuer: an absolute http(s) URL with a host, no query, no fragment
+/// (RFC 8414 2: "a URL that uses the https scheme and has no query or fragment
+/// components"; http is allowed for local development). Returned without a
+/// trailing slash.
+pub fn parse_issuer(raw: &str) -> Result<String, String> {
+    let url = url::Url::parse(raw.trim()).map_err(|e| format!("'{raw}' is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "unknown URL scheme '{}': expected https:// (or http:// for development)",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none() || url.query().is_some() || url.fragment().is_some() {
+        return Err("must be an absolute URL with a host and no query or fragment".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials".into());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+fn parse_count(raw: &str, min: usize, max: usize) -> Result<usize, String> {
+    match raw.trim().parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("'{raw}' is not a whole number from {min} to {max}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_accepts_ipv4_ipv6_and_port_zero() {
+        assert!(parse_listen("127.0.0.1:8080").is_ok());
+        assert!(parse_listen("[::1]:0").is_ok());
+        assert!(parse_listen("localhost:8080").is_err());
+        assert!(parse_listen("8080").is_err());
+    }
+
+    #[test]
+    fn issuer_is_http_or_https_without_query_and_loses_trailing_slash() {
+        assert_eq!(
+            parse_issuer("https://auth.dzdesk.com/").unwrap(),
+            "https://auth.dzdesk.com"
+        );
+        assert_eq!(
+            parse_issuer("http://localhost:8080").unwrap(),
+            "http://localhost:8080"
+        );
+        assert_eq!(
+            parse_issuer("https://x.example/auth/").unwrap(),
+            "https://x.example/auth"
+        );
+        for bad in [
+            "ftp://x.example",
+            "x.example",
+            "https://x.example/?a=b",
+            "https://x.example/#f",
+            "https://u:p@x.example",
+        ] {
+            assert!(parse_issuer(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn counts_are_bounded() {
+        assert_eq!(parse_count("4", 1, 8), Ok(4));
+        assert!(parse_count("0", 1, 8).is_err());
+        assert!(parse_count("x", 1, 8).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! One file per table: a struct with its diesel derives, "local methods"
+//! (no I/O) and "database methods" (take a connection, run on the blocking
+//! pool).
+
+mod server_secret;
+mod session;
+mod user;
+
+pub use server_secret::ServerSecret;
+pub use session::Session;
+pub use user::{CreateUserError, User};

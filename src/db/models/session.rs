@@ -1,0 +1,80 @@
+use chrono::{Duration, NaiveDateTime};
+use diesel::prelude::*;
+
+use crate::db::models::User;
+use crate::db::schema::{sessions, users};
+use crate::db::AnyConnection;
+use crate::tokens;
+
+/// A browser sign-in. The cookie holds a random secret; the row holds only its
+/// SHA-256, so a database dump does not sign anybody in.
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = sessions)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub created_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+}
+
+/// Absolute lifetime of a browser session.
+pub const SESSION_LIFETIME: Duration = Duration::hours(12);
+
+// Database methods
+impl Session {
+    /// Creates a session for `user_id` and returns the cookie secret (shown
+    /// once, never stored). Expired sessions of the same user are purged.
+    pub fn create(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<String> {
+        let secret = tokens::new_secret("dzsess_");
+        let row = Session {
+            id: tokens::hash_secret(&secret),
+            user_id: user_id.to_owned(),
+            created_at: now,
+            expires_at: now + SESSION_LIFETIME,
+        };
+        conn.transaction(|conn| {
+            diesel::delete(
+                sessions::table
+                    .filter(sessions::user_id.eq(user_id))
+                    .filter(sessions::expires_at.le(now)),
+            )
+            .execute(conn)?;
+            diesel::insert_into(sessions::table)
+                .values(&row)
+                .execute(conn)
+        })?;
+        Ok(secret)
+    }
+
+    /// The live session for a cookie secret, with its user: not expired, user
+    /// not disabled.
+    pub fn find_active(
+        conn: &mut AnyConnection,
+        secret: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<Option<(Session, User)>> {
+        sessions::table
+            .inner_join(users::table)
+            .filter(sessions::id.eq(tokens::hash_secret(secret)))
+            .filter(sessions::expires_at.gt(now))
+            .filter(users::disabled.eq(false))
+            .select((Session::as_select(), User::as_select()))
+            .first(conn)
+            .optional()
+    }
+
+    pub fn delete(conn: &mut AnyConnection, id: &str) -> QueryResult<usize> {
+        diesel::delete(sessions::table.find(id)).execute(conn)
+    }
+
+    pub fn count_for_user(conn: &mut AnyConnection, user_id: &str) -> QueryResult<i64> {
+        sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .count()
+            .get_result(conn)
+    }
+}

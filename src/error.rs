@@ -1,0 +1,221 @@
+//! Errors as clients see them, kept apart from what we log.
+//!
+//! - [`ApiError`]: everything under `/v1/`, in the DZDESK envelope
+//!   `{"success": false, "error": {"code", "message"}}`.
+//! - [`WebError`]: browser pages, as an HTML error page.
+//!
+//! Internal errors carry their cause (`anyhow`), which is logged with its whole
+//! chain; the client gets a generic message and no detail.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use askama::Template;
+use serde::Serialize;
+
+use crate::db::RunError;
+
+/// The `/v1/` error codes of the DZDESK API documentation, plus BAD_REQUEST.
+#[derive(thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    RateLimited(String),
+    #[error("Internal server error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl std::fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Internal(e) => write!(f, "Internal({e:?})"),
+            other => write!(f, "{}({})", other.code(), other),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "BAD_REQUEST",
+            ApiError::Unauthorized(_) => "UNAUTHORIZED",
+            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::RateLimited(_) => "RATE_LIMITED",
+            ApiError::Internal(_) => "SERVER_ERROR",
+        }
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    success: bool,
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct SuccessBody<T> {
+    success: bool,
+    data: T,
+}
+
+/// `{"success": true, "data": ...}` with status 200.
+pub fn api_ok<T: Serialize>(data: T) -> HttpResponse {
+    api_success(StatusCode::OK, data)
+}
+
+/// `{"success": true, "data": ...}` with any success status.
+pub fn api_success<T: Serialize>(status: StatusCode, data: T) -> HttpResponse {
+    HttpResponse::build(status).json(SuccessBody {
+        success: true,
+        data,
+    })
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(e) = self {
+            log::error!("internal error: {e:?}");
+        }
+        let mut resp = HttpResponse::build(self.status_code()).json(ErrorBody {
+            success: false,
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        });
+        if matches!(self, ApiError::Unauthorized(_)) {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(e: RunError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+/// Errors of browser pages.
+#[derive(thiserror::Error)]
+pub enum WebError {
+    #[error("{0}")]
+    BadRequest(String),
+    /// A form without a valid CSRF token, or an action not allowed.
+    #[error("This form has expired or did not come from this site. Go back, reload the page and try again.")]
+    Forbidden,
+    #[error("Page not found.")]
+    NotFound,
+    #[error("Something went wrong on our side. Please try again.")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl std::fmt::Debug for WebError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WebError::Internal(e) => write!(f, "Internal({e:?})"),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+impl WebError {
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        WebError::Internal(e.into())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: String,
+}
+
+impl ResponseError for WebError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::Forbidden => StatusCode::FORBIDDEN,
+            WebError::NotFound => StatusCode::NOT_FOUND,
+            WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let WebError::Internal(e) = self {
+            log::error!("internal error: {e:?}");
+        }
+        let status = self.status_code();
+        let page = ErrorPage {
+            title: status.canonical_reason().unwrap_or("Error"),
+            message: self.to_string(),
+        };
+        match page.render() {
+            Ok(body) => HttpResponse::build(status)
+                .content_type("text/html; charset=utf-8")
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .body(body),
+            Err(e) => {
+                log::error!("rendering the error page failed: {e}");
+                HttpResponse::build(status)
+                    .content_type("text/plain; charset=utf-8")
+                    .body(self.to_string())
+            }
+        }
+    }
+}
+
+impl From<RunError> for WebError {
+    fn from(e: RunError) -> Self {
+        WebError::internal(e)
+    }
+}
+
+impl From<diesel::result::Error> for WebError {
+    fn from(e: diesel::result::Error) -> Self {
+        WebError::internal(e)
+    }
+}
+
+impl From<askama::Error> for WebError {
+    fn from(e: askama::Error) -> Self {
+        WebError::internal(e)
+    }
+}

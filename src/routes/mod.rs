@@ -1,0 +1,7 @@
+//! Thin HTTP handlers: extract, call the domain, translate. The route table is
+//! in `startup.rs`.
+
+pub mod health;
+pub mod static_files;
+pub mod v1;
+pub mod web;

@@ -1,0 +1,80 @@
+//! The browser session on the HTTP side: cookies and the extractor that finds
+//! the signed-in user.
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
+use chrono::Utc;
+use futures_util::future::LocalBoxFuture;
+
+use crate::db::models::{Session, User};
+use crate::error::WebError;
+use crate::state::AppState;
+
+/// Holds the session secret (`dzsess_...`); the database holds its hash.
+pub const SESSION_COOKIE: &str = "dzdesk_session";
+/// Random value of a browser that has not signed in yet; CSRF tokens of the
+/// login form are bound to it.
+pub const PRE_SESSION_COOKIE: &str = "dzdesk_pre";
+
+/// Cookies of ours: HttpOnly, SameSite=Lax, path /, Secure over https.
+pub fn cookie(name: &'static str, value: String, secure: bool) -> Cookie<'static> {
+    Cookie::build(name, value)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure)
+        .finish()
+}
+
+/// A cookie that deletes `name` in the browser.
+pub fn removal(name: &'static str, secure: bool) -> Cookie<'static> {
+    let mut c = cookie(name, String::new(), secure);
+    c.make_removal();
+    c
+}
+
+/// A plausible secret of ours (prefix and length) before any database work.
+pub fn looks_like_secret(value: &str, prefix: &str) -> bool {
+    value.starts_with(prefix) && value.len() <= prefix.len() + 64
+}
+
+#[derive(Debug)]
+pub struct SignedIn {
+    pub session_id: String,
+    pub user: User,
+}
+
+/// The signed-in user, if the session cookie names a live session of an
+/// enabled user.
+#[derive(Debug)]
+pub struct MaybeSignedIn(pub Option<SignedIn>);
+
+impl FromRequest for MaybeSignedIn {
+    type Error = WebError;
+    type Future = LocalBoxFuture<'static, Result<Self, WebError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let secret = req
+            .cookie(SESSION_COOKIE)
+            .map(|c| c.value().to_owned())
+            .filter(|v| looks_like_secret(v, "dzsess_"));
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        Box::pin(async move {
+            let Some(secret) = secret else {
+                return Ok(MaybeSignedIn(None));
+            };
+            let state =
+                state.ok_or_else(|| WebError::internal(anyhow::anyhow!("AppState missing")))?;
+            let now = Utc::now().naive_utc();
+            let found = state
+                .db
+                .run(move |conn| Session::find_active(conn, &secret, now).map_err(WebError::from))
+                .await?;
+            Ok(MaybeSignedIn(found.map(|(session, user)| SignedIn {
+                session_id: session.id,
+                user,
+            })))
+        })
+    }
+}

@@ -1,0 +1,154 @@
+//! Building and running the HTTP service. Tests and the CLI share
+//! [`Application`]: it binds its listener first (port 0 works) and exposes the
+//! port it got.
+
+use std::net::{SocketAddr, TcpListener};
+
+use actix_web::dev::Server;
+use actix_web::middleware::{from_fn, DefaultHeaders};
+use actix_web::web::{self, ServiceConfig};
+use actix_web::{App, HttpServer};
+use chrono::Utc;
+
+use crate::auth::csrf::CsrfKey;
+use crate::auth::password;
+use crate::config::Settings;
+use crate::db::models::ServerSecret;
+use crate::db::Database;
+use crate::routes::{health, static_files, v1, web as pages};
+use crate::state::AppState;
+use crate::telemetry::access_log;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub struct Application {
+    local_addr: SocketAddr,
+    server: Server,
+}
+
+impl Application {
+    pub async fn build(settings: Settings, db: Database) -> Result<Self, BuildError> {
+        Self::build_with(settings, db, |_| {}).await
+    }
+
+    /// Like [`Application::build`], with further routes mounted inside the
+    /// `/v1` scope (the integration tests use it to exercise the scope's
+    /// envelope and extractor settings with handlers of their own).
+    pub async fn build_with<F>(
+        settings: Settings,
+        db: Database,
+        extra_v1: F,
+    ) -> Result<Self, BuildError>
+    where
+        F: Fn(&mut ServiceConfig) + Send + Clone + 'static,
+    {
+        let now = Utc::now().naive_utc();
+        let csrf_key = db
+            .run(move |conn| {
+                ServerSecret::get_or_create(conn, "csrf", now).map_err(anyhow::Error::from)
+            })
+            .await?;
+        actix_web::rt::task::spawn_blocking(password::warm_up)
+            .await
+            .map_err(anyhow::Error::from)?;
+
+        let listener = TcpListener::bind(settings.listen).map_err(|source| BuildError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+        let local_addr = listener.local_addr().map_err(anyhow::Error::from)?;
+        let workers = settings.workers;
+        let hsts = settings.issuer.starts_with("https://");
+        let state = web::Data::new(AppState {
+            db,
+            csrf: CsrfKey::new(csrf_key),
+            settings,
+        });
+
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(pages::configure_extractors)
+                .wrap(security_headers(hsts))
+                .wrap(from_fn(access_log))
+                .route("/healthz", web::get().to(health::healthz))
+                .route("/readyz", web::get().to(health::readyz))
+                .route("/static/style.css", web::get().to(static_files::style_css))
+                .route("/", web::get().to(pages::home::home))
+                .route("/login", web::get().to(pages::login::login_get))
+                .route("/login", web::post().to(pages::login::login_post))
+                .route("/logout", web::post().to(pages::login::logout_post))
+                .service(
+                    web::scope("/v1")
+                        .configure(v1::configure_extractors)
+                        .configure(extra_v1.clone())
+                        .default_service(web::to(v1::not_found)),
+                )
+                .default_service(web::to(pages::not_found))
+        })
+        .listen(listener)
+        .map_err(anyhow::Error::from)?;
+        let server = match workers {
+            Some(n) => server.workers(n),
+            None => server,
+        }
+        .shutdown_timeout(5)
+        .run();
+
+        Ok(Self { local_addr, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle to stop the server.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Headers on every response: no framing (clickjacking on the consent page),
+/// a same-origin-only CSP, no Referer (codes and state must not leak through
+/// it), no MIME sniffing. `form-action` is left out on purpose: Chrome applies
+/// it to the redirect after a form post, which would block the consent page's
+/// redirect to the client.
+pub const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("x-frame-options", "DENY"),
+    (
+        "content-security-policy",
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+    ),
+    ("referrer-policy", "no-referrer"),
+    ("x-content-type-options", "nosniff"),
+];
+
+fn security_headers(hsts: bool) -> DefaultHeaders {
+    let headers = SECURITY_HEADERS
+        .iter()
+        .fold(DefaultHeaders::new(), |h, &(name, value)| {
+            h.add((name, value))
+        });
+    if hsts {
+        headers.add(("Strict-Transport-Security", "max-age=31536000"))
+    } else {
+        headers
+    }
+}
