@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::accounts::{self, AccountError};
 use crate::config::{ConfigError, Settings};
-use crate::db::Database;
+use crate::db::{run_migrations, AnyConnection, Database};
 use crate::domain::{Email, NewPassword, Role};
 use crate::startup::{Application, BuildError};
 use crate::telemetry::init_logging;
@@ -109,9 +109,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Migrate => {
             init_logging("warn");
-            let db = open_database()?;
+            open_connection()?;
             eprintln!("migrations applied");
-            drop(db);
             Ok(())
         }
         Command::User(cmd) => {
@@ -121,20 +120,27 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// Reads settings, connects and migrates. Configuration and connection errors
-/// name the variable and exit 2 before anything is served.
-fn open_database() -> Result<Database, CliError> {
-    let settings = Settings::from_env()?;
-    connect(&settings)
+fn connection_error(e: impl std::fmt::Display) -> CliError {
+    ConfigError::new(
+        "DATABASE_URL",
+        format!("cannot connect to the database: {e}"),
+    )
+    .into()
 }
 
+/// One migrated connection for a command. Configuration and connection
+/// errors name the variable (exit 2).
+fn open_connection() -> Result<AnyConnection, CliError> {
+    let settings = Settings::from_env()?;
+    let mut conn = Database::establish(&settings.database_url).map_err(connection_error)?;
+    run_migrations(&mut conn)?;
+    Ok(conn)
+}
+
+/// The pool for the service, migrated.
 fn connect(settings: &Settings) -> Result<Database, CliError> {
-    let db = Database::connect(&settings.database_url, settings.db_pool_size).map_err(|e| {
-        ConfigError::new(
-            "DATABASE_URL",
-            format!("cannot connect to the database: {e}"),
-        )
-    })?;
+    let db = Database::connect(&settings.database_url, settings.db_pool_size)
+        .map_err(connection_error)?;
     db.migrate()?;
     Ok(db)
 }
@@ -167,8 +173,7 @@ fn user(cmd: UserCommand) -> Result<(), CliError> {
                 .map_err(|m| CliError::Invalid(format!("invalid --email: {m}")))?;
             let password = NewPassword::parse(read_password_from_stdin()?)
                 .map_err(|m| CliError::Invalid(format!("invalid password: {m}")))?;
-            let db = open_database()?;
-            let mut conn = db.conn().map_err(anyhow::Error::from)?;
+            let mut conn = open_connection()?;
             let user = accounts::create_user(&mut conn, &email, role.into(), &password, now)
                 .map_err(account_error)?;
             println!("{}", serde_json::json!({ "id": user.id }));
@@ -187,8 +192,7 @@ fn user(cmd: UserCommand) -> Result<(), CliError> {
 fn set_disabled(email: &str, disabled: bool, now: chrono::NaiveDateTime) -> Result<(), CliError> {
     let email =
         Email::parse(email).map_err(|m| CliError::Invalid(format!("invalid --email: {m}")))?;
-    let db = open_database()?;
-    let mut conn = db.conn().map_err(anyhow::Error::from)?;
+    let mut conn = open_connection()?;
     let user = accounts::set_disabled(&mut conn, &email, disabled, now).map_err(account_error)?;
     println!(
         "{}",

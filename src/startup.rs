@@ -8,15 +8,13 @@ use actix_web::dev::Server;
 use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{App, HttpServer};
-use chrono::Utc;
 
 use crate::auth::csrf::CsrfKey;
 use crate::auth::password;
 use crate::config::Settings;
-use crate::db::models::ServerSecret;
 use crate::db::Database;
 use crate::routes::{health, static_files, v1, web as pages};
-use crate::state::AppState;
+use crate::state::{AppState, ServerKeys};
 use crate::telemetry::access_log;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,27 +34,27 @@ pub struct Application {
 }
 
 impl Application {
+    /// Loads the server keys from the database (creating them on first
+    /// start) and builds the service.
     pub async fn build(settings: Settings, db: Database) -> Result<Self, BuildError> {
-        Self::build_with(settings, db, |_| {}).await
+        let keys = ServerKeys::load(&db).await?;
+        Self::build_with(settings, db, keys, |_| {}).await
     }
 
-    /// Like [`Application::build`], with further routes mounted inside the
-    /// `/v1` scope (the integration tests use it to exercise the scope's
-    /// envelope and extractor settings with handlers of their own).
+    /// Builds the service from its parts. `extra_v1` mounts further routes
+    /// inside the `/v1` scope (the integration tests use it to exercise the
+    /// scope's envelope and extractor settings with handlers of their own).
+    /// Touches no database: a service whose database is down still starts
+    /// and answers `/readyz` with 503.
     pub async fn build_with<F>(
         settings: Settings,
         db: Database,
+        keys: ServerKeys,
         extra_v1: F,
     ) -> Result<Self, BuildError>
     where
         F: Fn(&mut ServiceConfig) + Send + Clone + 'static,
     {
-        let now = Utc::now().naive_utc();
-        let csrf_key = db
-            .run(move |conn| {
-                ServerSecret::get_or_create(conn, "csrf", now).map_err(anyhow::Error::from)
-            })
-            .await?;
         actix_web::rt::task::spawn_blocking(password::warm_up)
             .await
             .map_err(anyhow::Error::from)?;
@@ -70,7 +68,7 @@ impl Application {
         let hsts = settings.issuer.starts_with("https://");
         let state = web::Data::new(AppState {
             db,
-            csrf: CsrfKey::new(csrf_key),
+            csrf: CsrfKey::new(keys.csrf),
             settings,
         });
 
@@ -107,6 +105,7 @@ impl Application {
         Ok(Self { local_addr, server })
     }
 
+    /// The port the listener got (useful with port 0).
     pub fn port(&self) -> u16 {
         self.local_addr.port()
     }

@@ -188,6 +188,13 @@ impl Database {
         })
     }
 
+    /// One connection outside any pool, for short-lived commands (the CLI):
+    /// a pool keeps helper threads that may still be opening connections
+    /// when the process exits, and libpq crashes if torn down under them.
+    pub fn establish(url: &DatabaseUrl) -> Result<AnyConnection, ConnectError> {
+        ConnectionManager { url: url.clone() }.connect()
+    }
+
     /// Builds the pool without connecting: for a service that must start (and
     /// say "not ready") while its database is down.
     pub fn connect_lazy(url: &DatabaseUrl, max_size: u32) -> Self {

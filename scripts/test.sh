@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The whole test suite, on SQLite and then on PostgreSQL.
+#
+# PostgreSQL comes from, in order: $TEST_DATABASE_URL; a server answering on
+# 127.0.0.1:5432 (user postgres); the local cluster, started with pg_ctlcluster
+# if PostgreSQL is installed. Without any of them only SQLite runs, and this
+# script says so loudly (under CI=true it fails instead). Each test creates and
+# drops a database of its own, so the URL needs CREATEDB rights.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ci=${CI:-false}
+pg_candidates=(
+  "postgres://postgres@127.0.0.1:5432/postgres"
+  "postgres://postgres:postgres@127.0.0.1:5432/postgres"
+)
+
+pg_answers() {
+  if command -v psql >/dev/null 2>&1; then
+    psql "$1" -Atqc 'SELECT 1' >/dev/null 2>&1
+  else
+    (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null
+  fi
+}
+
+find_postgres() {
+  if [ -n "${TEST_DATABASE_URL:-}" ]; then
+    echo "$TEST_DATABASE_URL"
+    return
+  fi
+  for url in "${pg_candidates[@]}"; do
+    if pg_answers "$url"; then echo "$url"; return; fi
+  done
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    echo "PostgreSQL is not answering; starting the local cluster" >&2
+    for version in $(ls /etc/postgresql); do
+      pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2 || true
+    done
+    for _ in $(seq 1 30); do
+      for url in "${pg_candidates[@]}"; do
+        if pg_answers "$url"; then echo "$url"; return; fi
+      done
+      sleep 1
+    done
+  fi
+}
+
+echo "==> tests on SQLite"
+start=$(date +%s)
+env -u TEST_DATABASE_URL cargo test --all-targets
+echo "==> SQLite: $(( $(date +%s) - start )) s"
+
+pg_url=$(find_postgres)
+if [ -z "$pg_url" ]; then
+  echo
+  echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+  echo "!!  No PostgreSQL found: ONLY SQLITE RAN. Set TEST_DATABASE_URL or   !!"
+  echo "!!  install PostgreSQL (apt-get install postgresql) to test both.     !!"
+  echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+  [ "$ci" = "true" ] && { echo "CI=true: PostgreSQL is mandatory" >&2; exit 1; }
+  exit 0
+fi
+
+echo "==> tests on PostgreSQL"
+start=$(date +%s)
+TEST_DATABASE_URL="$pg_url" cargo test --test api
+echo "==> PostgreSQL: $(( $(date +%s) - start )) s"

@@ -1,0 +1,237 @@
+//! The CLI run as a real process: output shapes and exit codes are a contract.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use crate::helpers::{TestDatabase, PASSWORD};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dzdesk-auth");
+
+/// Runs the binary with a clean configuration environment.
+pub fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("DZDESK_LISTEN")
+        .env_remove("DZDESK_ISSUER")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn dzdesk-auth");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    child.wait_with_output().expect("wait")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn create_user(db: &TestDatabase, email: &str, role: &str, password: &str) -> Output {
+    run(
+        &[
+            "user",
+            "create",
+            "--email",
+            email,
+            "--role",
+            role,
+            "--password-stdin",
+        ],
+        &[("DATABASE_URL", &db.url)],
+        Some(&format!("{password}\n")),
+    )
+}
+
+fn user_count(db: &TestDatabase) -> i64 {
+    use diesel::prelude::*;
+    let url = dzdesk_auth::db::DatabaseUrl::parse(&db.url).unwrap();
+    let database = dzdesk_auth::db::Database::connect(&url, 1).unwrap();
+    database.migrate().unwrap();
+    let mut conn = database.conn().unwrap();
+    dzdesk_auth::db::schema::users::table
+        .count()
+        .get_result(&mut *conn)
+        .unwrap()
+}
+
+#[test]
+fn user_create_prints_exactly_one_json_object_with_the_id() {
+    let db = TestDatabase::new();
+    let out = create_user(&db, "Ann@Example.com", "admin", PASSWORD);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let json: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let obj = json.as_object().unwrap();
+    assert_eq!(obj.len(), 1, "{text}");
+    let id = obj["id"].as_str().unwrap();
+    assert!(id.starts_with("user_") && id.len() > 20, "{id}");
+    assert!(!stderr(&out).contains(PASSWORD));
+    assert_eq!(user_count(&db), 1);
+}
+
+#[test]
+fn user_create_with_a_duplicate_email_exits_1_and_changes_nothing() {
+    let db = TestDatabase::new();
+    assert!(create_user(&db, "ann@example.com", "agent", PASSWORD)
+        .status
+        .success());
+    let out = create_user(&db, "ANN@example.com", "admin", "another long password");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert_eq!(user_count(&db), 1);
+}
+
+#[test]
+fn user_create_with_invalid_input_exits_2_and_creates_nothing() {
+    let db = TestDatabase::new();
+    let cases: Vec<Vec<&str>> = vec![
+        vec![
+            "user",
+            "create",
+            "--email",
+            "not-an-email",
+            "--role",
+            "agent",
+            "--password-stdin",
+        ],
+        vec![
+            "user",
+            "create",
+            "--email",
+            "bob@example.com",
+            "--role",
+            "owner",
+            "--password-stdin",
+        ],
+        vec![
+            "user",
+            "create",
+            "--email",
+            "bob@example.com",
+            "--role",
+            "agent",
+        ],
+    ];
+    for args in cases {
+        let out = run(
+            &args,
+            &[("DATABASE_URL", &db.url)],
+            Some(&format!("{PASSWORD}\n")),
+        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "");
+        assert!(!stderr(&out).is_empty());
+    }
+    let short = create_user(&db, "bob@example.com", "agent", "short");
+    assert_eq!(short.status.code(), Some(2));
+    assert!(
+        stderr(&short).contains("at least 12 characters"),
+        "{}",
+        stderr(&short)
+    );
+    assert!(!stderr(&short).contains("short\n"));
+    assert_eq!(user_count(&db), 0);
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+        vec!["user", "--help"],
+        vec!["user", "create", "--help"],
+        vec!["user", "disable", "--help"],
+    ] {
+        let out = run(&args, &[], None);
+        assert!(out.status.success(), "{args:?}");
+        assert!(stdout(&out).contains("Usage:"), "{args:?}");
+    }
+}
+
+#[test]
+fn migrate_applies_migrations_and_is_idempotent() {
+    let db = TestDatabase::new();
+    for _ in 0..2 {
+        let out = run(&["migrate"], &[("DATABASE_URL", &db.url)], None);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(user_count(&db), 0);
+}
+
+#[test]
+fn user_disable_and_enable_by_email() {
+    let db = TestDatabase::new();
+    create_user(&db, "ann@example.com", "agent", PASSWORD);
+    let out = run(
+        &["user", "disable", "--email", "ann@example.com"],
+        &[("DATABASE_URL", &db.url)],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(json["disabled"], true);
+    let out = run(
+        &["user", "enable", "--email", "nobody@example.com"],
+        &[("DATABASE_URL", &db.url)],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn bad_configuration_stops_start_up_with_exit_2_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("never.db");
+    let sqlite = format!("sqlite://{}", file.display());
+    let cases = [
+        (
+            vec![
+                ("DATABASE_URL", sqlite.as_str()),
+                ("DZDESK_LISTEN", "not-an-address"),
+            ],
+            "DZDESK_LISTEN",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", sqlite.as_str()),
+                ("DZDESK_ISSUER", "ftp://auth.example.com"),
+            ],
+            "DZDESK_ISSUER",
+        ),
+        (
+            vec![("DATABASE_URL", "mysql://root:hunter2@127.0.0.1/x")],
+            "DATABASE_URL",
+        ),
+        (
+            vec![("DATABASE_URL", "postgres://postgres:hunter2@127.0.0.1:1/x")],
+            "DATABASE_URL",
+        ),
+    ];
+    for (env, var) in cases {
+        let out = run(&["serve"], &env, None);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {err}");
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_default();
+        assert!(line.contains(var), "{env:?}: {err}");
+        assert!(!err.contains("hunter2"), "password echoed: {err}");
+    }
+    assert!(!file.exists(), "nothing half-created");
+}

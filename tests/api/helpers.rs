@@ -1,0 +1,319 @@
+//! `spawn_app` and the `TestApp` methods the tests share.
+
+use std::sync::Once;
+
+use actix_web::dev::ServerHandle;
+use actix_web::web::ServiceConfig;
+use chrono::Utc;
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+use dzdesk_auth::accounts;
+use dzdesk_auth::config::Settings;
+use dzdesk_auth::db::{Database, DatabaseUrl};
+use dzdesk_auth::domain::{Email, NewPassword, Role};
+use dzdesk_auth::startup::Application;
+use dzdesk_auth::state::ServerKeys;
+use dzdesk_auth::tokens;
+use reqwest::redirect::Policy;
+use reqwest::Response;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Test logs stay silent unless `TEST_LOG` is set.
+fn init_test_logging() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ =
+                env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+                    .is_test(true)
+                    .try_init();
+        }
+    });
+}
+
+/// A database of its own for one test: dropped (PostgreSQL) or deleted
+/// (SQLite temp dir) afterwards.
+pub struct TestDatabase {
+    pub url: String,
+    pg: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub fn new() -> Self {
+        match std::env::var("TEST_DATABASE_URL") {
+            Ok(base) if !base.trim().is_empty() => Self::postgres(base.trim()),
+            _ => Self::sqlite(),
+        }
+    }
+
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        Self {
+            url,
+            pg: None,
+            _dir: Some(dir),
+        }
+    }
+
+    fn postgres(base: &str) -> Self {
+        let name = format!("dzdesk_test_{}", tokens::new_id("").to_lowercase());
+        let mut admin = PgConnection::establish(base)
+            .unwrap_or_else(|e| panic!("TEST_DATABASE_URL does not connect: {e}"));
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .expect("create test database");
+        let mut url = url::Url::parse(base).expect("TEST_DATABASE_URL is a URL");
+        url.set_path(&format!("/{name}"));
+        // Loopback needs no TLS, and without it no OpenSSL state can be torn
+        // down at process exit under a pool thread that is still connecting.
+        if !url.query_pairs().any(|(k, _)| k == "sslmode") {
+            url.query_pairs_mut().append_pair("sslmode", "disable");
+        }
+        Self {
+            url: url.to_string(),
+            pg: Some((base.to_owned(), name)),
+            _dir: None,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some((base, name)) = &self.pg {
+            if let Ok(mut admin) = PgConnection::establish(base) {
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: Database,
+    handle: ServerHandle,
+    // Dropped last: the server and pool go first.
+    _test_db: TestDatabase,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Sends the stop command now; the workers wind down on their own.
+        drop(self.handle.stop(false));
+    }
+}
+
+pub fn test_settings(url: &str) -> Settings {
+    Settings {
+        database_url: DatabaseUrl::parse(url).expect("test database URL"),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        issuer: "http://127.0.0.1".to_owned(),
+        workers: Some(1),
+        db_pool_size: 4,
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_custom(|_| {}, |_| {}).await
+}
+
+/// Starts the service with adjusted settings and extra routes under /v1.
+pub async fn spawn_app_custom<S, F>(adjust: S, extra_v1: F) -> TestApp
+where
+    S: FnOnce(&mut Settings),
+    F: Fn(&mut ServiceConfig) + Send + Clone + 'static,
+{
+    init_test_logging();
+    let test_db = TestDatabase::new();
+    let mut settings = test_settings(&test_db.url);
+    adjust(&mut settings);
+    let db = Database::connect(&settings.database_url, settings.db_pool_size)
+        .expect("connect test database");
+    db.migrate().expect("migrate test database");
+    let keys = ServerKeys::load(&db).await.expect("server keys");
+    let app = Application::build_with(settings, db.clone(), keys, extra_v1)
+        .await
+        .expect("build app");
+    let port = app.port();
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: new_client(),
+        db,
+        handle,
+        _test_db: test_db,
+    }
+}
+
+/// A browser-like client: cookies on, redirects off.
+pub fn new_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .cookie_store(true)
+        .build()
+        .expect("reqwest client")
+}
+
+/// The value of a hidden input named `name` in an HTML page.
+pub fn hidden_input(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_owned())
+}
+
+pub fn location(resp: &Response) -> String {
+    resp.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Every `Set-Cookie` header of a response.
+pub fn set_cookies(resp: &Response) -> Vec<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect()
+}
+
+/// The value a response sets for cookie `name`, if any.
+pub fn cookie_value(resp: &Response, name: &str) -> Option<String> {
+    set_cookies(resp).iter().find_map(|c| {
+        c.strip_prefix(&format!("{name}="))
+            .map(|rest| rest.split(';').next().unwrap_or_default().to_owned())
+    })
+}
+
+pub fn assert_security_headers(resp: &Response) {
+    let h = resp.headers();
+    assert_eq!(h["x-frame-options"], "DENY");
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Response {
+        self.client
+            .post(self.url(path))
+            .form(form)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// Creates a user directly through the accounts module (blocking work on
+    /// the blocking pool) and returns its id.
+    pub async fn create_user(&self, email: &str, role: Role) -> String {
+        let db = self.db.clone();
+        let email = Email::parse(email).expect("valid email");
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.conn().expect("conn");
+            let password = NewPassword::parse(PASSWORD.to_owned()).expect("password");
+            accounts::create_user(&mut conn, &email, role, &password, Utc::now().naive_utc())
+                .expect("create user")
+                .id
+        })
+        .await
+        .expect("join")
+    }
+
+    pub async fn set_disabled(&self, email: &str, disabled: bool) {
+        let db = self.db.clone();
+        let email = Email::parse(email).expect("valid email");
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.conn().expect("conn");
+            accounts::set_disabled(&mut conn, &email, disabled, Utc::now().naive_utc())
+                .expect("set disabled");
+        })
+        .await
+        .expect("join");
+    }
+
+    /// GET /login (with `next`) and the CSRF token of its form.
+    pub async fn login_form_token(&self, next: Option<&str>) -> String {
+        self.login_form_token_with(&self.client, next).await
+    }
+
+    async fn login_form_token_with(&self, client: &reqwest::Client, next: Option<&str>) -> String {
+        let path = match next {
+            Some(n) => format!("/login?next={}", urlencode(n)),
+            None => "/login".to_owned(),
+        };
+        let resp = client
+            .get(self.url(&path))
+            .send()
+            .await
+            .expect("GET /login");
+        assert_eq!(resp.status(), 200);
+        let html = resp.text().await.expect("body");
+        hidden_input(&html, "csrf_token").expect("csrf token in login form")
+    }
+
+    /// Signs in through the form: GET /login, then POST it back.
+    pub async fn login(&self, email: &str, password: &str, next: &str) -> Response {
+        self.login_with(&self.client, email, password, next).await
+    }
+
+    /// Signs in with another browser (cookie jar).
+    pub async fn login_with(
+        &self,
+        client: &reqwest::Client,
+        email: &str,
+        password: &str,
+        next: &str,
+    ) -> Response {
+        let token = self.login_form_token_with(client, None).await;
+        client
+            .post(self.url("/login"))
+            .form(&[
+                ("email", email),
+                ("password", password),
+                ("next", next),
+                ("csrf_token", &token),
+            ])
+            .send()
+            .await
+            .expect("POST /login")
+    }
+
+    /// The sign-out token on the home page (the caller must be signed in).
+    pub async fn logout_token(&self) -> String {
+        let resp = self.get("/").await;
+        assert_eq!(resp.status(), 200, "not signed in");
+        hidden_input(&resp.text().await.expect("body"), "csrf_token").expect("logout token")
+    }
+
+    pub async fn session_count(&self, user_id: &str) -> i64 {
+        let db = self.db.clone();
+        let id = user_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.conn().expect("conn");
+            dzdesk_auth::db::models::Session::count_for_user(&mut conn, &id).expect("count")
+        })
+        .await
+        .expect("join")
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

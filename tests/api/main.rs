@@ -1,0 +1,12 @@
+//! Integration tests: the real service on a free port, a fresh database per
+//! test (a temporary SQLite file, or a new PostgreSQL database when
+//! `TEST_DATABASE_URL=postgres://...` is set), real HTTP.
+//! One test binary, so it links once.
+
+mod browser;
+mod cli;
+mod envelope;
+mod health;
+mod helpers;
+mod logging;
+mod login;
