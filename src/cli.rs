@@ -13,6 +13,7 @@ use crate::accounts::{self, AccountError};
 use crate::config::{ConfigError, Settings};
 use crate::db::{run_migrations, AnyConnection, Database};
 use crate::domain::{Email, NewPassword, Role};
+use crate::oauth::clients::{self, ClientRequest, NewClient};
 use crate::startup::{Application, BuildError};
 use crate::telemetry::init_logging;
 
@@ -32,6 +33,36 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Register a client; prints {"client_id": "...", "client_secret": "..."}
+    /// (no secret for --public). The secret is shown this once.
+    Create {
+        /// Display name, shown on the consent page.
+        #[arg(long)]
+        name: String,
+        /// Redirect URI (repeatable): https, or http on loopback only.
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// Space-separated scopes the client may ask for.
+        #[arg(long)]
+        scope: String,
+        /// A public client (no secret; PKCE required).
+        #[arg(long)]
+        public: bool,
+        /// Grant type (repeatable): authorization_code, refresh_token,
+        /// client_credentials. Default: authorization_code + refresh_token.
+        #[arg(long = "grant-type")]
+        grant_types: Vec<String>,
+        /// Require PKCE even though the client is confidential.
+        #[arg(long)]
+        require_pkce: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -117,6 +148,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             init_logging("warn");
             user(cmd)
         }
+        Command::Client(cmd) => {
+            init_logging("warn");
+            client(cmd)
+        }
     }
 }
 
@@ -187,6 +222,37 @@ fn user(cmd: UserCommand) -> Result<(), CliError> {
         UserCommand::Disable { email } => set_disabled(&email, true, now),
         UserCommand::Enable { email } => set_disabled(&email, false, now),
     }
+}
+
+fn client(cmd: ClientCommand) -> Result<(), CliError> {
+    let ClientCommand::Create {
+        name,
+        redirect_uris,
+        scope,
+        public,
+        grant_types,
+        require_pkce,
+    } = cmd;
+    let new = NewClient::parse(ClientRequest {
+        name,
+        redirect_uris,
+        scope,
+        public,
+        grant_types,
+        require_pkce,
+    })
+    .map_err(CliError::Invalid)?;
+    let mut conn = open_connection()?;
+    let registered = clients::register(&mut conn, new, Utc::now().naive_utc())
+        .map_err(|e| CliError::Failed(e.into()))?;
+    let out = match registered.secret {
+        Some(secret) => {
+            serde_json::json!({ "client_id": registered.client.id, "client_secret": secret })
+        }
+        None => serde_json::json!({ "client_id": registered.client.id }),
+    };
+    println!("{out}");
+    Ok(())
 }
 
 fn set_disabled(email: &str, disabled: bool, now: chrono::NaiveDateTime) -> Result<(), CliError> {

@@ -31,6 +31,93 @@ diesel::table! {
     }
 }
 
-diesel::joinable!(sessions -> users (user_id));
+diesel::table! {
+    clients (id) {
+        id -> Text,
+        name -> Text,
+        confidential -> Bool,
+        secret_hash -> Nullable<Text>,
+        redirect_uris -> Text,
+        scopes -> Text,
+        grant_types -> Text,
+        require_pkce -> Bool,
+        disabled -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
 
-diesel::allow_tables_to_appear_in_same_query!(users, sessions, server_secrets);
+diesel::table! {
+    consents (user_id, client_id) {
+        user_id -> Text,
+        client_id -> Text,
+        scopes -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    grants (id) {
+        id -> Text,
+        client_id -> Text,
+        user_id -> Nullable<Text>,
+        scopes -> Text,
+        created_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    authorization_codes (id) {
+        id -> Text,
+        client_id -> Text,
+        user_id -> Text,
+        redirect_uri -> Text,
+        scopes -> Text,
+        code_challenge -> Nullable<Text>,
+        code_challenge_method -> Nullable<Text>,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+        grant_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (id) {
+        id -> Text,
+        grant_id -> Text,
+        scopes -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    signing_keys (kid) {
+        kid -> Text,
+        algorithm -> Text,
+        private_key -> Binary,
+        public_jwk -> Text,
+        created_at -> Timestamp,
+        retired_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(refresh_tokens -> grants (grant_id));
+diesel::joinable!(grants -> clients (client_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    sessions,
+    server_secrets,
+    clients,
+    consents,
+    grants,
+    authorization_codes,
+    refresh_tokens,
+    signing_keys,
+);

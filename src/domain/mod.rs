@@ -1,9 +1,15 @@
 //! Validated domain types: parse once at the edge, then trust the type.
 
 mod email;
+mod grant_type;
 mod password;
+mod redirect_uri;
 mod role;
+mod scope;
 
 pub use email::Email;
+pub use grant_type::GrantType;
 pub use password::{NewPassword, Password};
+pub use redirect_uri::RedirectUri;
 pub use role::Role;
+pub use scope::{Scope, ScopeSet};

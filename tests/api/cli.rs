@@ -235,3 +235,154 @@ fn bad_configuration_stops_start_up_with_exit_2_naming_the_variable() {
     }
     assert!(!file.exists(), "nothing half-created");
 }
+
+fn create_client(db: &TestDatabase, extra: &[&str]) -> Output {
+    let mut args = vec!["client", "create", "--name", "Zapier"];
+    args.extend_from_slice(extra);
+    run(&args, &[("DATABASE_URL", &db.url)], None)
+}
+
+fn client_count(db: &TestDatabase) -> i64 {
+    use diesel::prelude::*;
+    let url = dzdesk_auth::db::DatabaseUrl::parse(&db.url).unwrap();
+    let mut conn = dzdesk_auth::db::Database::establish(&url).unwrap();
+    dzdesk_auth::db::run_migrations(&mut conn).unwrap();
+    dzdesk_auth::db::schema::clients::table
+        .count()
+        .get_result(&mut conn)
+        .unwrap()
+}
+
+fn stored_client(db: &TestDatabase, id: &str) -> dzdesk_auth::db::models::Client {
+    let url = dzdesk_auth::db::DatabaseUrl::parse(&db.url).unwrap();
+    let mut conn = dzdesk_auth::db::Database::establish(&url).unwrap();
+    dzdesk_auth::db::models::Client::find(&mut conn, id)
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn client_create_confidential_prints_id_and_secret_once() {
+    let db = TestDatabase::new();
+    let out = create_client(
+        &db,
+        &[
+            "--redirect-uri",
+            "https://zapier.example/cb",
+            "--redirect-uri",
+            "http://127.0.0.1:8000/cb",
+            "--scope",
+            "requests:read requests:write",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1);
+    let json: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let obj = json.as_object().unwrap();
+    assert_eq!(obj.len(), 2, "{text}");
+    let id = obj["client_id"].as_str().unwrap();
+    let secret = obj["client_secret"].as_str().unwrap();
+    assert!(id.starts_with("client_"));
+    // dzs_ + 43 base64url characters = 256 bits.
+    assert!(
+        secret.starts_with("dzs_") && secret.len() == 4 + 43,
+        "{secret}"
+    );
+
+    let client = stored_client(&db, id);
+    assert!(client.confidential);
+    assert!(client.verify_secret(secret));
+    assert!(!client.verify_secret(&format!("{secret}x")));
+    assert_ne!(client.secret_hash.as_deref(), Some(secret), "stored hashed");
+    assert_eq!(client.grant_types, "authorization_code refresh_token");
+    assert_eq!(client.redirect_uris().len(), 2);
+}
+
+#[test]
+fn client_create_public_has_no_secret_and_requires_pkce() {
+    let db = TestDatabase::new();
+    let out = create_client(
+        &db,
+        &[
+            "--redirect-uri",
+            "http://127.0.0.1/cb",
+            "--scope",
+            "requests:read",
+            "--public",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(json.as_object().unwrap().len(), 1);
+    let client = stored_client(&db, json["client_id"].as_str().unwrap());
+    assert!(!client.confidential && client.require_pkce && client.secret_hash.is_none());
+}
+
+#[test]
+fn client_create_client_credentials_grant() {
+    let db = TestDatabase::new();
+    let out = create_client(
+        &db,
+        &[
+            "--scope",
+            "requests:read",
+            "--grant-type",
+            "client_credentials",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let client = stored_client(&db, json["client_id"].as_str().unwrap());
+    assert_eq!(client.grant_types, "client_credentials");
+}
+
+#[test]
+fn client_create_with_invalid_input_exits_2_and_creates_nothing() {
+    let db = TestDatabase::new();
+    for args in [
+        vec![
+            "--redirect-uri",
+            "http://evil.example/cb",
+            "--scope",
+            "requests:read",
+        ],
+        vec![
+            "--redirect-uri",
+            "https://app.example/cb#frag",
+            "--scope",
+            "requests:read",
+        ],
+        vec!["--redirect-uri", "not a url", "--scope", "requests:read"],
+        vec![
+            "--redirect-uri",
+            "https://app.example/cb",
+            "--scope",
+            "requests:read openid",
+        ],
+        vec!["--redirect-uri", "https://app.example/cb", "--scope", ""],
+        vec!["--scope", "requests:read"],
+        vec![
+            "--redirect-uri",
+            "https://app.example/cb",
+            "--scope",
+            "requests:read",
+            "--grant-type",
+            "password",
+        ],
+        vec![
+            "--redirect-uri",
+            "https://app.example/cb",
+            "--scope",
+            "requests:read",
+            "--public",
+            "--grant-type",
+            "client_credentials",
+        ],
+    ] {
+        let out = create_client(&db, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "", "{args:?}");
+    }
+    assert_eq!(client_count(&db), 0);
+}

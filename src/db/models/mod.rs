@@ -2,10 +2,12 @@
 //! (no I/O) and "database methods" (take a connection, run on the blocking
 //! pool).
 
+mod client;
 mod server_secret;
 mod session;
 mod user;
 
+pub use client::{Client, CLIENT_SECRET_PREFIX};
 pub use server_secret::ServerSecret;
 pub use session::Session;
 pub use user::{CreateUserError, User};

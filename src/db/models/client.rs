@@ -1,0 +1,101 @@
+use std::fmt;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::schema::clients;
+use crate::db::AnyConnection;
+use crate::domain::{GrantType, RedirectUri, ScopeSet};
+use crate::tokens;
+
+/// A registered OAuth client.
+#[derive(Queryable, Selectable, Insertable, Clone)]
+#[diesel(table_name = clients)]
+pub struct Client {
+    pub id: String,
+    pub name: String,
+    pub confidential: bool,
+    pub secret_hash: Option<String>,
+    pub redirect_uris: String,
+    pub scopes: String,
+    pub grant_types: String,
+    pub require_pkce: bool,
+    pub disabled: bool,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("confidential", &self.confidential)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Prefix of client secrets. Changing it invalidates no stored hash, but
+/// secret scanners look for it.
+pub const CLIENT_SECRET_PREFIX: &str = "dzs_";
+
+// Local methods
+impl Client {
+    /// Registered redirect URIs (rows are validated on insert).
+    pub fn redirect_uris(&self) -> Vec<RedirectUri> {
+        self.redirect_uris
+            .lines()
+            .filter_map(|l| RedirectUri::parse(l).ok())
+            .collect()
+    }
+
+    pub fn scopes(&self) -> ScopeSet {
+        ScopeSet::parse(&self.scopes).unwrap_or_default()
+    }
+
+    pub fn allows_grant(&self, grant: GrantType) -> bool {
+        self.grant_types.split(' ').any(|g| g == grant.as_str())
+    }
+
+    pub fn is_public(&self) -> bool {
+        !self.confidential
+    }
+
+    /// Constant-time check of a presented secret against the stored SHA-256.
+    /// Public clients have no secret and never match.
+    pub fn verify_secret(&self, presented: &str) -> bool {
+        match &self.secret_hash {
+            Some(stored) => tokens::constant_time_eq(
+                tokens::hash_secret(presented).as_bytes(),
+                stored.as_bytes(),
+            ),
+            None => false,
+        }
+    }
+
+    /// The registered redirect URI that `requested` matches, if any. Only
+    /// public clients get RFC 8252's any-port loopback rule.
+    pub fn match_redirect_uri(&self, requested: &str) -> Option<RedirectUri> {
+        self.redirect_uris()
+            .into_iter()
+            .find(|r| r.matches(requested, self.is_public()))
+    }
+}
+
+// Database methods
+impl Client {
+    pub fn insert(&self, conn: &mut AnyConnection) -> QueryResult<()> {
+        diesel::insert_into(clients::table)
+            .values(self)
+            .execute(conn)
+            .map(|_| ())
+    }
+
+    pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<Client>> {
+        clients::table
+            .find(id)
+            .select(Client::as_select())
+            .first(conn)
+            .optional()
+    }
+}

@@ -1,0 +1,157 @@
+use std::fmt;
+
+/// A redirect URI as registered: an absolute https URL without fragment, or
+/// http on a loopback host only (RFC 6749 3.1.2, RFC 9700 2.1, RFC 8252 7.3).
+/// The original string is kept: requests are matched against it by exact
+/// string comparison (RFC 9700 4.1.3).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedirectUri {
+    raw: String,
+    loopback: bool,
+}
+
+fn is_loopback_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+impl RedirectUri {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.len() > 2000 || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("redirect URI is too long or contains whitespace".into());
+        }
+        let url = url::Url::parse(raw)
+            .map_err(|e| format!("redirect URI is not an absolute URL: {e}"))?;
+        // RFC 6749 3.1.2: "The endpoint URI MUST NOT include a fragment component."
+        if url.fragment().is_some() || raw.contains('#') {
+            return Err("redirect URI must not have a fragment".into());
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("redirect URI must not contain credentials".into());
+        }
+        let loopback = is_loopback_host(&url);
+        match url.scheme() {
+            "https" if url.host().is_some() => {}
+            // RFC 8252 7.3 / RFC 9700 2.1: plain http only for loopback.
+            "http" if loopback => {}
+            "http" => {
+                return Err(
+                    "http redirect URIs are allowed only on loopback (127.0.0.1, [::1], localhost)"
+                        .into(),
+                )
+            }
+            _ => return Err("redirect URI must use https (or http on loopback)".into()),
+        }
+        Ok(Self {
+            raw: raw.to_owned(),
+            loopback: loopback && url.scheme() == "http",
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// An http URL on a loopback host.
+    pub fn is_loopback_http(&self) -> bool {
+        self.loopback
+    }
+
+    /// Whether `requested` may be used with this registration: the exact
+    /// string (RFC 9700 4.1.3), or, for loopback http redirects of native
+    /// (public) clients, the same URI with any port (RFC 8252 7.3: "The
+    /// authorization server MUST allow any port to be specified at the time of
+    /// the request for loopback IP redirect URIs").
+    pub fn matches(&self, requested: &str, allow_any_loopback_port: bool) -> bool {
+        if self.raw == requested {
+            return true;
+        }
+        if !(allow_any_loopback_port && self.loopback) {
+            return false;
+        }
+        match (url::Url::parse(&self.raw), RedirectUri::parse(requested)) {
+            (Ok(mut registered), Ok(req)) if req.loopback => {
+                let Ok(mut requested) = url::Url::parse(&req.raw) else {
+                    return false;
+                };
+                let ports_cleared =
+                    registered.set_port(None).is_ok() && requested.set_port(None).is_ok();
+                ports_cleared && registered == requested
+            }
+            _ => false,
+        }
+    }
+}
+
+impl AsRef<str> for RedirectUri {
+    fn as_ref(&self) -> &str {
+        &self.raw
+    }
+}
+
+impl fmt::Debug for RedirectUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedirectUri({})", self.raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RedirectUri;
+
+    #[test]
+    fn https_and_loopback_http_are_accepted() {
+        for ok in [
+            "https://app.example.com/cb",
+            "https://app.example.com/cb?x=1",
+            "http://127.0.0.1:8000/cb",
+            "http://[::1]/cb",
+            "http://localhost:3000/callback",
+        ] {
+            assert!(RedirectUri::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn fragments_plain_http_and_other_schemes_are_refused() {
+        for bad in [
+            "https://app.example.com/cb#frag",
+            "http://app.example.com/cb",
+            "ftp://app.example.com/cb",
+            "/relative/cb",
+            "javascript:alert(1)",
+            "https://user:pw@app.example.com/cb",
+            "custom.scheme:/cb",
+        ] {
+            assert!(RedirectUri::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn matching_is_exact_string() {
+        let r = RedirectUri::parse("https://app.example.com/cb").unwrap();
+        assert!(r.matches("https://app.example.com/cb", true));
+        for other in [
+            "https://app.example.com/cb/",
+            "https://app.example.com/cb?x=1",
+            "https://APP.example.com/cb",
+            "https://app.example.com:443/cb",
+            "https://app.example.com/cb/../cb",
+        ] {
+            assert!(!r.matches(other, true), "{other}");
+        }
+    }
+
+    #[test]
+    fn loopback_port_may_vary_only_when_allowed() {
+        let r = RedirectUri::parse("http://127.0.0.1/cb").unwrap();
+        assert!(r.matches("http://127.0.0.1:53117/cb", true));
+        assert!(!r.matches("http://127.0.0.1:53117/cb", false));
+        assert!(!r.matches("http://127.0.0.1:53117/other", true));
+        assert!(!r.matches("http://localhost:53117/cb", true));
+    }
+}

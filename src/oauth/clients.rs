@@ -1,0 +1,182 @@
+//! Client registration: validation and creation. No HTTP here; the CLI and
+//! (later) RFC 7591 registration both call it.
+
+use chrono::NaiveDateTime;
+
+use crate::db::models::{Client, CLIENT_SECRET_PREFIX};
+use crate::db::AnyConnection;
+use crate::domain::{GrantType, RedirectUri, ScopeSet};
+use crate::tokens;
+
+/// A client to register, validated.
+#[derive(Debug)]
+pub struct NewClient {
+    pub name: String,
+    pub public: bool,
+    pub redirect_uris: Vec<RedirectUri>,
+    pub scopes: ScopeSet,
+    pub grant_types: Vec<GrantType>,
+    pub require_pkce: bool,
+}
+
+/// The registration request as typed by an operator or sent by a client.
+#[derive(Debug, Default)]
+pub struct ClientRequest {
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub scope: String,
+    pub public: bool,
+    pub grant_types: Vec<String>,
+    pub require_pkce: bool,
+}
+
+impl NewClient {
+    /// Validates a registration request. Defaults: grant types
+    /// `authorization_code` + `refresh_token`.
+    pub fn parse(req: ClientRequest) -> Result<Self, String> {
+        let name = req.name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err("name must be 1 to 100 printable characters".into());
+        }
+        let mut grant_types = Vec::new();
+        for g in &req.grant_types {
+            let grant = GrantType::parse(g).ok_or_else(|| {
+                format!("unsupported grant type '{g}': use authorization_code, refresh_token or client_credentials")
+            })?;
+            if !grant_types.contains(&grant) {
+                grant_types.push(grant);
+            }
+        }
+        if grant_types.is_empty() {
+            grant_types = vec![GrantType::AuthorizationCode, GrantType::RefreshToken];
+        }
+        grant_types.sort();
+        // RFC 6749 4.4: "The client credentials grant type MUST only be used
+        // by confidential clients."
+        if req.public && grant_types.contains(&GrantType::ClientCredentials) {
+            return Err("a public client cannot use client_credentials".into());
+        }
+        let redirect_uris = req
+            .redirect_uris
+            .iter()
+            .map(|u| RedirectUri::parse(u).map_err(|e| format!("{e}: {u}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if grant_types.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {
+            return Err("the authorization_code grant needs at least one --redirect-uri".into());
+        }
+        let scopes = ScopeSet::parse(&req.scope)?;
+        if scopes.is_empty() {
+            return Err("at least one scope is required".into());
+        }
+        Ok(Self {
+            name,
+            public: req.public,
+            redirect_uris,
+            scopes,
+            grant_types,
+            // RFC 9700 2.1.1: PKCE is required for public clients.
+            require_pkce: req.require_pkce || req.public,
+        })
+    }
+}
+
+/// A registered client and its secret, shown this once (confidential only).
+#[derive(Debug)]
+pub struct Registered {
+    pub client: Client,
+    pub secret: Option<String>,
+}
+
+/// Stores the client; the secret (256-bit, `dzs_` prefix) is kept only as its
+/// SHA-256.
+pub fn register(
+    conn: &mut AnyConnection,
+    new: NewClient,
+    now: NaiveDateTime,
+) -> diesel::QueryResult<Registered> {
+    let secret = (!new.public).then(|| tokens::new_secret(CLIENT_SECRET_PREFIX));
+    let client = Client {
+        id: tokens::new_id("client_"),
+        name: new.name,
+        confidential: !new.public,
+        secret_hash: secret.as_deref().map(tokens::hash_secret),
+        redirect_uris: new
+            .redirect_uris
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        scopes: new.scopes.to_string(),
+        grant_types: new
+            .grant_types
+            .iter()
+            .map(|g| g.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        require_pkce: new.require_pkce,
+        disabled: false,
+        created_at: now,
+        updated_at: now,
+    };
+    client.insert(conn)?;
+    Ok(Registered { client, secret })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> ClientRequest {
+        ClientRequest {
+            name: "Zapier".into(),
+            redirect_uris: vec!["https://zapier.example/cb".into()],
+            scope: "requests:read requests:write".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn default_grant_types_are_code_and_refresh() {
+        let c = NewClient::parse(req()).unwrap();
+        assert_eq!(
+            c.grant_types,
+            vec![GrantType::AuthorizationCode, GrantType::RefreshToken]
+        );
+        assert!(!c.require_pkce);
+    }
+
+    #[test]
+    fn public_clients_require_pkce_and_cannot_use_client_credentials() {
+        let mut r = req();
+        r.public = true;
+        assert!(NewClient::parse(r).unwrap().require_pkce);
+        let mut r = req();
+        r.public = true;
+        r.grant_types = vec!["client_credentials".into()];
+        assert!(NewClient::parse(r).is_err());
+    }
+
+    #[test]
+    fn invalid_redirect_scope_or_grant_is_rejected() {
+        let mut r = req();
+        r.redirect_uris = vec!["http://evil.example/cb".into()];
+        assert!(NewClient::parse(r).is_err());
+        let mut r = req();
+        r.scope = "requests:read openid".into();
+        assert!(NewClient::parse(r).is_err());
+        let mut r = req();
+        r.grant_types = vec!["password".into()];
+        assert!(NewClient::parse(r).is_err());
+        let mut r = req();
+        r.redirect_uris.clear();
+        assert!(NewClient::parse(r).is_err());
+    }
+
+    #[test]
+    fn client_credentials_only_client_needs_no_redirect_uri() {
+        let mut r = req();
+        r.redirect_uris.clear();
+        r.grant_types = vec!["client_credentials".into()];
+        assert!(NewClient::parse(r).is_ok());
+    }
+}

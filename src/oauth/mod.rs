@@ -1,0 +1,4 @@
+//! The OAuth 2.0 protocol core: no actix types. Functions take the current
+//! time as an argument and return typed errors that speak RFC 6749.
+
+pub mod clients;
