@@ -2,3 +2,4 @@
 //! time as an argument and return typed errors that speak RFC 6749.
 
 pub mod clients;
+pub mod jwt;

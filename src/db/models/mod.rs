@@ -5,9 +5,11 @@
 mod client;
 mod server_secret;
 mod session;
+mod signing_key;
 mod user;
 
 pub use client::{Client, CLIENT_SECRET_PREFIX};
 pub use server_secret::ServerSecret;
 pub use session::Session;
+pub use signing_key::SigningKeyRow;
 pub use user::{CreateUserError, User};

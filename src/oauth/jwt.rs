@@ -1,0 +1,370 @@
+//! RFC 9068 JWT access tokens: ES256 keys kept in the database, signing,
+//! verification that pins the algorithm per key, and the JWKS (RFC 7517).
+
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{Duration, NaiveDateTime};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
+    EllipticCurveKeyType, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
+};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use p256::ecdsa::SigningKey;
+use p256::elliptic_curve::rand_core::OsRng;
+use p256::pkcs8::EncodePrivateKey;
+use serde::{Deserialize, Serialize};
+
+use crate::db::models::SigningKeyRow;
+use crate::db::AnyConnection;
+use crate::tokens;
+
+/// RFC 9068 2.1: access tokens MUST carry `typ: at+jwt`.
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// Clock skew tolerated when checking `exp`.
+pub const LEEWAY_SECS: i64 = 30;
+const ALGORITHM: &str = "ES256";
+
+/// The claims of an access token (RFC 9068 2.2), plus the grant it belongs
+/// to so that revoking the grant reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    pub scope: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub grant_id: String,
+}
+
+/// Why a token was refused. Deliberately coarse for clients; precise for tests.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("wrong token type")]
+    WrongType,
+    #[error("unknown signing key")]
+    UnknownKey,
+    #[error("algorithm not allowed")]
+    Algorithm,
+    #[error("invalid signature")]
+    Signature,
+    #[error("token expired")]
+    Expired,
+    #[error("wrong issuer")]
+    Issuer,
+    #[error("wrong audience")]
+    Audience,
+    #[error("missing or invalid claims")]
+    Claims,
+}
+
+/// A fresh ES256 key as a database row: PKCS#8 DER private key, public JWK.
+pub fn generate_key(now: NaiveDateTime) -> anyhow::Result<SigningKeyRow> {
+    let key = SigningKey::random(&mut OsRng);
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|e| anyhow::anyhow!("encoding the signing key: {e}"))?;
+    let point = key.verifying_key().to_encoded_point(false);
+    let (Some(x), Some(y)) = (point.x(), point.y()) else {
+        anyhow::bail!("uncompressed point without coordinates");
+    };
+    let kid = tokens::new_id("").chars().take(16).collect::<String>();
+    let jwk = Jwk {
+        common: CommonParameters {
+            public_key_use: Some(PublicKeyUse::Signature),
+            key_algorithm: Some(KeyAlgorithm::ES256),
+            key_id: Some(kid.clone()),
+            ..Default::default()
+        },
+        algorithm: AlgorithmParameters::EllipticCurve(EllipticCurveKeyParameters {
+            key_type: EllipticCurveKeyType::EC,
+            curve: EllipticCurve::P256,
+            x: URL_SAFE_NO_PAD.encode(x),
+            y: URL_SAFE_NO_PAD.encode(y),
+        }),
+    };
+    Ok(SigningKeyRow {
+        kid,
+        algorithm: ALGORITHM.to_owned(),
+        private_key: der.as_bytes().to_vec(),
+        public_jwk: serde_json::to_string(&jwk)?,
+        created_at: now,
+        retired_at: None,
+    })
+}
+
+/// Generates a new key that signs from now on; older keys are retired but
+/// stay published until the tokens they signed have expired.
+pub fn rotate(conn: &mut AnyConnection, now: NaiveDateTime) -> anyhow::Result<String> {
+    let row = generate_key(now)?;
+    row.insert_and_retire_others(conn, now)?;
+    Ok(row.kid)
+}
+
+/// The keys in use: the one that signs, and every published one.
+pub struct KeyRing {
+    signing_kid: String,
+    encoding: EncodingKey,
+    /// Verification keys by kid; each pinned to ES256.
+    verifying: HashMap<String, DecodingKey>,
+    jwks: JwkSet,
+}
+
+impl KeyRing {
+    /// Loads the current keys, creating the first one on a fresh database.
+    /// Retired keys are kept while a token they signed could still be valid
+    /// (`max_token_lifetime` + leeway).
+    pub fn load(
+        conn: &mut AnyConnection,
+        now: NaiveDateTime,
+        max_token_lifetime: Duration,
+    ) -> anyhow::Result<Self> {
+        let retired_after = now - max_token_lifetime - Duration::seconds(LEEWAY_SECS);
+        let mut rows = SigningKeyRow::load_current(conn, retired_after)?;
+        if !rows.iter().any(|r| r.retired_at.is_none()) {
+            rotate(conn, now)?;
+            rows = SigningKeyRow::load_current(conn, retired_after)?;
+        }
+        Self::from_rows(&rows)
+    }
+
+    /// `rows` newest first (as `load_current` returns them).
+    pub fn from_rows(rows: &[SigningKeyRow]) -> anyhow::Result<Self> {
+        let active = rows
+            .iter()
+            .find(|r| r.retired_at.is_none() && r.algorithm == ALGORITHM)
+            .ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
+        let mut verifying = HashMap::new();
+        let mut keys = Vec::new();
+        for row in rows.iter().filter(|r| r.algorithm == ALGORITHM) {
+            let jwk: Jwk = serde_json::from_str(&row.public_jwk)?;
+            verifying.insert(row.kid.clone(), DecodingKey::from_jwk(&jwk)?);
+            keys.push(jwk);
+        }
+        Ok(Self {
+            signing_kid: active.kid.clone(),
+            encoding: EncodingKey::from_ec_der(&active.private_key),
+            verifying,
+            jwks: JwkSet { keys },
+        })
+    }
+
+    pub fn signing_kid(&self) -> &str {
+        &self.signing_kid
+    }
+
+    /// The public keys (RFC 7517 JWK Set): never a private part.
+    pub fn jwks(&self) -> &JwkSet {
+        &self.jwks
+    }
+
+    pub fn sign(&self, claims: &AccessClaims) -> anyhow::Result<String> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.kid = Some(self.signing_kid.clone());
+        Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+    }
+
+    /// Verifies an access token (RFC 9068 4): `typ` must be `at+jwt`, the
+    /// `kid` one of ours, the algorithm ES256 (pinned per key: `none`, HS256
+    /// signed with our public key, or any other algorithm is refused), the
+    /// signature valid, `iss` and `aud` ours, and `exp` not past (with
+    /// [`LEEWAY_SECS`]). `now` is seconds since the epoch.
+    pub fn verify(
+        &self,
+        token: &str,
+        issuer: &str,
+        audience: &str,
+        now: i64,
+    ) -> Result<AccessClaims, JwtError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            // `alg: none` and unknown algorithms do not even parse.
+            ErrorKind::Json(_) => JwtError::Algorithm,
+            _ => JwtError::Malformed,
+        })?;
+        let typ_ok = header.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
+        });
+        if !typ_ok {
+            return Err(JwtError::WrongType);
+        }
+        if header.alg != Algorithm::ES256 {
+            return Err(JwtError::Algorithm);
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.verifying.get(kid))
+            .ok_or(JwtError::UnknownKey)?;
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        // Expiry is checked below against the injected clock.
+        validation.validate_exp = false;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::InvalidSignature => JwtError::Signature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => JwtError::Algorithm,
+                ErrorKind::InvalidIssuer => JwtError::Issuer,
+                ErrorKind::InvalidAudience => JwtError::Audience,
+                ErrorKind::MissingRequiredClaim(_) | ErrorKind::Json(_) => JwtError::Claims,
+                _ => JwtError::Malformed,
+            }
+        })?;
+        if data.claims.exp + LEEWAY_SECS < now {
+            return Err(JwtError::Expired);
+        }
+        Ok(data.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::DateTime;
+
+    const ISS: &str = "https://auth.example.com";
+    const NOW: i64 = 1_800_000_000;
+
+    fn ring() -> (KeyRing, SigningKeyRow) {
+        let now = DateTime::from_timestamp(NOW, 0).unwrap().naive_utc();
+        let row = generate_key(now).unwrap();
+        (KeyRing::from_rows(std::slice::from_ref(&row)).unwrap(), row)
+    }
+
+    fn claims() -> AccessClaims {
+        AccessClaims {
+            iss: ISS.into(),
+            sub: "user_1".into(),
+            aud: ISS.into(),
+            client_id: "client_1".into(),
+            scope: "requests:read".into(),
+            iat: NOW,
+            exp: NOW + 3600,
+            jti: "j1".into(),
+            grant_id: "g1".into(),
+        }
+    }
+
+    fn b64(v: &serde_json::Value) -> String {
+        URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    #[test]
+    fn signed_token_verifies_and_has_rfc9068_header() {
+        let (ring, row) = ring();
+        let token = ring.sign(&claims()).unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        assert_eq!(header.alg, Algorithm::ES256);
+        assert_eq!(header.kid.as_deref(), Some(row.kid.as_str()));
+        assert_eq!(ring.verify(&token, ISS, ISS, NOW).unwrap(), claims());
+    }
+
+    #[test]
+    fn jwks_has_public_parts_only() {
+        let (ring, _) = ring();
+        let json = serde_json::to_value(ring.jwks()).unwrap();
+        let key = &json["keys"][0];
+        assert_eq!(key["kty"], "EC");
+        assert_eq!(key["crv"], "P-256");
+        assert_eq!(key["alg"], "ES256");
+        assert_eq!(key["use"], "sig");
+        assert!(key.get("d").is_none());
+    }
+
+    #[test]
+    fn expired_token_is_refused_after_the_leeway() {
+        let (ring, _) = ring();
+        let token = ring.sign(&claims()).unwrap();
+        assert!(ring
+            .verify(&token, ISS, ISS, NOW + 3600 + LEEWAY_SECS)
+            .is_ok());
+        assert_eq!(
+            ring.verify(&token, ISS, ISS, NOW + 3600 + LEEWAY_SECS + 1),
+            Err(JwtError::Expired)
+        );
+    }
+
+    #[test]
+    fn wrong_issuer_or_audience_is_refused() {
+        let (ring, _) = ring();
+        let token = ring.sign(&claims()).unwrap();
+        assert_eq!(
+            ring.verify(&token, "https://other", ISS, NOW),
+            Err(JwtError::Issuer)
+        );
+        assert_eq!(
+            ring.verify(&token, ISS, "https://other", NOW),
+            Err(JwtError::Audience)
+        );
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let (ring, row) = ring();
+        let header = serde_json::json!({"alg": "none", "typ": "at+jwt", "kid": row.kid});
+        let token = format!(
+            "{}.{}.",
+            b64(&header),
+            b64(&serde_json::to_value(claims()).unwrap())
+        );
+        assert_eq!(ring.verify(&token, ISS, ISS, NOW), Err(JwtError::Algorithm));
+    }
+
+    #[test]
+    fn hs256_signed_with_the_public_key_is_refused() {
+        let (ring, row) = ring();
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(row.kid.clone());
+        // The classic confusion attack: HMAC keyed with the published key.
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims(),
+            &EncodingKey::from_secret(row.public_jwk.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(ring.verify(&token, ISS, ISS, NOW), Err(JwtError::Algorithm));
+    }
+
+    #[test]
+    fn wrong_typ_and_unknown_kid_are_refused() {
+        let (ring, row) = ring();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(row.kid.clone()); // typ stays "JWT"
+        let encoding = EncodingKey::from_ec_der(&row.private_key);
+        let token = jsonwebtoken::encode(&header, &claims(), &encoding).unwrap();
+        assert_eq!(ring.verify(&token, ISS, ISS, NOW), Err(JwtError::WrongType));
+
+        let (other, _) = self::ring();
+        let foreign = other.sign(&claims()).unwrap();
+        assert_eq!(
+            ring.verify(&foreign, ISS, ISS, NOW),
+            Err(JwtError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn tampered_payload_is_refused() {
+        let (ring, _) = ring();
+        let token = ring.sign(&claims()).unwrap();
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let mut evil = claims();
+        evil.scope = "admin".into();
+        let payload = b64(&serde_json::to_value(evil).unwrap());
+        parts[1] = &payload;
+        assert_eq!(
+            ring.verify(&parts.join("."), ISS, ISS, NOW),
+            Err(JwtError::Signature)
+        );
+    }
+}
