@@ -14,6 +14,7 @@ use crate::config::{ConfigError, Settings};
 use crate::db::{run_migrations, AnyConnection, Database};
 use crate::domain::{Email, NewPassword, Role};
 use crate::oauth::clients::{self, ClientRequest, NewClient};
+use crate::oauth::jwt;
 use crate::startup::{Application, BuildError};
 use crate::telemetry::init_logging;
 
@@ -36,6 +37,17 @@ pub enum Command {
     /// Manage OAuth clients.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Manage access-token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Generate a new ES256 key that signs from now on; prints {"kid": "..."}.
+    /// Older public keys stay published until every token they signed has
+    /// expired. Running instances switch within DZDESK_KEY_RELOAD_SECS.
+    Rotate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -151,6 +163,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Client(cmd) => {
             init_logging("warn");
             client(cmd)
+        }
+        Command::Keys(KeysCommand::Rotate) => {
+            init_logging("warn");
+            let mut conn = open_connection()?;
+            let kid = jwt::rotate(&mut conn, Utc::now().naive_utc())?;
+            println!("{}", serde_json::json!({ "kid": kid }));
+            Ok(())
         }
     }
 }

@@ -21,6 +21,15 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// Maximum connections in the database pool.
     pub db_pool_size: u32,
+    /// `aud` of access tokens (default: the issuer).
+    pub audience: String,
+    /// Lifetime of access tokens, seconds (default 3600).
+    pub access_token_ttl_secs: i64,
+    /// Lifetime of refresh tokens, seconds (default 30 days).
+    pub refresh_token_ttl_secs: i64,
+    /// How often a running instance re-reads the signing keys, seconds
+    /// (picks up `dzdesk-auth keys rotate`; default 60).
+    pub key_reload_secs: i64,
 }
 
 /// A setting that could not be used: which variable, and why.
@@ -57,6 +66,19 @@ impl Settings {
         let issuer = var("DZDESK_ISSUER")?;
         let workers = var("DZDESK_WORKERS")?;
         let pool = var("DZDESK_DB_POOL_SIZE")?;
+        let audience = var("DZDESK_AUDIENCE")?;
+        let access_ttl = var("DZDESK_ACCESS_TOKEN_TTL")?;
+        let refresh_ttl = var("DZDESK_REFRESH_TOKEN_TTL")?;
+        let key_reload = var("DZDESK_KEY_RELOAD_SECS")?;
+        let issuer = parse_issuer(issuer.as_deref().unwrap_or(DEFAULT_ISSUER))
+            .map_err(|m| ConfigError::new("DZDESK_ISSUER", m))?;
+        let seconds =
+            |raw: Option<String>, var: &'static str, default: i64, min: usize, max: usize| {
+                raw.map(|r| parse_count(&r, min, max))
+                    .transpose()
+                    .map_err(|m| ConfigError::new(var, m))
+                    .map(|n| n.map_or(default, |n| n as i64))
+            };
         Ok(Self {
             database_url: DatabaseUrl::parse(
                 database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL),
@@ -64,8 +86,23 @@ impl Settings {
             .map_err(|m| ConfigError::new("DATABASE_URL", m))?,
             listen: parse_listen(listen.as_deref().unwrap_or(DEFAULT_LISTEN))
                 .map_err(|m| ConfigError::new("DZDESK_LISTEN", m))?,
-            issuer: parse_issuer(issuer.as_deref().unwrap_or(DEFAULT_ISSUER))
-                .map_err(|m| ConfigError::new("DZDESK_ISSUER", m))?,
+            audience: audience.map_or_else(|| issuer.clone(), |a| a.trim().to_owned()),
+            issuer,
+            access_token_ttl_secs: seconds(
+                access_ttl,
+                "DZDESK_ACCESS_TOKEN_TTL",
+                3600,
+                60,
+                86_400,
+            )?,
+            refresh_token_ttl_secs: seconds(
+                refresh_ttl,
+                "DZDESK_REFRESH_TOKEN_TTL",
+                30 * 86_400,
+                60,
+                365 * 86_400,
+            )?,
+            key_reload_secs: seconds(key_reload, "DZDESK_KEY_RELOAD_SECS", 60, 0, 86_400)?,
             workers: workers
                 .map(|w| parse_count(&w, 1, 256))
                 .transpose()

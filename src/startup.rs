@@ -3,6 +3,7 @@
 //! port it got.
 
 use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::{from_fn, DefaultHeaders};
@@ -13,8 +14,8 @@ use crate::auth::csrf::CsrfKey;
 use crate::auth::password;
 use crate::config::Settings;
 use crate::db::Database;
-use crate::routes::{health, static_files, v1, web as pages};
-use crate::state::{AppState, ServerKeys};
+use crate::routes::{health, oauth, static_files, v1, web as pages, well_known};
+use crate::state::{AppState, KeyStore, ServerKeys};
 use crate::telemetry::access_log;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +38,7 @@ impl Application {
     /// Loads the server keys from the database (creating them on first
     /// start) and builds the service.
     pub async fn build(settings: Settings, db: Database) -> Result<Self, BuildError> {
-        let keys = ServerKeys::load(&db).await?;
+        let keys = ServerKeys::load(&db, &settings).await?;
         Self::build_with(settings, db, keys, |_| {}).await
     }
 
@@ -66,10 +67,16 @@ impl Application {
         let local_addr = listener.local_addr().map_err(anyhow::Error::from)?;
         let workers = settings.workers;
         let hsts = settings.issuer.starts_with("https://");
+        let key_store = KeyStore::new(
+            keys.signing,
+            Duration::from_secs(settings.key_reload_secs.max(0) as u64),
+            chrono::Duration::seconds(settings.access_token_ttl_secs),
+        );
         let state = web::Data::new(AppState {
             db,
             csrf: CsrfKey::new(keys.csrf),
             settings,
+            keys: key_store,
         });
 
         let server = HttpServer::new(move || {
@@ -85,6 +92,9 @@ impl Application {
                 .route("/login", web::get().to(pages::login::login_get))
                 .route("/login", web::post().to(pages::login::login_post))
                 .route("/logout", web::post().to(pages::login::logout_post))
+                // Changing a path here means changing the server metadata too.
+                .route("/oauth/token", web::post().to(oauth::token_post))
+                .route("/.well-known/jwks.json", web::get().to(well_known::jwks))
                 .service(
                     web::scope("/v1")
                         .configure(v1::configure_extractors)

@@ -3,7 +3,9 @@
 
 use chrono::NaiveDateTime;
 
-use crate::db::models::{Client, CLIENT_SECRET_PREFIX};
+use diesel::Connection;
+
+use crate::db::models::{Client, GrantRow, CLIENT_SECRET_PREFIX};
 use crate::db::AnyConnection;
 use crate::domain::{GrantType, RedirectUri, ScopeSet};
 use crate::tokens;
@@ -95,6 +97,7 @@ pub fn register(
     now: NaiveDateTime,
 ) -> diesel::QueryResult<Registered> {
     let secret = (!new.public).then(|| tokens::new_secret(CLIENT_SECRET_PREFIX));
+    let grant_types = new.grant_types.clone();
     let client = Client {
         id: tokens::new_id("client_"),
         name: new.name,
@@ -118,7 +121,21 @@ pub fn register(
         created_at: now,
         updated_at: now,
     };
-    client.insert(conn)?;
+    conn.transaction(|conn| {
+        client.insert(conn)?;
+        if grant_types.contains(&GrantType::ClientCredentials) {
+            GrantRow {
+                id: GrantRow::client_credentials_id(&client.id),
+                client_id: client.id.clone(),
+                user_id: None,
+                scopes: client.scopes.clone(),
+                created_at: now,
+                revoked_at: None,
+            }
+            .insert_if_missing(conn)?;
+        }
+        Ok::<(), diesel::result::Error>(())
+    })?;
     Ok(Registered { client, secret })
 }
 

@@ -2,4 +2,6 @@
 //! time as an argument and return typed errors that speak RFC 6749.
 
 pub mod clients;
+pub mod error;
 pub mod jwt;
+pub mod token;

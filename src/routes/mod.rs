@@ -2,6 +2,8 @@
 //! in `startup.rs`.
 
 pub mod health;
+pub mod oauth;
 pub mod static_files;
 pub mod v1;
 pub mod web;
+pub mod well_known;

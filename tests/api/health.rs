@@ -1,4 +1,5 @@
 use dzdesk_auth::db::{Database, DatabaseUrl};
+use dzdesk_auth::oauth::jwt::{generate_key, KeyRing};
 use dzdesk_auth::startup::Application;
 use dzdesk_auth::state::ServerKeys;
 
@@ -27,7 +28,12 @@ async fn readyz_is_503_when_the_database_is_down() {
     let url = format!("postgres://postgres@127.0.0.1:{port}/dzdesk");
     let settings = test_settings(&url);
     let db = Database::connect_lazy(&DatabaseUrl::parse(&url).unwrap(), 2);
-    let keys = ServerKeys { csrf: [1; 32] };
+    let now = chrono::Utc::now().naive_utc();
+    let ring = KeyRing::from_rows(&[generate_key(now).unwrap()]).unwrap();
+    let keys = ServerKeys {
+        csrf: [1; 32],
+        signing: std::sync::Arc::new(ring),
+    };
     let app = Application::build_with(settings, db, keys, |_| {})
         .await
         .unwrap();

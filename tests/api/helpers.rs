@@ -93,6 +93,7 @@ impl Drop for TestDatabase {
 
 pub struct TestApp {
     pub address: String,
+    pub settings: Settings,
     pub client: reqwest::Client,
     pub db: Database,
     handle: ServerHandle,
@@ -114,6 +115,11 @@ pub fn test_settings(url: &str) -> Settings {
         issuer: "http://127.0.0.1".to_owned(),
         workers: Some(1),
         db_pool_size: 4,
+        audience: "http://127.0.0.1".to_owned(),
+        access_token_ttl_secs: 3600,
+        refresh_token_ttl_secs: 30 * 86_400,
+        // Re-read the signing keys on every use: rotation tests see it at once.
+        key_reload_secs: 0,
     }
 }
 
@@ -134,8 +140,8 @@ where
     let db = Database::connect(&settings.database_url, settings.db_pool_size)
         .expect("connect test database");
     db.migrate().expect("migrate test database");
-    let keys = ServerKeys::load(&db).await.expect("server keys");
-    let app = Application::build_with(settings, db.clone(), keys, extra_v1)
+    let keys = ServerKeys::load(&db, &settings).await.expect("server keys");
+    let app = Application::build_with(settings.clone(), db.clone(), keys, extra_v1)
         .await
         .expect("build app");
     let port = app.port();
@@ -143,6 +149,7 @@ where
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
+        settings,
         client: new_client(),
         db,
         handle,
@@ -203,6 +210,10 @@ pub fn assert_security_headers(resp: &Response) {
 }
 
 impl TestApp {
+    pub fn database_url(&self) -> String {
+        self._test_db.url.clone()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -300,6 +311,36 @@ impl TestApp {
         let resp = self.get("/").await;
         assert_eq!(resp.status(), 200, "not signed in");
         hidden_input(&resp.text().await.expect("body"), "csrf_token").expect("logout token")
+    }
+
+    /// Registers a client in-process; returns (client_id, secret).
+    pub async fn create_client(
+        &self,
+        scope: &str,
+        grant_types: &[&str],
+        public: bool,
+    ) -> (String, Option<String>) {
+        let db = self.db.clone();
+        let req = dzdesk_auth::oauth::clients::ClientRequest {
+            name: "Test App".into(),
+            redirect_uris: vec![
+                "https://app.example/cb".into(),
+                "http://127.0.0.1/cb".into(),
+            ],
+            scope: scope.into(),
+            public,
+            grant_types: grant_types.iter().map(|g| g.to_string()).collect(),
+            require_pkce: false,
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.conn().expect("conn");
+            let new = dzdesk_auth::oauth::clients::NewClient::parse(req).expect("valid client");
+            let r = dzdesk_auth::oauth::clients::register(&mut conn, new, Utc::now().naive_utc())
+                .expect("register");
+            (r.client.id, r.secret)
+        })
+        .await
+        .expect("join")
     }
 
     pub async fn session_count(&self, user_id: &str) -> i64 {
