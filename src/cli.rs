@@ -1,4 +1,5 @@
-//! The command line: `serve` (default), `migrate`, `user create|disable|enable`.
+//! The command line: `serve` (default), `migrate`, `user create|disable|enable`,
+//! `client create`, `keys rotate`.
 //!
 //! Output shapes are a contract scripts depend on: `user create` prints exactly
 //! one JSON object `{"id": "user_..."}` on stdout. Exit codes: 0 success,
@@ -7,7 +8,7 @@
 use std::io::Read;
 
 use chrono::Utc;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::accounts::{self, AccountError};
 use crate::config::{ConfigError, Settings};
@@ -43,38 +44,54 @@ pub enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Register a client; prints {"client_id": "...", "client_secret": "..."}
+    /// (no secret for --public). The secret is shown this once.
+    Create(ClientCreateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ClientCreateArgs {
+    /// Display name, shown on the consent page.
+    #[arg(long)]
+    name: String,
+    /// Redirect URI (repeatable): https, or http on loopback only.
+    #[arg(long = "redirect-uri")]
+    redirect_uris: Vec<String>,
+    /// Space-separated scopes the client may ask for.
+    #[arg(long)]
+    scope: String,
+    /// A public client (no secret; PKCE required).
+    #[arg(long)]
+    public: bool,
+    /// Grant type (repeatable): authorization_code, refresh_token,
+    /// client_credentials. Default: authorization_code + refresh_token.
+    #[arg(long = "grant-type")]
+    grant_types: Vec<String>,
+    /// Require PKCE even though the client is confidential.
+    #[arg(long)]
+    require_pkce: bool,
+}
+
+impl From<ClientCreateArgs> for ClientRequest {
+    fn from(a: ClientCreateArgs) -> Self {
+        ClientRequest {
+            name: a.name,
+            redirect_uris: a.redirect_uris,
+            scope: a.scope,
+            public: a.public,
+            grant_types: a.grant_types,
+            require_pkce: a.require_pkce,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     /// Generate a new ES256 key that signs from now on; prints {"kid": "..."}.
     /// Older public keys stay published until every token they signed has
     /// expired. Running instances switch within DZDESK_KEY_RELOAD_SECS.
     Rotate,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum ClientCommand {
-    /// Register a client; prints {"client_id": "...", "client_secret": "..."}
-    /// (no secret for --public). The secret is shown this once.
-    Create {
-        /// Display name, shown on the consent page.
-        #[arg(long)]
-        name: String,
-        /// Redirect URI (repeatable): https, or http on loopback only.
-        #[arg(long = "redirect-uri")]
-        redirect_uris: Vec<String>,
-        /// Space-separated scopes the client may ask for.
-        #[arg(long)]
-        scope: String,
-        /// A public client (no secret; PKCE required).
-        #[arg(long)]
-        public: bool,
-        /// Grant type (repeatable): authorization_code, refresh_token,
-        /// client_credentials. Default: authorization_code + refresh_token.
-        #[arg(long = "grant-type")]
-        grant_types: Vec<String>,
-        /// Require PKCE even though the client is confidential.
-        #[arg(long)]
-        require_pkce: bool,
-    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -233,34 +250,14 @@ fn user(cmd: UserCommand) -> Result<(), CliError> {
             println!("{}", serde_json::json!({ "id": user.id }));
             Ok(())
         }
-        UserCommand::Disable { email } | UserCommand::Enable { email }
-            if Email::parse(&email).is_err() =>
-        {
-            Err(CliError::Invalid("invalid --email".into()))
-        }
         UserCommand::Disable { email } => set_disabled(&email, true, now),
         UserCommand::Enable { email } => set_disabled(&email, false, now),
     }
 }
 
 fn client(cmd: ClientCommand) -> Result<(), CliError> {
-    let ClientCommand::Create {
-        name,
-        redirect_uris,
-        scope,
-        public,
-        grant_types,
-        require_pkce,
-    } = cmd;
-    let new = NewClient::parse(ClientRequest {
-        name,
-        redirect_uris,
-        scope,
-        public,
-        grant_types,
-        require_pkce,
-    })
-    .map_err(CliError::Invalid)?;
+    let ClientCommand::Create(args) = cmd;
+    let new = NewClient::parse(args.into()).map_err(CliError::Invalid)?;
     let mut conn = open_connection()?;
     let registered = clients::register(&mut conn, new, Utc::now().naive_utc())
         .map_err(|e| CliError::Failed(e.into()))?;

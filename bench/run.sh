@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Load benchmark: a release build of dzdesk-auth on PostgreSQL (a fresh
+# database), driven by oha with 32 connections for 10 s per scenario.
+# Prints one line per scenario: scenario, req/s, p50, p99, non-2xx.
+#
+#   bench/run.sh                      # needs oha (cargo install oha --locked) and PostgreSQL
+#   BENCH_PG=postgres://... CONNS=64 DURATION=20s bench/run.sh
+#
+# Scenarios: healthz (the HTTP stack's baseline), client_credentials (the
+# token endpoint: client lookup, secret check, ES256 signature).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pg=${BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
+conns=${CONNS:-32}
+duration=${DURATION:-10s}
+port=${PORT:-18181}
+oha=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+[ -x "$oha" ] || { echo "oha not found: cargo install oha --locked" >&2; exit 1; }
+
+cargo build --release --quiet
+bin=${CARGO_TARGET_DIR:-target}/release/dzdesk-auth
+
+db="dzdesk_bench_$(date +%s)"
+psql "$pg" -qc "CREATE DATABASE $db"
+url=$(python3 -c "import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path='/'+sys.argv[2])))" "$pg" "$db")
+cleanup() {
+  [ -n "${server:-}" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+  psql "$pg" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+}
+trap cleanup EXIT
+
+export DATABASE_URL=$url DZDESK_LISTEN=127.0.0.1:$port RUST_LOG=warn
+creds=$("$bin" client create --name bench --scope "requests:read" --grant-type client_credentials)
+id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])' <<<"$creds")
+secret=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' <<<"$creds")
+basic=$(printf '%s:%s' "$id" "$secret" | base64 -w0)
+
+"$bin" serve & server=$!
+for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+
+report() {
+  python3 -c '
+import json, sys
+name, data = sys.argv[1], json.load(sys.stdin)
+s, lat = data["summary"], data["latencyPercentiles"]
+codes = data.get("statusCodeDistribution", {})
+bad = sum(v for k, v in codes.items() if not k.startswith("2"))
+print(f"scenario={name} rps={s[\"requestsPerSec\"]:.0f} p50_ms={lat[\"p50\"]*1000:.2f} p99_ms={lat[\"p99\"]*1000:.2f} non2xx={bad} codes={codes}")
+' "$1"
+}
+
+"$oha" -c "$conns" -z "$duration" --no-tui --output-format json "http://127.0.0.1:$port/healthz" | report healthz
+"$oha" -c "$conns" -z "$duration" --no-tui --output-format json -m POST \
+  -H "authorization: Basic $basic" -H "content-type: application/x-www-form-urlencoded" \
+  -d "grant_type=client_credentials" "http://127.0.0.1:$port/oauth/token" | report client_credentials
