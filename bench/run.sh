@@ -46,7 +46,8 @@ name, data = sys.argv[1], json.load(sys.stdin)
 s, lat = data["summary"], data["latencyPercentiles"]
 codes = data.get("statusCodeDistribution", {})
 bad = sum(v for k, v in codes.items() if not k.startswith("2"))
-print(f"scenario={name} rps={s[\"requestsPerSec\"]:.0f} p50_ms={lat[\"p50\"]*1000:.2f} p99_ms={lat[\"p99\"]*1000:.2f} non2xx={bad} codes={codes}")
+rps, p50, p99 = s["requestsPerSec"], lat["p50"] * 1000, lat["p99"] * 1000
+print("scenario=%s rps=%.0f p50_ms=%.2f p99_ms=%.2f non2xx=%d codes=%s" % (name, rps, p50, p99, bad, codes))
 ' "$1"
 }
 
