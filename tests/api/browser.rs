@@ -92,6 +92,24 @@ pub async fn start_browser() -> Option<Browser> {
     panic!("could not start a Chromium session: {last_err:?}");
 }
 
+async fn type_into(c: &Client, css: &str, text: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn browser_signs_in_and_out_through_the_login_page() {
     let app = spawn_app().await;
@@ -103,24 +121,9 @@ async fn browser_signs_in_and_out_through_the_login_page() {
 
     // A wrong password first: the page says so and stays on /login.
     c.goto(&app.url("/login")).await.unwrap();
-    c.find(Locator::Css("input[name=email]"))
-        .await
-        .unwrap()
-        .send_keys("ann@example.com")
-        .await
-        .unwrap();
-    c.find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys("not my password!")
-        .await
-        .unwrap();
-    c.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(c, "input[name=email]", "ann@example.com").await;
+    type_into(c, "input[name=password]", "not my password!").await;
+    click(c, "button[type=submit]").await;
     let error = c
         .wait()
         .for_element(Locator::Css("#login-error"))
@@ -129,18 +132,8 @@ async fn browser_signs_in_and_out_through_the_login_page() {
     assert_eq!(error.text().await.unwrap(), "Wrong email or password.");
 
     // The right one: the browser follows the redirect to the signed-in page.
-    c.find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    c.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(c, "input[name=password]", PASSWORD).await;
+    click(c, "button[type=submit]").await;
     let who = c
         .wait()
         .for_element(Locator::Css("#signed-in-as"))
@@ -159,12 +152,7 @@ async fn browser_signs_in_and_out_through_the_login_page() {
     assert_eq!(color, "rgb(36, 81, 214)");
 
     // Sign out: back to the login page, and / no longer shows the account.
-    c.find(Locator::Css("form[action='/logout'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "form[action='/logout'] button").await;
     c.wait()
         .for_element(Locator::Css("input[name=password]"))
         .await
