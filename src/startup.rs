@@ -93,6 +93,8 @@ impl Application {
                 .route("/login", web::post().to(pages::login::login_post))
                 .route("/logout", web::post().to(pages::login::logout_post))
                 // Changing a path here means changing the server metadata too.
+                .route("/oauth/authorize", web::get().to(oauth::authorize))
+                .route("/oauth/authorize", web::post().to(oauth::authorize))
                 .route("/oauth/token", web::post().to(oauth::token_post))
                 .route("/.well-known/jwks.json", web::get().to(well_known::jwks))
                 .service(

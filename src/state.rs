@@ -77,6 +77,7 @@ impl AppState {
             issuer: self.settings.issuer.clone(),
             audience: self.settings.audience.clone(),
             access_token_ttl: chrono::Duration::seconds(self.settings.access_token_ttl_secs),
+            refresh_token_ttl: chrono::Duration::seconds(self.settings.refresh_token_ttl_secs),
         }
     }
 

@@ -1,7 +1,9 @@
 //! The OAuth 2.0 protocol core: no actix types. Functions take the current
 //! time as an argument and return typed errors that speak RFC 6749.
 
+pub mod authorize;
 pub mod clients;
 pub mod error;
+pub mod grants;
 pub mod jwt;
 pub mod token;

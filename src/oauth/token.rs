@@ -172,6 +172,8 @@ pub struct TokenConfig {
     pub issuer: String,
     pub audience: String,
     pub access_token_ttl: Duration,
+    /// Lifetime of each refresh token (sliding: a rotation starts a new one).
+    pub refresh_token_ttl: Duration,
 }
 
 /// Requested scope (RFC 6749 3.3): unknown or outside `allowed` is

@@ -4,12 +4,22 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use askama::Template;
 use chrono::Utc;
+use oxide_auth_actix::OAuthRequest;
 use serde::Serialize;
 
 use crate::db::models::Client;
+use crate::domain::GrantType;
+use crate::error::WebError;
+use crate::oauth::authorize::{
+    self, AuthorizeInput, AuthorizeOutcome, ConsentPrompt, SignedInUser,
+};
 use crate::oauth::error::OAuthError;
+use crate::oauth::grants;
 use crate::oauth::token::{self, FormParams, IssuedTokens};
+use crate::routes::web::session::MaybeSignedIn;
+use crate::routes::web::{render, see_other};
 use crate::state::AppState;
 
 /// Largest token request body.
@@ -105,13 +115,19 @@ pub async fn token_post(
         .get("grant_type")
         .ok_or_else(|| OAuthError::InvalidRequest("grant_type is required".into()))?
         .to_owned();
-    if grant_type != "client_credentials" {
-        // authorization_code and refresh_token are not served yet; password
-        // and implicit never will be (RFC 9700 2.4).
-        return Err(OAuthError::UnsupportedGrantType(
-            "supported grant types: client_credentials".into(),
-        ));
-    }
+    // RFC 6749 5.2 unsupported_grant_type; password and implicit are not
+    // offered (RFC 9700 2.4, 2.1.2).
+    let grant = match grant_type.as_str() {
+        "authorization_code" => GrantType::AuthorizationCode,
+        "refresh_token" => GrantType::RefreshToken,
+        "client_credentials" => GrantType::ClientCredentials,
+        _ => {
+            return Err(OAuthError::UnsupportedGrantType(
+                "supported grant types: authorization_code, refresh_token, client_credentials"
+                    .into(),
+            ))
+        }
+    };
     let auth = token::client_auth(authorization.as_deref(), &params)?;
 
     let state2 = state.clone();
@@ -121,7 +137,19 @@ pub async fn token_post(
             let client = Client::find(conn, auth.client_id())?;
             let client = token::authenticate(client, &auth)?;
             let keys = state2.keys.current(conn).map_err(OAuthError::server)?;
-            token::client_credentials(&client, &params, &keys, &state2.token_config(), Utc::now())
+            let cfg = state2.token_config();
+            let now = Utc::now();
+            match grant {
+                GrantType::AuthorizationCode => {
+                    grants::authorization_code(conn, &client, &params, &keys, &cfg, now)
+                }
+                GrantType::RefreshToken => {
+                    grants::refresh_token(conn, &client, &params, &keys, &cfg, now)
+                }
+                GrantType::ClientCredentials => {
+                    token::client_credentials(&client, &params, &keys, &cfg, now)
+                }
+            }
         })
         .await?;
 
@@ -133,5 +161,71 @@ pub async fn token_post(
         refresh_token: issued.refresh_token,
     });
     no_store(&mut resp);
+    Ok(resp)
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+struct ConsentPage<'a> {
+    prompt: &'a ConsentPrompt,
+}
+
+/// `GET` and `POST /oauth/authorize` (RFC 6749 3.1, 4.1.1). GET shows the
+/// consent page (or skips it); the page's form POSTs the decision back to
+/// the same URL.
+pub async fn authorize(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    signed_in: MaybeSignedIn,
+) -> Result<HttpResponse, WebError> {
+    let request = OAuthRequest::new(req.clone(), payload.into_inner())
+        .await
+        .map_err(|_| WebError::BadRequest("The authorization request is malformed.".into()))?;
+    let method = if req.method() == actix_web::http::Method::POST {
+        authorize::Method::Post
+    } else {
+        authorize::Method::Get
+    };
+    let raw_query = req.query_string().to_owned();
+    let state2 = state.clone();
+    let outcome = state
+        .db
+        .run(move |conn| {
+            let signed_in = signed_in.0;
+            let input = AuthorizeInput {
+                request,
+                raw_query: &raw_query,
+                method,
+                signed_in: signed_in.as_ref().map(|s| SignedInUser {
+                    session_id: &s.session_id,
+                    user: &s.user,
+                }),
+                csrf: &state2.csrf,
+                issuer: &state2.settings.issuer,
+                now: Utc::now(),
+            };
+            authorize::authorize(conn, input).map_err(WebError::internal)
+        })
+        .await?;
+    let mut resp = match outcome {
+        AuthorizeOutcome::Redirect(location) => HttpResponse::Found()
+            .insert_header((header::LOCATION, location))
+            .finish(),
+        AuthorizeOutcome::Login { next } => {
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("next", &next)
+                .finish();
+            see_other(&format!("/login?{query}"))
+        }
+        AuthorizeOutcome::Consent(prompt) => {
+            render(StatusCode::OK, &ConsentPage { prompt: &prompt })?
+        }
+        AuthorizeOutcome::BadRequest(message) => return Err(WebError::BadRequest(message.into())),
+        AuthorizeOutcome::Forbidden => return Err(WebError::Forbidden),
+    };
+    // Pages and redirects carry a code or a CSRF token: never cache them.
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }

@@ -11,6 +11,7 @@ use dzdesk_auth::accounts;
 use dzdesk_auth::config::Settings;
 use dzdesk_auth::db::{Database, DatabaseUrl};
 use dzdesk_auth::domain::{Email, NewPassword, Role};
+use dzdesk_auth::oauth::clients::ClientRequest;
 use dzdesk_auth::startup::Application;
 use dzdesk_auth::state::ServerKeys;
 use dzdesk_auth::tokens;
@@ -320,8 +321,7 @@ impl TestApp {
         grant_types: &[&str],
         public: bool,
     ) -> (String, Option<String>) {
-        let db = self.db.clone();
-        let req = dzdesk_auth::oauth::clients::ClientRequest {
+        self.register_client(ClientRequest {
             name: "Test App".into(),
             redirect_uris: vec![
                 "https://app.example/cb".into(),
@@ -331,7 +331,13 @@ impl TestApp {
             public,
             grant_types: grant_types.iter().map(|g| g.to_string()).collect(),
             require_pkce: false,
-        };
+        })
+        .await
+    }
+
+    /// Registers a client from a full request; returns (client_id, secret).
+    pub async fn register_client(&self, req: ClientRequest) -> (String, Option<String>) {
+        let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = db.conn().expect("conn");
             let new = dzdesk_auth::oauth::clients::NewClient::parse(req).expect("valid client");
@@ -341,6 +347,18 @@ impl TestApp {
         })
         .await
         .expect("join")
+    }
+
+    /// Runs blocking database work for a test (assertions on stored rows).
+    pub async fn with_conn<T, F>(&self, f: F) -> T
+    where
+        F: FnOnce(&mut dzdesk_auth::db::AnyConnection) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&mut db.conn().expect("conn")))
+            .await
+            .expect("join")
     }
 
     pub async fn session_count(&self, user_id: &str) -> i64 {

@@ -3,11 +3,15 @@
 //! `TEST_DATABASE_URL=postgres://...` is set), real HTTP.
 //! One test binary, so it links once.
 
+mod authorize;
 mod browser;
 mod cli;
+mod code_grant;
 mod envelope;
 mod health;
 mod helpers;
 mod logging;
 mod login;
+mod oauth_flow;
+mod refresh;
 mod token;

@@ -48,3 +48,26 @@ impl GrantRow {
             .optional()
     }
 }
+
+impl GrantRow {
+    pub fn insert(&self, conn: &mut AnyConnection) -> QueryResult<()> {
+        diesel::insert_into(grants::table)
+            .values(self)
+            .execute(conn)
+            .map(|_| ())
+    }
+
+    /// Revokes the grant: its refresh tokens stop working at once, and its
+    /// access tokens (which carry the grant id) fail introspection. Returns
+    /// whether this call revoked it (false if it already was, or is unknown).
+    pub fn revoke(conn: &mut AnyConnection, id: &str, now: NaiveDateTime) -> QueryResult<bool> {
+        let updated = diesel::update(
+            grants::table
+                .filter(grants::id.eq(id))
+                .filter(grants::revoked_at.is_null()),
+        )
+        .set(grants::revoked_at.eq(now))
+        .execute(conn)?;
+        Ok(updated == 1)
+    }
+}

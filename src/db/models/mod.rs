@@ -2,15 +2,21 @@
 //! (no I/O) and "database methods" (take a connection, run on the blocking
 //! pool).
 
+mod authorization_code;
 mod client;
+mod consent;
 mod grant;
+mod refresh_token;
 mod server_secret;
 mod session;
 mod signing_key;
 mod user;
 
+pub use authorization_code::AuthorizationCodeRow;
 pub use client::{Client, CLIENT_SECRET_PREFIX};
+pub use consent::ConsentRow;
 pub use grant::GrantRow;
+pub use refresh_token::RefreshTokenRow;
 pub use server_secret::ServerSecret;
 pub use session::Session;
 pub use signing_key::SigningKeyRow;

@@ -1,0 +1,71 @@
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::schema::consents;
+use crate::db::AnyConnection;
+use crate::domain::ScopeSet;
+
+/// What a user has approved for a client (remembered consent).
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = consents)]
+pub struct ConsentRow {
+    pub user_id: String,
+    pub client_id: String,
+    pub scopes: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+// Local methods
+impl ConsentRow {
+    pub fn scopes(&self) -> ScopeSet {
+        ScopeSet::parse(&self.scopes).unwrap_or_default()
+    }
+}
+
+// Database methods
+impl ConsentRow {
+    pub fn find(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        client_id: &str,
+    ) -> QueryResult<Option<Self>> {
+        consents::table
+            .find((user_id, client_id))
+            .select(Self::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    /// Adds `scopes` to what the user has approved for the client.
+    pub fn remember(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        client_id: &str,
+        scopes: &ScopeSet,
+        now: NaiveDateTime,
+    ) -> QueryResult<()> {
+        conn.transaction(|conn| match Self::find(conn, user_id, client_id)? {
+            Some(existing) => {
+                let all: ScopeSet = existing.scopes().iter().chain(scopes.iter()).collect();
+                diesel::update(consents::table.find((user_id, client_id)))
+                    .set((
+                        consents::scopes.eq(all.to_string()),
+                        consents::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .map(|_| ())
+            }
+            None => diesel::insert_into(consents::table)
+                .values(&ConsentRow {
+                    user_id: user_id.to_owned(),
+                    client_id: client_id.to_owned(),
+                    scopes: scopes.to_string(),
+                    created_at: now,
+                    updated_at: now,
+                })
+                .execute(conn)
+                .map(|_| ()),
+        })
+    }
+}

@@ -1,0 +1,602 @@
+//! The authorization endpoint (RFC 6749 4.1.1-4.1.2, RFC 7636, RFC 9207,
+//! RFC 9700) on oxide-auth's `AuthorizationFlow`, with primitives backed by
+//! the database:
+//!
+//! - [`DbRegistrar`]: client lookup, exact redirect_uri matching, scope
+//!   negotiation (requested ∩ client ∩ what the user's role may grant);
+//! - oxide-auth's `Pkce` addon: S256 challenges, required for public clients;
+//! - [`ConsentSolicitor`]: sign-in, remembered consent, `prompt`, the consent
+//!   form's CSRF check and the decision;
+//! - [`DbAuthorizer`]: stores the code (hashed, 60 s, single use).
+//!
+//! oxide-auth decides the order of the checks and builds the redirects; this
+//! layer then fixes what differs from the RFCs: it adds `iss` (RFC 9207 2) to
+//! every redirect to the client and renames oxide-auth's `description`
+//! parameter to `error_description` (RFC 6749 4.1.2.1).
+//!
+//! No actix types beyond oxide-auth-actix's request and response carriers;
+//! the current time comes in as an argument.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Duration, Utc};
+use oxide_auth::endpoint::{
+    AuthorizationFlow, OAuthError as FlowOAuthError, OwnerConsent, OwnerSolicitor, QueryParameter,
+    Solicitation, WebResponse,
+};
+use oxide_auth::frontends::simple::endpoint::{Error as FlowError, Generic, Vacant};
+use oxide_auth::frontends::simple::extensions::{AddonList, Extended, Pkce};
+use oxide_auth::primitives::authorizer::Authorizer;
+use oxide_auth::primitives::grant::Grant;
+use oxide_auth::primitives::registrar::{
+    BoundClient, ClientUrl, PreGrant, RegisteredUrl, Registrar, RegistrarError,
+};
+use oxide_auth::primitives::scope::Scope as FlowScope;
+use oxide_auth_actix::{OAuthRequest, OAuthResponse};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::auth::csrf::{CsrfBinding, CsrfKey};
+use crate::db::models::{AuthorizationCodeRow, Client, ConsentRow, User};
+use crate::db::AnyConnection;
+use crate::domain::{GrantType, Role, Scope, ScopeSet};
+use crate::tokens;
+
+/// Lifetime of an authorization code. RFC 6749 4.1.2: "A maximum
+/// authorization code lifetime of 10 minutes is RECOMMENDED"; ours is shorter.
+pub const CODE_TTL_SECS: i64 = 60;
+/// Prefix of authorization codes.
+pub const CODE_PREFIX: &str = "dzc_";
+
+/// GET shows or skips the consent page; POST carries the decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+/// The browser's session, if signed in.
+pub struct SignedInUser<'a> {
+    pub session_id: &'a str,
+    pub user: &'a User,
+}
+
+/// Everything the endpoint needs besides the database.
+pub struct AuthorizeInput<'a> {
+    pub request: OAuthRequest,
+    /// The raw query string: the login page returns to it and the consent
+    /// form posts back to it.
+    pub raw_query: &'a str,
+    pub method: Method,
+    pub signed_in: Option<SignedInUser<'a>>,
+    pub csrf: &'a CsrfKey,
+    pub issuer: &'a str,
+    pub now: DateTime<Utc>,
+}
+
+/// What the consent page shows.
+#[derive(Debug)]
+pub struct ConsentPrompt {
+    pub client_name: String,
+    pub email: String,
+    pub scopes: Vec<Scope>,
+    /// Requested scopes the user's role cannot grant.
+    pub left_out: Vec<Scope>,
+    pub csrf_token: String,
+    /// The query string the form posts back to.
+    pub query: String,
+}
+
+/// The endpoint's answer, for the handler to translate.
+#[derive(Debug)]
+pub enum AuthorizeOutcome {
+    /// Redirect to the client (success or error), `iss` included.
+    Redirect(String),
+    /// Signed out: sign in, then come back to `next`.
+    Login {
+        next: String,
+    },
+    Consent(ConsentPrompt),
+    /// Unknown client, missing or unregistered redirect_uri, unreadable
+    /// query, bad consent form: an HTML page, never a redirect (RFC 6749
+    /// 4.1.2.1: "MUST NOT automatically redirect the user-agent to the
+    /// invalid redirection URI").
+    BadRequest(&'static str),
+    /// The consent form's CSRF token does not match.
+    Forbidden,
+}
+
+/// Runs one authorization request. Blocking: call on the blocking pool.
+pub fn authorize(
+    conn: &mut AnyConnection,
+    input: AuthorizeInput<'_>,
+) -> anyhow::Result<AuthorizeOutcome> {
+    let Some(query) = input.request.query().cloned() else {
+        return Ok(AuthorizeOutcome::BadRequest(
+            "The authorization request is malformed.",
+        ));
+    };
+    let param = |key: &str| query.unique_value(key).map(Cow::into_owned);
+    let client = match param("client_id") {
+        Some(id) => Client::find(conn, &id)?,
+        None => None,
+    };
+    let Some(client) = client.filter(|c| !c.disabled) else {
+        return Ok(AuthorizeOutcome::BadRequest(
+            "This application is not registered, or its redirect URI is wrong.",
+        ));
+    };
+    let remembered = match &input.signed_in {
+        Some(s) => ConsentRow::find(conn, &s.user.id, &client.id)?.map(|c| c.scopes()),
+        None => None,
+    };
+    let requested = match param("scope") {
+        Some(raw) => ScopeSet::parse(&raw).ok(),
+        None => Some(client.scopes()),
+    };
+    let redirect_uri = param("redirect_uri").unwrap_or_default();
+
+    let registrar = DbRegistrar {
+        client: &client,
+        role: input.signed_in.as_ref().map(|s| s.user.role()),
+    };
+    let mut authorizer = DbAuthorizer {
+        conn,
+        redirect_uri: redirect_uri.clone(),
+        now: input.now,
+        issued: false,
+    };
+    let mut solicitor = ConsentSolicitor {
+        client: &client,
+        signed_in: input.signed_in.as_ref(),
+        remembered,
+        requested,
+        method: input.method,
+        csrf: input.csrf,
+        binding: request_binding(&query),
+        raw_query: input.raw_query,
+        interaction: None,
+        approved: None,
+    };
+    // RFC 7636 4.4.1 / RFC 9700 2.1.1: public clients must use PKCE; a
+    // confidential client may be flagged to require it. S256 only: the addon
+    // refuses `plain` unless told otherwise.
+    let mut addons = AddonList::new();
+    addons.push_code(if client.is_public() || client.require_pkce {
+        Pkce::required()
+    } else {
+        Pkce::optional()
+    });
+    let endpoint = Extended::extend_with(
+        Generic {
+            registrar: &registrar,
+            authorizer: &mut authorizer,
+            issuer: Vacant,
+            solicitor: &mut solicitor,
+            scopes: Vacant,
+            response: Vacant,
+        },
+        addons,
+    );
+    let result = AuthorizationFlow::prepare(endpoint)
+        .map_err(|e| anyhow::anyhow!("authorization flow: {e:?}"))?
+        .execute(input.request);
+
+    if let Some(interaction) = solicitor.interaction.take() {
+        return Ok(interaction);
+    }
+    let approved = solicitor.approved.take();
+    let issued = authorizer.issued;
+    let response = match result {
+        Ok(response) => response,
+        Err(FlowError::OAuth(FlowOAuthError::DenySilently)) | Err(FlowError::Web(_)) => {
+            return Ok(AuthorizeOutcome::BadRequest(
+                "This application is not registered, or its redirect URI is wrong.",
+            ))
+        }
+        Err(e) => anyhow::bail!("authorization flow: {e:?}"),
+    };
+    if let (true, Some(scopes), Some(signed_in)) = (issued, approved, &input.signed_in) {
+        ConsentRow::remember(
+            &mut *authorizer.conn,
+            &signed_in.user.id,
+            &client.id,
+            &scopes,
+            input.now.naive_utc(),
+        )?;
+    }
+    let location = response
+        .get_headers()
+        .get(actix_web::http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("authorization flow answered without a redirect"))?;
+    Ok(AuthorizeOutcome::Redirect(client_redirect(
+        &location,
+        &redirect_uri,
+        input.issuer,
+    )?))
+}
+
+/// Adds `iss` (RFC 9207 2: "the authorization server MUST include the iss
+/// parameter" in authorization responses, errors included) and renames
+/// oxide-auth's `description` to RFC 6749 4.1.2.1's `error_description`.
+/// Only the parameters appended after the registered URI's own query are
+/// touched.
+fn client_redirect(location: &str, redirect_uri: &str, issuer: &str) -> anyhow::Result<String> {
+    let mut url = Url::parse(location)?;
+    let own = Url::parse(redirect_uri)
+        .map(|u| u.query_pairs().count())
+        .unwrap_or(0);
+    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    {
+        let mut q = url.query_pairs_mut();
+        q.clear();
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            let key = if i >= own && k == "description" {
+                "error_description"
+            } else {
+                k.as_str()
+            };
+            q.append_pair(key, v);
+        }
+        q.append_pair("iss", issuer);
+    }
+    Ok(url.into())
+}
+
+/// Appends an error to the validated redirect URI (RFC 6749 4.1.2.1).
+fn error_redirect(mut url: Url, error: &str, description: &str, state: Option<&str>) -> Url {
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("error", error);
+        q.append_pair("error_description", description);
+        if let Some(state) = state {
+            q.append_pair("state", state);
+        }
+    }
+    url
+}
+
+/// The parameters that define an authorization request, hashed: the consent
+/// form's CSRF token is bound to them, so client, redirect_uri, scope, state
+/// and challenge cannot be swapped between showing the page and approving.
+fn request_binding(query: &dyn QueryParameter) -> String {
+    let mut hash = Sha256::new();
+    for key in [
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+        "prompt",
+    ] {
+        let value = query.unique_value(key).unwrap_or(Cow::Borrowed(""));
+        hash.update((key.len() as u64).to_be_bytes());
+        hash.update(key.as_bytes());
+        hash.update((value.len() as u64).to_be_bytes());
+        hash.update(value.as_bytes());
+    }
+    hex::encode(hash.finalize())
+}
+
+fn consent_purpose(binding: &str) -> String {
+    format!("consent:{binding}")
+}
+
+/// Client lookup and parameter negotiation for one request.
+struct DbRegistrar<'a> {
+    client: &'a Client,
+    /// The signed-in user's role; unknown before sign-in.
+    role: Option<Role>,
+}
+
+impl Registrar for DbRegistrar<'_> {
+    fn bound_redirect<'b>(&self, bound: ClientUrl<'b>) -> Result<BoundClient<'b>, RegistrarError> {
+        if bound.client_id != self.client.id {
+            return Err(RegistrarError::Unspecified);
+        }
+        // RFC 6749 3.1.2.3 / RFC 9700 4.1.3: the redirect_uri is required
+        // and compared by exact string match with a registered one; only a
+        // public client's loopback URI may differ in port (RFC 8252 7.3).
+        let requested = bound.redirect_uri.ok_or(RegistrarError::Unspecified)?;
+        if self.client.match_redirect_uri(requested.as_str()).is_none() {
+            return Err(RegistrarError::Unspecified);
+        }
+        Ok(BoundClient {
+            client_id: bound.client_id,
+            redirect_uri: Cow::Owned(RegisteredUrl::Exact(requested.into_owned())),
+        })
+    }
+
+    /// RFC 6749 3.3: scopes outside the client's registration are
+    /// `invalid_scope`; absent means the client's registered scopes. Then the
+    /// user's role filters (an agent can never grant `admin`); nothing left is
+    /// `invalid_scope` too.
+    fn negotiate(
+        &self,
+        bound: BoundClient,
+        scope: Option<FlowScope>,
+    ) -> Result<PreGrant, RegistrarError> {
+        let allowed = self.client.scopes();
+        let requested = match scope {
+            Some(s) => ScopeSet::parse(&s.to_string()).map_err(|_| RegistrarError::Unspecified)?,
+            None => allowed.clone(),
+        };
+        if requested.is_empty() || !requested.is_subset(&allowed) {
+            return Err(RegistrarError::Unspecified);
+        }
+        let granted = match self.role {
+            Some(role) => requested.split_by_role(role).0,
+            None => requested,
+        };
+        if granted.is_empty() {
+            return Err(RegistrarError::Unspecified);
+        }
+        let scope = granted
+            .to_string()
+            .parse()
+            .map_err(|_| RegistrarError::PrimitiveError)?;
+        Ok(PreGrant {
+            client_id: bound.client_id.into_owned(),
+            redirect_uri: bound.redirect_uri.into_owned(),
+            scope,
+        })
+    }
+
+    /// Client authentication belongs to the token endpoint
+    /// (`oauth::token::authenticate`); the authorization endpoint never asks.
+    fn check(&self, _client_id: &str, _passphrase: Option<&[u8]>) -> Result<(), RegistrarError> {
+        Err(RegistrarError::Unspecified)
+    }
+}
+
+/// Stores authorization codes.
+struct DbAuthorizer<'a> {
+    conn: &'a mut AnyConnection,
+    /// The redirect_uri exactly as the request sent it (RFC 6749 4.1.3
+    /// compares the token request's with it).
+    redirect_uri: String,
+    now: DateTime<Utc>,
+    issued: bool,
+}
+
+impl Authorizer for DbAuthorizer<'_> {
+    /// RFC 6749 10.10: codes are 256 bits from the CSPRNG; only their SHA-256
+    /// is stored. Bound to client, redirect_uri, user, scope and challenge;
+    /// expires after [`CODE_TTL_SECS`] (oxide-auth's own 10 minutes are
+    /// ignored).
+    fn authorize(&mut self, mut grant: Grant) -> Result<String, ()> {
+        let challenge = match grant.extensions.remove(&Pkce::optional()) {
+            // oxide-auth encodes an S256 challenge as `<challenge>S`.
+            Some(value) => match value.into_private_value() {
+                Ok(Some(encoded)) => Some(encoded.strip_suffix('S').ok_or(())?.to_owned()),
+                _ => return Err(()),
+            },
+            None => None,
+        };
+        let code = tokens::new_secret(CODE_PREFIX);
+        let now = self.now.naive_utc();
+        let row = AuthorizationCodeRow {
+            id: tokens::hash_secret(&code),
+            client_id: grant.client_id,
+            user_id: grant.owner_id,
+            redirect_uri: self.redirect_uri.clone(),
+            scopes: grant.scope.to_string(),
+            code_challenge_method: challenge.as_ref().map(|_| "S256".to_owned()),
+            code_challenge: challenge,
+            created_at: now,
+            expires_at: now + Duration::seconds(CODE_TTL_SECS),
+            used_at: None,
+            grant_id: None,
+        };
+        row.insert(self.conn).map_err(|e| {
+            log::error!("storing an authorization code: {e}");
+        })?;
+        self.issued = true;
+        Ok(code)
+    }
+
+    /// Codes are redeemed by `oauth::code::redeem`, not through oxide-auth's
+    /// access-token flow: that flow answers `invalid_request` where RFC 6749
+    /// 5.2 requires `invalid_grant`, and cannot revoke a grant on replay.
+    fn extract(&mut self, _code: &str) -> Result<Option<Grant>, ()> {
+        Ok(None)
+    }
+}
+
+/// `prompt` (OpenID Connect Core 3.1.2.1, as DZDESK clients use it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Prompt {
+    Default,
+    None,
+    Consent,
+}
+
+/// Sign-in, remembered consent and the consent decision.
+struct ConsentSolicitor<'a> {
+    client: &'a Client,
+    signed_in: Option<&'a SignedInUser<'a>>,
+    remembered: Option<ScopeSet>,
+    /// The scopes asked for (None when unparseable: the registrar refuses).
+    requested: Option<ScopeSet>,
+    method: Method,
+    csrf: &'a CsrfKey,
+    binding: String,
+    raw_query: &'a str,
+    /// Set when the answer is a page of ours rather than a redirect.
+    interaction: Option<AuthorizeOutcome>,
+    /// Set on approval: the scopes to remember.
+    approved: Option<ScopeSet>,
+}
+
+impl ConsentSolicitor<'_> {
+    fn page(&mut self, outcome: AuthorizeOutcome) -> OwnerConsent<OAuthResponse> {
+        self.interaction = Some(outcome);
+        OwnerConsent::InProgress(OAuthResponse::default())
+    }
+
+    /// An error redirect to the redirect URI the registrar validated.
+    fn fail(
+        &mut self,
+        solicitation: &Solicitation,
+        error: &str,
+        description: &str,
+    ) -> OwnerConsent<OAuthResponse> {
+        let url = solicitation.pre_grant().redirect_uri.to_url();
+        let mut response = OAuthResponse::default();
+        match response.redirect(error_redirect(
+            url,
+            error,
+            description,
+            solicitation.state(),
+        )) {
+            Ok(()) => OwnerConsent::InProgress(response),
+            Err(e) => OwnerConsent::Error(e),
+        }
+    }
+}
+
+/// RFC 7636 4.2: an S256 challenge is the base64url SHA-256 of the
+/// verifier: exactly 43 characters of the base64url alphabet.
+fn valid_s256_challenge(challenge: &str) -> bool {
+    challenge.len() == 43
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl OwnerSolicitor<OAuthRequest> for ConsentSolicitor<'_> {
+    fn check_consent(
+        &mut self,
+        request: &mut OAuthRequest,
+        solicitation: Solicitation,
+    ) -> OwnerConsent<OAuthResponse> {
+        let query = OAuthRequest::query(request).cloned().unwrap_or_default();
+
+        // RFC 6749 4.1.2.1 unauthorized_client: "The client is not authorized
+        // to request an authorization code using this method."
+        if !self.client.allows_grant(GrantType::AuthorizationCode) {
+            return self.fail(
+                &solicitation,
+                "unauthorized_client",
+                "this client may not use the authorization code grant",
+            );
+        }
+        if let Some(challenge) = query.unique_value("code_challenge") {
+            if !valid_s256_challenge(&challenge) {
+                return self.fail(
+                    &solicitation,
+                    "invalid_request",
+                    "code_challenge must be 43 base64url characters (S256)",
+                );
+            }
+        }
+        let prompt = match query.unique_value("prompt").as_deref() {
+            None => Prompt::Default,
+            Some("none") => Prompt::None,
+            Some("consent") => Prompt::Consent,
+            Some(_) => {
+                return self.fail(
+                    &solicitation,
+                    "invalid_request",
+                    "prompt must be none or consent",
+                )
+            }
+        };
+
+        let Some(signed_in) = self.signed_in else {
+            if prompt == Prompt::None {
+                // OIDC Core 3.1.2.6: interaction needed with prompt=none.
+                return self.fail(&solicitation, "login_required", "the user is not signed in");
+            }
+            let next = format!("/oauth/authorize?{}", self.raw_query);
+            return self.page(AuthorizeOutcome::Login { next });
+        };
+
+        let granted =
+            ScopeSet::parse(&solicitation.pre_grant().scope.to_string()).unwrap_or_default();
+        let purpose = consent_purpose(&self.binding);
+        let binding = CsrfBinding::Session(signed_in.session_id);
+
+        if self.method == Method::Post {
+            let body = OAuthRequest::body(request).cloned().unwrap_or_default();
+            let token = body.unique_value("csrf_token").unwrap_or_default();
+            if !self.csrf.verify(binding, &purpose, &token) {
+                return self.page(AuthorizeOutcome::Forbidden);
+            }
+            return match body.unique_value("decision").as_deref() {
+                Some("approve") => {
+                    self.approved = Some(granted);
+                    OwnerConsent::Authorized(signed_in.user.id.clone())
+                }
+                // RFC 6749 4.1.2.1 access_denied.
+                Some("deny") => OwnerConsent::Denied,
+                _ => self.page(AuthorizeOutcome::BadRequest(
+                    "The consent form was incomplete.",
+                )),
+            };
+        }
+
+        let already = self
+            .remembered
+            .as_ref()
+            .is_some_and(|r| granted.is_subset(r));
+        if already && prompt != Prompt::Consent {
+            return OwnerConsent::Authorized(signed_in.user.id.clone());
+        }
+        if prompt == Prompt::None {
+            return self.fail(
+                &solicitation,
+                "consent_required",
+                "the user has not approved this request",
+            );
+        }
+        let left_out = self
+            .requested
+            .as_ref()
+            .map(|r| r.iter().filter(|s| !granted.contains(*s)).collect())
+            .unwrap_or_default();
+        let prompt = ConsentPrompt {
+            client_name: self.client.name.clone(),
+            email: signed_in.user.email.clone(),
+            scopes: granted.iter().collect(),
+            left_out,
+            csrf_token: self.csrf.token(binding, &purpose),
+            query: self.raw_query.to_owned(),
+        };
+        self.page(AuthorizeOutcome::Consent(prompt))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iss_is_added_and_description_renamed_after_the_clients_own_query() {
+        let out = client_redirect(
+            "https://app.example/cb?description=mine&error=invalid_scope&description=bad&state=s",
+            "https://app.example/cb?description=mine",
+            "https://auth.example",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "https://app.example/cb?description=mine&error=invalid_scope&error_description=bad&state=s&iss=https%3A%2F%2Fauth.example"
+        );
+    }
+
+    #[test]
+    fn s256_challenge_shape() {
+        assert!(valid_s256_challenge(
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ));
+        assert!(!valid_s256_challenge("short"));
+        assert!(!valid_s256_challenge(
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM"
+        ));
+    }
+}

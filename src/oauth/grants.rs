@@ -1,0 +1,351 @@
+//! The authorization_code grant (RFC 6749 4.1.3, RFC 7636 4.6) and the
+//! refresh_token grant with rotation and reuse detection (RFC 6749 6, RFC
+//! 9700 4.14). Blocking (they query): the handler runs them on the blocking
+//! pool with an authenticated client and the current time.
+//!
+//! Codes are redeemed here rather than through oxide-auth's access-token flow:
+//! that flow answers `invalid_request` for a used or mismatched code where RFC
+//! 6749 5.2 requires `invalid_grant`, accepts a verifier for a code issued
+//! without a challenge, and cannot revoke a grant on replay. PKCE itself is
+//! still checked by oxide-auth's `Pkce` (constant-time S256 comparison).
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use diesel::Connection;
+use oxide_auth::frontends::simple::extensions::Pkce;
+use oxide_auth::primitives::grant::Value;
+
+use crate::db::models::{AuthorizationCodeRow, Client, GrantRow, RefreshTokenRow, User};
+use crate::db::AnyConnection;
+use crate::domain::{GrantType, ScopeSet};
+use crate::oauth::error::OAuthError;
+use crate::oauth::jwt::KeyRing;
+use crate::oauth::token::{
+    requested_scope, sign_access_token, FormParams, IssuedTokens, TokenConfig,
+};
+use crate::tokens;
+
+/// Prefix of refresh tokens.
+pub const REFRESH_TOKEN_PREFIX: &str = "dzr_";
+
+/// Why a single-use transaction did not commit.
+enum TxError {
+    /// Another request consumed the code or rotated the token first.
+    Lost,
+    Db(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for TxError {
+    fn from(e: diesel::result::Error) -> Self {
+        TxError::Db(e)
+    }
+}
+
+fn invalid_code() -> OAuthError {
+    OAuthError::InvalidGrant("the authorization code is invalid, expired or already used".into())
+}
+
+fn invalid_refresh() -> OAuthError {
+    OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked".into())
+}
+
+/// RFC 7636 4.6 and RFC 9700 4.8.2. A code issued with a challenge needs the
+/// matching verifier; a code issued without one must not be redeemed with a
+/// verifier (PKCE downgrade). Every mismatch is `invalid_grant`.
+fn check_pkce(challenge: Option<&str>, verifier: Option<&str>) -> Result<(), OAuthError> {
+    let fail = |why: &str| OAuthError::InvalidGrant(why.into());
+    match (challenge, verifier) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(fail(
+            "code_verifier sent for a code issued without code_challenge",
+        )),
+        (Some(_), None) => Err(fail("code_verifier is required")),
+        (Some(challenge), Some(verifier)) => {
+            // RFC 7636 4.1: 43 to 128 characters of [A-Za-z0-9-._~].
+            let well_formed = (43..=128).contains(&verifier.len())
+                && verifier
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+            // oxide-auth's encoding of an S256 challenge is `<challenge>S`.
+            let stored = Value::private(Some(format!("{challenge}S")));
+            if well_formed
+                && Pkce::required()
+                    .verify(Some(stored), Some(Cow::Borrowed(verifier)))
+                    .is_ok()
+            {
+                Ok(())
+            } else {
+                Err(fail("code_verifier does not match code_challenge"))
+            }
+        }
+    }
+}
+
+/// Revokes every token issued from a code that is being replayed.
+fn revoke_for_code(
+    conn: &mut AnyConnection,
+    code_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), OAuthError> {
+    if let Some(grant_id) = AuthorizationCodeRow::find(conn, code_id)?.and_then(|r| r.grant_id) {
+        if GrantRow::revoke(conn, &grant_id, now.naive_utc())? {
+            log::warn!("authorization code replayed: grant {grant_id} revoked");
+        }
+    }
+    Ok(())
+}
+
+fn new_refresh_row(
+    grant_id: &str,
+    scopes: &str,
+    cfg: &TokenConfig,
+    now: DateTime<Utc>,
+) -> (String, RefreshTokenRow) {
+    let token = tokens::new_secret(REFRESH_TOKEN_PREFIX);
+    let now = now.naive_utc();
+    let row = RefreshTokenRow {
+        id: tokens::hash_secret(&token),
+        grant_id: grant_id.to_owned(),
+        scopes: scopes.to_owned(),
+        created_at: now,
+        expires_at: now + cfg.refresh_token_ttl,
+        used_at: None,
+    };
+    (token, row)
+}
+
+/// The user behind a grant, if still enabled.
+fn active_user(conn: &mut AnyConnection, user_id: &str) -> Result<Option<User>, OAuthError> {
+    Ok(User::find(conn, user_id)?.filter(|u| !u.disabled))
+}
+
+/// `grant_type=authorization_code` (RFC 6749 4.1.3).
+pub fn authorization_code(
+    conn: &mut AnyConnection,
+    client: &Client,
+    params: &FormParams,
+    keys: &KeyRing,
+    cfg: &TokenConfig,
+    now: DateTime<Utc>,
+) -> Result<IssuedTokens, OAuthError> {
+    if !client.allows_grant(GrantType::AuthorizationCode) {
+        return Err(OAuthError::UnauthorizedClient(
+            "this client is not registered for the authorization_code grant".into(),
+        ));
+    }
+    let code = params
+        .get("code")
+        .ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
+    let code_id = tokens::hash_secret(code);
+    let row = AuthorizationCodeRow::find(conn, &code_id)?.ok_or_else(invalid_code)?;
+    // RFC 6749 4.1.2: "If an authorization code is used more than once, the
+    // authorization server MUST deny the request and SHOULD revoke (when
+    // possible) all tokens previously issued based on that authorization code."
+    if row.used_at.is_some() {
+        revoke_for_code(conn, &code_id, now)?;
+        return Err(invalid_code());
+    }
+    // RFC 6749 4.1.3: "ensure that the authorization code was issued to the
+    // authenticated confidential client, or if the client is public, ensure
+    // that the code was issued to client_id in the request".
+    if row.client_id != client.id {
+        return Err(invalid_code());
+    }
+    // RFC 6749 4.1.3: "verify that the authorization code is valid" (60 s).
+    if row.expires_at <= now.naive_utc() {
+        return Err(invalid_code());
+    }
+    // RFC 6749 4.1.3: redirect_uri is required when the authorization request
+    // had one (ours always do), "and their values MUST be identical".
+    if params.get("redirect_uri") != Some(row.redirect_uri.as_str()) {
+        return Err(OAuthError::InvalidGrant(
+            "redirect_uri does not match the authorization request".into(),
+        ));
+    }
+    check_pkce(row.code_challenge.as_deref(), params.get("code_verifier"))?;
+    let user = active_user(conn, &row.user_id)?.ok_or_else(invalid_code)?;
+    let scope = ScopeSet::parse(&row.scopes).map_err(|e| OAuthError::server(anyhow::anyhow!(e)))?;
+
+    let grant = GrantRow {
+        id: tokens::new_id("grant_"),
+        client_id: client.id.clone(),
+        user_id: Some(user.id.clone()),
+        scopes: row.scopes.clone(),
+        created_at: now.naive_utc(),
+        revoked_at: None,
+    };
+    let refresh = client
+        .allows_grant(GrantType::RefreshToken)
+        .then(|| new_refresh_row(&grant.id, &row.scopes, cfg, now));
+    // Single use: the grant, the code's used_at and the refresh token commit
+    // together, and only if `used_at IS NULL` still held.
+    let committed = conn.transaction(|conn| {
+        grant.insert(conn)?;
+        if !AuthorizationCodeRow::consume(conn, &code_id, &grant.id, now.naive_utc())? {
+            return Err(TxError::Lost);
+        }
+        if let Some((_, row)) = &refresh {
+            row.insert(conn)?;
+        }
+        Ok(())
+    });
+    match committed {
+        Ok(()) => {}
+        Err(TxError::Lost) => {
+            // A concurrent redemption won: this one is a replay.
+            revoke_for_code(conn, &code_id, now)?;
+            return Err(invalid_code());
+        }
+        Err(TxError::Db(e)) => return Err(e.into()),
+    }
+    let (access_token, expires_in) =
+        sign_access_token(keys, cfg, &user.id, &client.id, &scope, &grant.id, now)?;
+    Ok(IssuedTokens {
+        access_token,
+        expires_in,
+        scope,
+        refresh_token: refresh.map(|(token, _)| token),
+    })
+}
+
+/// `grant_type=refresh_token` (RFC 6749 6) with rotation: every use returns
+/// a new refresh token and retires the presented one; presenting a retired
+/// one revokes the whole grant (RFC 9700 4.14.2).
+pub fn refresh_token(
+    conn: &mut AnyConnection,
+    client: &Client,
+    params: &FormParams,
+    keys: &KeyRing,
+    cfg: &TokenConfig,
+    now: DateTime<Utc>,
+) -> Result<IssuedTokens, OAuthError> {
+    if !client.allows_grant(GrantType::RefreshToken) {
+        return Err(OAuthError::UnauthorizedClient(
+            "this client is not registered for the refresh_token grant".into(),
+        ));
+    }
+    let presented = params
+        .get("refresh_token")
+        .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is required".into()))?;
+    let row = RefreshTokenRow::find(conn, &tokens::hash_secret(presented))?
+        .ok_or_else(invalid_refresh)?;
+    let grant = GrantRow::find(conn, &row.grant_id)?.ok_or_else(invalid_refresh)?;
+    // RFC 6749 6: "validate the refresh token and ensure that it was issued
+    // to the authenticated client".
+    if grant.client_id != client.id {
+        return Err(invalid_refresh());
+    }
+    if grant.revoked_at.is_some() {
+        return Err(invalid_refresh());
+    }
+    // RFC 9700 4.14.2: a rotated token presented again means one of two
+    // parties holds a stolen copy; revoke the grant so both lose access.
+    if row.used_at.is_some() {
+        revoke_reused(conn, &grant.id, now)?;
+        return Err(invalid_refresh());
+    }
+    if row.expires_at <= now.naive_utc() {
+        return Err(invalid_refresh());
+    }
+    let user_id = grant.user_id.as_deref().ok_or_else(invalid_refresh)?;
+    let user = active_user(conn, user_id)?.ok_or_else(invalid_refresh)?;
+    // RFC 6749 6: "The requested scope MUST NOT include any scope not
+    // originally granted by the resource owner" (invalid_scope); narrower is
+    // allowed, and the new refresh token keeps the original scope.
+    let original =
+        ScopeSet::parse(&row.scopes).map_err(|e| OAuthError::server(anyhow::anyhow!(e)))?;
+    let scope = requested_scope(params, &original)?;
+
+    let (token, next) = new_refresh_row(&grant.id, &row.scopes, cfg, now);
+    let committed = conn.transaction(|conn| {
+        if !RefreshTokenRow::mark_used(conn, &row.id, now.naive_utc())? {
+            return Err(TxError::Lost);
+        }
+        next.insert(conn)?;
+        Ok(())
+    });
+    match committed {
+        Ok(()) => {}
+        Err(TxError::Lost) => {
+            // Rotated by a concurrent request: the same token used twice.
+            revoke_reused(conn, &grant.id, now)?;
+            return Err(invalid_refresh());
+        }
+        Err(TxError::Db(e)) => return Err(e.into()),
+    }
+    let (access_token, expires_in) =
+        sign_access_token(keys, cfg, &user.id, &client.id, &scope, &grant.id, now)?;
+    Ok(IssuedTokens {
+        access_token,
+        expires_in,
+        scope,
+        refresh_token: Some(token),
+    })
+}
+
+fn revoke_reused(
+    conn: &mut AnyConnection,
+    grant_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), OAuthError> {
+    if GrantRow::revoke(conn, grant_id, now.naive_utc())? {
+        log::warn!("refresh token reused: grant {grant_id} revoked");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use chrono::Duration;
+    use sha2::{Digest, Sha256};
+
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+    fn challenge_of(verifier: &str) -> String {
+        URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+    }
+
+    #[test]
+    fn pkce_matching_verifier_passes() {
+        // RFC 7636 Appendix B.
+        assert_eq!(
+            challenge_of(VERIFIER),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        assert!(check_pkce(Some(&challenge_of(VERIFIER)), Some(VERIFIER)).is_ok());
+        assert!(check_pkce(None, None).is_ok());
+    }
+
+    #[test]
+    fn pkce_mismatch_missing_and_downgrade_are_invalid_grant() {
+        let challenge = challenge_of(VERIFIER);
+        let other = "x".repeat(43);
+        for (c, v) in [
+            (Some(challenge.as_str()), Some(other.as_str())),
+            (Some(challenge.as_str()), None),
+            (None, Some(VERIFIER)),
+            (Some(challenge.as_str()), Some("short")),
+        ] {
+            assert_eq!(check_pkce(c, v).unwrap_err().code(), "invalid_grant");
+        }
+    }
+
+    #[test]
+    fn refresh_rows_expire_after_the_configured_lifetime() {
+        let cfg = TokenConfig {
+            issuer: "https://a".into(),
+            audience: "https://a".into(),
+            access_token_ttl: Duration::seconds(3600),
+            refresh_token_ttl: Duration::days(30),
+        };
+        let now = Utc::now();
+        let (token, row) = new_refresh_row("grant_x", "requests:read", &cfg, now);
+        assert!(token.starts_with(REFRESH_TOKEN_PREFIX));
+        assert_eq!(row.id, tokens::hash_secret(&token));
+        assert_eq!(row.expires_at - row.created_at, Duration::days(30));
+    }
+}

@@ -1,0 +1,256 @@
+//! POST /oauth/token with grant_type=authorization_code (RFC 6749 4.1.3,
+//! RFC 7636 4.6, RFC 9700 4.8.2), and the access token it issues.
+
+use chrono::{Duration, Utc};
+use diesel::prelude::*;
+use dzdesk_auth::db::schema::{authorization_codes, grants};
+use dzdesk_auth::domain::Role;
+use dzdesk_auth::oauth::jwt::KeyRing;
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+use crate::oauth_flow::{assert_token_error, pkce, AuthRequest, Flow, REDIRECT};
+
+const SCOPE: &str = "requests:read requests:write";
+
+async fn verify_claims(flow: &Flow, token: &str) -> Value {
+    let s = flow.app.settings.clone();
+    let token = token.to_owned();
+    flow.app
+        .with_conn(move |conn| {
+            let ring = KeyRing::load(conn, Utc::now().naive_utc(), Duration::hours(1)).unwrap();
+            let claims = ring
+                .verify(&token, &s.issuer, &s.audience, Utc::now().timestamp())
+                .unwrap();
+            serde_json::to_value(claims).unwrap()
+        })
+        .await
+}
+
+#[tokio::test]
+async fn code_exchange_issues_a_user_access_token_and_a_refresh_token() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let (verifier, challenge) = pkce();
+    let req = AuthRequest::new(&flow.client_id, Some(&challenge)).with("scope", Some(SCOPE));
+    let code = flow.code(&req).await;
+    let resp = flow.exchange(&code, Some(&verifier)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    assert_eq!(resp.headers()["pragma"], "no-cache");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    assert_eq!(body["scope"], SCOPE);
+    let refresh = body["refresh_token"].as_str().unwrap();
+    assert!(refresh.starts_with("dzr_") && refresh.len() == 4 + 43);
+
+    let claims = verify_claims(&flow, body["access_token"].as_str().unwrap()).await;
+    assert_eq!(claims["sub"], flow.user_id);
+    assert_eq!(claims["client_id"], flow.client_id);
+    assert_eq!(claims["scope"], SCOPE);
+    assert!(claims["grant_id"].as_str().unwrap().starts_with("grant_"));
+}
+
+#[tokio::test]
+async fn confidential_client_without_pkce_exchanges_its_code() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let code = flow.code(&AuthRequest::new(&flow.client_id, None)).await;
+    assert_eq!(flow.exchange(&code, None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn public_client_exchanges_with_client_id_and_verifier_only() {
+    let flow = Flow::new(Role::Agent, SCOPE, true).await;
+    assert!(flow.secret.is_none());
+    let (verifier, challenge) = pkce();
+    let code = flow
+        .code(&AuthRequest::new(&flow.client_id, Some(&challenge)))
+        .await;
+    assert_eq!(flow.exchange(&code, Some(&verifier)).await.status(), 200);
+}
+
+#[tokio::test]
+async fn wrong_verifier_is_invalid_grant() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let (_, challenge) = pkce();
+    let (other_verifier, _) = pkce();
+    let code = flow
+        .code(&AuthRequest::new(&flow.client_id, Some(&challenge)))
+        .await;
+    assert_token_error(
+        flow.exchange(&code, Some(&other_verifier)).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn missing_verifier_is_invalid_grant() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let (_, challenge) = pkce();
+    let code = flow
+        .code(&AuthRequest::new(&flow.client_id, Some(&challenge)))
+        .await;
+    assert_token_error(flow.exchange(&code, None).await, 400, "invalid_grant").await;
+}
+
+#[tokio::test]
+async fn verifier_for_a_code_issued_without_challenge_is_refused_as_downgrade() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let (verifier, _) = pkce();
+    let code = flow.code(&AuthRequest::new(&flow.client_id, None)).await;
+    assert_token_error(
+        flow.exchange(&code, Some(&verifier)).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn redirect_uri_must_equal_the_authorization_requests() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let code = flow.code(&AuthRequest::new(&flow.client_id, None)).await;
+    for redirect in [
+        Some("http://127.0.0.1/cb"),
+        Some("https://app.example/cb/"),
+        None,
+    ] {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+        ];
+        if let Some(r) = redirect {
+            form.push(("redirect_uri", r));
+        }
+        assert_token_error(flow.token(&form).await, 400, "invalid_grant").await;
+    }
+    // The failures did not use the code up.
+    assert_eq!(flow.exchange(&code, None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn code_of_another_client_is_invalid_grant() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let code = flow.code(&AuthRequest::new(&flow.client_id, None)).await;
+    let (other_id, other_secret) = flow
+        .app
+        .create_client(SCOPE, &["authorization_code"], false)
+        .await;
+    // Same server, the other client's credentials.
+    let resp = flow
+        .app
+        .client
+        .post(flow.app.url("/oauth/token"))
+        .basic_auth(&other_id, other_secret.as_deref())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_token_error(resp, 400, "invalid_grant").await;
+}
+
+#[tokio::test]
+async fn expired_code_is_invalid_grant() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let code = flow.code(&AuthRequest::new(&flow.client_id, None)).await;
+    flow.app
+        .with_conn(|conn| {
+            let past = Utc::now().naive_utc() - Duration::seconds(1);
+            diesel::update(authorization_codes::table)
+                .set(authorization_codes::expires_at.eq(past))
+                .execute(conn)
+                .unwrap()
+        })
+        .await;
+    assert_token_error(flow.exchange(&code, None).await, 400, "invalid_grant").await;
+}
+
+#[tokio::test]
+async fn unknown_code_is_invalid_grant_and_missing_code_invalid_request() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    assert_token_error(
+        flow.exchange("dzc_not-a-real-code", None).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+    let resp = flow
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", REDIRECT),
+        ])
+        .await;
+    assert_token_error(resp, 400, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn replayed_code_is_invalid_grant_and_revokes_its_tokens() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let code = flow.code(&AuthRequest::new(&flow.client_id, None)).await;
+    let first: Value = flow.exchange(&code, None).await.json().await.unwrap();
+    let refresh = first["refresh_token"].as_str().unwrap();
+
+    assert_token_error(flow.exchange(&code, None).await, 400, "invalid_grant").await;
+
+    // RFC 6749 4.1.2: the tokens issued from the code are revoked.
+    let revoked: Vec<Option<chrono::NaiveDateTime>> = flow
+        .app
+        .with_conn(|conn| grants::table.select(grants::revoked_at).load(conn).unwrap())
+        .await;
+    assert!(revoked.iter().any(Option::is_some), "{revoked:?}");
+    assert_token_error(flow.refresh(refresh, None).await, 400, "invalid_grant").await;
+}
+
+#[tokio::test]
+async fn twenty_parallel_redemptions_of_one_code_give_exactly_one_token() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let (verifier, challenge) = pkce();
+    let code = flow
+        .code(&AuthRequest::new(&flow.client_id, Some(&challenge)))
+        .await;
+    let attempts = (0..20).map(|_| flow.exchange(&code, Some(&verifier)));
+    let statuses: Vec<u16> = futures_util::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 400),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn disabled_user_cannot_redeem_a_code() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let code = flow.code(&AuthRequest::new(&flow.client_id, None)).await;
+    flow.app.set_disabled(&flow.email, true).await;
+    assert_token_error(flow.exchange(&code, None).await, 400, "invalid_grant").await;
+}
+
+#[tokio::test]
+async fn password_and_implicit_grants_are_unsupported_grant_type() {
+    let app = spawn_app().await;
+    let flow = Flow::on(app, Role::Agent, SCOPE, false).await;
+    for grant in [
+        "password",
+        "implicit",
+        "urn:ietf:params:oauth:grant-type:device_code",
+    ] {
+        let resp = flow
+            .token(&[("grant_type", grant), ("username", "a"), ("password", "b")])
+            .await;
+        assert_token_error(resp, 400, "unsupported_grant_type").await;
+    }
+}

@@ -1,0 +1,171 @@
+//! POST /oauth/token with grant_type=refresh_token (RFC 6749 6, RFC 9700
+//! 4.14): rotation, reuse detection, scope narrowing, lifetime, concurrency.
+
+use diesel::prelude::*;
+use dzdesk_auth::db::models::RefreshTokenRow;
+use dzdesk_auth::domain::Role;
+use dzdesk_auth::tokens;
+use serde_json::Value;
+
+use crate::helpers::spawn_app_custom;
+use crate::oauth_flow::{assert_token_error, Flow};
+
+const SCOPE: &str = "requests:read requests:write";
+
+fn refresh_of(body: &Value) -> String {
+    body["refresh_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn refresh_rotates_the_token_on_every_use() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let first = refresh_of(&flow.tokens(SCOPE).await);
+    let resp = flow.refresh(&first, None).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let body: Value = resp.json().await.unwrap();
+    let second = refresh_of(&body);
+    assert_ne!(first, second);
+    assert!(second.starts_with("dzr_"));
+    assert_eq!(body["scope"], SCOPE);
+    assert!(body["access_token"].is_string());
+    // The new one works in turn.
+    assert_eq!(flow.refresh(&second, None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn reusing_a_rotated_refresh_token_revokes_the_whole_grant() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let first = refresh_of(&flow.tokens(SCOPE).await);
+    let body: Value = flow.refresh(&first, None).await.json().await.unwrap();
+    let second = refresh_of(&body);
+
+    assert_token_error(flow.refresh(&first, None).await, 400, "invalid_grant").await;
+    // The legitimate holder's newer token died with the grant.
+    assert_token_error(flow.refresh(&second, None).await, 400, "invalid_grant").await;
+}
+
+#[tokio::test]
+async fn refresh_may_narrow_scope_but_never_widen_it() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let token = refresh_of(&flow.tokens("requests:read").await);
+    assert_token_error(
+        flow.refresh(&token, Some("requests:read requests:write"))
+            .await,
+        400,
+        "invalid_scope",
+    )
+    .await;
+
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let token = refresh_of(&flow.tokens(SCOPE).await);
+    let body: Value = flow
+        .refresh(&token, Some("requests:read"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["scope"], "requests:read");
+    // The rotated token keeps the original scope (RFC 6749 6).
+    let again: Value = flow
+        .refresh(&refresh_of(&body), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["scope"], SCOPE);
+}
+
+#[tokio::test]
+async fn refresh_token_of_another_client_is_invalid_grant() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let token = refresh_of(&flow.tokens(SCOPE).await);
+    let (other_id, other_secret) = flow
+        .app
+        .create_client(SCOPE, &["authorization_code", "refresh_token"], false)
+        .await;
+    let resp = flow
+        .app
+        .client
+        .post(flow.app.url("/oauth/token"))
+        .basic_auth(&other_id, other_secret.as_deref())
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_token_error(resp, 400, "invalid_grant").await;
+    // Not a reuse of the owner's token: it still works.
+    assert_eq!(flow.refresh(&token, None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_or_missing_refresh_token() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    assert_token_error(
+        flow.refresh("dzr_unknown", None).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+    assert_token_error(
+        flow.token(&[("grant_type", "refresh_token")]).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn refresh_token_lifetime_is_configurable_and_enforced() {
+    let app = spawn_app_custom(|s| s.refresh_token_ttl_secs = 120, |_| {}).await;
+    let flow = Flow::on(app, Role::Agent, SCOPE, false).await;
+    let token = refresh_of(&flow.tokens(SCOPE).await);
+    let hash = tokens::hash_secret(&token);
+    let row = flow
+        .app
+        .with_conn(move |conn| RefreshTokenRow::find(conn, &hash).unwrap().unwrap())
+        .await;
+    assert_eq!((row.expires_at - row.created_at).num_seconds(), 120);
+
+    let hash = tokens::hash_secret(&token);
+    flow.app
+        .with_conn(move |conn| {
+            use dzdesk_auth::db::schema::refresh_tokens::dsl::*;
+            let past = chrono::Utc::now().naive_utc() - chrono::Duration::seconds(1);
+            diesel::update(refresh_tokens.find(hash))
+                .set(expires_at.eq(past))
+                .execute(conn)
+                .unwrap()
+        })
+        .await;
+    assert_token_error(flow.refresh(&token, None).await, 400, "invalid_grant").await;
+}
+
+#[tokio::test]
+async fn disabled_user_cannot_refresh() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let token = refresh_of(&flow.tokens(SCOPE).await);
+    flow.app.set_disabled(&flow.email, true).await;
+    assert_token_error(flow.refresh(&token, None).await, 400, "invalid_grant").await;
+}
+
+#[tokio::test]
+async fn twenty_parallel_refreshes_of_one_token_give_exactly_one_success() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let token = refresh_of(&flow.tokens(SCOPE).await);
+    let attempts = (0..20).map(|_| flow.refresh(&token, None));
+    let statuses: Vec<u16> = futures_util::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 400),
+        "{statuses:?}"
+    );
+}
