@@ -92,7 +92,7 @@ pub async fn start_browser() -> Option<Browser> {
     panic!("could not start a Chromium session: {last_err:?}");
 }
 
-async fn type_into(c: &Client, css: &str, text: &str) {
+pub async fn type_into(c: &Client, css: &str, text: &str) {
     c.find(Locator::Css(css))
         .await
         .unwrap()
@@ -101,7 +101,7 @@ async fn type_into(c: &Client, css: &str, text: &str) {
         .unwrap();
 }
 
-async fn click(c: &Client, css: &str) {
+pub async fn click(c: &Client, css: &str) {
     c.find(Locator::Css(css))
         .await
         .unwrap()

@@ -85,6 +85,14 @@ async fn no_secret_reaches_the_captured_log() {
         .send()
         .await
         .unwrap();
+    let refresh = "dzr_refreshsecret0123456789";
+    client
+        .post(format!("{base}/oauth/token"))
+        .basic_auth("client_x", Some("dzs_clientsecret0123456789"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])
+        .send()
+        .await
+        .unwrap();
     client
         .post(format!("{base}/login"))
         .form(&[
@@ -107,7 +115,8 @@ async fn no_secret_reaches_the_captured_log() {
 
     // The log did capture the requests (so the checks below can fail)...
     assert!(log.contains("\"POST /login\" 303"), "{log}");
-    assert!(log.contains("\"GET /oauth/authorize\" 404"), "{log}");
+    assert!(log.contains("\"GET /oauth/authorize\" 400"), "{log}");
+    assert!(log.contains("\"POST /oauth/token\" 401"), "{log}");
     assert!(log.contains("\"GET /v1/me\" 404"), "{log}");
     // ...and none of the secrets that travelled with them.
     for secret in [
@@ -119,6 +128,8 @@ async fn no_secret_reaches_the_captured_log() {
         bearer,
         code,
         "statesecret987",
+        refresh,
+        "dzs_clientsecret0123456789",
     ] {
         assert!(!log.contains(secret), "log contains {secret:?}:\n{log}");
     }

@@ -10,6 +10,7 @@ mod code_grant;
 mod envelope;
 mod health;
 mod helpers;
+mod interop;
 mod logging;
 mod login;
 mod oauth_flow;
