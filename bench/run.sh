@@ -7,7 +7,10 @@
 #   BENCH_PG=postgres://... CONNS=64 DURATION=20s bench/run.sh
 #
 # Scenarios: healthz (the HTTP stack's baseline), client_credentials (the
-# token endpoint: client lookup, secret check, ES256 signature).
+# token endpoint: client lookup, secret check, ES256 signature), refresh (the
+# refresh_token grant with rotation: every request presents a token never used
+# before, so it is driven by examples/refresh_load.rs, which first runs the
+# real sign-in + consent + code exchange once per connection).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,10 +19,15 @@ conns=${CONNS:-32}
 duration=${DURATION:-10s}
 port=${PORT:-18181}
 oha=$(command -v oha || echo "$HOME/.cargo/bin/oha")
-[ -x "$oha" ] || { echo "oha not found: cargo install oha --locked" >&2; exit 1; }
+if [ ! -x "$oha" ]; then
+  echo "oha not found: installing it (cargo install oha --locked, ~10 min on 2 cores)" >&2
+  cargo install oha --locked --quiet
+  oha="$HOME/.cargo/bin/oha"
+fi
 
-cargo build --release --quiet
+cargo build --release --quiet --bin dzdesk-auth --example refresh_load
 bin=${CARGO_TARGET_DIR:-target}/release/dzdesk-auth
+driver=${CARGO_TARGET_DIR:-target}/release/examples/refresh_load
 
 db="dzdesk_bench_$(date +%s)"
 psql "$pg" -qc "CREATE DATABASE $db"
@@ -35,6 +43,12 @@ creds=$("$bin" client create --name bench --scope "requests:read" --grant-type c
 id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])' <<<"$creds")
 secret=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' <<<"$creds")
 basic=$(printf '%s:%s' "$id" "$secret" | base64 -w0)
+# The refresh scenario: a user, and a client for the code and refresh grants.
+export BENCH_PASSWORD="bench-password-$(date +%s%N)"
+printf '%s' "$BENCH_PASSWORD" | "$bin" user create --email bench@example.com --role agent --password-stdin >/dev/null
+rcreds=$("$bin" client create --name bench-refresh --scope "requests:read" --redirect-uri http://127.0.0.1/cb)
+rid=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])' <<<"$rcreds")
+rsecret=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' <<<"$rcreds")
 
 "$bin" serve & server=$!
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
@@ -55,3 +69,4 @@ print("scenario=%s rps=%.0f p50_ms=%.2f p99_ms=%.2f non2xx=%d codes=%s" % (name,
 "$oha" -c "$conns" -z "$duration" --no-tui --output-format json -m POST \
   -H "authorization: Basic $basic" -H "content-type: application/x-www-form-urlencoded" \
   -d "grant_type=client_credentials" "http://127.0.0.1:$port/oauth/token" | report client_credentials
+"$driver" "http://127.0.0.1:$port" "$rid" "$rsecret" bench@example.com env:BENCH_PASSWORD "$conns" "${duration%s}"

@@ -30,6 +30,10 @@ pub struct Settings {
     /// How often a running instance re-reads the signing keys, seconds
     /// (picks up `dzdesk-auth keys rotate`; default 60).
     pub key_reload_secs: i64,
+    /// How long an instance may answer client authentication from memory,
+    /// seconds (default 5; 0 reads the database every time). A disabled
+    /// client or a changed secret takes at most this long to take effect.
+    pub client_cache_secs: i64,
 }
 
 /// A setting that could not be used: which variable, and why.
@@ -70,6 +74,7 @@ impl Settings {
         let access_ttl = var("DZDESK_ACCESS_TOKEN_TTL")?;
         let refresh_ttl = var("DZDESK_REFRESH_TOKEN_TTL")?;
         let key_reload = var("DZDESK_KEY_RELOAD_SECS")?;
+        let client_cache = var("DZDESK_CLIENT_CACHE_SECS")?;
         let issuer = parse_issuer(issuer.as_deref().unwrap_or(DEFAULT_ISSUER))
             .map_err(|m| ConfigError::new("DZDESK_ISSUER", m))?;
         let seconds =
@@ -103,6 +108,7 @@ impl Settings {
                 365 * 86_400,
             )?,
             key_reload_secs: seconds(key_reload, "DZDESK_KEY_RELOAD_SECS", 60, 0, 86_400)?,
+            client_cache_secs: seconds(client_cache, "DZDESK_CLIENT_CACHE_SECS", 5, 0, 300)?,
             workers: workers
                 .map(|w| parse_count(&w, 1, 256))
                 .transpose()

@@ -15,7 +15,7 @@ use crate::auth::password;
 use crate::config::Settings;
 use crate::db::Database;
 use crate::routes::{health, oauth, static_files, v1, web as pages, well_known};
-use crate::state::{AppState, KeyStore, ServerKeys};
+use crate::state::{AppState, ClientCache, KeyStore, ServerKeys};
 use crate::telemetry::access_log;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,11 +72,13 @@ impl Application {
             Duration::from_secs(settings.key_reload_secs.max(0) as u64),
             chrono::Duration::seconds(settings.access_token_ttl_secs),
         );
+        let client_cache_secs = settings.client_cache_secs.max(0) as u64;
         let state = web::Data::new(AppState {
             db,
             csrf: CsrfKey::new(keys.csrf),
             settings,
             keys: key_store,
+            clients: ClientCache::new(Duration::from_secs(client_cache_secs)),
         });
 
         let server = HttpServer::new(move || {

@@ -1,5 +1,6 @@
 //! What every handler shares.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -7,7 +8,7 @@ use chrono::Utc;
 
 use crate::auth::csrf::CsrfKey;
 use crate::config::Settings;
-use crate::db::models::ServerSecret;
+use crate::db::models::{Client, ServerSecret};
 use crate::db::{AnyConnection, Database};
 use crate::oauth::jwt::KeyRing;
 use crate::oauth::token::TokenConfig;
@@ -17,6 +18,52 @@ pub struct AppState {
     pub csrf: CsrfKey,
     pub settings: Settings,
     pub keys: KeyStore,
+    pub clients: ClientCache,
+}
+
+/// Registered clients kept in memory for `DZDESK_CLIENT_CACHE_SECS`, so the
+/// client_credentials grant needs no database round trip. Only rows that
+/// exist are kept (unknown ids cannot fill it), and at most
+/// [`ClientCache::MAX_ENTRIES`].
+pub struct ClientCache {
+    ttl: Duration,
+    entries: RwLock<HashMap<String, (Arc<Client>, Instant)>>,
+}
+
+impl ClientCache {
+    pub const MAX_ENTRIES: usize = 10_000;
+
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The client, if read from the database less than the TTL ago.
+    pub fn get(&self, id: &str) -> Option<Arc<Client>> {
+        let entries = self.entries.read().ok()?;
+        let (client, at) = entries.get(id)?;
+        (at.elapsed() < self.ttl).then(|| client.clone())
+    }
+
+    /// Keeps a client just read from the database.
+    pub fn put(&self, client: Client) -> Arc<Client> {
+        let client = Arc::new(client);
+        if self.ttl.is_zero() {
+            return client;
+        }
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= Self::MAX_ENTRIES {
+                entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
+                if entries.len() >= Self::MAX_ENTRIES {
+                    entries.clear();
+                }
+            }
+            entries.insert(client.id.clone(), (client.clone(), Instant::now()));
+        }
+        client
+    }
 }
 
 /// The signing keys in memory, re-read from the database now and then so
@@ -40,30 +87,31 @@ impl KeyStore {
         }
     }
 
-    /// Loads (creating the first key on a fresh database). Blocking.
-    pub fn load(
-        conn: &mut AnyConnection,
-        max_token_lifetime: chrono::Duration,
-    ) -> anyhow::Result<KeyRing> {
-        KeyRing::load(conn, Utc::now().naive_utc(), max_token_lifetime)
+    /// The keys in memory, if younger than the reload interval. No I/O.
+    pub fn cached(&self) -> Option<Arc<KeyRing>> {
+        let (ring, loaded) = match self.current.read() {
+            Ok(guard) => (guard.0.clone(), guard.1),
+            Err(poisoned) => (poisoned.get_ref().0.clone(), poisoned.get_ref().1),
+        };
+        (loaded.elapsed() < self.reload_every).then_some(ring)
     }
 
     /// The keys, re-read first when they are older than the reload interval.
     /// Blocking (may query): call with a connection on the blocking pool.
     pub fn current(&self, conn: &mut AnyConnection) -> anyhow::Result<Arc<KeyRing>> {
-        let (ring, loaded) = match self.current.read() {
-            Ok(guard) => (guard.0.clone(), guard.1),
-            Err(poisoned) => (poisoned.get_ref().0.clone(), Instant::now()),
-        };
-        if loaded.elapsed() < self.reload_every {
-            return Ok(ring);
+        match self.cached() {
+            Some(ring) => Ok(ring),
+            None => self.reload(conn),
         }
-        self.reload(conn)
     }
 
     /// Re-reads the keys now. Blocking.
     pub fn reload(&self, conn: &mut AnyConnection) -> anyhow::Result<Arc<KeyRing>> {
-        let ring = Arc::new(Self::load(conn, self.max_token_lifetime)?);
+        let ring = Arc::new(KeyRing::load(
+            conn,
+            Utc::now().naive_utc(),
+            self.max_token_lifetime,
+        )?);
         if let Ok(mut guard) = self.current.write() {
             *guard = (ring.clone(), Instant::now());
         }
@@ -109,9 +157,53 @@ impl ServerKeys {
         let lifetime = chrono::Duration::seconds(settings.access_token_ttl_secs);
         db.run(move |conn| {
             let csrf = ServerSecret::get_or_create(conn, "csrf", now)?;
-            let signing = Arc::new(KeyStore::load(conn, lifetime)?);
+            let signing = Arc::new(KeyRing::load(conn, Utc::now().naive_utc(), lifetime)?);
             Ok::<_, anyhow::Error>(Self { csrf, signing })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: &str) -> Client {
+        let now = Utc::now().naive_utc();
+        Client {
+            id: id.to_owned(),
+            name: "c".into(),
+            confidential: true,
+            secret_hash: None,
+            redirect_uris: String::new(),
+            scopes: String::new(),
+            grant_types: String::new(),
+            require_pkce: false,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn client_cache_keeps_clients_for_its_ttl_only() {
+        let cache = ClientCache::new(Duration::from_secs(60));
+        assert!(cache.get("client_a").is_none());
+        cache.put(client("client_a"));
+        assert_eq!(cache.get("client_a").unwrap().id, "client_a");
+
+        let off = ClientCache::new(Duration::ZERO);
+        off.put(client("client_a"));
+        assert!(off.get("client_a").is_none());
+    }
+
+    #[test]
+    fn client_cache_is_bounded() {
+        let cache = ClientCache::new(Duration::from_secs(60));
+        for i in 0..=ClientCache::MAX_ENTRIES {
+            cache.put(client(&format!("client_{i}")));
+        }
+        let len = cache.entries.read().unwrap().len();
+        assert!(len <= ClientCache::MAX_ENTRIES, "{len}");
     }
 }

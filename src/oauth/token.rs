@@ -4,6 +4,7 @@
 //! errors out.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -141,7 +142,10 @@ pub fn client_auth(
 /// 3.2.1). Unknown, disabled, wrong secret, a secret for a public client, no
 /// secret for a confidential one: all `invalid_client`. Secrets are compared
 /// in constant time.
-pub fn authenticate(client: Option<Client>, auth: &ClientAuth) -> Result<Client, OAuthError> {
+pub fn authenticate(
+    client: Option<Arc<Client>>,
+    auth: &ClientAuth,
+) -> Result<Arc<Client>, OAuthError> {
     let fail = || OAuthError::InvalidClient("client authentication failed".into());
     let client = client.filter(|c| !c.disabled).ok_or_else(fail)?;
     let ok = match auth {

@@ -8,14 +8,20 @@ use crate::error::WebError;
 use crate::state::AppState;
 
 /// `GET /.well-known/jwks.json` (RFC 7517 5): the public signing keys, the
-/// retired ones included until every token they signed has expired. Re-read
-/// from the database on every call, so a rotation shows at once.
+/// retired ones included until every token they signed has expired. Served
+/// from memory; re-read from the database after `DZDESK_KEY_RELOAD_SECS`, as
+/// for signing, so a rotation shows on every instance within that interval.
 pub async fn jwks(state: web::Data<AppState>) -> Result<HttpResponse, WebError> {
-    let st = state.clone();
-    let ring = state
-        .db
-        .run(move |conn| st.keys.reload(conn).map_err(WebError::internal))
-        .await?;
+    let ring = match state.keys.cached() {
+        Some(ring) => ring,
+        None => {
+            let st = state.clone();
+            state
+                .db
+                .run(move |conn| st.keys.current(conn).map_err(WebError::internal))
+                .await?
+        }
+    };
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .json(ring.jwks()))

@@ -121,6 +121,8 @@ pub fn test_settings(url: &str) -> Settings {
         refresh_token_ttl_secs: 30 * 86_400,
         // Re-read the signing keys on every use: rotation tests see it at once.
         key_reload_secs: 0,
+        // Every request sees disabled clients and new secrets at once.
+        client_cache_secs: 0,
     }
 }
 

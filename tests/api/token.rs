@@ -366,3 +366,28 @@ async fn key_rotation_signs_with_the_new_key_and_keeps_the_old_one_published() {
     );
     assert!(set.find(&new_kid).is_some());
 }
+
+#[tokio::test]
+async fn client_cache_serves_client_credentials_and_still_refuses_a_wrong_secret() {
+    let app = crate::helpers::spawn_app_custom(
+        |s| {
+            s.client_cache_secs = 60;
+            s.key_reload_secs = 60;
+        },
+        |_| {},
+    )
+    .await;
+    let (id, secret) = cc_client(&app).await;
+    let form = [("grant_type", "client_credentials")];
+    // The first request reads the database and fills the cache; the second
+    // is answered from memory.
+    for _ in 0..2 {
+        let resp = token(&app, Some(&basic(&id, &secret)), &form).await;
+        assert_eq!(resp.status(), 200);
+    }
+    let wrong = format!("{secret}x");
+    let resp = token(&app, Some(&basic(&id, &wrong)), &form).await;
+    assert_oauth_error(resp, 401, "invalid_client").await;
+    let resp = token(&app, Some(&basic(&id, &secret)), &form).await;
+    assert_eq!(resp.status(), 200);
+}
