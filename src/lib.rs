@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod maintenance;
 pub mod oauth;
 pub mod routes;
 pub mod startup;

@@ -14,6 +14,7 @@ use crate::auth::csrf::CsrfKey;
 use crate::auth::password;
 use crate::config::Settings;
 use crate::db::Database;
+use crate::maintenance;
 use crate::routes::{health, oauth, static_files, v1, web as pages, well_known};
 use crate::state::{AppState, ClientCache, KeyStore, ServerKeys};
 use crate::telemetry::access_log;
@@ -32,6 +33,7 @@ pub enum BuildError {
 pub struct Application {
     local_addr: SocketAddr,
     server: Server,
+    db: Database,
 }
 
 impl Application {
@@ -74,7 +76,7 @@ impl Application {
         );
         let client_cache_secs = settings.client_cache_secs.max(0) as u64;
         let state = web::Data::new(AppState {
-            db,
+            db: db.clone(),
             csrf: CsrfKey::new(keys.csrf),
             settings,
             keys: key_store,
@@ -116,7 +118,11 @@ impl Application {
         .shutdown_timeout(5)
         .run();
 
-        Ok(Self { local_addr, server })
+        Ok(Self {
+            local_addr,
+            server,
+            db,
+        })
     }
 
     /// The port the listener got (useful with port 0).
@@ -133,8 +139,16 @@ impl Application {
         self.server.handle()
     }
 
+    /// Serves until stopped; sweeps expired codes and refresh tokens
+    /// meanwhile.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        // Polled in the server's own task (no spawn: works on any runtime);
+        // the sweeper never finishes, so this ends when the server does.
+        let sweeper = Box::pin(maintenance::sweep_forever(self.db));
+        match futures_util::future::select(self.server, sweeper).await {
+            futures_util::future::Either::Left((result, _)) => result,
+            futures_util::future::Either::Right(((), server)) => server.await,
+        }
     }
 }
 

@@ -254,3 +254,48 @@ async fn password_and_implicit_grants_are_unsupported_grant_type() {
         assert_token_error(resp, 400, "unsupported_grant_type").await;
     }
 }
+
+#[tokio::test]
+async fn sweep_deletes_codes_and_refresh_tokens_a_day_past_expiry() {
+    use dzdesk_auth::db::schema::refresh_tokens;
+    use dzdesk_auth::maintenance::{sweep, Swept};
+
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let body = flow.tokens("requests:read").await; // one used code, one refresh token
+    let again = AuthRequest::new(&flow.client_id, None).with("prompt", Some("consent"));
+    flow.code(&again).await; // one fresh code
+    let now = Utc::now().naive_utc();
+    let swept = flow
+        .app
+        .with_conn(move |conn| sweep(conn, now).unwrap())
+        .await;
+    assert_eq!(swept, Swept::default(), "nothing is old enough yet");
+
+    // Two days later the used code and the refresh token are gone... (the
+    // fresh code, too: it expired 60 s after issue).
+    let later = now + Duration::days(2);
+    let swept = flow
+        .app
+        .with_conn(move |conn| sweep(conn, later).unwrap())
+        .await;
+    assert_eq!(
+        swept,
+        Swept {
+            codes: 2,
+            refresh_tokens: 0
+        }
+    );
+    // ...while a refresh token lives 30 days.
+    let much_later = now + Duration::days(32);
+    let swept = flow
+        .app
+        .with_conn(move |conn| sweep(conn, much_later).unwrap())
+        .await;
+    assert_eq!(swept.refresh_tokens, 1);
+    let left: i64 = flow
+        .app
+        .with_conn(|conn| refresh_tokens::table.count().get_result(conn).unwrap())
+        .await;
+    assert_eq!(left, 0);
+    assert!(body["refresh_token"].is_string());
+}

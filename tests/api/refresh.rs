@@ -16,6 +16,31 @@ fn refresh_of(body: &Value) -> String {
     body["refresh_token"].as_str().unwrap().to_owned()
 }
 
+/// The grant id an access token carries (its signature is checked elsewhere).
+fn grant_of(access_token: &str) -> String {
+    use base64::Engine;
+    let payload = access_token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["grant_id"].as_str().unwrap().to_owned()
+}
+
+async fn grant_revoked(flow: &Flow, grant: &str) -> Option<chrono::NaiveDateTime> {
+    let grant = grant.to_owned();
+    flow.app
+        .with_conn(move |conn| {
+            dzdesk_auth::db::models::GrantRow::find(conn, &grant)
+                .unwrap()
+                .unwrap()
+                .revoked_at
+        })
+        .await
+}
+
 #[tokio::test]
 async fn refresh_rotates_the_token_on_every_use() {
     let flow = Flow::new(Role::Agent, SCOPE, false).await;
@@ -39,10 +64,14 @@ async fn reusing_a_rotated_refresh_token_revokes_the_whole_grant() {
     let first = refresh_of(&flow.tokens(SCOPE).await);
     let body: Value = flow.refresh(&first, None).await.json().await.unwrap();
     let second = refresh_of(&body);
+    let grant = grant_of(body["access_token"].as_str().unwrap());
+    assert!(grant_revoked(&flow, &grant).await.is_none());
 
     assert_token_error(flow.refresh(&first, None).await, 400, "invalid_grant").await;
-    // The legitimate holder's newer token died with the grant.
+    // The legitimate holder's newer token died with the grant...
     assert_token_error(flow.refresh(&second, None).await, 400, "invalid_grant").await;
+    // ...and so did the access tokens, which carry the grant's id.
+    assert!(grant_revoked(&flow, &grant).await.is_some());
 }
 
 #[tokio::test]

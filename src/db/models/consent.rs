@@ -2,7 +2,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::db::schema::consents;
-use crate::db::AnyConnection;
+use crate::db::{is_unique_violation, AnyConnection};
 use crate::domain::ScopeSet;
 
 /// What a user has approved for a client (remembered consent).
@@ -37,7 +37,9 @@ impl ConsentRow {
             .optional()
     }
 
-    /// Adds `scopes` to what the user has approved for the client.
+    /// Adds `scopes` to what the user has approved for the client. Two
+    /// approvals racing to create the row both end up recorded: the one that
+    /// loses the insert merges into the winner's row.
     pub fn remember(
         conn: &mut AnyConnection,
         user_id: &str,
@@ -45,18 +47,8 @@ impl ConsentRow {
         scopes: &ScopeSet,
         now: NaiveDateTime,
     ) -> QueryResult<()> {
-        conn.transaction(|conn| match Self::find(conn, user_id, client_id)? {
-            Some(existing) => {
-                let all: ScopeSet = existing.scopes().iter().chain(scopes.iter()).collect();
-                diesel::update(consents::table.find((user_id, client_id)))
-                    .set((
-                        consents::scopes.eq(all.to_string()),
-                        consents::updated_at.eq(now),
-                    ))
-                    .execute(conn)
-                    .map(|_| ())
-            }
-            None => diesel::insert_into(consents::table)
+        if Self::find(conn, user_id, client_id)?.is_none() {
+            let inserted = diesel::insert_into(consents::table)
                 .values(&ConsentRow {
                     user_id: user_id.to_owned(),
                     client_id: client_id.to_owned(),
@@ -64,8 +56,25 @@ impl ConsentRow {
                     created_at: now,
                     updated_at: now,
                 })
+                .execute(conn);
+            match inserted {
+                Ok(_) => return Ok(()),
+                Err(e) if is_unique_violation(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        conn.transaction(|conn| {
+            let existing = Self::find(conn, user_id, client_id)?
+                .map(|c| c.scopes())
+                .unwrap_or_default();
+            let all: ScopeSet = existing.iter().chain(scopes.iter()).collect();
+            diesel::update(consents::table.find((user_id, client_id)))
+                .set((
+                    consents::scopes.eq(all.to_string()),
+                    consents::updated_at.eq(now),
+                ))
                 .execute(conn)
-                .map(|_| ()),
+                .map(|_| ())
         })
     }
 }

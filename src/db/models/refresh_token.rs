@@ -47,3 +47,11 @@ impl RefreshTokenRow {
         Ok(updated == 1)
     }
 }
+
+impl RefreshTokenRow {
+    /// Deletes tokens that expired before `before` (used or not).
+    pub fn delete_expired(conn: &mut AnyConnection, before: NaiveDateTime) -> QueryResult<usize> {
+        diesel::delete(refresh_tokens::table.filter(refresh_tokens::expires_at.lt(before)))
+            .execute(conn)
+    }
+}

@@ -1,0 +1,54 @@
+//! Housekeeping: deletes authorization codes and refresh tokens that can no
+//! longer be redeemed, so the tables do not grow without bound.
+
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, Utc};
+use diesel::QueryResult;
+
+use crate::db::models::{AuthorizationCodeRow, RefreshTokenRow};
+use crate::db::{AnyConnection, Database};
+
+/// How often a running instance sweeps.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Rows are kept this long past their expiry: a code replayed late is still
+/// found, so its grant is still revoked (RFC 6749 4.1.2), and a rotated
+/// refresh token presented again still revokes its grant (RFC 9700 4.14.2).
+pub fn retention() -> chrono::Duration {
+    chrono::Duration::days(1)
+}
+
+/// What one sweep deleted.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub codes: usize,
+    pub refresh_tokens: usize,
+}
+
+/// Deletes codes and refresh tokens that expired more than [`retention`]
+/// before `now`. Blocking.
+pub fn sweep(conn: &mut AnyConnection, now: NaiveDateTime) -> QueryResult<Swept> {
+    let before = now - retention();
+    Ok(Swept {
+        codes: AuthorizationCodeRow::delete_expired(conn, before)?,
+        refresh_tokens: RefreshTokenRow::delete_expired(conn, before)?,
+    })
+}
+
+/// Sweeps every [`SWEEP_EVERY`] until the task is dropped; errors are logged
+/// and retried at the next tick.
+pub async fn sweep_forever(db: Database) {
+    let mut tick = actix_web::rt::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        let result = db
+            .run(|conn| sweep(conn, Utc::now().naive_utc()).map_err(anyhow::Error::from))
+            .await;
+        match result {
+            Ok(swept) if swept != Swept::default() => log::info!("swept {swept:?}"),
+            Ok(_) => {}
+            Err(e) => log::warn!("sweep failed: {e:#}"),
+        }
+    }
+}
