@@ -4,7 +4,7 @@
 # Prints one line per scenario: scenario, req/s, p50, p99, non-2xx.
 #
 #   bench/run.sh                      # needs oha (cargo install oha --locked) and PostgreSQL
-#   BENCH_PG=postgres://... CONNS=64 DURATION=20s bench/run.sh
+#   BENCH_PG=postgres://... CONNS=64 DURATION=20s SCENARIOS="refresh" bench/run.sh
 #
 # Scenarios: healthz (the HTTP stack's baseline), client_credentials (the
 # token endpoint: client lookup, secret check, ES256 signature), refresh (the
@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 pg=${BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
 conns=${CONNS:-32}
 duration=${DURATION:-10s}
+scenarios=${SCENARIOS:-healthz client_credentials refresh}
 port=${PORT:-18181}
 oha=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 if [ ! -x "$oha" ]; then
@@ -65,8 +66,15 @@ print("scenario=%s rps=%.0f p50_ms=%.2f p99_ms=%.2f non2xx=%d codes=%s" % (name,
 ' "$1"
 }
 
-"$oha" -c "$conns" -z "$duration" --no-tui --output-format json "http://127.0.0.1:$port/healthz" | report healthz
-"$oha" -c "$conns" -z "$duration" --no-tui --output-format json -m POST \
-  -H "authorization: Basic $basic" -H "content-type: application/x-www-form-urlencoded" \
-  -d "grant_type=client_credentials" "http://127.0.0.1:$port/oauth/token" | report client_credentials
-"$driver" "http://127.0.0.1:$port" "$rid" "$rsecret" bench@example.com env:BENCH_PASSWORD "$conns" "${duration%s}"
+want() { [[ " $scenarios " == *" $1 "* ]]; }
+if want healthz; then
+  "$oha" -c "$conns" -z "$duration" --no-tui --output-format json "http://127.0.0.1:$port/healthz" | report healthz
+fi
+if want client_credentials; then
+  "$oha" -c "$conns" -z "$duration" --no-tui --output-format json -m POST \
+    -H "authorization: Basic $basic" -H "content-type: application/x-www-form-urlencoded" \
+    -d "grant_type=client_credentials" "http://127.0.0.1:$port/oauth/token" | report client_credentials
+fi
+if want refresh; then
+  "$driver" "http://127.0.0.1:$port" "$rid" "$rsecret" bench@example.com env:BENCH_PASSWORD "$conns" "${duration%s}"
+fi

@@ -47,8 +47,10 @@ impl ClientCache {
         (at.elapsed() < self.ttl).then(|| client.clone())
     }
 
-    /// Keeps a client just read from the database.
-    pub fn put(&self, client: Client) -> Arc<Client> {
+    /// Keeps a client read from the database by a query that started at
+    /// `read_at` (so a read racing a change is not kept a full TTL longer); a
+    /// newer entry is not replaced.
+    pub fn put(&self, client: Client, read_at: Instant) -> Arc<Client> {
         let client = Arc::new(client);
         if self.ttl.is_zero() {
             return client;
@@ -60,7 +62,10 @@ impl ClientCache {
                     entries.clear();
                 }
             }
-            entries.insert(client.id.clone(), (client.clone(), Instant::now()));
+            let newer = entries.get(&client.id).is_some_and(|(_, at)| *at > read_at);
+            if !newer {
+                entries.insert(client.id.clone(), (client.clone(), read_at));
+            }
         }
         client
     }
@@ -189,11 +194,11 @@ mod tests {
     fn client_cache_keeps_clients_for_its_ttl_only() {
         let cache = ClientCache::new(Duration::from_secs(60));
         assert!(cache.get("client_a").is_none());
-        cache.put(client("client_a"));
+        cache.put(client("client_a"), Instant::now());
         assert_eq!(cache.get("client_a").unwrap().id, "client_a");
 
         let off = ClientCache::new(Duration::ZERO);
-        off.put(client("client_a"));
+        off.put(client("client_a"), Instant::now());
         assert!(off.get("client_a").is_none());
     }
 
@@ -201,7 +206,7 @@ mod tests {
     fn client_cache_is_bounded() {
         let cache = ClientCache::new(Duration::from_secs(60));
         for i in 0..=ClientCache::MAX_ENTRIES {
-            cache.put(client(&format!("client_{i}")));
+            cache.put(client(&format!("client_{i}")), Instant::now());
         }
         let len = cache.entries.read().unwrap().len();
         assert!(len <= ClientCache::MAX_ENTRIES, "{len}");

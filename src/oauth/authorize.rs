@@ -21,8 +21,8 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Duration, Utc};
 use oxide_auth::endpoint::{
-    AuthorizationFlow, OAuthError as FlowOAuthError, OwnerConsent, OwnerSolicitor, QueryParameter,
-    Solicitation, WebResponse,
+    AuthorizationFlow, NormalizedParameter, OAuthError as FlowOAuthError, OwnerConsent,
+    OwnerSolicitor, QueryParameter, Solicitation, WebResponse,
 };
 use oxide_auth::frontends::simple::endpoint::{Error as FlowError, Generic, Vacant};
 use oxide_auth::frontends::simple::extensions::{AddonList, Extended, Pkce};
@@ -47,6 +47,18 @@ use crate::tokens;
 pub const CODE_TTL_SECS: i64 = 60;
 /// Prefix of authorization codes.
 pub const CODE_PREFIX: &str = "dzc_";
+
+/// The authorization request's own parameters; each may appear once.
+const PROTOCOL_PARAMS: [&str; 8] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "prompt",
+];
 
 /// GET shows or skips the consent page; POST carries the decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,23 +121,58 @@ pub enum AuthorizeOutcome {
 /// Runs one authorization request. Blocking: call on the blocking pool.
 pub fn authorize(
     conn: &mut AnyConnection,
-    input: AuthorizeInput<'_>,
+    mut input: AuthorizeInput<'_>,
 ) -> anyhow::Result<AuthorizeOutcome> {
-    let Some(query) = input.request.query().cloned() else {
-        return Ok(AuthorizeOutcome::BadRequest(
-            "The authorization request is malformed.",
-        ));
-    };
-    let param = |key: &str| query.unique_value(key).map(Cow::into_owned);
+    // RFC 6749 3.1: "Parameters sent without a value MUST be treated as if
+    // they were omitted" and "MUST NOT be included more than once". oxide-auth
+    // treats a repeated parameter as absent (a repeated code_challenge would
+    // silently drop PKCE), so repeats are refused here, and the request that
+    // reaches oxide-auth carries only the non-empty values.
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(input.raw_query.as_bytes())
+        .into_owned()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    let count = |key: &str| pairs.iter().filter(|(k, _)| k == key).count();
+    let param = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    const BAD_CLIENT: &str = "This application is not registered, or its redirect URI is wrong.";
+    if count("client_id") != 1 || count("redirect_uri") > 1 {
+        return Ok(AuthorizeOutcome::BadRequest(BAD_CLIENT));
+    }
     let client = match param("client_id") {
         Some(id) => Client::find(conn, &id)?,
         None => None,
     };
     let Some(client) = client.filter(|c| !c.disabled) else {
-        return Ok(AuthorizeOutcome::BadRequest(
-            "This application is not registered, or its redirect URI is wrong.",
-        ));
+        return Ok(AuthorizeOutcome::BadRequest(BAD_CLIENT));
     };
+    let redirect_uri = param("redirect_uri").unwrap_or_default();
+    // The same check as DbRegistrar::bound_redirect: nothing below redirects
+    // anywhere else.
+    let Some(redirect) = client
+        .match_redirect_uri(&redirect_uri)
+        .and_then(|_| Url::parse(&redirect_uri).ok())
+    else {
+        return Ok(AuthorizeOutcome::BadRequest(BAD_CLIENT));
+    };
+    let state = (count("state") == 1).then(|| param("state")).flatten();
+    let repeated = PROTOCOL_PARAMS.iter().find(|k| count(k) > 1);
+    let problem = match (repeated, count("response_type")) {
+        (Some(key), _) => Some(format!("parameter '{key}' is repeated")),
+        (None, 0) => Some("response_type is required".to_owned()),
+        _ => None,
+    };
+    if let Some(description) = problem {
+        let url = error_redirect(redirect, "invalid_request", &description, state.as_deref());
+        return Ok(AuthorizeOutcome::Redirect(client_redirect(
+            url.as_str(),
+            &redirect_uri,
+            input.issuer,
+        )?));
+    }
+    let query: NormalizedParameter = pairs.iter().cloned().collect();
+    if let Some(q) = input.request.query_mut() {
+        *q = query.clone();
+    }
     let remembered = match &input.signed_in {
         Some(s) => ConsentRow::find(conn, &s.user.id, &client.id)?.map(|c| c.scopes()),
         None => None,
@@ -134,7 +181,6 @@ pub fn authorize(
         Some(raw) => ScopeSet::parse(&raw).ok(),
         None => Some(client.scopes()),
     };
-    let redirect_uri = param("redirect_uri").unwrap_or_default();
 
     let registrar = DbRegistrar {
         client: &client,
@@ -190,9 +236,7 @@ pub fn authorize(
     let response = match result {
         Ok(response) => response,
         Err(FlowError::OAuth(FlowOAuthError::DenySilently)) | Err(FlowError::Web(_)) => {
-            return Ok(AuthorizeOutcome::BadRequest(
-                "This application is not registered, or its redirect URI is wrong.",
-            ))
+            return Ok(AuthorizeOutcome::BadRequest(BAD_CLIENT))
         }
         Err(e) => anyhow::bail!("authorization flow: {e:?}"),
     };
@@ -224,25 +268,34 @@ pub fn authorize(
 /// Only the parameters appended after the registered URI's own query are
 /// touched.
 fn client_redirect(location: &str, redirect_uri: &str, issuer: &str) -> anyhow::Result<String> {
-    let mut url = Url::parse(location)?;
-    let own = Url::parse(redirect_uri)
-        .map(|u| u.query_pairs().count())
-        .unwrap_or(0);
-    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-    {
-        let mut q = url.query_pairs_mut();
-        q.clear();
-        for (i, (k, v)) in pairs.iter().enumerate() {
-            let key = if i >= own && k == "description" {
-                "error_description"
+    // oxide-auth (and `error_redirect`) rebuilt the URL with `url`, which
+    // re-encodes the client's own query; RFC 6749 3.1.2 says it "MUST be
+    // retained". Keep the registered URI's text and re-append only what was
+    // added after its own parameters.
+    let own = Url::parse(redirect_uri)?;
+    let own_count = own.query_pairs().count();
+    let added: Vec<(String, String)> = Url::parse(location)?
+        .query_pairs()
+        .skip(own_count)
+        .map(|(k, v)| {
+            let k = if k == "description" {
+                "error_description".to_owned()
             } else {
-                k.as_str()
+                k.into_owned()
             };
-            q.append_pair(key, v);
-        }
-        q.append_pair("iss", issuer);
-    }
-    Ok(url.into())
+            (k, v.into_owned())
+        })
+        .collect();
+    let appended = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(added)
+        .append_pair("iss", issuer)
+        .finish();
+    let separator = match own.query() {
+        Some(q) if !q.is_empty() => "&",
+        Some(_) => "",
+        None => "?",
+    };
+    Ok(format!("{redirect_uri}{separator}{appended}"))
 }
 
 /// Appends an error to the validated redirect URI (RFC 6749 4.1.2.1).
@@ -263,16 +316,7 @@ fn error_redirect(mut url: Url, error: &str, description: &str, state: Option<&s
 /// and challenge cannot be swapped between showing the page and approving.
 fn request_binding(query: &dyn QueryParameter) -> String {
     let mut hash = Sha256::new();
-    for key in [
-        "response_type",
-        "client_id",
-        "redirect_uri",
-        "scope",
-        "state",
-        "code_challenge",
-        "code_challenge_method",
-        "prompt",
-    ] {
+    for key in PROTOCOL_PARAMS {
         let value = query.unique_value(key).unwrap_or(Cow::Borrowed(""));
         hash.update((key.len() as u64).to_be_bytes());
         hash.update(key.as_bytes());
@@ -282,8 +326,11 @@ fn request_binding(query: &dyn QueryParameter) -> String {
     hex::encode(hash.finalize())
 }
 
-fn consent_purpose(binding: &str) -> String {
-    format!("consent:{binding}")
+/// The consent form's CSRF purpose: the request and the scopes the page
+/// shows, so a change of the user's role or the client's registration between
+/// showing and approving invalidates the form.
+fn consent_purpose(binding: &str, granted: &ScopeSet) -> String {
+    format!("consent:{binding}:{granted}")
 }
 
 /// Client lookup and parameter negotiation for one request.
@@ -518,7 +565,7 @@ impl OwnerSolicitor<OAuthRequest> for ConsentSolicitor<'_> {
 
         let granted =
             ScopeSet::parse(&solicitation.pre_grant().scope.to_string()).unwrap_or_default();
-        let purpose = consent_purpose(&self.binding);
+        let purpose = consent_purpose(&self.binding, &granted);
         let binding = CsrfBinding::Session(signed_in.session_id);
 
         if self.method == Method::Post {

@@ -255,7 +255,19 @@ pub fn refresh_token(
     // allowed, and the new refresh token keeps the original scope.
     let original =
         ScopeSet::parse(&row.scopes).map_err(|e| OAuthError::server(anyhow::anyhow!(e)))?;
-    let scope = requested_scope(params, &original)?;
+    let requested = requested_scope(params, &original)?;
+    // What the client and the user's role permit today: a client narrowed
+    // since, or an admin demoted to agent, gets no more than that (an agent
+    // can never hold `admin`).
+    let scope = requested
+        .intersection(&client.scopes())
+        .split_by_role(user.role())
+        .0;
+    if scope.is_empty() {
+        return Err(OAuthError::InvalidGrant(
+            "none of the granted scopes is permitted any more".into(),
+        ));
+    }
 
     let (token, next) = new_refresh_row(&grant.id, &row.scopes, cfg, now);
     let committed = conn.transaction(|conn| {

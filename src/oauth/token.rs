@@ -105,10 +105,10 @@ pub fn client_auth(
                 .decode(rest.trim())
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| OAuthError::InvalidRequest("malformed Basic credentials".into()))?;
+                .ok_or_else(|| OAuthError::InvalidClient("malformed Basic credentials".into()))?;
             let (id, secret) = decoded
                 .split_once(':')
-                .ok_or_else(|| OAuthError::InvalidRequest("malformed Basic credentials".into()))?;
+                .ok_or_else(|| OAuthError::InvalidClient("malformed Basic credentials".into()))?;
             // RFC 6749 2.3.1: id and secret are form-urlencoded before they
             // go into the Basic header, so decode them.
             Some((form_decode(id.as_bytes())?, form_decode(secret.as_bytes())?))

@@ -186,7 +186,8 @@ fn authenticated_client(
             return Ok(client);
         }
     }
-    let client = Client::find(conn, auth.client_id())?.map(|c| state.clients.put(c));
+    let read_at = std::time::Instant::now();
+    let client = Client::find(conn, auth.client_id())?.map(|c| state.clients.put(c, read_at));
     token::authenticate(client, auth)
 }
 

@@ -385,3 +385,68 @@ async fn client_not_registered_for_the_code_grant_is_unauthorized_client() {
     let resp = flow.get(&AuthRequest::new(&client_id, None)).await;
     assert_error_redirect(&resp, &flow.app.settings.issuer, "unauthorized_client");
 }
+
+#[tokio::test]
+async fn repeated_parameters_are_refused_never_silently_dropped() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let (_, challenge) = pkce();
+    let base = AuthRequest::new(&flow.client_id, Some(&challenge));
+    // Identity of the client or its redirect URI in doubt: the HTML page.
+    for key in ["client_id", "redirect_uri"] {
+        let mut req = base.clone();
+        let value = req.params.iter().find(|(k, _)| k == key).unwrap().1.clone();
+        req.params.push((key.to_owned(), value));
+        let resp = flow.get(&req).await;
+        assert_eq!(resp.status(), 400, "{key}");
+        assert!(resp.headers().get("location").is_none());
+    }
+    // Anything else: invalid_request to the validated redirect URI (a
+    // repeated code_challenge must not turn into "no PKCE").
+    for (key, value) in [
+        ("code_challenge", challenge.as_str()),
+        ("scope", "requests:read"),
+        ("prompt", "none"),
+        ("response_type", "code"),
+    ] {
+        let mut req = base.clone().with(key, Some(value));
+        req.params.push((key.to_owned(), value.to_owned()));
+        let resp = flow.get(&req).await;
+        assert_error_redirect(&resp, &flow.app.settings.issuer, "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn empty_parameters_count_as_omitted_and_response_type_is_required() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    // RFC 6749 3.1: scope= is no scope, so the client's registered scopes.
+    let req = AuthRequest::new(&flow.client_id, None).with("scope", Some(""));
+    let html = flow.consent_page(&req).await;
+    assert!(html.contains(r#"data-scope="requests:write""#));
+
+    let req = AuthRequest::new(&flow.client_id, None).with("response_type", None);
+    let resp = flow.get(&req).await;
+    assert_error_redirect(&resp, &flow.app.settings.issuer, "invalid_request");
+}
+
+#[tokio::test]
+async fn the_clients_own_redirect_query_is_kept_verbatim() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let redirect = "https://app.example/cb?tenant=a%20b&flag";
+    let (client_id, _) = flow
+        .app
+        .register_client(ClientRequest {
+            name: "Query App".into(),
+            redirect_uris: vec![redirect.into()],
+            scope: SCOPE.into(),
+            public: false,
+            grant_types: vec!["authorization_code".into()],
+            require_pkce: false,
+        })
+        .await;
+    let req = AuthRequest::new(&client_id, None).with("redirect_uri", Some(redirect));
+    let resp = flow.decide(&req, "approve").await;
+    assert_eq!(resp.status(), 302);
+    let loc = location(&resp);
+    assert!(loc.starts_with(&format!("{redirect}&code=dzc_")), "{loc}");
+    assert!(loc.ends_with("&iss=http%3A%2F%2F127.0.0.1"), "{loc}");
+}

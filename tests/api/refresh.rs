@@ -198,3 +198,21 @@ async fn twenty_parallel_refreshes_of_one_token_give_exactly_one_success() {
         "{statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn refresh_after_a_demotion_drops_scopes_the_role_no_longer_grants() {
+    use dzdesk_auth::db::schema::users;
+    let flow = Flow::new(Role::Admin, "requests:read admin", false).await;
+    let token = refresh_of(&flow.tokens("requests:read admin").await);
+    let user_id = flow.user_id.clone();
+    flow.app
+        .with_conn(move |conn| {
+            diesel::update(users::table.find(user_id))
+                .set(users::role.eq("agent"))
+                .execute(conn)
+                .unwrap()
+        })
+        .await;
+    let body: Value = flow.refresh(&token, None).await.json().await.unwrap();
+    assert_eq!(body["scope"], "requests:read", "{body}");
+}

@@ -64,6 +64,12 @@ impl ConsentRow {
             }
         }
         conn.transaction(|conn| {
+            // Write first: it takes the row lock (PostgreSQL) or the write
+            // lock (SQLite) before the read, so a concurrent merge is seen
+            // and no deferred SQLite transaction has to upgrade.
+            diesel::update(consents::table.find((user_id, client_id)))
+                .set(consents::updated_at.eq(now))
+                .execute(conn)?;
             let existing = Self::find(conn, user_id, client_id)?
                 .map(|c| c.scopes())
                 .unwrap_or_default();
