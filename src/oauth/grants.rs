@@ -228,9 +228,10 @@ pub fn refresh_token(
     let presented = params
         .get("refresh_token")
         .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is required".into()))?;
-    let row = RefreshTokenRow::find(conn, &tokens::hash_secret(presented))?
-        .ok_or_else(invalid_refresh)?;
-    let grant = GrantRow::find(conn, &row.grant_id)?.ok_or_else(invalid_refresh)?;
+    // One round trip: the token, its grant and the grant's user.
+    let (row, grant, user) =
+        RefreshTokenRow::find_with_grant(conn, &tokens::hash_secret(presented))?
+            .ok_or_else(invalid_refresh)?;
     // RFC 6749 6: "validate the refresh token and ensure that it was issued
     // to the authenticated client".
     if grant.client_id != client.id {
@@ -248,8 +249,9 @@ pub fn refresh_token(
     if row.expires_at <= now.naive_utc() {
         return Err(invalid_refresh());
     }
-    let user_id = grant.user_id.as_deref().ok_or_else(invalid_refresh)?;
-    let user = active_user(conn, user_id)?.ok_or_else(invalid_refresh)?;
+    if user.disabled {
+        return Err(invalid_refresh());
+    }
     // RFC 6749 6: "The requested scope MUST NOT include any scope not
     // originally granted by the resource owner" (invalid_scope); narrower is
     // allowed, and the new refresh token keeps the original scope.

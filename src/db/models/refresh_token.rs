@@ -1,7 +1,8 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::db::schema::refresh_tokens;
+use crate::db::models::{GrantRow, User};
+use crate::db::schema::{grants, refresh_tokens, users};
 use crate::db::AnyConnection;
 
 /// A refresh token (`dzr_...`). The row's id is the SHA-256 of the token.
@@ -29,6 +30,19 @@ impl RefreshTokenRow {
         refresh_tokens::table
             .find(id)
             .select(Self::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    /// The token with its grant and the grant's user, in one round trip.
+    pub fn find_with_grant(
+        conn: &mut AnyConnection,
+        id: &str,
+    ) -> QueryResult<Option<(Self, GrantRow, User)>> {
+        refresh_tokens::table
+            .inner_join(grants::table.inner_join(users::table))
+            .filter(refresh_tokens::id.eq(id))
+            .select((Self::as_select(), GrantRow::as_select(), User::as_select()))
             .first(conn)
             .optional()
     }
