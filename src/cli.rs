@@ -71,6 +71,10 @@ pub struct ClientCreateArgs {
     /// Require PKCE even though the client is confidential.
     #[arg(long)]
     require_pkce: bool,
+    /// May introspect any token (internal DZDESK services); other clients
+    /// see only their own tokens.
+    #[arg(long)]
+    introspect: bool,
 }
 
 impl From<ClientCreateArgs> for ClientRequest {
@@ -82,6 +86,7 @@ impl From<ClientCreateArgs> for ClientRequest {
             public: a.public,
             grant_types: a.grant_types,
             require_pkce: a.require_pkce,
+            introspect: a.introspect,
         }
     }
 }

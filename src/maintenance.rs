@@ -1,12 +1,12 @@
-//! Housekeeping: deletes authorization codes and refresh tokens that can no
-//! longer be redeemed, so the tables do not grow without bound.
+//! Housekeeping: deletes authorization codes, refresh tokens and revoked-jti
+//! entries that can no longer matter, so the tables do not grow without bound.
 
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, Utc};
 use diesel::QueryResult;
 
-use crate::db::models::{AuthorizationCodeRow, RefreshTokenRow};
+use crate::db::models::{AuthorizationCodeRow, RefreshTokenRow, RevokedAccessToken};
 use crate::db::{AnyConnection, Database};
 
 /// How often a running instance sweeps.
@@ -24,6 +24,7 @@ pub fn retention() -> chrono::Duration {
 pub struct Swept {
     pub codes: usize,
     pub refresh_tokens: usize,
+    pub revoked_access_tokens: usize,
 }
 
 /// Deletes codes and refresh tokens that expired more than [`retention`]
@@ -33,6 +34,8 @@ pub fn sweep(conn: &mut AnyConnection, now: NaiveDateTime) -> QueryResult<Swept>
     Ok(Swept {
         codes: AuthorizationCodeRow::delete_expired(conn, before)?,
         refresh_tokens: RefreshTokenRow::delete_expired(conn, before)?,
+        // Past expiry a revoked access token fails on `exp` alone.
+        revoked_access_tokens: RevokedAccessToken::delete_expired(conn, before)?,
     })
 }
 

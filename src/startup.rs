@@ -100,6 +100,8 @@ impl Application {
                 .route("/oauth/authorize", web::get().to(oauth::authorize))
                 .route("/oauth/authorize", web::post().to(oauth::authorize))
                 .route("/oauth/token", web::post().to(oauth::token_post))
+                .route("/oauth/introspect", web::post().to(oauth::introspect_post))
+                .route("/oauth/revoke", web::post().to(oauth::revoke_post))
                 .route("/.well-known/jwks.json", web::get().to(well_known::jwks))
                 .service(
                     web::scope("/v1")

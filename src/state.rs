@@ -187,6 +187,7 @@ mod tests {
             disabled: false,
             created_at: now,
             updated_at: now,
+            can_introspect: false,
         }
     }
 

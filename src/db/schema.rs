@@ -44,6 +44,7 @@ diesel::table! {
         disabled -> Bool,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        can_introspect -> Bool,
     }
 }
 
@@ -106,6 +107,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    revoked_access_tokens (jti) {
+        jti -> Text,
+        grant_id -> Text,
+        revoked_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(refresh_tokens -> grants (grant_id));
 diesel::joinable!(grants -> clients (client_id));
@@ -121,4 +131,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     authorization_codes,
     refresh_tokens,
     signing_keys,
+    revoked_access_tokens,
 );

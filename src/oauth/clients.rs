@@ -19,6 +19,8 @@ pub struct NewClient {
     pub scopes: ScopeSet,
     pub grant_types: Vec<GrantType>,
     pub require_pkce: bool,
+    /// May introspect every token, not only its own.
+    pub can_introspect: bool,
 }
 
 /// The registration request as typed by an operator or sent by a client.
@@ -30,6 +32,7 @@ pub struct ClientRequest {
     pub public: bool,
     pub grant_types: Vec<String>,
     pub require_pkce: bool,
+    pub introspect: bool,
 }
 
 impl NewClient {
@@ -78,6 +81,7 @@ impl NewClient {
             grant_types,
             // RFC 9700 2.1.1: PKCE is required for public clients.
             require_pkce: req.require_pkce || req.public,
+            can_introspect: req.introspect,
         })
     }
 }
@@ -120,6 +124,7 @@ pub fn register(
         disabled: false,
         created_at: now,
         updated_at: now,
+        can_introspect: new.can_introspect,
     };
     conn.transaction(|conn| {
         client.insert(conn)?;

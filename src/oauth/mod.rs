@@ -5,5 +5,6 @@ pub mod authorize;
 pub mod clients;
 pub mod error;
 pub mod grants;
+pub mod introspect;
 pub mod jwt;
 pub mod token;

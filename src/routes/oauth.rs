@@ -19,8 +19,8 @@ use crate::oauth::authorize::{
     self, AuthorizeInput, AuthorizeOutcome, ConsentPrompt, SignedInUser,
 };
 use crate::oauth::error::OAuthError;
-use crate::oauth::grants;
 use crate::oauth::token::{self, ClientAuth, FormParams, IssuedTokens};
+use crate::oauth::{grants, introspect};
 use crate::routes::web::session::MaybeSignedIn;
 use crate::routes::web::{render, see_other};
 use crate::state::AppState;
@@ -88,32 +88,7 @@ pub async fn token_post(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
-    // RFC 6749 3.2: "using the application/x-www-form-urlencoded format".
-    let form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !form {
-        return Err(OAuthError::InvalidRequest(
-            "the body must be application/x-www-form-urlencoded".into(),
-        ));
-    }
-    if body.len() > TOKEN_BODY_LIMIT {
-        return Err(OAuthError::InvalidRequest(
-            "the request body is too large".into(),
-        ));
-    }
-    let params = FormParams::parse(&body)?;
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or("\u{0}"))
-        .map(str::to_owned);
+    let (params, authorization) = read_form(&req, &body)?;
     let grant_type = params
         .get("grant_type")
         .ok_or_else(|| OAuthError::InvalidRequest("grant_type is required".into()))?
@@ -171,6 +146,109 @@ pub async fn token_post(
         })
         .await?;
     Ok(token_response(issued))
+}
+
+/// The form body and Authorization header of a request to the token,
+/// introspection or revocation endpoint. RFC 6749 3.2 (and RFC 7662 2.1, RFC
+/// 7009 2.1): "using the application/x-www-form-urlencoded format".
+fn read_form(req: &HttpRequest, body: &[u8]) -> Result<(FormParams, Option<String>), OAuthError> {
+    let form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !form {
+        return Err(OAuthError::InvalidRequest(
+            "the body must be application/x-www-form-urlencoded".into(),
+        ));
+    }
+    if body.len() > TOKEN_BODY_LIMIT {
+        return Err(OAuthError::InvalidRequest(
+            "the request body is too large".into(),
+        ));
+    }
+    let params = FormParams::parse(body)?;
+    // A header that is not visible ASCII cannot be valid credentials.
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
+    Ok((params, authorization))
+}
+
+/// The `token` parameter of introspection and revocation requests.
+fn token_param(params: &FormParams) -> Result<String, OAuthError> {
+    params
+        .get("token")
+        .map(str::to_owned)
+        .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))
+}
+
+/// Introspection and revocation callers: confidential clients only (RFC
+/// 7662 2.1: "the endpoint MUST also require some form of authorization";
+/// RFC 7009 2.1 authenticates as at the token endpoint). Blocking.
+fn authenticated_confidential(
+    conn: &mut AnyConnection,
+    state: &AppState,
+    auth: &ClientAuth,
+) -> Result<Arc<Client>, OAuthError> {
+    let client = authenticated_client(conn, state, auth)?;
+    if !client.confidential {
+        return Err(OAuthError::InvalidClient(
+            "a confidential client must authenticate".into(),
+        ));
+    }
+    Ok(client)
+}
+
+/// `POST /oauth/introspect` (RFC 7662).
+pub async fn introspect_post(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, OAuthError> {
+    let (params, authorization) = read_form(&req, &body)?;
+    let auth = token::client_auth(authorization.as_deref(), &params)?;
+    let token = token_param(&params)?;
+    let st = state.clone();
+    let answer = state
+        .db
+        .run(move |conn| {
+            let caller = authenticated_confidential(conn, &st, &auth)?;
+            let keys = st.keys.current(conn).map_err(OAuthError::server)?;
+            introspect::introspect(conn, &caller, &token, &keys, &st.token_config(), Utc::now())
+        })
+        .await?;
+    let mut resp = HttpResponse::Ok().json(answer);
+    no_store(&mut resp);
+    Ok(resp)
+}
+
+/// `POST /oauth/revoke` (RFC 7009): 200 with an empty body.
+pub async fn revoke_post(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, OAuthError> {
+    let (params, authorization) = read_form(&req, &body)?;
+    let auth = token::client_auth(authorization.as_deref(), &params)?;
+    let token = token_param(&params)?;
+    let st = state.clone();
+    state
+        .db
+        .run(move |conn| {
+            let caller = authenticated_confidential(conn, &st, &auth)?;
+            let keys = st.keys.current(conn).map_err(OAuthError::server)?;
+            introspect::revoke(conn, &caller, &token, &keys, &st.token_config(), Utc::now())
+        })
+        .await?;
+    let mut resp = HttpResponse::Ok().finish();
+    no_store(&mut resp);
+    Ok(resp)
 }
 
 /// The authenticated client: from the cache when its credentials match

@@ -185,6 +185,7 @@ async fn confidential_client_flagged_require_pkce_needs_a_challenge() {
             public: false,
             grant_types: vec!["authorization_code".into()],
             require_pkce: true,
+            introspect: false,
         })
         .await;
     let resp = flow.get(&AuthRequest::new(&client_id, None)).await;
@@ -441,6 +442,7 @@ async fn the_clients_own_redirect_query_is_kept_verbatim() {
             public: false,
             grant_types: vec!["authorization_code".into()],
             require_pkce: false,
+            introspect: false,
         })
         .await;
     let req = AuthRequest::new(&client_id, None).with("redirect_uri", Some(redirect));

@@ -386,3 +386,24 @@ fn client_create_with_invalid_input_exits_2_and_creates_nothing() {
     }
     assert_eq!(client_count(&db), 0);
 }
+
+#[test]
+fn client_create_introspect_flag_grants_the_introspection_permission() {
+    let db = TestDatabase::new();
+    let args = [
+        "--scope",
+        "requests:read",
+        "--grant-type",
+        "client_credentials",
+    ];
+    let plain = create_client(&db, &args);
+    let mut with_flag = args.to_vec();
+    with_flag.push("--introspect");
+    let internal = create_client(&db, &with_flag);
+    let id = |out: &Output| {
+        let v: serde_json::Value = serde_json::from_str(stdout(out).trim()).unwrap();
+        v["client_id"].as_str().unwrap().to_owned()
+    };
+    assert!(!stored_client(&db, &id(&plain)).can_introspect);
+    assert!(stored_client(&db, &id(&internal)).can_introspect);
+}

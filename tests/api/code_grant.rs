@@ -282,7 +282,8 @@ async fn sweep_deletes_codes_and_refresh_tokens_a_day_past_expiry() {
         swept,
         Swept {
             codes: 2,
-            refresh_tokens: 0
+            refresh_tokens: 0,
+            revoked_access_tokens: 0,
         }
     );
     // ...while a refresh token lives 30 days.

@@ -160,6 +160,23 @@ where
     }
 }
 
+/// A second instance of the service on the same database as `app` (as two
+/// replicas behind a load balancer): its own pool, keys read from the shared
+/// database. Returns its base URL and the handle that stops it.
+pub async fn spawn_second_instance(app: &TestApp) -> (String, ServerHandle) {
+    let settings = app.settings.clone();
+    let db = Database::connect(&settings.database_url, settings.db_pool_size)
+        .expect("connect test database");
+    let keys = ServerKeys::load(&db, &settings).await.expect("server keys");
+    let second = Application::build_with(settings, db, keys, |_| {})
+        .await
+        .expect("build second app");
+    let address = format!("http://127.0.0.1:{}", second.port());
+    let handle = second.handle();
+    tokio::spawn(second.run_until_stopped());
+    (address, handle)
+}
+
 /// A browser-like client: cookies on, redirects off.
 pub fn new_client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -333,6 +350,7 @@ impl TestApp {
             public,
             grant_types: grant_types.iter().map(|g| g.to_string()).collect(),
             require_pkce: false,
+            introspect: false,
         })
         .await
     }

@@ -52,6 +52,7 @@ async fn oauth2_crate_with_chromium_runs_code_pkce_and_refresh() {
             public: false,
             grant_types: vec!["authorization_code".into(), "refresh_token".into()],
             require_pkce: true,
+            introspect: false,
         })
         .await;
     let Some(browser) = start_browser().await else {

@@ -11,6 +11,7 @@ mod envelope;
 mod health;
 mod helpers;
 mod interop;
+mod introspect;
 mod logging;
 mod login;
 mod oauth_flow;

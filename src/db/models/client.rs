@@ -23,6 +23,8 @@ pub struct Client {
     pub disabled: bool,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// May introspect any token (internal DZDESK services).
+    pub can_introspect: bool,
 }
 
 impl fmt::Debug for Client {

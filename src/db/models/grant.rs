@@ -71,3 +71,78 @@ impl GrantRow {
         Ok(updated == 1)
     }
 }
+
+/// One row of `GrantStatus::load`, in select order.
+#[derive(Queryable)]
+struct StatusRow {
+    client_id: String,
+    user_id: Option<String>,
+    revoked_at: Option<NaiveDateTime>,
+    client_disabled: bool,
+    user_disabled: Option<bool>,
+    email: Option<String>,
+    jti_revoked: bool,
+}
+
+/// Everything that decides whether a token of a grant is still active, read
+/// in one indexed query (introspection's one lookup).
+#[derive(Debug, Clone)]
+pub struct GrantStatus {
+    pub client_id: String,
+    pub user_id: Option<String>,
+    /// The user's email (user grants only).
+    pub email: Option<String>,
+    pub grant_revoked: bool,
+    pub client_disabled: bool,
+    /// `None` for client_credentials grants.
+    pub user_disabled: Option<bool>,
+    /// Whether the access token `jti` was revoked on its own.
+    pub jti_revoked: bool,
+}
+
+impl GrantStatus {
+    /// Active: grant not revoked, client and user (if any) enabled, the
+    /// token itself not revoked.
+    pub fn is_active(&self) -> bool {
+        !self.grant_revoked
+            && !self.client_disabled
+            && self.user_disabled != Some(true)
+            && !self.jti_revoked
+            && (self.user_id.is_none() || self.email.is_some())
+    }
+
+    /// The grant `grant_id` with its client and user, and whether `jti` is
+    /// in the revoked list. None when the grant (or its client) is gone.
+    pub fn load(
+        conn: &mut AnyConnection,
+        grant_id: &str,
+        jti: &str,
+    ) -> QueryResult<Option<GrantStatus>> {
+        use crate::db::schema::{clients, revoked_access_tokens, users};
+        use diesel::dsl::exists;
+        let row: Option<StatusRow> = grants::table
+            .inner_join(clients::table)
+            .left_join(users::table)
+            .filter(grants::id.eq(grant_id))
+            .select((
+                grants::client_id,
+                grants::user_id,
+                grants::revoked_at,
+                clients::disabled,
+                users::disabled.nullable(),
+                users::email.nullable(),
+                exists(revoked_access_tokens::table.filter(revoked_access_tokens::jti.eq(jti))),
+            ))
+            .first(conn)
+            .optional()?;
+        Ok(row.map(|r| GrantStatus {
+            client_id: r.client_id,
+            user_id: r.user_id,
+            email: r.email,
+            grant_revoked: r.revoked_at.is_some(),
+            client_disabled: r.client_disabled,
+            user_disabled: r.user_disabled,
+            jti_revoked: r.jti_revoked,
+        }))
+    }
+}

@@ -1,0 +1,2 @@
+DROP TABLE revoked_access_tokens;
+ALTER TABLE clients DROP COLUMN can_introspect;

@@ -1,0 +1,38 @@
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::schema::revoked_access_tokens;
+use crate::db::{is_unique_violation, AnyConnection};
+
+/// An access token revoked on its own (RFC 7009), by `jti`, kept until the
+/// token would have expired anyway.
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = revoked_access_tokens)]
+pub struct RevokedAccessToken {
+    pub jti: String,
+    pub grant_id: String,
+    pub revoked_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+}
+
+// Database methods
+impl RevokedAccessToken {
+    /// Records the revocation; revoking twice is not an error.
+    pub fn insert(&self, conn: &mut AnyConnection) -> QueryResult<()> {
+        match diesel::insert_into(revoked_access_tokens::table)
+            .values(self)
+            .execute(conn)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn delete_expired(conn: &mut AnyConnection, before: NaiveDateTime) -> QueryResult<usize> {
+        diesel::delete(
+            revoked_access_tokens::table.filter(revoked_access_tokens::expires_at.lt(before)),
+        )
+        .execute(conn)
+    }
+}

@@ -1,0 +1,253 @@
+//! Token introspection (RFC 7662) and revocation (RFC 7009). Blocking (they
+//! query): the handler runs them on the blocking pool with the authenticated
+//! caller and the current time.
+//!
+//! An access token (a JWT) costs one signature check and one indexed query
+//! (`GrantStatus::load`: grant, client, user and the revoked-jti list
+//! together), so a revocation is seen by the very next introspection, on
+//! every instance sharing the database.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::db::models::{Client, GrantRow, GrantStatus, RefreshTokenRow, RevokedAccessToken};
+use crate::db::AnyConnection;
+use crate::oauth::error::OAuthError;
+use crate::oauth::grants::REFRESH_TOKEN_PREFIX;
+use crate::oauth::jwt::{AccessClaims, KeyRing};
+use crate::oauth::token::TokenConfig;
+use crate::tokens;
+
+/// The introspection response (RFC 7662 2.2). Inactive is exactly
+/// `{"active": false}`: nothing else is serialised.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+impl Introspection {
+    pub fn inactive() -> Self {
+        Self::default()
+    }
+}
+
+/// What a presented token is, by its shape. RFC 7662 2.1: `token_type_hint`
+/// only tells where to look first and "MUST extend its search across all of
+/// its supported token types" when wrong; our token types have disjoint
+/// shapes, so the shape decides and the hint cannot change the answer.
+enum Presented<'a> {
+    Access(&'a str),
+    Refresh(&'a str),
+    Unknown,
+}
+
+fn classify(token: &str) -> Presented<'_> {
+    if token.starts_with(REFRESH_TOKEN_PREFIX) {
+        Presented::Refresh(token)
+    } else if token.bytes().filter(|&b| b == b'.').count() == 2 {
+        Presented::Access(token)
+    } else {
+        Presented::Unknown
+    }
+}
+
+/// RFC 7662 2.2 / 4: a caller sees the tokens issued to itself; a client
+/// registered with the introspection permission (internal services) sees all.
+fn may_see(caller: &Client, token_client_id: &str) -> bool {
+    caller.can_introspect || caller.id == token_client_id
+}
+
+/// `POST /oauth/introspect` for an authenticated confidential `caller`.
+/// Inactive for any reason (unknown, malformed, tampered, wrong key, issuer
+/// or audience, expired, revoked, grant revoked, user or client disabled or
+/// deleted, or not the caller's to see): `{"active": false}`.
+pub fn introspect(
+    conn: &mut AnyConnection,
+    caller: &Client,
+    token: &str,
+    keys: &KeyRing,
+    cfg: &TokenConfig,
+    now: DateTime<Utc>,
+) -> Result<Introspection, OAuthError> {
+    match classify(token) {
+        Presented::Access(jwt) => introspect_access(conn, caller, jwt, keys, cfg, now),
+        Presented::Refresh(refresh) => introspect_refresh(conn, caller, refresh, cfg, now),
+        Presented::Unknown => Ok(Introspection::inactive()),
+    }
+}
+
+/// Verifies an access token: signature with the key its `kid` names (ES256
+/// pinned), `typ`, `iss`, `aud`, `exp` (RFC 9068 4).
+fn verified(
+    keys: &KeyRing,
+    cfg: &TokenConfig,
+    jwt: &str,
+    now: DateTime<Utc>,
+) -> Option<AccessClaims> {
+    keys.verify(jwt, &cfg.issuer, &cfg.audience, now.timestamp())
+        .ok()
+}
+
+fn introspect_access(
+    conn: &mut AnyConnection,
+    caller: &Client,
+    jwt: &str,
+    keys: &KeyRing,
+    cfg: &TokenConfig,
+    now: DateTime<Utc>,
+) -> Result<Introspection, OAuthError> {
+    let Some(claims) = verified(keys, cfg, jwt, now) else {
+        return Ok(Introspection::inactive());
+    };
+    let Some(status) = GrantStatus::load(conn, &claims.grant_id, &claims.jti)? else {
+        return Ok(Introspection::inactive());
+    };
+    if !status.is_active()
+        || status.client_id != claims.client_id
+        || !may_see(caller, &claims.client_id)
+    {
+        return Ok(Introspection::inactive());
+    }
+    Ok(Introspection {
+        active: true,
+        scope: Some(claims.scope),
+        client_id: Some(claims.client_id),
+        sub: Some(claims.sub),
+        username: status.email,
+        // RFC 7662 2.2: "as defined in Section 5.1 of OAuth 2.0".
+        token_type: Some("Bearer"),
+        exp: Some(claims.exp),
+        iat: Some(claims.iat),
+        iss: Some(claims.iss),
+        aud: Some(claims.aud),
+        jti: Some(claims.jti),
+    })
+}
+
+fn introspect_refresh(
+    conn: &mut AnyConnection,
+    caller: &Client,
+    token: &str,
+    cfg: &TokenConfig,
+    now: DateTime<Utc>,
+) -> Result<Introspection, OAuthError> {
+    let Some((row, grant, user)) =
+        RefreshTokenRow::find_with_grant(conn, &tokens::hash_secret(token))?
+    else {
+        return Ok(Introspection::inactive());
+    };
+    let Some(status) = GrantStatus::load(conn, &grant.id, "")? else {
+        return Ok(Introspection::inactive());
+    };
+    let usable = row.used_at.is_none() && row.expires_at > now.naive_utc();
+    if !usable || !status.is_active() || !may_see(caller, &grant.client_id) {
+        return Ok(Introspection::inactive());
+    }
+    Ok(Introspection {
+        active: true,
+        scope: Some(row.scopes),
+        client_id: Some(grant.client_id),
+        sub: Some(user.id),
+        username: Some(user.email),
+        token_type: Some("refresh_token"),
+        exp: Some(row.expires_at.and_utc().timestamp()),
+        iat: Some(row.created_at.and_utc().timestamp()),
+        iss: Some(cfg.issuer.clone()),
+        aud: None,
+        jti: None,
+    })
+}
+
+/// `POST /oauth/revoke` (RFC 7009 2.1) for an authenticated `caller`. An
+/// access token is revoked by its `jti`; a refresh token revokes its whole
+/// grant ("SHOULD also invalidate all access tokens based on the same
+/// authorization grant"). Unknown, invalid, expired or already revoked
+/// tokens: Ok (RFC 7009 2.2: "invalid tokens do not cause an error"). A
+/// token of another client: `unauthorized_client` (RFC 7009 2.1: "If this
+/// validation fails, the request is refused and the client is informed").
+pub fn revoke(
+    conn: &mut AnyConnection,
+    caller: &Client,
+    token: &str,
+    keys: &KeyRing,
+    cfg: &TokenConfig,
+    now: DateTime<Utc>,
+) -> Result<(), OAuthError> {
+    let not_yours =
+        || OAuthError::UnauthorizedClient("the token was not issued to this client".into());
+    match classify(token) {
+        Presented::Access(jwt) => {
+            let Some(claims) = verified(keys, cfg, jwt, now) else {
+                return Ok(());
+            };
+            if claims.client_id != caller.id {
+                return Err(not_yours());
+            }
+            let expires_at = DateTime::from_timestamp(claims.exp, 0)
+                .map(|t| t.naive_utc())
+                .unwrap_or_else(|| now.naive_utc());
+            RevokedAccessToken {
+                jti: claims.jti,
+                grant_id: claims.grant_id,
+                revoked_at: now.naive_utc(),
+                expires_at,
+            }
+            .insert(conn)?;
+            Ok(())
+        }
+        Presented::Refresh(refresh) => {
+            let Some((_, grant, _)) =
+                RefreshTokenRow::find_with_grant(conn, &tokens::hash_secret(refresh))?
+            else {
+                return Ok(());
+            };
+            if grant.client_id != caller.id {
+                return Err(not_yours());
+            }
+            GrantRow::revoke(conn, &grant.id, now.naive_utc())?;
+            Ok(())
+        }
+        Presented::Unknown => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inactive_is_exactly_active_false() {
+        assert_eq!(
+            serde_json::to_string(&Introspection::inactive()).unwrap(),
+            r#"{"active":false}"#
+        );
+    }
+
+    #[test]
+    fn tokens_are_classified_by_shape() {
+        assert!(matches!(classify("dzr_abc"), Presented::Refresh(_)));
+        assert!(matches!(classify("a.b.c"), Presented::Access(_)));
+        assert!(matches!(classify("a.b"), Presented::Unknown));
+        assert!(matches!(classify(""), Presented::Unknown));
+    }
+}

@@ -1,0 +1,430 @@
+//! POST /oauth/introspect (RFC 7662) and POST /oauth/revoke (RFC 7009).
+
+use chrono::{Duration, Utc};
+use diesel::prelude::*;
+use dzdesk_auth::db::schema::clients;
+use dzdesk_auth::domain::Role;
+use dzdesk_auth::oauth::clients::ClientRequest;
+use dzdesk_auth::oauth::jwt::{AccessClaims, KeyRing};
+use reqwest::Response;
+use serde_json::{json, Value};
+
+use crate::helpers::spawn_second_instance;
+use crate::oauth_flow::{assert_token_error, Flow, REDIRECT};
+
+const SCOPE: &str = "requests:read requests:write";
+
+/// A client as an internal service registers: confidential, may introspect
+/// every token.
+async fn service(flow: &Flow, introspect: bool) -> (String, String) {
+    let (id, secret) = flow
+        .app
+        .register_client(ClientRequest {
+            name: "Service".into(),
+            redirect_uris: vec![REDIRECT.into()],
+            scope: "requests:read".into(),
+            public: false,
+            grant_types: vec!["client_credentials".into()],
+            require_pkce: false,
+            introspect,
+        })
+        .await;
+    (id, secret.unwrap())
+}
+
+async fn call(
+    base: &str,
+    path: &str,
+    creds: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> Response {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .form(form);
+    if let Some((id, secret)) = creds {
+        req = req.basic_auth(id, Some(secret));
+    }
+    req.send().await.unwrap()
+}
+
+async fn introspect_at(base: &str, creds: (&str, &str), token: &str) -> Value {
+    let resp = call(base, "/oauth/introspect", Some(creds), &[("token", token)]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    resp.json().await.unwrap()
+}
+
+async fn introspect(flow: &Flow, creds: (&str, &str), token: &str) -> Value {
+    introspect_at(&flow.app.address, creds, token).await
+}
+
+fn inactive() -> Value {
+    json!({"active": false})
+}
+
+fn own(flow: &Flow) -> (&str, &str) {
+    (&flow.client_id, flow.secret.as_deref().unwrap())
+}
+
+#[tokio::test]
+async fn active_access_token_has_every_rfc7662_field() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let tokens = flow.tokens(SCOPE).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let body = introspect(&flow, own(&flow), access).await;
+    assert_eq!(body["active"], true);
+    assert_eq!(body["scope"], SCOPE);
+    assert_eq!(body["client_id"], flow.client_id);
+    assert_eq!(body["sub"], flow.user_id);
+    assert_eq!(body["username"], flow.email);
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["iss"], flow.app.settings.issuer);
+    assert_eq!(body["aud"], flow.app.settings.audience);
+    assert!(body["jti"].is_string());
+    let (iat, exp) = (body["iat"].as_i64().unwrap(), body["exp"].as_i64().unwrap());
+    assert_eq!(exp - iat, 3600);
+}
+
+#[tokio::test]
+async fn client_credentials_token_introspects_with_the_client_as_subject() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let (id, secret) = service(&flow, false).await;
+    let resp = call(
+        &flow.app.address,
+        "/oauth/token",
+        Some((&id, &secret)),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    let access: Value = resp.json().await.unwrap();
+    let body = introspect(
+        &flow,
+        (&id, &secret),
+        access["access_token"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(body["active"], true);
+    assert_eq!(body["sub"], id);
+    assert!(body.get("username").is_none());
+}
+
+#[tokio::test]
+async fn a_client_sees_only_its_own_tokens_unless_it_may_introspect() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let tokens = flow.tokens(SCOPE).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (other, other_secret) = service(&flow, false).await;
+    let (internal, internal_secret) = service(&flow, true).await;
+    for token in [access, refresh] {
+        assert_eq!(
+            introspect(&flow, (&other, &other_secret), token).await,
+            inactive()
+        );
+        let seen = introspect(&flow, (&internal, &internal_secret), token).await;
+        assert_eq!(seen["active"], true);
+        assert_eq!(seen["client_id"], flow.client_id);
+    }
+}
+
+#[tokio::test]
+async fn introspection_needs_confidential_client_credentials() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let tokens = flow.tokens(SCOPE).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let base = &flow.app.address;
+    let resp = call(base, "/oauth/introspect", None, &[("token", access)]).await;
+    assert_token_error(resp, 401, "invalid_client").await;
+    let resp = call(
+        base,
+        "/oauth/introspect",
+        Some((&flow.client_id, "dzs_wrong")),
+        &[("token", access)],
+    )
+    .await;
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        "Basic realm=\"dzdesk-auth\""
+    );
+    assert_token_error(resp, 401, "invalid_client").await;
+    // A public client cannot authenticate, so it cannot introspect.
+    let public = Flow::on(crate::helpers::spawn_app().await, Role::Agent, SCOPE, true).await;
+    let resp = call(
+        &public.app.address,
+        "/oauth/introspect",
+        None,
+        &[("token", access), ("client_id", &public.client_id)],
+    )
+    .await;
+    assert_token_error(resp, 401, "invalid_client").await;
+}
+
+/// Signs `claims` with the server's current key (for expiry and issuer cases).
+async fn sign_with_server_key(flow: &Flow, claims: AccessClaims) -> String {
+    flow.app
+        .with_conn(move |conn| {
+            KeyRing::load(conn, Utc::now().naive_utc(), Duration::hours(1))
+                .unwrap()
+                .sign(&claims)
+                .unwrap()
+        })
+        .await
+}
+
+#[tokio::test]
+async fn every_kind_of_bad_token_is_exactly_active_false() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let tokens = flow.tokens(SCOPE).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let mut parts: Vec<String> = access.split('.').map(str::to_owned).collect();
+
+    // Tampered payload (scope widened), signature kept.
+    let claims: Value = {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&parts[1])
+            .unwrap();
+        serde_json::from_slice(&raw).unwrap()
+    };
+    let mut widened = claims.clone();
+    widened["scope"] = json!("admin");
+    let b64 = |v: &Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    parts[1] = b64(&widened);
+    let tampered = parts.join(".");
+    let alg_none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "at+jwt"})),
+        b64(&claims)
+    );
+
+    let base_claims: AccessClaims = serde_json::from_value(claims.clone()).unwrap();
+    let mut expired = base_claims.clone();
+    expired.iat -= 7200;
+    expired.exp = Utc::now().timestamp() - 120;
+    let expired = sign_with_server_key(&flow, expired).await;
+    let mut foreign = base_claims.clone();
+    foreign.iss = "https://evil.example".into();
+    let foreign = sign_with_server_key(&flow, foreign).await;
+    let other_key = {
+        let row = dzdesk_auth::oauth::jwt::generate_key(Utc::now().naive_utc()).unwrap();
+        KeyRing::from_rows(&[row])
+            .unwrap()
+            .sign(&base_claims)
+            .unwrap()
+    };
+
+    for bad in [
+        "nonsense",
+        "a.b.c",
+        "dzr_unknown",
+        &tampered,
+        &alg_none,
+        &expired,
+        &foreign,
+        &other_key,
+    ] {
+        assert_eq!(
+            introspect(&flow, own(&flow), bad).await,
+            inactive(),
+            "{bad}"
+        );
+    }
+    // The genuine one still is active.
+    assert_eq!(introspect(&flow, own(&flow), &access).await["active"], true);
+}
+
+#[tokio::test]
+async fn token_type_hint_never_changes_the_answer() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let tokens = flow.tokens(SCOPE).await;
+    for token in ["access_token", "refresh_token"] {
+        let value = tokens[token].as_str().unwrap();
+        for hint in ["access_token", "refresh_token", "something_else"] {
+            let resp = call(
+                &flow.app.address,
+                "/oauth/introspect",
+                Some(own(&flow)),
+                &[("token", value), ("token_type_hint", hint)],
+            )
+            .await;
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["active"], true, "{token} with hint {hint}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn refresh_token_is_active_until_rotated() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let tokens = flow.tokens(SCOPE).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let body = introspect(&flow, own(&flow), refresh).await;
+    assert_eq!(body["active"], true);
+    assert_eq!(body["token_type"], "refresh_token");
+    assert_eq!(body["username"], flow.email);
+    assert_eq!(flow.refresh(refresh, None).await.status(), 200);
+    assert_eq!(introspect(&flow, own(&flow), refresh).await, inactive());
+}
+
+#[tokio::test]
+async fn disabled_user_or_client_makes_tokens_inactive_at_once() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let access = flow.tokens(SCOPE).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (internal, secret) = service(&flow, true).await;
+    let creds = (internal.as_str(), secret.as_str());
+    flow.app.set_disabled(&flow.email, true).await;
+    assert_eq!(introspect(&flow, creds, &access).await, inactive());
+    flow.app.set_disabled(&flow.email, false).await;
+    assert_eq!(introspect(&flow, creds, &access).await["active"], true);
+
+    let client_id = flow.client_id.clone();
+    flow.app
+        .with_conn(move |conn| {
+            diesel::update(clients::table.find(client_id))
+                .set(clients::disabled.eq(true))
+                .execute(conn)
+                .unwrap()
+        })
+        .await;
+    assert_eq!(introspect(&flow, creds, &access).await, inactive());
+}
+
+#[tokio::test]
+async fn deleted_client_makes_its_tokens_inactive() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let access = flow.tokens(SCOPE).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (internal, secret) = service(&flow, true).await;
+    let client_id = flow.client_id.clone();
+    flow.app
+        .with_conn(move |conn| {
+            diesel::delete(clients::table.find(client_id))
+                .execute(conn)
+                .unwrap()
+        })
+        .await;
+    assert_eq!(
+        introspect(&flow, (&internal, &secret), &access).await,
+        inactive()
+    );
+}
+
+#[tokio::test]
+async fn revoked_grant_by_refresh_reuse_makes_access_tokens_inactive() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let tokens = flow.tokens(SCOPE).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    assert_eq!(flow.refresh(refresh, None).await.status(), 200);
+    assert_eq!(introspect(&flow, own(&flow), access).await["active"], true);
+    flow.refresh(refresh, None).await; // reuse: the grant is revoked
+    assert_eq!(introspect(&flow, own(&flow), access).await, inactive());
+}
+
+#[tokio::test]
+async fn revoking_an_access_token_affects_only_that_token() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let tokens = flow.tokens(SCOPE).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let resp = call(
+        &flow.app.address,
+        "/oauth/revoke",
+        Some(own(&flow)),
+        &[("token", access)],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(introspect(&flow, own(&flow), access).await, inactive());
+    // The grant lives on: the refresh token still works and its new access
+    // token is active.
+    let body: Value = flow.refresh(refresh, None).await.json().await.unwrap();
+    let fresh = body["access_token"].as_str().unwrap();
+    assert_eq!(introspect(&flow, own(&flow), fresh).await["active"], true);
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_token_revokes_the_grant_and_its_access_tokens() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let tokens = flow.tokens(SCOPE).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let resp = call(
+        &flow.app.address,
+        "/oauth/revoke",
+        Some(own(&flow)),
+        &[("token", refresh), ("token_type_hint", "refresh_token")],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(introspect(&flow, own(&flow), access).await, inactive());
+    assert_eq!(introspect(&flow, own(&flow), refresh).await, inactive());
+    assert_token_error(flow.refresh(refresh, None).await, 400, "invalid_grant").await;
+}
+
+#[tokio::test]
+async fn revoking_unknown_or_revoked_tokens_is_200_and_others_tokens_refused() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let tokens = flow.tokens(SCOPE).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let base = &flow.app.address;
+    for token in ["nonsense", "dzr_unknown", "a.b.c"] {
+        let resp = call(base, "/oauth/revoke", Some(own(&flow)), &[("token", token)]).await;
+        assert_eq!(resp.status(), 200, "{token}");
+    }
+    // RFC 7009 2.1: a token of another client is refused, and stays active.
+    let (other, other_secret) = service(&flow, true).await;
+    let resp = call(
+        base,
+        "/oauth/revoke",
+        Some((&other, &other_secret)),
+        &[("token", access)],
+    )
+    .await;
+    assert_token_error(resp, 400, "unauthorized_client").await;
+    assert_eq!(introspect(&flow, own(&flow), access).await["active"], true);
+    // Twice is fine.
+    for _ in 0..2 {
+        let resp = call(
+            base,
+            "/oauth/revoke",
+            Some(own(&flow)),
+            &[("token", access)],
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+    }
+    let resp = call(base, "/oauth/revoke", None, &[("token", access)]).await;
+    assert_token_error(resp, 401, "invalid_client").await;
+}
+
+#[tokio::test]
+async fn two_instances_on_one_database_see_each_others_tokens_and_revocations_at_once() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let (second, handle) = spawn_second_instance(&flow.app).await;
+    let (internal, secret) = service(&flow, true).await;
+    let creds = (internal.as_str(), secret.as_str());
+    let tokens = flow.tokens(SCOPE).await; // issued by the first instance
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    assert_eq!(introspect_at(&second, creds, access).await["active"], true);
+
+    let resp = call(
+        &flow.app.address,
+        "/oauth/revoke",
+        Some(own(&flow)),
+        &[("token", refresh)],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(introspect_at(&second, creds, access).await, inactive());
+    handle.stop(false).await;
+}
