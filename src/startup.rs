@@ -103,6 +103,11 @@ impl Application {
                 .route("/oauth/introspect", web::post().to(oauth::introspect_post))
                 .route("/oauth/revoke", web::post().to(oauth::revoke_post))
                 .route("/.well-known/jwks.json", web::get().to(well_known::jwks))
+                .route(
+                    "/.well-known/oauth-authorization-server",
+                    web::get().to(well_known::metadata),
+                )
+                .route("/docs", web::get().to(pages::home::docs))
                 .service(
                     web::scope("/v1")
                         .configure(v1::configure_extractors)

@@ -4,6 +4,9 @@
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
+use serde::Serialize;
+
+use crate::domain::Scope;
 use crate::error::WebError;
 use crate::state::AppState;
 
@@ -25,4 +28,63 @@ pub async fn jwks(state: web::Data<AppState>) -> Result<HttpResponse, WebError> 
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .json(ring.jwks()))
+}
+
+/// RFC 8414 2: the authorization server metadata. Every URL is built from
+/// `DZDESK_ISSUER`; only endpoints that exist are advertised.
+#[derive(Serialize)]
+struct Metadata {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    introspection_endpoint: String,
+    revocation_endpoint: String,
+    jwks_uri: String,
+    scopes_supported: Vec<&'static str>,
+    response_types_supported: [&'static str; 1],
+    response_modes_supported: [&'static str; 1],
+    grant_types_supported: [&'static str; 3],
+    code_challenge_methods_supported: [&'static str; 1],
+    token_endpoint_auth_methods_supported: [&'static str; 3],
+    introspection_endpoint_auth_methods_supported: [&'static str; 2],
+    revocation_endpoint_auth_methods_supported: [&'static str; 2],
+    /// RFC 9207 3.
+    authorization_response_iss_parameter_supported: bool,
+    service_documentation: String,
+}
+
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414 3).
+pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
+    let issuer = &state.settings.issuer;
+    let url = |path: &str| format!("{issuer}{path}");
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .json(Metadata {
+            issuer: issuer.clone(),
+            authorization_endpoint: url("/oauth/authorize"),
+            token_endpoint: url("/oauth/token"),
+            introspection_endpoint: url("/oauth/introspect"),
+            revocation_endpoint: url("/oauth/revoke"),
+            jwks_uri: url("/.well-known/jwks.json"),
+            scopes_supported: Scope::ALL.iter().map(|s| s.as_str()).collect(),
+            response_types_supported: ["code"],
+            response_modes_supported: ["query"],
+            grant_types_supported: ["authorization_code", "refresh_token", "client_credentials"],
+            code_challenge_methods_supported: ["S256"],
+            token_endpoint_auth_methods_supported: [
+                "client_secret_basic",
+                "client_secret_post",
+                "none",
+            ],
+            introspection_endpoint_auth_methods_supported: [
+                "client_secret_basic",
+                "client_secret_post",
+            ],
+            revocation_endpoint_auth_methods_supported: [
+                "client_secret_basic",
+                "client_secret_post",
+            ],
+            authorization_response_iss_parameter_supported: true,
+            service_documentation: url("/docs"),
+        })
 }

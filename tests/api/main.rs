@@ -14,6 +14,7 @@ mod interop;
 mod introspect;
 mod logging;
 mod login;
+mod metadata;
 mod oauth_flow;
 mod refresh;
 mod token;

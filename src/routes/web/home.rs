@@ -5,6 +5,7 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 
 use crate::auth::csrf::CsrfBinding;
+use crate::domain::Scope;
 use crate::error::WebError;
 use crate::routes::web::login::LOGOUT_PURPOSE;
 use crate::routes::web::session::MaybeSignedIn;
@@ -35,6 +36,25 @@ pub async fn home(
             email: &signed_in.user.email,
             role: &signed_in.user.role,
             logout_token: &token,
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "docs.html")]
+struct DocsPage<'a> {
+    issuer: &'a str,
+    scopes: [Scope; 5],
+}
+
+/// `GET /docs`: the endpoints and scopes, for client developers (the
+/// metadata's `service_documentation`).
+pub async fn docs(state: web::Data<AppState>) -> Result<HttpResponse, WebError> {
+    render(
+        StatusCode::OK,
+        &DocsPage {
+            issuer: &state.settings.issuer,
+            scopes: Scope::ALL,
         },
     )
 }

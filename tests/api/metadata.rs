@@ -1,0 +1,64 @@
+//! GET /.well-known/oauth-authorization-server (RFC 8414).
+
+use serde_json::Value;
+
+use crate::helpers::spawn_app_custom;
+
+#[tokio::test]
+async fn metadata_is_built_from_the_issuer_and_every_endpoint_answers() {
+    let app = spawn_app_custom(|_| {}, |_| {}).await;
+    let resp = app.get("/.well-known/oauth-authorization-server").await;
+    assert_eq!(resp.status(), 200);
+    let meta: Value = resp.json().await.unwrap();
+    let issuer = &app.settings.issuer;
+    assert_eq!(meta["issuer"], *issuer);
+    assert_eq!(
+        meta["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(
+        meta["response_types_supported"],
+        serde_json::json!(["code"])
+    );
+    assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
+    assert!(meta["scopes_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("requests:read")));
+    for m in [
+        "token_endpoint_auth_methods_supported",
+        "introspection_endpoint_auth_methods_supported",
+        "revocation_endpoint_auth_methods_supported",
+    ] {
+        assert!(meta[m]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("client_secret_basic")));
+    }
+
+    // Every advertised URL is ours and answers (not 404, not 5xx): the
+    // POST endpoints refuse an empty request with an RFC error.
+    let urls: Vec<(&str, &str)> = vec![
+        ("authorization_endpoint", "GET"),
+        ("token_endpoint", "POST"),
+        ("introspection_endpoint", "POST"),
+        ("revocation_endpoint", "POST"),
+        ("jwks_uri", "GET"),
+        ("service_documentation", "GET"),
+    ];
+    for (field, method) in urls {
+        let url = meta[field].as_str().unwrap_or_else(|| panic!("{field}"));
+        let path = url
+            .strip_prefix(issuer.as_str())
+            .expect("built from the issuer");
+        let req = match method {
+            "GET" => app.client.get(app.url(path)),
+            _ => app.client.post(app.url(path)).form(&[("x", "y")]),
+        };
+        let status = req.send().await.unwrap().status().as_u16();
+        assert!(status != 404 && status < 500, "{field}: {status}");
+        if field == "jwks_uri" || field == "service_documentation" {
+            assert_eq!(status, 200, "{field}");
+        }
+    }
+}
