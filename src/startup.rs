@@ -15,7 +15,7 @@ use crate::auth::password;
 use crate::config::Settings;
 use crate::db::Database;
 use crate::maintenance;
-use crate::routes::{health, oauth, static_files, v1, web as pages, well_known};
+use crate::routes::{health, oauth, register, static_files, v1, web as pages, well_known};
 use crate::state::{AppState, ClientCache, KeyStore, ServerKeys};
 use crate::telemetry::access_log;
 
@@ -102,6 +102,16 @@ impl Application {
                 .route("/oauth/token", web::post().to(oauth::token_post))
                 .route("/oauth/introspect", web::post().to(oauth::introspect_post))
                 .route("/oauth/revoke", web::post().to(oauth::revoke_post))
+                .route("/oauth/register", web::post().to(register::register))
+                .route("/oauth/register/{client_id}", web::get().to(register::read))
+                .route(
+                    "/oauth/register/{client_id}",
+                    web::put().to(register::update),
+                )
+                .route(
+                    "/oauth/register/{client_id}",
+                    web::delete().to(register::delete),
+                )
                 .route("/.well-known/jwks.json", web::get().to(well_known::jwks))
                 .route(
                     "/.well-known/oauth-authorization-server",

@@ -47,6 +47,14 @@ impl ClientCache {
         (at.elapsed() < self.ttl).then(|| client.clone())
     }
 
+    /// Drops a client changed or deleted by this instance (other instances
+    /// catch up within the TTL).
+    pub fn forget(&self, id: &str) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.remove(id);
+        }
+    }
+
     /// Keeps a client read from the database by a query that started at
     /// `read_at` (so a read racing a change is not kept a full TTL longer); a
     /// newer entry is not replaced.
@@ -188,6 +196,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             can_introspect: false,
+            registration_token_hash: None,
         }
     }
 

@@ -45,6 +45,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         can_introspect -> Bool,
+        registration_token_hash -> Nullable<Text>,
     }
 }
 

@@ -21,7 +21,12 @@ pub struct NewClient {
     pub require_pkce: bool,
     /// May introspect every token, not only its own.
     pub can_introspect: bool,
+    /// Registered through RFC 7591: gets a registration access token.
+    pub dynamic: bool,
 }
+
+/// Prefix of RFC 7592 registration access tokens.
+pub const REGISTRATION_TOKEN_PREFIX: &str = "dzrat_";
 
 /// The registration request as typed by an operator or sent by a client.
 #[derive(Debug, Default)]
@@ -82,6 +87,7 @@ impl NewClient {
             // RFC 9700 2.1.1: PKCE is required for public clients.
             require_pkce: req.require_pkce || req.public,
             can_introspect: req.introspect,
+            dynamic: false,
         })
     }
 }
@@ -91,6 +97,8 @@ impl NewClient {
 pub struct Registered {
     pub client: Client,
     pub secret: Option<String>,
+    /// RFC 7592 registration access token (dynamic registrations only).
+    pub registration_token: Option<String>,
 }
 
 /// Stores the client; the secret (256-bit, `dzs_` prefix) is kept only as its
@@ -101,6 +109,9 @@ pub fn register(
     now: NaiveDateTime,
 ) -> diesel::QueryResult<Registered> {
     let secret = (!new.public).then(|| tokens::new_secret(CLIENT_SECRET_PREFIX));
+    let registration_token = new
+        .dynamic
+        .then(|| tokens::new_secret(REGISTRATION_TOKEN_PREFIX));
     let grant_types = new.grant_types.clone();
     let client = Client {
         id: tokens::new_id("client_"),
@@ -125,6 +136,7 @@ pub fn register(
         created_at: now,
         updated_at: now,
         can_introspect: new.can_introspect,
+        registration_token_hash: registration_token.as_deref().map(tokens::hash_secret),
     };
     conn.transaction(|conn| {
         client.insert(conn)?;
@@ -141,7 +153,11 @@ pub fn register(
         }
         Ok::<(), diesel::result::Error>(())
     })?;
-    Ok(Registered { client, secret })
+    Ok(Registered {
+        client,
+        secret,
+        registration_token,
+    })
 }
 
 #[cfg(test)]

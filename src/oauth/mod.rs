@@ -7,4 +7,5 @@ pub mod error;
 pub mod grants;
 pub mod introspect;
 pub mod jwt;
+pub mod registration;
 pub mod token;

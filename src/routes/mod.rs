@@ -3,6 +3,7 @@
 
 pub mod health;
 pub mod oauth;
+pub mod register;
 pub mod static_files;
 pub mod v1;
 pub mod web;

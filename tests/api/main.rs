@@ -17,4 +17,5 @@ mod login;
 mod metadata;
 mod oauth_flow;
 mod refresh;
+mod register;
 mod token;

@@ -149,9 +149,16 @@ impl Flow {
             .await
     }
 
-    /// Approves `req` and returns the code from the redirect.
+    /// Approves `req` (or finds the consent remembered) and returns the code
+    /// from the redirect.
     pub async fn code(&self, req: &AuthRequest) -> String {
-        let resp = self.decide(req, "approve").await;
+        let first = self.get(req).await;
+        if first.status() == 302 {
+            return param(&location(&first), "code").expect("code in redirect");
+        }
+        let html = first.text().await.unwrap();
+        let token = hidden_input(&html, "csrf_token").expect("csrf token");
+        let resp = self.post_decision(req, &token, "approve").await;
         assert_eq!(resp.status(), 302);
         param(&location(&resp), "code").expect("code in redirect")
     }

@@ -25,6 +25,9 @@ pub struct Client {
     pub updated_at: NaiveDateTime,
     /// May introspect any token (internal DZDESK services).
     pub can_introspect: bool,
+    /// SHA-256 of the RFC 7592 registration access token, if registered
+    /// through `POST /oauth/register`.
+    pub registration_token_hash: Option<String>,
 }
 
 impl fmt::Debug for Client {

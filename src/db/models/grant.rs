@@ -29,11 +29,16 @@ impl GrantRow {
 // Database methods
 impl GrantRow {
     /// Inserts the grant; an existing row with the same id is left alone.
+    /// The insert runs in its own (nested: SAVEPOINT) transaction, because on
+    /// PostgreSQL a failed statement aborts the enclosing transaction, whose
+    /// COMMIT would then silently roll back.
     pub fn insert_if_missing(&self, conn: &mut AnyConnection) -> QueryResult<()> {
-        match diesel::insert_into(grants::table)
-            .values(self)
-            .execute(conn)
-        {
+        let inserted = conn.transaction(|conn| {
+            diesel::insert_into(grants::table)
+                .values(self)
+                .execute(conn)
+        });
+        match inserted {
             Ok(_) => Ok(()),
             Err(e) if is_unique_violation(&e) => Ok(()),
             Err(e) => Err(e),

@@ -19,10 +19,13 @@ pub struct RevokedAccessToken {
 impl RevokedAccessToken {
     /// Records the revocation; revoking twice is not an error.
     pub fn insert(&self, conn: &mut AnyConnection) -> QueryResult<()> {
-        match diesel::insert_into(revoked_access_tokens::table)
-            .values(self)
-            .execute(conn)
-        {
+        // Own (nested) transaction: see GrantRow::insert_if_missing.
+        let inserted = conn.transaction(|conn| {
+            diesel::insert_into(revoked_access_tokens::table)
+                .values(self)
+                .execute(conn)
+        });
+        match inserted {
             Ok(_) => Ok(()),
             Err(e) if is_unique_violation(&e) => Ok(()),
             Err(e) => Err(e),

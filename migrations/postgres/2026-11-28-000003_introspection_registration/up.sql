@@ -1,8 +1,12 @@
--- Introspection and revocation (RFC 7662, RFC 7009).
--- Keep in step with migrations/sqlite/2026-11-28-000003_introspection/up.sql.
+-- Introspection, revocation and dynamic registration (RFC 7662, 7009, 7591, 7592).
+-- Keep in step with migrations/sqlite/2026-11-28-000003_introspection_registration/up.sql.
 
 -- Internal DZDESK services may introspect any token.
 ALTER TABLE clients ADD COLUMN can_introspect BOOLEAN NOT NULL DEFAULT FALSE;
+
+-- Hex SHA-256 of the RFC 7592 registration access token (dynamically
+-- registered clients only).
+ALTER TABLE clients ADD COLUMN registration_token_hash TEXT;
 
 -- Access tokens revoked one by one (RFC 7009), until they expire anyway.
 CREATE TABLE revoked_access_tokens (

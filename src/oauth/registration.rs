@@ -1,0 +1,350 @@
+//! Dynamic client registration (RFC 7591) and its management protocol (RFC
+//! 7592). No HTTP types: the handlers pass the parsed metadata, the bearer
+//! credential and the current time in, and get typed errors out.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::db::models::{Client, GrantRow, GrantStatus};
+use crate::db::schema::clients;
+use crate::db::AnyConnection;
+use crate::domain::{GrantType, RedirectUri, Scope, ScopeSet};
+use crate::oauth::clients::{register as store_client, ClientRequest, NewClient};
+use crate::oauth::jwt::KeyRing;
+use crate::oauth::token::TokenConfig;
+use crate::tokens;
+
+/// Client metadata as sent (RFC 7591 2). Unknown fields are ignored ("The
+/// authorization server MUST ignore any client metadata ... that it does not
+/// understand").
+#[derive(Debug, Default, Deserialize)]
+pub struct ClientMetadata {
+    pub redirect_uris: Option<Vec<String>>,
+    pub grant_types: Option<Vec<String>>,
+    pub response_types: Option<Vec<String>>,
+    pub token_endpoint_auth_method: Option<String>,
+    pub client_name: Option<String>,
+    pub scope: Option<String>,
+    /// RFC 7592 2.2: an update names the client it updates.
+    pub client_id: Option<String>,
+}
+
+/// RFC 7591 3.2.2 / RFC 7592 errors.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("{0}")]
+    InvalidRedirectUri(String),
+    #[error("{0}")]
+    InvalidClientMetadata(String),
+    /// The bearer credential is missing, invalid, expired or revoked (401).
+    #[error("the access token is missing, invalid or revoked")]
+    InvalidToken,
+    /// RFC 6750 3.1: the credential lacks the `admin` scope (403).
+    #[error("registering clients needs the admin scope")]
+    InsufficientScope,
+    #[error("internal server error")]
+    Server(#[source] anyhow::Error),
+}
+
+impl RegistrationError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            RegistrationError::InvalidRedirectUri(_) => "invalid_redirect_uri",
+            RegistrationError::InvalidClientMetadata(_) => "invalid_client_metadata",
+            RegistrationError::InvalidToken => "invalid_token",
+            RegistrationError::InsufficientScope => "insufficient_scope",
+            RegistrationError::Server(_) => "server_error",
+        }
+    }
+}
+
+impl From<diesel::result::Error> for RegistrationError {
+    fn from(e: diesel::result::Error) -> Self {
+        RegistrationError::Server(e.into())
+    }
+}
+
+impl From<crate::db::RunError> for RegistrationError {
+    fn from(e: crate::db::RunError) -> Self {
+        RegistrationError::Server(e.into())
+    }
+}
+
+/// The client information response (RFC 7591 3.2.1, RFC 7592 3).
+#[derive(Debug, Serialize)]
+pub struct ClientInformation {
+    pub client_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    pub client_id_issued_at: i64,
+    /// "REQUIRED if client_secret is issued": 0, it does not expire.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_expires_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_access_token: Option<String>,
+    pub registration_client_uri: String,
+    pub client_name: String,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    pub token_endpoint_auth_method: String,
+    pub scope: String,
+}
+
+impl ClientInformation {
+    fn of(client: &Client, issuer: &str) -> Self {
+        let grant_types: Vec<String> = client
+            .grant_types
+            .split(' ')
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let response_types = if client.allows_grant(GrantType::AuthorizationCode) {
+            vec!["code".to_owned()]
+        } else {
+            Vec::new()
+        };
+        Self {
+            client_id: client.id.clone(),
+            client_secret: None,
+            client_id_issued_at: client.created_at.and_utc().timestamp(),
+            client_secret_expires_at: None,
+            registration_access_token: None,
+            registration_client_uri: format!("{issuer}/oauth/register/{}", client.id),
+            client_name: client.name.clone(),
+            redirect_uris: client.redirect_uris.lines().map(str::to_owned).collect(),
+            grant_types,
+            response_types,
+            token_endpoint_auth_method: if client.confidential {
+                "client_secret_basic".to_owned()
+            } else {
+                "none".to_owned()
+            },
+            scope: client.scopes.clone(),
+        }
+    }
+}
+
+/// The initial access token (RFC 7591 3): an active access token of ours
+/// carrying `admin`. Returns the scopes it holds (the ceiling of what it may
+/// register).
+pub fn initial_access(
+    conn: &mut AnyConnection,
+    bearer: Option<&str>,
+    keys: &KeyRing,
+    cfg: &TokenConfig,
+    now: DateTime<Utc>,
+) -> Result<ScopeSet, RegistrationError> {
+    let token = bearer.ok_or(RegistrationError::InvalidToken)?;
+    let claims = keys
+        .verify(token, &cfg.issuer, &cfg.audience, now.timestamp())
+        .map_err(|_| RegistrationError::InvalidToken)?;
+    let active = GrantStatus::load(conn, &claims.grant_id, &claims.jti)?
+        .is_some_and(|s| s.is_active() && s.client_id == claims.client_id);
+    if !active {
+        return Err(RegistrationError::InvalidToken);
+    }
+    let held = ScopeSet::parse(&claims.scope).map_err(|_| RegistrationError::InvalidToken)?;
+    if !held.contains(Scope::Admin) {
+        return Err(RegistrationError::InsufficientScope);
+    }
+    Ok(held)
+}
+
+/// How the client authenticates at the token endpoint (RFC 7591 2): `none`
+/// makes a public client.
+fn is_public(meta: &ClientMetadata) -> Result<bool, RegistrationError> {
+    match meta
+        .token_endpoint_auth_method
+        .as_deref()
+        .unwrap_or("client_secret_basic")
+    {
+        "client_secret_basic" | "client_secret_post" => Ok(false),
+        "none" => Ok(true),
+        other => Err(RegistrationError::InvalidClientMetadata(format!(
+            "unsupported token_endpoint_auth_method '{}'",
+            other.chars().take(40).collect::<String>()
+        ))),
+    }
+}
+
+/// Validates metadata into a client to store. `ceiling`: the scopes the
+/// metadata may ask for at most.
+fn validate(meta: &ClientMetadata, ceiling: &ScopeSet) -> Result<NewClient, RegistrationError> {
+    let bad = |m: String| RegistrationError::InvalidClientMetadata(m);
+    let public = is_public(meta)?;
+    let grant_types = meta
+        .grant_types
+        .clone()
+        .unwrap_or_else(|| vec!["authorization_code".to_owned()]);
+    let has_code = grant_types.iter().any(|g| g == "authorization_code");
+    // RFC 7591 2.1: grant_types and response_types must agree; `code` is the
+    // only response type.
+    let response_types = meta.response_types.clone().unwrap_or_else(|| {
+        if has_code {
+            vec!["code".to_owned()]
+        } else {
+            Vec::new()
+        }
+    });
+    if response_types.iter().any(|r| r != "code") {
+        return Err(bad("response_types may only contain code".into()));
+    }
+    if has_code != response_types.iter().any(|r| r == "code") {
+        return Err(bad(
+            "grant_type authorization_code and response_type code go together".into(),
+        ));
+    }
+    let redirect_uris = meta.redirect_uris.clone().unwrap_or_default();
+    for uri in &redirect_uris {
+        // No wildcards: exact URIs only (RFC 9700 4.1.3).
+        if uri.contains('*') {
+            return Err(RegistrationError::InvalidRedirectUri(
+                "redirect URIs may not contain wildcards".into(),
+            ));
+        }
+        RedirectUri::parse(uri).map_err(RegistrationError::InvalidRedirectUri)?;
+    }
+    if has_code && redirect_uris.is_empty() {
+        return Err(RegistrationError::InvalidRedirectUri(
+            "the authorization_code grant needs redirect_uris".into(),
+        ));
+    }
+    let scope = match &meta.scope {
+        Some(raw) => ScopeSet::parse(raw).map_err(bad)?,
+        None => ceiling.clone(),
+    };
+    if !scope.is_subset(ceiling) {
+        return Err(bad(
+            "scope may not be wider than the registering credential holds".into(),
+        ));
+    }
+    let mut new = NewClient::parse(ClientRequest {
+        name: meta
+            .client_name
+            .clone()
+            .unwrap_or_else(|| "Unnamed application".to_owned()),
+        redirect_uris,
+        scope: scope.to_string(),
+        public,
+        grant_types,
+        require_pkce: false,
+        introspect: false,
+    })
+    .map_err(bad)?;
+    new.dynamic = true;
+    Ok(new)
+}
+
+/// `POST /oauth/register` (RFC 7591 3.1), after [`initial_access`].
+pub fn register(
+    conn: &mut AnyConnection,
+    meta: &ClientMetadata,
+    ceiling: &ScopeSet,
+    issuer: &str,
+    now: DateTime<Utc>,
+) -> Result<ClientInformation, RegistrationError> {
+    let new = validate(meta, ceiling)?;
+    let registered = store_client(conn, new, now.naive_utc())?;
+    let mut info = ClientInformation::of(&registered.client, issuer);
+    if let Some(m) = &meta.token_endpoint_auth_method {
+        info.token_endpoint_auth_method = m.clone();
+    }
+    info.client_secret_expires_at = registered.secret.as_ref().map(|_| 0);
+    info.client_secret = registered.secret;
+    info.registration_access_token = registered.registration_token;
+    Ok(info)
+}
+
+/// RFC 7592 2: the client named in the URL, if the registration access token
+/// is its own (constant-time comparison of the hashes). Anything else is
+/// `invalid_token` (401), so the answer does not reveal whether the client
+/// exists.
+pub fn managed_client(
+    conn: &mut AnyConnection,
+    client_id: &str,
+    bearer: Option<&str>,
+) -> Result<Client, RegistrationError> {
+    let token = bearer.ok_or(RegistrationError::InvalidToken)?;
+    let client = Client::find(conn, client_id)?.ok_or(RegistrationError::InvalidToken)?;
+    let ok = client
+        .registration_token_hash
+        .as_deref()
+        .is_some_and(|stored| {
+            tokens::constant_time_eq(tokens::hash_secret(token).as_bytes(), stored.as_bytes())
+        });
+    if ok {
+        Ok(client)
+    } else {
+        Err(RegistrationError::InvalidToken)
+    }
+}
+
+/// `GET /oauth/register/{client_id}` (RFC 7592 2.1).
+pub fn read(client: &Client, issuer: &str) -> ClientInformation {
+    ClientInformation::of(client, issuer)
+}
+
+/// `PUT /oauth/register/{client_id}` (RFC 7592 2.2): the metadata replaces
+/// the registered values. The authentication method cannot change, and the
+/// scope can only narrow.
+pub fn update(
+    conn: &mut AnyConnection,
+    client: &Client,
+    meta: &ClientMetadata,
+    issuer: &str,
+    now: DateTime<Utc>,
+) -> Result<ClientInformation, RegistrationError> {
+    if meta.client_id.as_deref() != Some(client.id.as_str()) {
+        return Err(RegistrationError::InvalidClientMetadata(
+            "client_id must name the client being updated".into(),
+        ));
+    }
+    if is_public(meta)? != client.is_public() {
+        return Err(RegistrationError::InvalidClientMetadata(
+            "token_endpoint_auth_method cannot change".into(),
+        ));
+    }
+    let new = validate(meta, &client.scopes())?;
+    let grant_types: Vec<&str> = new.grant_types.iter().map(|g| g.as_str()).collect();
+    conn.transaction(|conn| {
+        diesel::update(clients::table.find(&client.id))
+            .set((
+                clients::name.eq(&new.name),
+                clients::redirect_uris.eq(new
+                    .redirect_uris
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")),
+                clients::scopes.eq(new.scopes.to_string()),
+                clients::grant_types.eq(grant_types.join(" ")),
+                clients::updated_at.eq(now.naive_utc()),
+            ))
+            .execute(conn)?;
+        if new.grant_types.contains(&GrantType::ClientCredentials) {
+            GrantRow {
+                id: GrantRow::client_credentials_id(&client.id),
+                client_id: client.id.clone(),
+                user_id: None,
+                scopes: new.scopes.to_string(),
+                created_at: now.naive_utc(),
+                revoked_at: None,
+            }
+            .insert_if_missing(conn)?;
+        }
+        diesel::QueryResult::Ok(())
+    })?;
+    let updated = Client::find(conn, &client.id)?
+        .ok_or_else(|| RegistrationError::Server(anyhow::anyhow!("client vanished")))?;
+    Ok(ClientInformation::of(&updated, issuer))
+}
+
+/// `DELETE /oauth/register/{client_id}` (RFC 7592 2.3): the client and,
+/// through the foreign keys, its grants, codes, refresh tokens and consents
+/// go; its access tokens fail introspection at once (their grant is gone).
+pub fn delete(conn: &mut AnyConnection, client: &Client) -> Result<(), RegistrationError> {
+    diesel::delete(clients::table.find(&client.id)).execute(conn)?;
+    Ok(())
+}

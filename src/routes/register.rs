@@ -1,0 +1,175 @@
+//! `/oauth/register` (RFC 7591) and `/oauth/register/{client_id}` (RFC 7592):
+//! extract, call `oauth::registration`, translate.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::oauth::registration::{self, ClientMetadata, RegistrationError};
+use crate::state::AppState;
+
+/// Largest registration request body.
+const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    error_description: String,
+}
+
+impl ResponseError for RegistrationError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            RegistrationError::InvalidToken => StatusCode::UNAUTHORIZED,
+            RegistrationError::InsufficientScope => StatusCode::FORBIDDEN,
+            RegistrationError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let RegistrationError::Server(e) = self {
+            log::error!("registration endpoint: {e:?}");
+        }
+        let mut resp = HttpResponse::build(self.status_code()).json(ErrorBody {
+            error: self.code(),
+            error_description: self.to_string(),
+        });
+        // RFC 6750 3: bearer errors name themselves in WWW-Authenticate.
+        let challenge = match self {
+            RegistrationError::InvalidToken => Some("Bearer error=\"invalid_token\""),
+            RegistrationError::InsufficientScope => {
+                Some("Bearer error=\"insufficient_scope\", scope=\"admin\"")
+            }
+            _ => None,
+        };
+        if let Some(c) = challenge {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
+        no_store(&mut resp);
+        resp
+    }
+}
+
+fn no_store(resp: &mut HttpResponse) {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// The bearer credential of the Authorization header (RFC 6750 2.1).
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+fn metadata(body: &[u8]) -> Result<ClientMetadata, RegistrationError> {
+    if body.len() > BODY_LIMIT {
+        return Err(RegistrationError::InvalidClientMetadata(
+            "the request body is too large".into(),
+        ));
+    }
+    // serde's message can quote the submitted values: keep it generic.
+    serde_json::from_slice(body).map_err(|_| {
+        RegistrationError::InvalidClientMetadata(
+            "the body must be a JSON object of client metadata".into(),
+        )
+    })
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> HttpResponse {
+    let mut resp = HttpResponse::build(status).json(value);
+    no_store(&mut resp);
+    resp
+}
+
+/// `POST /oauth/register` (RFC 7591 3): 201 with the client information.
+pub async fn register(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, RegistrationError> {
+    let token = bearer(&req);
+    let meta = metadata(&body)?;
+    let st = state.clone();
+    let info = state
+        .db
+        .run(move |conn| {
+            let keys = st.keys.current(conn).map_err(RegistrationError::Server)?;
+            let now = Utc::now();
+            let cfg = st.token_config();
+            let ceiling = registration::initial_access(conn, token.as_deref(), &keys, &cfg, now)?;
+            registration::register(conn, &meta, &ceiling, &st.settings.issuer, now)
+        })
+        .await?;
+    log::info!("client {} registered", info.client_id);
+    Ok(json(StatusCode::CREATED, &info))
+}
+
+/// `GET /oauth/register/{client_id}` (RFC 7592 2.1).
+pub async fn read(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, RegistrationError> {
+    let token = bearer(&req);
+    let st = state.clone();
+    let info = state
+        .db
+        .run(move |conn| {
+            let client = registration::managed_client(conn, &path, token.as_deref())?;
+            Ok::<_, RegistrationError>(registration::read(&client, &st.settings.issuer))
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &info))
+}
+
+/// `PUT /oauth/register/{client_id}` (RFC 7592 2.2).
+pub async fn update(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, RegistrationError> {
+    let token = bearer(&req);
+    let meta = metadata(&body)?;
+    let st = state.clone();
+    let info = state
+        .db
+        .run(move |conn| {
+            let client = registration::managed_client(conn, &path, token.as_deref())?;
+            registration::update(conn, &client, &meta, &st.settings.issuer, Utc::now())
+        })
+        .await?;
+    state.clients.forget(&info.client_id);
+    Ok(json(StatusCode::OK, &info))
+}
+
+/// `DELETE /oauth/register/{client_id}` (RFC 7592 2.3): 204.
+pub async fn delete(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, RegistrationError> {
+    let token = bearer(&req);
+    let id = path.into_inner();
+    let id2 = id.clone();
+    state
+        .db
+        .run(move |conn| {
+            let client = registration::managed_client(conn, &id2, token.as_deref())?;
+            registration::delete(conn, &client)
+        })
+        .await?;
+    state.clients.forget(&id);
+    log::info!("client {id} deleted");
+    let mut resp = HttpResponse::NoContent().finish();
+    no_store(&mut resp);
+    Ok(resp)
+}
