@@ -43,6 +43,7 @@ async fn metadata_is_built_from_the_issuer_and_every_endpoint_answers() {
         ("token_endpoint", "POST"),
         ("introspection_endpoint", "POST"),
         ("revocation_endpoint", "POST"),
+        ("registration_endpoint", "POST"),
         ("jwks_uri", "GET"),
         ("service_documentation", "GET"),
     ];
