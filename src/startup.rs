@@ -93,6 +93,11 @@ impl Application {
                 .route("/readyz", web::get().to(health::readyz))
                 .route("/static/style.css", web::get().to(static_files::style_css))
                 .route("/", web::get().to(pages::home::home))
+                .route("/settings/apps", web::get().to(pages::apps::apps_get))
+                .route(
+                    "/settings/apps/revoke",
+                    web::post().to(pages::apps::apps_revoke),
+                )
                 .route("/login", web::get().to(pages::login::login_get))
                 .route("/login", web::post().to(pages::login::login_post))
                 .route("/logout", web::post().to(pages::login::logout_post))

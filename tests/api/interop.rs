@@ -18,7 +18,7 @@ use crate::helpers::{spawn_app, PASSWORD};
 
 /// The client application's redirect endpoint: answers every request with a
 /// small page, so the browser lands on the callback URL.
-async fn callback_listener() -> u16 {
+pub async fn callback_listener() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {

@@ -3,6 +3,7 @@
 //! `TEST_DATABASE_URL=postgres://...` is set), real HTTP.
 //! One test binary, so it links once.
 
+mod apps;
 mod authorize;
 mod browser;
 mod cli;

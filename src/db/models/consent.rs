@@ -84,3 +84,68 @@ impl ConsentRow {
         })
     }
 }
+
+/// A client the user has granted access to, for the connected-apps page.
+#[derive(Debug, Clone)]
+pub struct ConnectedApp {
+    pub client_id: String,
+    pub client_name: String,
+    pub scopes: String,
+    pub granted_at: NaiveDateTime,
+}
+
+impl ConsentRow {
+    /// The user's remembered consents with the clients' names, newest first.
+    pub fn connected_apps(
+        conn: &mut AnyConnection,
+        user_id: &str,
+    ) -> QueryResult<Vec<ConnectedApp>> {
+        use crate::db::schema::clients;
+        let rows: Vec<(String, String, String, NaiveDateTime)> = consents::table
+            .inner_join(clients::table)
+            .filter(consents::user_id.eq(user_id))
+            .order(consents::updated_at.desc())
+            .select((
+                consents::client_id,
+                clients::name,
+                consents::scopes,
+                consents::updated_at,
+            ))
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(client_id, client_name, scopes, granted_at)| ConnectedApp {
+                    client_id,
+                    client_name,
+                    scopes,
+                    granted_at,
+                },
+            )
+            .collect())
+    }
+
+    /// Forgets the consent and revokes every grant of the user for the
+    /// client (their refresh tokens stop working, their access tokens fail
+    /// introspection), in one transaction. Returns the grants revoked.
+    pub fn disconnect(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        client_id: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<usize> {
+        use crate::db::schema::grants;
+        conn.transaction(|conn| {
+            let revoked = diesel::update(
+                grants::table
+                    .filter(grants::user_id.eq(user_id))
+                    .filter(grants::client_id.eq(client_id))
+                    .filter(grants::revoked_at.is_null()),
+            )
+            .set(grants::revoked_at.eq(now))
+            .execute(conn)?;
+            diesel::delete(consents::table.find((user_id, client_id))).execute(conn)?;
+            Ok(revoked)
+        })
+    }
+}

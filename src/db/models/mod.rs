@@ -15,7 +15,7 @@ mod user;
 
 pub use authorization_code::AuthorizationCodeRow;
 pub use client::{Client, CLIENT_SECRET_PREFIX};
-pub use consent::ConsentRow;
+pub use consent::{ConnectedApp, ConsentRow};
 pub use grant::{GrantRow, GrantStatus};
 pub use refresh_token::RefreshTokenRow;
 pub use revoked_access_token::RevokedAccessToken;
