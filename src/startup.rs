@@ -3,6 +3,7 @@
 //! port it got.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -13,8 +14,9 @@ use actix_web::{App, HttpServer};
 use crate::auth::csrf::CsrfKey;
 use crate::auth::password;
 use crate::config::Settings;
-use crate::db::Database;
+use crate::db::{listener, Database};
 use crate::maintenance;
+use crate::oauth::revocation_view::RevocationView;
 use crate::routes::{health, oauth, register, static_files, v1, web as pages, well_known};
 use crate::state::{AppState, ClientCache, KeyStore, ServerKeys};
 use crate::telemetry::access_log;
@@ -34,6 +36,9 @@ pub struct Application {
     local_addr: SocketAddr,
     server: Server,
     db: Database,
+    /// PostgreSQL only: where the revocation listener connects.
+    listen_url: Option<String>,
+    revocations: Arc<RevocationView>,
 }
 
 impl Application {
@@ -75,12 +80,15 @@ impl Application {
             chrono::Duration::seconds(settings.access_token_ttl_secs),
         );
         let client_cache_secs = settings.client_cache_secs.max(0) as u64;
+        let revocations = Arc::new(RevocationView::new());
+        let listen_url = settings.database_url.postgres_url().map(str::to_owned);
         let state = web::Data::new(AppState {
             db: db.clone(),
             csrf: CsrfKey::new(keys.csrf),
             settings,
             keys: key_store,
             clients: ClientCache::new(Duration::from_secs(client_cache_secs)),
+            revocations: revocations.clone(),
         });
 
         let server = HttpServer::new(move || {
@@ -144,6 +152,8 @@ impl Application {
             local_addr,
             server,
             db,
+            listen_url,
+            revocations,
         })
     }
 
@@ -156,20 +166,31 @@ impl Application {
         self.local_addr
     }
 
+    /// The instance's revocation view (tests fence on it).
+    pub fn revocations(&self) -> Arc<RevocationView> {
+        self.revocations.clone()
+    }
+
     /// A handle to stop the server.
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }
 
-    /// Serves until stopped; sweeps expired codes and refresh tokens
-    /// meanwhile.
+    /// Serves until stopped. Meanwhile, in the same task: the hourly sweep
+    /// of expired rows, and (PostgreSQL) the revocation listener.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        // Polled in the server's own task (no spawn: works on any runtime);
-        // the sweeper never finishes, so this ends when the server does.
-        let sweeper = Box::pin(maintenance::sweep_forever(self.db));
-        match futures_util::future::select(self.server, sweeper).await {
+        let sweeper = maintenance::sweep_forever(self.db.clone());
+        let listener = async {
+            match self.listen_url {
+                Some(url) => listener::listen_forever(url, self.db, self.revocations).await,
+                None => futures_util::future::pending().await,
+            }
+        };
+        // Neither background future ever finishes: this ends with the server.
+        let background = Box::pin(futures_util::future::join(sweeper, listener));
+        match futures_util::future::select(self.server, background).await {
             futures_util::future::Either::Left((result, _)) => result,
-            futures_util::future::Either::Right(((), server)) => server.await,
+            futures_util::future::Either::Right((_, server)) => server.await,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::config::Settings;
 use crate::db::models::{Client, ServerSecret};
 use crate::db::{AnyConnection, Database};
 use crate::oauth::jwt::KeyRing;
+use crate::oauth::revocation_view::RevocationView;
 use crate::oauth::token::TokenConfig;
 
 pub struct AppState {
@@ -19,6 +20,9 @@ pub struct AppState {
     pub settings: Settings,
     pub keys: KeyStore,
     pub clients: ClientCache,
+    /// Revocations kept current by the PostgreSQL listener (introspection's
+    /// fast path; never live on SQLite).
+    pub revocations: Arc<RevocationView>,
 }
 
 /// Registered clients kept in memory for `DZDESK_CLIENT_CACHE_SECS`, so the

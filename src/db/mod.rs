@@ -7,6 +7,7 @@
 //! `Queryable` structs, one row per `insert`, and a connection manager of our
 //! own that picks the backend from the URL scheme and keeps the real error.
 
+pub mod listener;
 pub mod models;
 pub mod schema;
 
@@ -88,6 +89,12 @@ impl DatabaseUrl {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The whole URL, for PostgreSQL URLs (never log it: it may carry a
+    /// password).
+    pub fn postgres_url(&self) -> Option<&str> {
+        (self.backend == Backend::Postgres).then_some(self.target.as_str())
     }
 
     /// The SQLite file path, for SQLite URLs.

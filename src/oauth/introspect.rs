@@ -2,10 +2,10 @@
 //! query): the handler runs them on the blocking pool with the authenticated
 //! caller and the current time.
 //!
-//! An access token (a JWT) costs one signature check and one indexed query
-//! (`GrantStatus::load`: grant, client, user and the revoked-jti list
-//! together), so a revocation is seen by the very next introspection, on
-//! every instance sharing the database.
+//! An access token (a JWT) costs one signature check and either one indexed
+//! query (`GrantStatus::load`: grant, client, user and the revoked-jti list
+//! together) or, on PostgreSQL with the listener live, a lookup in the
+//! in-process revocation view (`oauth::revocation_view`).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -15,6 +15,7 @@ use crate::db::AnyConnection;
 use crate::oauth::error::OAuthError;
 use crate::oauth::grants::REFRESH_TOKEN_PREFIX;
 use crate::oauth::jwt::{AccessClaims, KeyRing};
+use crate::oauth::revocation_view::RevocationView;
 use crate::oauth::token::TokenConfig;
 use crate::tokens;
 
@@ -87,10 +88,11 @@ pub fn introspect(
     token: &str,
     keys: &KeyRing,
     cfg: &TokenConfig,
+    view: &RevocationView,
     now: DateTime<Utc>,
 ) -> Result<Introspection, OAuthError> {
     match classify(token) {
-        Presented::Access(jwt) => introspect_access(conn, caller, jwt, keys, cfg, now),
+        Presented::Access(jwt) => introspect_access(conn, caller, jwt, keys, cfg, view, now),
         Presented::Refresh(refresh) => introspect_refresh(conn, caller, refresh, cfg, now),
         Presented::Unknown => Ok(Introspection::inactive()),
     }
@@ -114,21 +116,61 @@ fn introspect_access(
     jwt: &str,
     keys: &KeyRing,
     cfg: &TokenConfig,
+    view: &RevocationView,
     now: DateTime<Utc>,
 ) -> Result<Introspection, OAuthError> {
     let Some(claims) = verified(keys, cfg, jwt, now) else {
         return Ok(Introspection::inactive());
     };
-    let Some(status) = GrantStatus::load(conn, &claims.grant_id, &claims.jti)? else {
-        return Ok(Introspection::inactive());
+    let generation = view.generation();
+    let status = GrantStatus::load(conn, &claims.grant_id, &claims.jti)?;
+    if let (Some(generation), Some(status)) = (generation, &status) {
+        view.remember(&claims.grant_id, status, generation);
+    }
+    Ok(access_answer(claims, status, caller))
+}
+
+/// Introspection from memory alone, when possible: a token that fails
+/// verification or is not ours needs nothing else; a valid access token
+/// needs the revocation view to be live and to hold its grant. None: ask
+/// the database ([`introspect`]). No I/O.
+pub fn introspect_cached(
+    caller: &Client,
+    token: &str,
+    keys: &KeyRing,
+    cfg: &TokenConfig,
+    view: &RevocationView,
+    now: DateTime<Utc>,
+) -> Option<Introspection> {
+    match classify(token) {
+        Presented::Access(jwt) => {
+            let Some(claims) = verified(keys, cfg, jwt, now) else {
+                return Some(Introspection::inactive());
+            };
+            let status = view.lookup(&claims.grant_id, &claims.jti)?;
+            Some(access_answer(claims, Some(status), caller))
+        }
+        Presented::Refresh(_) => None,
+        Presented::Unknown => Some(Introspection::inactive()),
+    }
+}
+
+/// The answer for a verified access token given its grant's status.
+fn access_answer(
+    claims: AccessClaims,
+    status: Option<GrantStatus>,
+    caller: &Client,
+) -> Introspection {
+    let Some(status) = status else {
+        return Introspection::inactive();
     };
     if !status.is_active()
         || status.client_id != claims.client_id
         || !may_see(caller, &claims.client_id)
     {
-        return Ok(Introspection::inactive());
+        return Introspection::inactive();
     }
-    Ok(Introspection {
+    Introspection {
         active: true,
         scope: Some(claims.scope),
         client_id: Some(claims.client_id),
@@ -141,7 +183,7 @@ fn introspect_access(
         iss: Some(claims.iss),
         aud: Some(claims.aud),
         jti: Some(claims.jti),
-    })
+    }
 }
 
 fn introspect_refresh(

@@ -8,4 +8,5 @@ pub mod grants;
 pub mod introspect;
 pub mod jwt;
 pub mod registration;
+pub mod revocation_view;
 pub mod token;

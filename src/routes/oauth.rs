@@ -12,7 +12,7 @@ use oxide_auth_actix::OAuthRequest;
 use serde::Serialize;
 
 use crate::db::models::Client;
-use crate::db::AnyConnection;
+use crate::db::{listener, AnyConnection};
 use crate::domain::GrantType;
 use crate::error::WebError;
 use crate::oauth::authorize::{
@@ -125,7 +125,7 @@ pub async fn token_post(
     }
 
     let state2 = state.clone();
-    let issued: IssuedTokens = state
+    let issued: Result<IssuedTokens, OAuthError> = state
         .db
         .run(move |conn| {
             let client = authenticated_client(conn, &state2, &auth)?;
@@ -144,8 +144,13 @@ pub async fn token_post(
                 }
             }
         })
-        .await?;
-    Ok(token_response(issued))
+        .await;
+    if let Err(OAuthError::InvalidGrant(_)) = &issued {
+        // A replayed code or a reused refresh token may just have revoked a
+        // grant: let this instance's view catch up before answering.
+        listener::fence(&state.db, &state.revocations).await;
+    }
+    Ok(token_response(issued?))
 }
 
 /// The form body and Authorization header of a request to the token,
@@ -214,18 +219,50 @@ pub async fn introspect_post(
     let (params, authorization) = read_form(&req, &body)?;
     let auth = token::client_auth(authorization.as_deref(), &params)?;
     let token = token_param(&params)?;
+
+    // Hot path (other DZDESK services call this on every request): caller,
+    // keys and revocation view in memory, so no database and no
+    // blocking-pool hop; signature verification runs here.
+    let cached = state
+        .clients
+        .get(auth.client_id())
+        .and_then(|c| token::authenticate(Some(c), &auth).ok())
+        .filter(|c| c.confidential);
+    if let (Some(caller), Some(keys)) = (cached, state.keys.cached()) {
+        let cfg = state.token_config();
+        let now = Utc::now();
+        if let Some(answer) =
+            introspect::introspect_cached(&caller, &token, &keys, &cfg, &state.revocations, now)
+        {
+            return Ok(introspection_response(&answer));
+        }
+    }
+
     let st = state.clone();
     let answer = state
         .db
         .run(move |conn| {
             let caller = authenticated_confidential(conn, &st, &auth)?;
             let keys = st.keys.current(conn).map_err(OAuthError::server)?;
-            introspect::introspect(conn, &caller, &token, &keys, &st.token_config(), Utc::now())
+            let cfg = st.token_config();
+            introspect::introspect(
+                conn,
+                &caller,
+                &token,
+                &keys,
+                &cfg,
+                &st.revocations,
+                Utc::now(),
+            )
         })
         .await?;
+    Ok(introspection_response(&answer))
+}
+
+fn introspection_response(answer: &introspect::Introspection) -> HttpResponse {
     let mut resp = HttpResponse::Ok().json(answer);
     no_store(&mut resp);
-    Ok(resp)
+    resp
 }
 
 /// `POST /oauth/revoke` (RFC 7009): 200 with an empty body.
@@ -246,6 +283,9 @@ pub async fn revoke_post(
             introspect::revoke(conn, &caller, &token, &keys, &st.token_config(), Utc::now())
         })
         .await?;
+    // Read-your-writes: the answer leaves once this instance's view has
+    // applied the revocation.
+    listener::fence(&state.db, &state.revocations).await;
     let mut resp = HttpResponse::Ok().finish();
     no_store(&mut resp);
     Ok(resp)

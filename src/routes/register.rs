@@ -7,6 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::Utc;
 use serde::Serialize;
 
+use crate::db::listener;
 use crate::oauth::registration::{self, ClientMetadata, RegistrationError};
 use crate::state::AppState;
 
@@ -148,6 +149,7 @@ pub async fn update(
         })
         .await?;
     state.clients.forget(&info.client_id);
+    listener::fence(&state.db, &state.revocations).await;
     Ok(json(StatusCode::OK, &info))
 }
 
@@ -168,6 +170,7 @@ pub async fn delete(
         })
         .await?;
     state.clients.forget(&id);
+    listener::fence(&state.db, &state.revocations).await;
     log::info!("client {id} deleted");
     let mut resp = HttpResponse::NoContent().finish();
     no_store(&mut resp);

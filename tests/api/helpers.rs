@@ -97,6 +97,7 @@ pub struct TestApp {
     pub settings: Settings,
     pub client: reqwest::Client,
     pub db: Database,
+    pub revocations: std::sync::Arc<dzdesk_auth::oauth::revocation_view::RevocationView>,
     handle: ServerHandle,
     // Dropped last: the server and pool go first.
     _test_db: TestDatabase,
@@ -149,15 +150,32 @@ where
         .expect("build app");
     let port = app.port();
     let handle = app.handle();
+    let revocations = app.revocations();
     tokio::spawn(app.run_until_stopped());
+    if settings.database_url.postgres_url().is_some() {
+        // Tests expect the revocation listener up, as in production.
+        wait_live(&revocations).await;
+    }
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         settings,
         client: new_client(),
         db,
+        revocations,
         handle,
         _test_db: test_db,
     }
+}
+
+/// Waits (bounded) until an instance's revocation listener is live.
+async fn wait_live(view: &dzdesk_auth::oauth::revocation_view::RevocationView) {
+    for _ in 0..200 {
+        if view.is_live() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("revocation listener did not start");
 }
 
 /// A second instance of the service on the same database as `app` (as two
@@ -173,7 +191,11 @@ pub async fn spawn_second_instance(app: &TestApp) -> (String, ServerHandle) {
         .expect("build second app");
     let address = format!("http://127.0.0.1:{}", second.port());
     let handle = second.handle();
+    let revocations = second.revocations();
     tokio::spawn(second.run_until_stopped());
+    if app.settings.database_url.postgres_url().is_some() {
+        wait_live(&revocations).await;
+    }
     (address, handle)
 }
 
@@ -267,6 +289,12 @@ impl TestApp {
         .expect("join")
     }
 
+    /// After writing to the database behind the service's back: waits until
+    /// the service's revocation view has applied the change (PostgreSQL).
+    pub async fn settle_revocations(&self) {
+        dzdesk_auth::db::listener::fence(&self.db, &self.revocations).await;
+    }
+
     pub async fn set_disabled(&self, email: &str, disabled: bool) {
         let db = self.db.clone();
         let email = Email::parse(email).expect("valid email");
@@ -277,6 +305,7 @@ impl TestApp {
         })
         .await
         .expect("join");
+        self.settle_revocations().await;
     }
 
     /// GET /login (with `next`) and the CSRF token of its form.
@@ -369,16 +398,20 @@ impl TestApp {
         .expect("join")
     }
 
-    /// Runs blocking database work for a test (assertions on stored rows).
+    /// Runs blocking database work for a test (assertions on stored rows, or
+    /// changes behind the service's back, which the service's revocation
+    /// view has applied when this returns).
     pub async fn with_conn<T, F>(&self, f: F) -> T
     where
         F: FnOnce(&mut dzdesk_auth::db::AnyConnection) -> T + Send + 'static,
         T: Send + 'static,
     {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&mut db.conn().expect("conn")))
+        let out = tokio::task::spawn_blocking(move || f(&mut db.conn().expect("conn")))
             .await
-            .expect("join")
+            .expect("join");
+        self.settle_revocations().await;
+        out
     }
 
     pub async fn session_count(&self, user_id: &str) -> i64 {

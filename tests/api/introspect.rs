@@ -428,3 +428,113 @@ async fn two_instances_on_one_database_see_each_others_tokens_and_revocations_at
     assert_eq!(introspect_at(&second, creds, access).await, inactive());
     handle.stop(false).await;
 }
+
+/// The production configuration: caller and keys cached, so on PostgreSQL
+/// introspection answers from the revocation view.
+async fn cached_flow() -> Flow {
+    let app = crate::helpers::spawn_app_custom(
+        |s| {
+            s.client_cache_secs = 60;
+            s.key_reload_secs = 60;
+        },
+        |_| {},
+    )
+    .await;
+    Flow::on(app, Role::Agent, SCOPE, false).await
+}
+
+fn grant_and_jti(access: &str) -> (String, String) {
+    use base64::Engine;
+    let payload = access.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    (
+        claims["grant_id"].as_str().unwrap().to_owned(),
+        claims["jti"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_revocation_view_answers_and_never_serves_a_revoked_grant() {
+    let flow = cached_flow().await;
+    let pg = flow.app.settings.database_url.postgres_url().is_some();
+    let tokens = flow.tokens(SCOPE).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (grant, jti) = grant_and_jti(access);
+    for _ in 0..3 {
+        assert_eq!(introspect(&flow, own(&flow), access).await["active"], true);
+    }
+    // On PostgreSQL the grant is now held in memory (SQLite: never).
+    assert_eq!(flow.app.revocations.lookup(&grant, &jti).is_some(), pg);
+
+    // Revoking through the service: inactive on the very next call.
+    let resp = call(
+        &flow.app.address,
+        "/oauth/revoke",
+        Some(own(&flow)),
+        &[("token", refresh)],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(introspect(&flow, own(&flow), access).await, inactive());
+}
+
+#[tokio::test]
+async fn the_revocation_view_sees_changes_made_behind_the_services_back() {
+    let flow = cached_flow().await;
+    let access = flow.tokens(SCOPE).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(introspect(&flow, own(&flow), &access).await["active"], true);
+    // The CLI path: `user disable` writes to the database directly.
+    flow.app.set_disabled(&flow.email, true).await;
+    assert_eq!(introspect(&flow, own(&flow), &access).await, inactive());
+    flow.app.set_disabled(&flow.email, false).await;
+    assert_eq!(introspect(&flow, own(&flow), &access).await["active"], true);
+    // A revoked jti, inserted by hand.
+    let (grant, jti) = grant_and_jti(&access);
+    flow.app
+        .with_conn(move |conn| {
+            dzdesk_auth::db::models::RevokedAccessToken {
+                jti,
+                grant_id: grant,
+                revoked_at: Utc::now().naive_utc(),
+                expires_at: Utc::now().naive_utc() + Duration::hours(1),
+            }
+            .insert(conn)
+            .unwrap()
+        })
+        .await;
+    assert_eq!(introspect(&flow, own(&flow), &access).await, inactive());
+}
+
+#[tokio::test]
+async fn two_cached_instances_agree_after_a_revocation() {
+    let flow = cached_flow().await;
+    let (second, handle) = spawn_second_instance(&flow.app).await;
+    let tokens = flow.tokens(SCOPE).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            introspect_at(&second, own(&flow), access).await["active"],
+            true
+        );
+    }
+    let resp = call(
+        &flow.app.address,
+        "/oauth/revoke",
+        Some(own(&flow)),
+        &[("token", refresh)],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(introspect_at(&second, own(&flow), access).await, inactive());
+    handle.stop(false).await;
+}

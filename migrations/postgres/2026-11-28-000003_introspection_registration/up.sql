@@ -15,3 +15,38 @@ CREATE TABLE revoked_access_tokens (
     revoked_at TIMESTAMP NOT NULL,
     expires_at TIMESTAMP NOT NULL
 );
+
+-- The in-process revocation view of each instance (src/oauth/revocation_view.rs)
+-- listens on this channel. Every change that can make a token inactive
+-- notifies it, whoever makes the change (the service, the CLI, plain SQL):
+--   g:<grant id>   a grant was revoked or deleted
+--   c:<client id>  a client was disabled, changed or deleted
+--   u:<user id>    a user was disabled, changed or deleted
+--   j:<jti>        an access token was revoked
+-- PostgreSQL delivers a notification when the transaction commits.
+CREATE FUNCTION dzdesk_notify_revocation() RETURNS trigger AS $$
+DECLARE
+    payload TEXT;
+BEGIN
+    IF TG_TABLE_NAME = 'grants' THEN
+        payload := 'g:' || OLD.id;
+    ELSIF TG_TABLE_NAME = 'clients' THEN
+        payload := 'c:' || OLD.id;
+    ELSIF TG_TABLE_NAME = 'users' THEN
+        payload := 'u:' || OLD.id;
+    ELSE
+        payload := 'j:' || NEW.jti;
+    END IF;
+    PERFORM pg_notify('dzdesk_revocations', payload);
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER grants_revocation AFTER UPDATE OR DELETE ON grants
+    FOR EACH ROW EXECUTE FUNCTION dzdesk_notify_revocation();
+CREATE TRIGGER clients_revocation AFTER UPDATE OR DELETE ON clients
+    FOR EACH ROW EXECUTE FUNCTION dzdesk_notify_revocation();
+CREATE TRIGGER users_revocation AFTER UPDATE OR DELETE ON users
+    FOR EACH ROW EXECUTE FUNCTION dzdesk_notify_revocation();
+CREATE TRIGGER revoked_access_tokens_revocation AFTER INSERT ON revoked_access_tokens
+    FOR EACH ROW EXECUTE FUNCTION dzdesk_notify_revocation();

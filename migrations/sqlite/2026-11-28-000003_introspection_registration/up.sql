@@ -15,3 +15,6 @@ CREATE TABLE revoked_access_tokens (
     revoked_at TIMESTAMP NOT NULL,
     expires_at TIMESTAMP NOT NULL
 );
+
+-- No notification triggers here: SQLite has no LISTEN/NOTIFY, so on SQLite
+-- introspection always reads the database (see the PostgreSQL migration).

@@ -39,3 +39,17 @@ impl RevokedAccessToken {
         .execute(conn)
     }
 }
+
+impl RevokedAccessToken {
+    /// The jtis of revoked access tokens that have not expired yet.
+    pub fn live_jtis(
+        conn: &mut AnyConnection,
+        now: NaiveDateTime,
+    ) -> QueryResult<std::collections::HashSet<String>> {
+        let jtis: Vec<String> = revoked_access_tokens::table
+            .filter(revoked_access_tokens::expires_at.gt(now))
+            .select(revoked_access_tokens::jti)
+            .load(conn)?;
+        Ok(jtis.into_iter().collect())
+    }
+}

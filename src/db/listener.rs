@@ -1,0 +1,110 @@
+//! The PostgreSQL listener that keeps the instance's revocation view live
+//! (see `oauth::revocation_view`): one plain TCP connection that runs `LISTEN
+//! dzdesk_revocations`, loads the revoked-jti list, then applies every
+//! notification. On any error the view goes down (introspection falls back
+//! to the database) and the listener reconnects after a pause.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::future::{self, Either};
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::db::models::RevokedAccessToken;
+use crate::db::Database;
+use crate::oauth::revocation_view::RevocationView;
+
+/// The notification channel the migration's triggers use.
+pub const CHANNEL: &str = "dzdesk_revocations";
+
+/// Pause between reconnection attempts.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Runs until the task is dropped.
+pub async fn listen_forever(url: String, db: Database, view: Arc<RevocationView>) {
+    loop {
+        if let Err(e) = listen_once(&url, &db, &view).await {
+            // The error names the failure, never the URL.
+            log::warn!(
+                "revocation listener: {e:#}; introspection reads the database until it reconnects"
+            );
+        }
+        view.went_down();
+        actix_web::rt::time::sleep(RETRY).await;
+    }
+}
+
+async fn listen_once(url: &str, db: &Database, view: &RevocationView) -> anyhow::Result<()> {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // Drives the connection and forwards notifications; ends on error.
+    let driver = async move {
+        loop {
+            match future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if tx.send(n.payload().to_owned()).is_err() {
+                        return anyhow::Ok(());
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => anyhow::bail!("connection closed"),
+            }
+        }
+    };
+    let worker = async move {
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        // Loaded after LISTEN: a revocation committed meanwhile is either in
+        // the list or in a notification still to come.
+        let jtis: HashSet<String> = db
+            .run(|conn| {
+                RevokedAccessToken::live_jtis(conn, Utc::now().naive_utc())
+                    .map_err(anyhow::Error::from)
+            })
+            .await?;
+        view.went_live(jtis);
+        log::info!("revocation listener: live");
+        while let Some(payload) = rx.recv().await {
+            view.apply(&payload);
+        }
+        anyhow::Ok(())
+    };
+    match future::select(Box::pin(driver), Box::pin(worker)).await {
+        Either::Left((result, _)) | Either::Right((result, _)) => {
+            result?;
+            anyhow::bail!("listener stopped")
+        }
+    }
+}
+
+/// Read-your-writes for revocations: after a change that can deactivate
+/// tokens has committed, sends a marker through the channel and waits until
+/// this instance's listener has applied it. PostgreSQL delivers
+/// notifications in commit order, so every earlier change has been applied
+/// too, and every other listener has been sent it. A no-op when the view is
+/// not live (introspection then reads the database anyway).
+pub async fn fence(db: &Database, view: &RevocationView) {
+    if !view.is_live() {
+        return;
+    }
+    let marker = crate::tokens::new_id("");
+    // The marker is our own alphanumeric id: safe to inline.
+    let sql = format!("SELECT pg_notify('{CHANNEL}', 'm:{marker}')");
+    let sent = db
+        .run(move |conn| {
+            use diesel::RunQueryDsl;
+            diesel::sql_query(sql)
+                .execute(conn)
+                .map_err(anyhow::Error::from)
+        })
+        .await;
+    if let Err(e) = sent {
+        log::warn!("revocation fence: {e:#}");
+        return;
+    }
+    if !view.wait_marker(&marker, Duration::from_secs(2)).await {
+        log::warn!("revocation fence: marker not seen within 2 s");
+    }
+}

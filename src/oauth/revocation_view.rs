@@ -1,0 +1,258 @@
+//! The in-process view of what makes access tokens inactive, so that
+//! introspection of an access token needs no database round trip.
+//!
+//! It is trusted only while it is *live*: the instance's listener is
+//! connected to PostgreSQL, has issued `LISTEN dzdesk_revocations` and then
+//! loaded the revoked-jti list. Triggers on `grants`, `clients`, `users` and
+//! `revoked_access_tokens` notify that channel on every change that can
+//! deactivate a token, whoever makes it, and PostgreSQL delivers the
+//! notification when the change commits. Every notification evicts the
+//! entries it concerns and bumps a generation counter; a status read from
+//! the database is kept only if no notification arrived since the read began,
+//! so a read that raced a revocation is never cached. When the listener is
+//! down (or on SQLite, which has no LISTEN) the view is not live and every
+//! introspection reads the database.
+//!
+//! No I/O here: the listener (`db::listener`) feeds it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::db::models::GrantStatus;
+
+/// Cached grants at most; when full the cache starts over.
+pub const MAX_GRANTS: usize = 100_000;
+
+#[derive(Default)]
+struct ViewState {
+    live: bool,
+    generation: u64,
+    /// Grant statuses read from the database (their `jti_revoked` unused).
+    grants: HashMap<String, GrantStatus>,
+    /// Every access token revoked on its own and not yet expired.
+    revoked_jtis: HashSet<String>,
+    /// Fence markers seen lately (see [`RevocationView::wait_marker`]).
+    markers: VecDeque<String>,
+}
+
+/// Markers remembered at most.
+const MAX_MARKERS: usize = 256;
+
+#[derive(Default)]
+pub struct RevocationView {
+    state: RwLock<ViewState>,
+    applied: Notify,
+}
+
+impl RevocationView {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.state.read().is_ok_and(|s| s.live)
+    }
+
+    /// The status of `grant_id` for the token `jti`, if the view is live and
+    /// holds the grant.
+    pub fn lookup(&self, grant_id: &str, jti: &str) -> Option<GrantStatus> {
+        let state = self.state.read().ok()?;
+        if !state.live {
+            return None;
+        }
+        let mut status = state.grants.get(grant_id)?.clone();
+        status.jti_revoked = state.revoked_jtis.contains(jti);
+        Some(status)
+    }
+
+    /// Call before reading a status from the database; pass the result to
+    /// [`RevocationView::remember`]. None when the view is not live.
+    pub fn generation(&self) -> Option<u64> {
+        let state = self.state.read().ok()?;
+        state.live.then_some(state.generation)
+    }
+
+    /// Keeps a status read from the database, unless a notification arrived
+    /// (or the listener reconnected) since `read_generation`.
+    pub fn remember(&self, grant_id: &str, status: &GrantStatus, read_generation: u64) {
+        if let Ok(mut state) = self.state.write() {
+            if !state.live || state.generation != read_generation {
+                return;
+            }
+            if state.grants.len() >= MAX_GRANTS {
+                state.grants.clear();
+            }
+            state.grants.insert(grant_id.to_owned(), status.clone());
+        }
+    }
+
+    /// Applies one notification payload (see the PostgreSQL migration).
+    pub fn apply(&self, payload: &str) {
+        self.apply_locked(payload);
+        self.applied.notify_waiters();
+    }
+
+    fn apply_locked(&self, payload: &str) {
+        let Ok(mut state) = self.state.write() else {
+            return;
+        };
+        if let Some(marker) = payload.strip_prefix("m:") {
+            // A fence: changes nothing, only says "everything committed
+            // before it has been applied" (PostgreSQL delivers notifications
+            // in commit order).
+            if state.markers.len() >= MAX_MARKERS {
+                state.markers.pop_front();
+            }
+            state.markers.push_back(marker.to_owned());
+            return;
+        }
+        state.generation += 1;
+        match payload.split_once(':') {
+            Some(("g", id)) => {
+                state.grants.remove(id);
+            }
+            Some(("c", id)) => state.grants.retain(|_, s| s.client_id != id),
+            Some(("u", id)) => state.grants.retain(|_, s| s.user_id.as_deref() != Some(id)),
+            Some(("j", jti)) => {
+                state.revoked_jtis.insert(jti.to_owned());
+            }
+            // Unknown: forget everything rather than guess.
+            _ => state.grants.clear(),
+        }
+    }
+
+    /// Waits until the fence `marker` has been applied (true), the view goes
+    /// down, or `timeout` passes (false).
+    pub async fn wait_marker(&self, marker: &str, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.applied.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                match self.state.read() {
+                    Ok(state) if state.markers.iter().any(|m| m == marker) => return true,
+                    Ok(state) if !state.live => return false,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+                notified.await;
+            }
+        };
+        actix_web::rt::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// The listener is listening and has loaded the revoked jtis.
+    pub fn went_live(&self, revoked_jtis: HashSet<String>) {
+        if let Ok(mut state) = self.state.write() {
+            state.generation += 1;
+            state.grants.clear();
+            state.revoked_jtis = revoked_jtis;
+            state.live = true;
+        }
+    }
+
+    /// The listener lost its connection: nothing here can be trusted.
+    pub fn went_down(&self) {
+        if let Ok(mut state) = self.state.write() {
+            state.generation += 1;
+            state.live = false;
+            state.grants.clear();
+            state.revoked_jtis.clear();
+        }
+        self.applied.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(client: &str, user: Option<&str>) -> GrantStatus {
+        GrantStatus {
+            client_id: client.into(),
+            user_id: user.map(str::to_owned),
+            email: user.map(|u| format!("{u}@example.com")),
+            grant_revoked: false,
+            client_disabled: false,
+            user_disabled: user.map(|_| false),
+            jti_revoked: false,
+        }
+    }
+
+    fn live_view() -> RevocationView {
+        let view = RevocationView::new();
+        view.went_live(HashSet::from(["jti_old".to_owned()]));
+        view
+    }
+
+    #[test]
+    fn nothing_is_served_until_live() {
+        let view = RevocationView::new();
+        assert!(view.generation().is_none());
+        view.remember("g1", &status("c1", None), 0);
+        assert!(view.lookup("g1", "j").is_none());
+    }
+
+    #[test]
+    fn remembered_statuses_are_served_with_the_jti_list() {
+        let view = live_view();
+        let g = view.generation().unwrap();
+        view.remember("g1", &status("c1", Some("u1")), g);
+        assert!(!view.lookup("g1", "j1").unwrap().jti_revoked);
+        assert!(view.lookup("g1", "jti_old").unwrap().jti_revoked);
+        view.apply("j:j1");
+        assert!(view.lookup("g1", "j1").unwrap().jti_revoked);
+    }
+
+    #[test]
+    fn a_read_that_raced_a_notification_is_not_kept() {
+        let view = live_view();
+        let g = view.generation().unwrap();
+        view.apply("g:other");
+        view.remember("g1", &status("c1", None), g);
+        assert!(view.lookup("g1", "j").is_none());
+    }
+
+    #[test]
+    fn notifications_evict_what_they_concern() {
+        let view = live_view();
+        for (id, client, user) in [
+            ("g1", "c1", Some("u1")),
+            ("g2", "c2", Some("u2")),
+            ("g3", "c3", None),
+        ] {
+            let g = view.generation().unwrap();
+            view.remember(id, &status(client, user), g);
+        }
+        view.apply("g:g1");
+        assert!(view.lookup("g1", "j").is_none());
+        view.apply("u:u2");
+        assert!(view.lookup("g2", "j").is_none());
+        assert!(view.lookup("g3", "j").is_some());
+        view.apply("c:c3");
+        assert!(view.lookup("g3", "j").is_none());
+    }
+
+    #[test]
+    fn markers_change_nothing() {
+        let view = live_view();
+        let g = view.generation().unwrap();
+        view.apply("m:abc");
+        assert_eq!(view.generation(), Some(g));
+    }
+
+    #[test]
+    fn going_down_forgets_everything() {
+        let view = live_view();
+        let g = view.generation().unwrap();
+        view.remember("g1", &status("c1", None), g);
+        view.went_down();
+        assert!(!view.is_live());
+        assert!(view.lookup("g1", "j").is_none());
+    }
+}
