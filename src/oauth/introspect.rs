@@ -106,7 +106,7 @@ fn verified(
     jwt: &str,
     now: DateTime<Utc>,
 ) -> Option<AccessClaims> {
-    keys.verify(jwt, &cfg.issuer, &cfg.audience, now.timestamp())
+    keys.verify_cached(jwt, &cfg.issuer, &cfg.audience, now.timestamp())
         .ok()
 }
 

@@ -2,6 +2,7 @@
 //! verification that pins the algorithm per key, and the JWKS (RFC 7517).
 
 use std::collections::HashMap;
+use std::sync::RwLock;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -16,6 +17,7 @@ use p256::ecdsa::SigningKey;
 use p256::elliptic_curve::rand_core::OsRng;
 use p256::pkcs8::EncodePrivateKey;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::db::models::SigningKeyRow;
 use crate::db::AnyConnection;
@@ -115,7 +117,16 @@ pub struct KeyRing {
     /// Verification keys by kid; each pinned to ES256.
     verifying: HashMap<String, DecodingKey>,
     jwks: JwkSet,
+    /// Tokens whose signature and claims this ring has verified, by SHA-256
+    /// of (issuer, audience, token): the same bytes verify the same way, so
+    /// a service introspecting one bearer token on every request pays the
+    /// ECDSA verification once. Expiry is re-checked on every hit; the map is
+    /// dropped with the ring at each key reload.
+    verified: RwLock<HashMap<[u8; 32], AccessClaims>>,
 }
+
+/// Verified tokens remembered per key ring at most; when full it starts over.
+pub const MAX_VERIFIED: usize = 50_000;
 
 impl KeyRing {
     /// Loads the current keys, creating the first one on a fresh database.
@@ -153,6 +164,7 @@ impl KeyRing {
             encoding: EncodingKey::from_ec_der(&active.private_key),
             verifying,
             jwks: JwkSet { keys },
+            verified: RwLock::new(HashMap::new()),
         })
     }
 
@@ -170,6 +182,37 @@ impl KeyRing {
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
         header.kid = Some(self.signing_kid.clone());
         Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+    }
+
+    /// [`KeyRing::verify`], remembering successes (see `verified`).
+    pub fn verify_cached(
+        &self,
+        token: &str,
+        issuer: &str,
+        audience: &str,
+        now: i64,
+    ) -> Result<AccessClaims, JwtError> {
+        let mut hash = Sha256::new();
+        for part in [issuer, audience, token] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        let key: [u8; 32] = hash.finalize().into();
+        let hit = self.verified.read().ok().and_then(|m| m.get(&key).cloned());
+        if let Some(claims) = hit {
+            if claims.exp + LEEWAY_SECS < now {
+                return Err(JwtError::Expired);
+            }
+            return Ok(claims);
+        }
+        let claims = self.verify(token, issuer, audience, now)?;
+        if let Ok(mut m) = self.verified.write() {
+            if m.len() >= MAX_VERIFIED {
+                m.clear();
+            }
+            m.insert(key, claims.clone());
+        }
+        Ok(claims)
     }
 
     /// Verifies an access token (RFC 9068 4): `typ` must be `at+jwt`, the
@@ -233,6 +276,40 @@ mod tests {
 
     const ISS: &str = "https://auth.example.com";
     const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn verify_cached_remembers_only_successes_and_rechecks_expiry() {
+        let (ring, _) = ring();
+        let claims = AccessClaims {
+            iss: ISS.into(),
+            sub: "user_1".into(),
+            aud: ISS.into(),
+            client_id: "client_1".into(),
+            scope: "requests:read".into(),
+            iat: NOW,
+            exp: NOW + 3600,
+            jti: "j".into(),
+            grant_id: "g".into(),
+        };
+        let token = ring.sign(&claims).unwrap();
+        assert_eq!(ring.verify_cached(&token, ISS, ISS, NOW).unwrap(), claims);
+        assert_eq!(ring.verify_cached(&token, ISS, ISS, NOW).unwrap(), claims);
+        // Another audience is another cache key: refused.
+        assert!(ring
+            .verify_cached(&token, ISS, "https://other", NOW)
+            .is_err());
+        // A hit still expires.
+        assert_eq!(
+            ring.verify_cached(&token, ISS, ISS, NOW + 3600 + LEEWAY_SECS + 1),
+            Err(JwtError::Expired)
+        );
+        // A tampered token is verified (and refused), never served from the map.
+        let mut bytes = token.clone().into_bytes();
+        let i = bytes.len() - 10;
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(bytes).unwrap();
+        assert!(ring.verify_cached(&tampered, ISS, ISS, NOW).is_err());
+    }
 
     fn ring() -> (KeyRing, SigningKeyRow) {
         let now = DateTime::from_timestamp(NOW, 0).unwrap().naive_utc();
