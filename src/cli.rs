@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::accounts::{self, AccountError};
 use crate::config::{ConfigError, Settings};
+use crate::db::models::Client;
 use crate::db::{run_migrations, AnyConnection, Database};
 use crate::domain::{Email, NewPassword, Role};
 use crate::oauth::clients::{self, ClientRequest, NewClient};
@@ -48,6 +49,17 @@ pub enum ClientCommand {
     /// Register a client; prints {"client_id": "...", "client_secret": "..."}
     /// (no secret for --public). The secret is shown this once.
     Create(ClientCreateArgs),
+    /// Disable a client: it cannot authenticate, and every token issued to
+    /// it fails introspection at once. Prints {"client_id": ..., "disabled": true}.
+    Disable {
+        #[arg(long)]
+        id: String,
+    },
+    /// Enable a disabled client again.
+    Enable {
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -261,7 +273,11 @@ fn user(cmd: UserCommand) -> Result<(), CliError> {
 }
 
 fn client(cmd: ClientCommand) -> Result<(), CliError> {
-    let ClientCommand::Create(args) = cmd;
+    let args = match cmd {
+        ClientCommand::Create(args) => args,
+        ClientCommand::Disable { id } => return set_client_disabled(&id, true),
+        ClientCommand::Enable { id } => return set_client_disabled(&id, false),
+    };
     let new = NewClient::parse(args.into()).map_err(CliError::Invalid)?;
     let mut conn = open_connection()?;
     let registered = clients::register(&mut conn, new, Utc::now().naive_utc())
@@ -273,6 +289,20 @@ fn client(cmd: ClientCommand) -> Result<(), CliError> {
         None => serde_json::json!({ "client_id": registered.client.id }),
     };
     println!("{out}");
+    Ok(())
+}
+
+fn set_client_disabled(id: &str, disabled: bool) -> Result<(), CliError> {
+    let mut conn = open_connection()?;
+    let changed = Client::set_disabled(&mut conn, id, disabled, Utc::now().naive_utc())
+        .map_err(|e| CliError::Failed(e.into()))?;
+    if !changed {
+        return Err(CliError::Conflict("no such client".into()));
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "client_id": id, "disabled": disabled })
+    );
     Ok(())
 }
 

@@ -538,3 +538,45 @@ async fn two_cached_instances_agree_after_a_revocation() {
     assert_eq!(introspect_at(&second, own(&flow), access).await, inactive());
     handle.stop(false).await;
 }
+
+#[tokio::test]
+async fn client_disable_cli_makes_its_tokens_inactive_at_once() {
+    let flow = cached_flow().await;
+    let access = flow.tokens(SCOPE).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (internal, secret) = service(&flow, true).await;
+    let creds = (internal.as_str(), secret.as_str());
+    assert_eq!(introspect(&flow, creds, &access).await["active"], true);
+    let url = flow.app.database_url();
+    let out = crate::cli::run(
+        &["client", "disable", "--id", &flow.client_id],
+        &[("DATABASE_URL", &url)],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["disabled"], true);
+    flow.app.settle_revocations().await;
+    assert_eq!(introspect(&flow, creds, &access).await, inactive());
+
+    let out = crate::cli::run(
+        &["client", "enable", "--id", &flow.client_id],
+        &[("DATABASE_URL", &url)],
+        None,
+    );
+    assert!(out.status.success());
+    flow.app.settle_revocations().await;
+    assert_eq!(introspect(&flow, creds, &access).await["active"], true);
+    let out = crate::cli::run(
+        &["client", "disable", "--id", "client_nope"],
+        &[("DATABASE_URL", &url)],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -96,6 +96,19 @@ impl Client {
             .map(|_| ())
     }
 
+    /// Sets the disabled flag; false when no such client exists.
+    pub fn set_disabled(
+        conn: &mut AnyConnection,
+        id: &str,
+        disabled: bool,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        let updated = diesel::update(clients::table.find(id))
+            .set((clients::disabled.eq(disabled), clients::updated_at.eq(now)))
+            .execute(conn)?;
+        Ok(updated == 1)
+    }
+
     pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<Client>> {
         clients::table
             .find(id)
