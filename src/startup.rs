@@ -39,6 +39,7 @@ pub struct Application {
     /// PostgreSQL only: where the revocation listener connects.
     listen_url: Option<String>,
     revocations: Arc<RevocationView>,
+    state: web::Data<AppState>,
 }
 
 impl Application {
@@ -90,6 +91,7 @@ impl Application {
             clients: ClientCache::new(Duration::from_secs(client_cache_secs)),
             revocations: revocations.clone(),
         });
+        let state_for_listener = state.clone();
 
         let server = HttpServer::new(move || {
             App::new()
@@ -154,6 +156,7 @@ impl Application {
             db,
             listen_url,
             revocations,
+            state: state_for_listener,
         })
     }
 
@@ -182,7 +185,11 @@ impl Application {
         let sweeper = maintenance::sweep_forever(self.db.clone());
         let listener = async {
             match self.listen_url {
-                Some(url) => listener::listen_forever(url, self.db, self.revocations).await,
+                Some(url) => {
+                    let state = self.state;
+                    let forget = move |id: &str| state.clients.forget(id);
+                    listener::listen_forever(url, self.db, self.revocations, forget).await
+                }
                 None => futures_util::future::pending().await,
             }
         };

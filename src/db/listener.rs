@@ -22,10 +22,21 @@ pub const CHANNEL: &str = "dzdesk_revocations";
 /// Pause between reconnection attempts.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// Runs until the task is dropped.
-pub async fn listen_forever(url: String, db: Database, view: Arc<RevocationView>) {
+/// How often a live listener proves its connection still delivers.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A heartbeat marker not back within this long takes the view down.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs until the task is dropped. `on_client_change` hears every client id
+/// a notification names (to evict cached client credentials).
+pub async fn listen_forever(
+    url: String,
+    db: Database,
+    view: Arc<RevocationView>,
+    on_client_change: impl Fn(&str),
+) {
     loop {
-        if let Err(e) = listen_once(&url, &db, &view).await {
+        if let Err(e) = listen_once(&url, &db, &view, &on_client_change).await {
             // The error names the failure, never the URL.
             log::warn!(
                 "revocation listener: {e:#}; introspection reads the database until it reconnects"
@@ -36,7 +47,12 @@ pub async fn listen_forever(url: String, db: Database, view: Arc<RevocationView>
     }
 }
 
-async fn listen_once(url: &str, db: &Database, view: &RevocationView) -> anyhow::Result<()> {
+async fn listen_once(
+    url: &str,
+    db: &Database,
+    view: &RevocationView,
+    on_client_change: &impl Fn(&str),
+) -> anyhow::Result<()> {
     let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     // Drives the connection and forwards notifications; ends on error.
@@ -68,27 +84,39 @@ async fn listen_once(url: &str, db: &Database, view: &RevocationView) -> anyhow:
         log::info!("revocation listener: live");
         while let Some(payload) = rx.recv().await {
             view.apply(&payload);
+            if let Some(client_id) = payload.strip_prefix("c:") {
+                on_client_change(client_id);
+            }
         }
         anyhow::Ok(())
     };
-    match future::select(Box::pin(driver), Box::pin(worker)).await {
-        Either::Left((result, _)) | Either::Right((result, _)) => {
+    // A connection can die without an error (a silent network partition,
+    // a failover): a marker must make the round trip every second, or the
+    // view goes down and the listener reconnects.
+    let heartbeat = async {
+        loop {
+            actix_web::rt::time::sleep(HEARTBEAT).await;
+            if !view.is_live() {
+                continue;
+            }
+            if !send_marker_and_wait(db, view, HEARTBEAT_TIMEOUT).await {
+                anyhow::bail!("heartbeat marker not delivered");
+            }
+        }
+    };
+    let listening = future::select(Box::pin(driver), Box::pin(worker));
+    match future::select(listening, Box::pin(heartbeat)).await {
+        Either::Left((Either::Left((result, _)) | Either::Right((result, _)), _))
+        | Either::Right((result, _)) => {
             result?;
             anyhow::bail!("listener stopped")
         }
     }
 }
 
-/// Read-your-writes for revocations: after a change that can deactivate
-/// tokens has committed, sends a marker through the channel and waits until
-/// this instance's listener has applied it. PostgreSQL delivers
-/// notifications in commit order, so every earlier change has been applied
-/// too, and every other listener has been sent it. A no-op when the view is
-/// not live (introspection then reads the database anyway).
-pub async fn fence(db: &Database, view: &RevocationView) {
-    if !view.is_live() {
-        return;
-    }
+/// Sends a marker through the channel on a pool connection and waits until
+/// this instance's listener has applied it.
+async fn send_marker_and_wait(db: &Database, view: &RevocationView, timeout: Duration) -> bool {
     let marker = crate::tokens::new_id("");
     // The marker is our own alphanumeric id: safe to inline.
     let sql = format!("SELECT pg_notify('{CHANNEL}', 'm:{marker}')");
@@ -101,10 +129,26 @@ pub async fn fence(db: &Database, view: &RevocationView) {
         })
         .await;
     if let Err(e) = sent {
-        log::warn!("revocation fence: {e:#}");
+        log::warn!("revocation marker: {e:#}");
+        return false;
+    }
+    view.wait_marker(&marker, timeout).await
+}
+
+/// Read-your-writes for revocations: after a change that can deactivate
+/// tokens has committed, sends a marker through the channel and waits until
+/// this instance's listener has applied it. PostgreSQL delivers
+/// notifications in commit order, so every earlier change has been applied
+/// too, and every other listener has been sent it. A no-op when the view is
+/// not live (introspection then reads the database anyway).
+pub async fn fence(db: &Database, view: &RevocationView) {
+    if !view.is_live() {
         return;
     }
-    if !view.wait_marker(&marker, Duration::from_secs(2)).await {
-        log::warn!("revocation fence: marker not seen within 2 s");
+    if !send_marker_and_wait(db, view, Duration::from_secs(2)).await {
+        // The listener is not delivering: stop trusting the view (the
+        // listener reconnects and goes live again).
+        log::warn!("revocation fence: marker not seen within 2 s; view down");
+        view.went_down();
     }
 }

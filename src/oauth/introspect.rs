@@ -108,6 +108,10 @@ fn verified(
 ) -> Option<AccessClaims> {
     keys.verify_cached(jwt, &cfg.issuer, &cfg.audience, now.timestamp())
         .ok()
+        // RFC 7662 2.2: an expired token is not active. The verifier's
+        // leeway is for clock skew between parties; here the issuer's own
+        // clock decides.
+        .filter(|c| c.exp > now.timestamp())
 }
 
 fn introspect_access(
@@ -125,7 +129,7 @@ fn introspect_access(
     let generation = view.generation();
     let status = GrantStatus::load(conn, &claims.grant_id, &claims.jti)?;
     if let (Some(generation), Some(status)) = (generation, &status) {
-        view.remember(&claims.grant_id, status, generation);
+        view.remember(&claims.grant_id, &claims.jti, status, generation);
     }
     Ok(access_answer(claims, status, caller))
 }

@@ -211,10 +211,15 @@ fn validate(meta: &ClientMetadata, ceiling: &ScopeSet) -> Result<NewClient, Regi
             "the authorization_code grant needs redirect_uris".into(),
         ));
     }
+    // Absent: everything the credential holds except `admin`, which a
+    // client gets only when it asks for it explicitly.
     let scope = match &meta.scope {
         Some(raw) => ScopeSet::parse(raw).map_err(bad)?,
-        None => ceiling.clone(),
+        None => ceiling.iter().filter(|s| *s != Scope::Admin).collect(),
     };
+    if scope.is_empty() {
+        return Err(bad("no scope to grant".into()));
+    }
     if !scope.is_subset(ceiling) {
         return Err(bad(
             "scope may not be wider than the registering credential holds".into(),
@@ -301,12 +306,26 @@ pub fn update(
             "client_id must name the client being updated".into(),
         ));
     }
-    if is_public(meta)? != client.is_public() {
+    let method_given = meta.token_endpoint_auth_method.is_some();
+    if method_given && is_public(meta)? != client.is_public() {
         return Err(RegistrationError::InvalidClientMetadata(
             "token_endpoint_auth_method cannot change".into(),
         ));
     }
-    let new = validate(meta, &client.scopes())?;
+    // Omitted: the method stays what it is.
+    let mut meta_now = ClientMetadata {
+        redirect_uris: meta.redirect_uris.clone(),
+        grant_types: meta.grant_types.clone(),
+        response_types: meta.response_types.clone(),
+        token_endpoint_auth_method: meta.token_endpoint_auth_method.clone(),
+        client_name: meta.client_name.clone(),
+        scope: meta.scope.clone(),
+        client_id: meta.client_id.clone(),
+    };
+    if !method_given && client.is_public() {
+        meta_now.token_endpoint_auth_method = Some("none".into());
+    }
+    let new = validate(&meta_now, &client.scopes())?;
     let grant_types: Vec<&str> = new.grant_types.iter().map(|g| g.as_str()).collect();
     conn.transaction(|conn| {
         diesel::update(clients::table.find(&client.id))

@@ -77,10 +77,15 @@ impl RevocationView {
 
     /// Keeps a status read from the database, unless a notification arrived
     /// (or the listener reconnected) since `read_generation`.
-    pub fn remember(&self, grant_id: &str, status: &GrantStatus, read_generation: u64) {
+    pub fn remember(&self, grant_id: &str, jti: &str, status: &GrantStatus, read_generation: u64) {
         if let Ok(mut state) = self.state.write() {
             if !state.live || state.generation != read_generation {
                 return;
+            }
+            // The read saw the jti revoked before its notification arrived:
+            // keep that, or the next lookup would answer active again.
+            if status.jti_revoked {
+                state.revoked_jtis.insert(jti.to_owned());
             }
             if state.grants.len() >= MAX_GRANTS {
                 state.grants.clear();
@@ -194,7 +199,7 @@ mod tests {
     fn nothing_is_served_until_live() {
         let view = RevocationView::new();
         assert!(view.generation().is_none());
-        view.remember("g1", &status("c1", None), 0);
+        view.remember("g1", "j", &status("c1", None), 0);
         assert!(view.lookup("g1", "j").is_none());
     }
 
@@ -202,7 +207,7 @@ mod tests {
     fn remembered_statuses_are_served_with_the_jti_list() {
         let view = live_view();
         let g = view.generation().unwrap();
-        view.remember("g1", &status("c1", Some("u1")), g);
+        view.remember("g1", "j", &status("c1", Some("u1")), g);
         assert!(!view.lookup("g1", "j1").unwrap().jti_revoked);
         assert!(view.lookup("g1", "jti_old").unwrap().jti_revoked);
         view.apply("j:j1");
@@ -214,7 +219,7 @@ mod tests {
         let view = live_view();
         let g = view.generation().unwrap();
         view.apply("g:other");
-        view.remember("g1", &status("c1", None), g);
+        view.remember("g1", "j", &status("c1", None), g);
         assert!(view.lookup("g1", "j").is_none());
     }
 
@@ -227,7 +232,7 @@ mod tests {
             ("g3", "c3", None),
         ] {
             let g = view.generation().unwrap();
-            view.remember(id, &status(client, user), g);
+            view.remember(id, "j", &status(client, user), g);
         }
         view.apply("g:g1");
         assert!(view.lookup("g1", "j").is_none());
@@ -236,6 +241,17 @@ mod tests {
         assert!(view.lookup("g3", "j").is_some());
         view.apply("c:c3");
         assert!(view.lookup("g3", "j").is_none());
+    }
+
+    #[test]
+    fn a_jti_seen_revoked_by_the_read_stays_revoked() {
+        let view = live_view();
+        let g = view.generation().unwrap();
+        let mut s = status("c1", None);
+        s.jti_revoked = true;
+        view.remember("g1", "j9", &s, g);
+        assert!(view.lookup("g1", "j9").unwrap().jti_revoked);
+        assert!(!view.lookup("g1", "j1").unwrap().jti_revoked);
     }
 
     #[test]
@@ -250,7 +266,7 @@ mod tests {
     fn going_down_forgets_everything() {
         let view = live_view();
         let g = view.generation().unwrap();
-        view.remember("g1", &status("c1", None), g);
+        view.remember("g1", "j", &status("c1", None), g);
         view.went_down();
         assert!(!view.is_live());
         assert!(view.lookup("g1", "j").is_none());

@@ -49,6 +49,10 @@ async fn the_page_lists_granted_clients_and_revoke_ends_every_token() {
     assert!(html.contains(&format!("data-client-id=\"{}\"", flow.client_id)));
     assert!(html.contains(r#"data-scope="requests:write""#));
     let token = hidden_input(&html, "csrf_token").unwrap();
+    // A code issued (remembered consent) but not redeemed before the revoke.
+    let pending = flow
+        .code(&crate::oauth_flow::AuthRequest::new(&flow.client_id, None))
+        .await;
 
     // Without the CSRF token: refused, nothing revoked.
     let resp = flow
@@ -72,6 +76,8 @@ async fn the_page_lists_granted_clients_and_revoke_ends_every_token() {
     assert_eq!(introspect(&flow, access).await["active"], false);
     assert_eq!(introspect(&flow, refresh).await["active"], false);
     assert_eq!(flow.refresh(refresh, None).await.status(), 400);
+    // The pending code died with the consent.
+    assert_eq!(flow.exchange(&pending, None).await.status(), 400);
     let html = flow.app.get("/settings/apps").await.text().await.unwrap();
     assert!(html.contains("id=\"no-apps\""));
     // Consent is forgotten: the next authorization asks again.

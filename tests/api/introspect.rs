@@ -205,6 +205,10 @@ async fn every_kind_of_bad_token_is_exactly_active_false() {
     expired.iat -= 7200;
     expired.exp = Utc::now().timestamp() - 120;
     let expired = sign_with_server_key(&flow, expired).await;
+    // Within the verifier's 30 s clock-skew leeway, but expired all the same.
+    let mut just_expired = base_claims.clone();
+    just_expired.exp = Utc::now().timestamp() - 5;
+    let just_expired = sign_with_server_key(&flow, just_expired).await;
     let mut foreign = base_claims.clone();
     foreign.iss = "https://evil.example".into();
     let foreign = sign_with_server_key(&flow, foreign).await;
@@ -223,6 +227,7 @@ async fn every_kind_of_bad_token_is_exactly_active_false() {
         &tampered,
         &alg_none,
         &expired,
+        &just_expired,
         &foreign,
         &other_key,
     ] {

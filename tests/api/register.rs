@@ -378,3 +378,16 @@ async fn deleting_a_client_makes_its_tokens_inactive_at_once() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 }
+
+#[tokio::test]
+async fn omitted_scope_defaults_to_the_credentials_scopes_without_admin() {
+    let (flow, token) = admin_flow().await;
+    let mut meta = confidential();
+    meta.as_object_mut().unwrap().remove("scope");
+    let info: Value = post(&flow, Some(&token), &meta).await.json().await.unwrap();
+    assert_eq!(info["scope"], "requests:read");
+    // Asked for explicitly, admin is granted (the credential holds it).
+    meta["scope"] = json!("requests:read admin");
+    let info: Value = post(&flow, Some(&token), &meta).await.json().await.unwrap();
+    assert_eq!(info["scope"], "requests:read admin");
+}

@@ -1,3 +1,7 @@
+DROP TRIGGER users_truncate ON users;
+DROP TRIGGER clients_truncate ON clients;
+DROP TRIGGER grants_truncate ON grants;
+DROP FUNCTION dzdesk_notify_truncate();
 DROP TRIGGER revoked_access_tokens_revocation ON revoked_access_tokens;
 DROP TRIGGER users_revocation ON users;
 DROP TRIGGER clients_revocation ON clients;

@@ -23,6 +23,7 @@ CREATE TABLE revoked_access_tokens (
 --   c:<client id>  a client was disabled, changed or deleted
 --   u:<user id>    a user was disabled, changed or deleted
 --   j:<jti>        an access token was revoked
+--   x:<table>      a table was truncated (forget everything)
 -- PostgreSQL delivers a notification when the transaction commits.
 CREATE FUNCTION dzdesk_notify_revocation() RETURNS trigger AS $$
 DECLARE
@@ -50,3 +51,18 @@ CREATE TRIGGER users_revocation AFTER UPDATE OR DELETE ON users
     FOR EACH ROW EXECUTE FUNCTION dzdesk_notify_revocation();
 CREATE TRIGGER revoked_access_tokens_revocation AFTER INSERT ON revoked_access_tokens
     FOR EACH ROW EXECUTE FUNCTION dzdesk_notify_revocation();
+
+-- TRUNCATE fires no row trigger: say "forget everything" (x:).
+CREATE FUNCTION dzdesk_notify_truncate() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify('dzdesk_revocations', 'x:' || TG_TABLE_NAME);
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER grants_truncate AFTER TRUNCATE ON grants
+    FOR EACH STATEMENT EXECUTE FUNCTION dzdesk_notify_truncate();
+CREATE TRIGGER clients_truncate AFTER TRUNCATE ON clients
+    FOR EACH STATEMENT EXECUTE FUNCTION dzdesk_notify_truncate();
+CREATE TRIGGER users_truncate AFTER TRUNCATE ON users
+    FOR EACH STATEMENT EXECUTE FUNCTION dzdesk_notify_truncate();

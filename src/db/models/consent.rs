@@ -134,7 +134,7 @@ impl ConsentRow {
         client_id: &str,
         now: NaiveDateTime,
     ) -> QueryResult<usize> {
-        use crate::db::schema::grants;
+        use crate::db::schema::{authorization_codes, grants};
         conn.transaction(|conn| {
             let revoked = diesel::update(
                 grants::table
@@ -145,6 +145,14 @@ impl ConsentRow {
             .set(grants::revoked_at.eq(now))
             .execute(conn)?;
             diesel::delete(consents::table.find((user_id, client_id))).execute(conn)?;
+            // Codes issued but not yet redeemed would start new grants.
+            diesel::delete(
+                authorization_codes::table
+                    .filter(authorization_codes::user_id.eq(user_id))
+                    .filter(authorization_codes::client_id.eq(client_id))
+                    .filter(authorization_codes::used_at.is_null()),
+            )
+            .execute(conn)?;
             Ok(revoked)
         })
     }
