@@ -122,6 +122,25 @@ impl KeyStore {
         }
     }
 
+    /// Re-reads the keys unless they were read less than `min_age` ago: for a
+    /// token signed with a key another instance started using before this
+    /// one reloaded. Throttled, so tokens with made-up `kid`s cannot turn
+    /// into a query each. Blocking.
+    pub fn reload_throttled(
+        &self,
+        conn: &mut AnyConnection,
+        min_age: Duration,
+    ) -> anyhow::Result<Arc<KeyRing>> {
+        let (ring, loaded) = match self.current.read() {
+            Ok(guard) => (guard.0.clone(), guard.1),
+            Err(poisoned) => (poisoned.get_ref().0.clone(), poisoned.get_ref().1),
+        };
+        if loaded.elapsed() < min_age {
+            return Ok(ring);
+        }
+        self.reload(conn)
+    }
+
     /// Re-reads the keys now. Blocking.
     pub fn reload(&self, conn: &mut AnyConnection) -> anyhow::Result<Arc<KeyRing>> {
         let ring = Arc::new(KeyRing::load(

@@ -159,6 +159,12 @@ pub fn introspect_cached(
     }
 }
 
+/// An access token naming a key `keys` does not hold: perhaps one a newer
+/// key ring has (`keys rotate`); worth a throttled reload before answering.
+pub fn names_unknown_key(token: &str, keys: &KeyRing) -> bool {
+    matches!(classify(token), Presented::Access(_)) && !keys.knows_kid_of(token)
+}
+
 /// The answer for a verified access token given its grant's status.
 fn access_answer(
     claims: AccessClaims,

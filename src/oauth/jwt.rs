@@ -184,6 +184,15 @@ impl KeyRing {
         Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
     }
 
+    /// Whether the token's header names a key of this ring (no signature
+    /// check).
+    pub fn knows_kid_of(&self, token: &str) -> bool {
+        jsonwebtoken::decode_header(token)
+            .ok()
+            .and_then(|h| h.kid)
+            .is_some_and(|kid| self.verifying.contains_key(&kid))
+    }
+
     /// [`KeyRing::verify`], remembering successes (see `verified`).
     pub fn verify_cached(
         &self,

@@ -228,7 +228,11 @@ pub async fn introspect_post(
         .get(auth.client_id())
         .and_then(|c| token::authenticate(Some(c), &auth).ok())
         .filter(|c| c.confidential);
-    if let (Some(caller), Some(keys)) = (cached, state.keys.cached()) {
+    let keys = state
+        .keys
+        .cached()
+        .filter(|k| !introspect::names_unknown_key(&token, k));
+    if let (Some(caller), Some(keys)) = (cached, keys) {
         let cfg = state.token_config();
         let now = Utc::now();
         if let Some(answer) =
@@ -243,7 +247,14 @@ pub async fn introspect_post(
         .db
         .run(move |conn| {
             let caller = authenticated_confidential(conn, &st, &auth)?;
-            let keys = st.keys.current(conn).map_err(OAuthError::server)?;
+            let mut keys = st.keys.current(conn).map_err(OAuthError::server)?;
+            if introspect::names_unknown_key(&token, &keys) {
+                // Perhaps signed with a key another instance took up first.
+                keys = st
+                    .keys
+                    .reload_throttled(conn, std::time::Duration::from_secs(1))
+                    .map_err(OAuthError::server)?;
+            }
             let cfg = st.token_config();
             introspect::introspect(
                 conn,

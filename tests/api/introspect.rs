@@ -585,3 +585,35 @@ async fn client_disable_cli_makes_its_tokens_inactive_at_once() {
     );
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn a_token_signed_with_a_key_this_instance_has_not_loaded_yet_is_active() {
+    // Keys re-read only every 60 s, as in production.
+    let flow = cached_flow().await;
+    let tokens = flow.tokens(SCOPE).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let claims: AccessClaims = {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(access.split('.').nth(1).unwrap())
+            .unwrap();
+        serde_json::from_slice(&raw).unwrap()
+    };
+    // Another instance (here: the CLI's code) rotates and signs with the new key.
+    let resigned = flow
+        .app
+        .with_conn(move |conn| {
+            let now = Utc::now().naive_utc();
+            dzdesk_auth::oauth::jwt::rotate(conn, now).unwrap();
+            KeyRing::load(conn, now, Duration::hours(1))
+                .unwrap()
+                .sign(&claims)
+                .unwrap()
+        })
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        introspect(&flow, own(&flow), &resigned).await["active"],
+        true
+    );
+}
