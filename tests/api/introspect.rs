@@ -58,6 +58,17 @@ async fn introspect(flow: &Flow, creds: (&str, &str), token: &str) -> Value {
     introspect_at(&flow.app.address, creds, token).await
 }
 
+/// Revokes `token` as the flow's own client.
+async fn revoke_own(flow: &Flow, token: &str) -> Response {
+    call(
+        &flow.app.address,
+        "/oauth/revoke",
+        Some(own(flow)),
+        &[("token", token)],
+    )
+    .await
+}
+
 fn inactive() -> Value {
     json!({"active": false})
 }
@@ -340,13 +351,7 @@ async fn revoking_an_access_token_affects_only_that_token() {
     let tokens = flow.tokens(SCOPE).await;
     let access = tokens["access_token"].as_str().unwrap();
     let refresh = tokens["refresh_token"].as_str().unwrap();
-    let resp = call(
-        &flow.app.address,
-        "/oauth/revoke",
-        Some(own(&flow)),
-        &[("token", access)],
-    )
-    .await;
+    let resp = revoke_own(&flow, access).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(introspect(&flow, own(&flow), access).await, inactive());
     // The grant lives on: the refresh token still works and its new access
@@ -422,13 +427,7 @@ async fn two_instances_on_one_database_see_each_others_tokens_and_revocations_at
     let refresh = tokens["refresh_token"].as_str().unwrap();
     assert_eq!(introspect_at(&second, creds, access).await["active"], true);
 
-    let resp = call(
-        &flow.app.address,
-        "/oauth/revoke",
-        Some(own(&flow)),
-        &[("token", refresh)],
-    )
-    .await;
+    let resp = revoke_own(&flow, refresh).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(introspect_at(&second, creds, access).await, inactive());
     handle.stop(false).await;
@@ -478,13 +477,7 @@ async fn the_revocation_view_answers_and_never_serves_a_revoked_grant() {
     assert_eq!(flow.app.revocations.lookup(&grant, &jti).is_some(), pg);
 
     // Revoking through the service: inactive on the very next call.
-    let resp = call(
-        &flow.app.address,
-        "/oauth/revoke",
-        Some(own(&flow)),
-        &[("token", refresh)],
-    )
-    .await;
+    let resp = revoke_own(&flow, refresh).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(introspect(&flow, own(&flow), access).await, inactive());
 }
@@ -532,13 +525,7 @@ async fn two_cached_instances_agree_after_a_revocation() {
             true
         );
     }
-    let resp = call(
-        &flow.app.address,
-        "/oauth/revoke",
-        Some(own(&flow)),
-        &[("token", refresh)],
-    )
-    .await;
+    let resp = revoke_own(&flow, refresh).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(introspect_at(&second, own(&flow), access).await, inactive());
     handle.stop(false).await;

@@ -219,3 +219,25 @@ pub async fn assert_token_error(resp: Response, status: u16, code: &str) {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], code, "{body}");
 }
+
+/// Runs the requests concurrently and asserts exactly one succeeds and the
+/// others fail with 400 (single use under concurrency).
+pub async fn assert_exactly_one_success<F>(attempts: impl IntoIterator<Item = F>)
+where
+    F: std::future::Future<Output = Response>,
+{
+    let statuses: Vec<u16> = futures_util::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 400),
+        "{statuses:?}"
+    );
+}
