@@ -106,11 +106,16 @@ impl KeyStore {
 
     /// The keys in memory, if younger than the reload interval. No I/O.
     pub fn cached(&self) -> Option<Arc<KeyRing>> {
-        let (ring, loaded) = match self.current.read() {
+        let (ring, loaded) = self.snapshot();
+        (loaded.elapsed() < self.reload_every).then_some(ring)
+    }
+
+    /// The ring in memory and when it was read.
+    fn snapshot(&self) -> (Arc<KeyRing>, Instant) {
+        match self.current.read() {
             Ok(guard) => (guard.0.clone(), guard.1),
             Err(poisoned) => (poisoned.get_ref().0.clone(), poisoned.get_ref().1),
-        };
-        (loaded.elapsed() < self.reload_every).then_some(ring)
+        }
     }
 
     /// The keys, re-read first when they are older than the reload interval.
@@ -131,10 +136,7 @@ impl KeyStore {
         conn: &mut AnyConnection,
         min_age: Duration,
     ) -> anyhow::Result<Arc<KeyRing>> {
-        let (ring, loaded) = match self.current.read() {
-            Ok(guard) => (guard.0.clone(), guard.1),
-            Err(poisoned) => (poisoned.get_ref().0.clone(), poisoned.get_ref().1),
-        };
+        let (ring, loaded) = self.snapshot();
         if loaded.elapsed() < min_age {
             return Ok(ring);
         }

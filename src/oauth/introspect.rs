@@ -137,7 +137,8 @@ fn introspect_access(
 /// Introspection from memory alone, when possible: a token that fails
 /// verification or is not ours needs nothing else; a valid access token
 /// needs the revocation view to be live and to hold its grant. None: ask
-/// the database ([`introspect`]). No I/O.
+/// the database ([`introspect`]), which also reloads the keys when the token
+/// names a key this ring lacks. No I/O.
 pub fn introspect_cached(
     caller: &Client,
     token: &str,
@@ -149,7 +150,9 @@ pub fn introspect_cached(
     match classify(token) {
         Presented::Access(jwt) => {
             let Some(claims) = verified(keys, cfg, jwt, now) else {
-                return Some(Introspection::inactive());
+                // Only a failure is worth the header decode: a key another
+                // instance took up first is the database path's to reload.
+                return (!names_unknown_key(jwt, keys)).then(Introspection::inactive);
             };
             let status = view.lookup(&claims.grant_id, &claims.jti)?;
             Some(access_answer(claims, Some(status), caller))

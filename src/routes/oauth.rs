@@ -29,9 +29,9 @@ use crate::state::AppState;
 pub const TOKEN_BODY_LIMIT: usize = 16 * 1024;
 
 #[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    error_description: String,
+pub(crate) struct ErrorBody<'a> {
+    pub(crate) error: &'a str,
+    pub(crate) error_description: String,
 }
 
 #[derive(Serialize)]
@@ -47,7 +47,7 @@ struct TokenBody {
 /// RFC 6749 5.1: "The authorization server MUST include the HTTP
 /// Cache-Control response header field with a value of no-store ... as well as
 /// the Pragma response header field with a value of no-cache" (on errors too).
-fn no_store(resp: &mut HttpResponse) {
+pub(crate) fn no_store(resp: &mut HttpResponse) {
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -114,13 +114,10 @@ pub async fn token_post(
     // client that fails authentication is re-read below, so a new secret
     // works at once.
     if grant == GrantType::ClientCredentials {
-        let cached = state.clients.get(auth.client_id());
-        if let (Some(client), Some(keys)) = (cached, state.keys.cached()) {
-            if let Ok(client) = token::authenticate(Some(client), &auth) {
-                let cfg = state.token_config();
-                let issued = token::client_credentials(&client, &params, &keys, &cfg, Utc::now())?;
-                return Ok(token_response(issued));
-            }
+        if let (Some(client), Some(keys)) = (cached_client(&state, &auth), state.keys.cached()) {
+            let cfg = state.token_config();
+            let issued = token::client_credentials(&client, &params, &keys, &cfg, Utc::now())?;
+            return Ok(token_response(issued));
         }
     }
 
@@ -223,16 +220,8 @@ pub async fn introspect_post(
     // Hot path (other DZDESK services call this on every request): caller,
     // keys and revocation view in memory, so no database and no
     // blocking-pool hop; signature verification runs here.
-    let cached = state
-        .clients
-        .get(auth.client_id())
-        .and_then(|c| token::authenticate(Some(c), &auth).ok())
-        .filter(|c| c.confidential);
-    let keys = state
-        .keys
-        .cached()
-        .filter(|k| !introspect::names_unknown_key(&token, k));
-    if let (Some(caller), Some(keys)) = (cached, keys) {
+    let cached = cached_client(&state, &auth).filter(|c| c.confidential);
+    if let (Some(caller), Some(keys)) = (cached, state.keys.cached()) {
         let cfg = state.token_config();
         let now = Utc::now();
         if let Some(answer) =
@@ -302,6 +291,12 @@ pub async fn revoke_post(
     Ok(resp)
 }
 
+/// The cached client, if the presented credentials match it. No I/O.
+fn cached_client(state: &AppState, auth: &ClientAuth) -> Option<Arc<Client>> {
+    let client = state.clients.get(auth.client_id())?;
+    token::authenticate(Some(client), auth).ok()
+}
+
 /// The authenticated client: from the cache when its credentials match
 /// there, else re-read from the database (a new secret or a disabled flag
 /// applies at once on a mismatch). Blocking.
@@ -310,10 +305,8 @@ fn authenticated_client(
     state: &AppState,
     auth: &ClientAuth,
 ) -> Result<Arc<Client>, OAuthError> {
-    if let Some(client) = state.clients.get(auth.client_id()) {
-        if let Ok(client) = token::authenticate(Some(client), auth) {
-            return Ok(client);
-        }
+    if let Some(client) = cached_client(state, auth) {
+        return Ok(client);
     }
     let read_at = std::time::Instant::now();
     let client = Client::find(conn, auth.client_id())?.map(|c| state.clients.put(c, read_at));

@@ -9,16 +9,11 @@ use serde::Serialize;
 
 use crate::db::listener;
 use crate::oauth::registration::{self, ClientMetadata, RegistrationError};
+use crate::routes::oauth::{no_store, ErrorBody};
 use crate::state::AppState;
 
 /// Largest registration request body.
 const BODY_LIMIT: usize = 64 * 1024;
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    error_description: String,
-}
 
 impl ResponseError for RegistrationError {
     fn status_code(&self) -> StatusCode {
@@ -53,11 +48,6 @@ impl ResponseError for RegistrationError {
         no_store(&mut resp);
         resp
     }
-}
-
-fn no_store(resp: &mut HttpResponse) {
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
 /// The bearer credential of the Authorization header (RFC 6750 2.1).
