@@ -43,6 +43,18 @@ async fn error_of(resp: Response, status: u16, code: &str) {
     assert_eq!(body["error"], code, "{body}");
 }
 
+/// A client_credentials token request as the registered client.
+async fn client_credentials(flow: &Flow, id: &str, secret: &str) -> Response {
+    flow.app
+        .client
+        .post(flow.app.url("/oauth/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+}
+
 fn confidential() -> Value {
     json!({
         "client_name": "Zapier",
@@ -86,15 +98,7 @@ async fn registering_a_confidential_client_returns_its_credentials_once() {
         Some(&*tokens::hash_secret(rat))
     );
     assert!(stored.verify_secret(secret));
-    let resp = flow
-        .app
-        .client
-        .post(flow.app.url("/oauth/token"))
-        .basic_auth(id, Some(secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
+    let resp = client_credentials(&flow, id, secret).await;
     assert_eq!(resp.status(), 200);
 }
 
@@ -318,15 +322,8 @@ async fn deleting_a_client_makes_its_tokens_inactive_at_once() {
         info["client_id"].as_str().unwrap(),
         info["client_secret"].as_str().unwrap(),
     );
-    let issued: Value = flow
-        .app
-        .client
-        .post(flow.app.url("/oauth/token"))
-        .basic_auth(id, Some(secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
+    let issued: Value = client_credentials(&flow, id, secret)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -367,15 +364,7 @@ async fn deleting_a_client_makes_its_tokens_inactive_at_once() {
         .await
         .unwrap();
     error_of(resp, 401, "invalid_token").await;
-    let resp = flow
-        .app
-        .client
-        .post(flow.app.url("/oauth/token"))
-        .basic_auth(id, Some(secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
+    let resp = client_credentials(&flow, id, secret).await;
     assert_eq!(resp.status(), 401);
 }
 
