@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use crate::api::allowlist::TrustedProxies;
 use crate::db::DatabaseUrl;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://dzdesk-auth.db";
@@ -34,6 +35,9 @@ pub struct Settings {
     /// seconds (default 5; 0 reads the database every time). A disabled
     /// client or a changed secret takes at most this long to take effect.
     pub client_cache_secs: i64,
+    /// Peers whose `X-Forwarded-For` is believed (`DZDESK_TRUSTED_PROXIES`:
+    /// addresses or CIDRs, comma-separated; default none).
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// A setting that could not be used: which variable, and why.
@@ -75,6 +79,7 @@ impl Settings {
         let refresh_ttl = var("DZDESK_REFRESH_TOKEN_TTL")?;
         let key_reload = var("DZDESK_KEY_RELOAD_SECS")?;
         let client_cache = var("DZDESK_CLIENT_CACHE_SECS")?;
+        let trusted_proxies = var("DZDESK_TRUSTED_PROXIES")?;
         let issuer = parse_issuer(issuer.as_deref().unwrap_or(DEFAULT_ISSUER))
             .map_err(|m| ConfigError::new("DZDESK_ISSUER", m))?;
         let seconds =
@@ -109,6 +114,8 @@ impl Settings {
             )?,
             key_reload_secs: seconds(key_reload, "DZDESK_KEY_RELOAD_SECS", 60, 0, 86_400)?,
             client_cache_secs: seconds(client_cache, "DZDESK_CLIENT_CACHE_SECS", 5, 0, 300)?,
+            trusted_proxies: TrustedProxies::parse(trusted_proxies.as_deref().unwrap_or(""))
+                .map_err(|m| ConfigError::new("DZDESK_TRUSTED_PROXIES", m))?,
             workers: workers
                 .map(|w| parse_count(&w, 1, 256))
                 .transpose()

@@ -1,12 +1,15 @@
 //! Housekeeping: deletes authorization codes, refresh tokens and revoked-jti
-//! entries that can no longer matter, so the tables do not grow without bound.
+//! entries that can no longer matter, so the tables do not grow without bound;
+//! writes API keys' `last_used_at` from memory.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, Utc};
 use diesel::QueryResult;
 
-use crate::db::models::{AuthorizationCodeRow, RefreshTokenRow, RevokedAccessToken};
+use crate::api::usage::UsageTracker;
+use crate::db::models::{ApiKeyRow, AuthorizationCodeRow, RefreshTokenRow, RevokedAccessToken};
 use crate::db::{AnyConnection, Database};
 
 /// How often a running instance sweeps.
@@ -52,6 +55,41 @@ pub async fn sweep_forever(db: Database) {
             Ok(swept) if swept != Swept::default() => log::info!("swept {swept:?}"),
             Ok(_) => {}
             Err(e) => log::warn!("sweep failed: {e:#}"),
+        }
+    }
+}
+
+/// How often the API-key usage recorded in memory is looked at (each key is
+/// still written at most once per `api::usage::WRITE_EVERY`).
+pub const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(10);
+
+/// Writes the `last_used_at` values that are due. Blocking.
+pub fn flush_usage(
+    conn: &mut AnyConnection,
+    usage: &UsageTracker,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    let due = usage.due(now);
+    for (key_id, used_at) in &due {
+        ApiKeyRow::touch(conn, key_id, *used_at)?;
+    }
+    Ok(due.len())
+}
+
+/// Flushes API-key usage every [`USAGE_FLUSH_EVERY`] until the task is
+/// dropped.
+pub async fn flush_usage_forever(db: Database, usage: Arc<UsageTracker>) {
+    let mut tick = actix_web::rt::time::interval(USAGE_FLUSH_EVERY);
+    loop {
+        tick.tick().await;
+        let usage = usage.clone();
+        let result = db
+            .run(move |conn| {
+                flush_usage(conn, &usage, Utc::now().naive_utc()).map_err(anyhow::Error::from)
+            })
+            .await;
+        if let Err(e) = result {
+            log::warn!("writing API key usage failed: {e:#}");
         }
     }
 }

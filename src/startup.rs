@@ -11,6 +11,7 @@ use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{App, HttpServer};
 
+use crate::api::usage::UsageTracker;
 use crate::auth::csrf::CsrfKey;
 use crate::auth::password;
 use crate::config::Settings;
@@ -83,6 +84,7 @@ impl Application {
         let client_cache_secs = settings.client_cache_secs.max(0) as u64;
         let revocations = Arc::new(RevocationView::new());
         let listen_url = settings.database_url.postgres_url().map(str::to_owned);
+        let usage = Arc::new(UsageTracker::new());
         let state = web::Data::new(AppState {
             db: db.clone(),
             csrf: CsrfKey::new(keys.csrf),
@@ -90,6 +92,7 @@ impl Application {
             keys: key_store,
             clients: ClientCache::new(Duration::from_secs(client_cache_secs)),
             revocations: revocations.clone(),
+            usage,
         });
         let state_for_listener = state.clone();
 
@@ -136,6 +139,7 @@ impl Application {
                 .service(
                     web::scope("/v1")
                         .configure(v1::configure_extractors)
+                        .configure(v1::routes)
                         .configure(extra_v1.clone())
                         .default_service(web::to(v1::not_found)),
                 )
@@ -180,9 +184,15 @@ impl Application {
     }
 
     /// Serves until stopped. Meanwhile, in the same task: the hourly sweep
-    /// of expired rows, and (PostgreSQL) the revocation listener.
+    /// of expired rows, API-key usage writes, and (PostgreSQL) the
+    /// revocation listener.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let sweeper = maintenance::sweep_forever(self.db.clone());
+        let usage = self.state.usage.clone();
+        let db_for_flush = self.db.clone();
+        let sweeper = futures_util::future::join(
+            maintenance::sweep_forever(self.db.clone()),
+            maintenance::flush_usage_forever(self.db.clone(), usage.clone()),
+        );
         let listener = async {
             match self.listen_url {
                 Some(url) => {
@@ -195,10 +205,21 @@ impl Application {
         };
         // Neither background future ever finishes: this ends with the server.
         let background = Box::pin(futures_util::future::join(sweeper, listener));
-        match futures_util::future::select(self.server, background).await {
+        let result = match futures_util::future::select(self.server, background).await {
             futures_util::future::Either::Left((result, _)) => result,
             futures_util::future::Either::Right((_, server)) => server.await,
+        };
+        // Uses seen since the last flush are written before stopping.
+        let now = chrono::Utc::now().naive_utc() + crate::api::usage::WRITE_EVERY;
+        let flushed = db_for_flush
+            .run(move |conn| {
+                maintenance::flush_usage(conn, &usage, now).map_err(anyhow::Error::from)
+            })
+            .await;
+        if let Err(e) = flushed {
+            log::warn!("writing API key usage at shutdown failed: {e:#}");
         }
+        result
     }
 }
 

@@ -1,11 +1,14 @@
 //! What every handler shares.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use actix_web::HttpRequest;
 use chrono::Utc;
 
+use crate::api::usage::UsageTracker;
 use crate::auth::csrf::CsrfKey;
 use crate::config::Settings;
 use crate::db::models::{Client, ServerSecret};
@@ -23,6 +26,8 @@ pub struct AppState {
     /// Revocations kept current by the PostgreSQL listener (introspection's
     /// fast path; never live on SQLite).
     pub revocations: Arc<RevocationView>,
+    /// API-key uses not yet written to `last_used_at`.
+    pub usage: Arc<UsageTracker>,
 }
 
 /// Registered clients kept in memory for `DZDESK_CLIENT_CACHE_SECS`, so the
@@ -165,6 +170,18 @@ impl AppState {
             access_token_ttl: chrono::Duration::seconds(self.settings.access_token_ttl_secs),
             refresh_token_ttl: chrono::Duration::seconds(self.settings.refresh_token_ttl_secs),
         }
+    }
+
+    /// The address the request came from: the socket peer, or what a
+    /// trusted proxy says in `X-Forwarded-For` (`DZDESK_TRUSTED_PROXIES`).
+    pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
+        let forwarded = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok());
+        self.settings
+            .trusted_proxies
+            .client_ip(req.peer_addr(), forwarded)
     }
 
     /// Cookies are `Secure` when the public issuer URL is https.

@@ -11,6 +11,7 @@ diesel::table! {
         disabled -> Bool,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        ip_allowlist -> Text,
     }
 }
 
@@ -117,7 +118,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        user_id -> Text,
+        name -> Text,
+        key_hash -> Text,
+        prefix -> Text,
+        scopes -> Text,
+        created_at -> Timestamp,
+        expires_at -> Nullable<Timestamp>,
+        last_used_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(api_keys -> users (user_id));
 diesel::joinable!(refresh_tokens -> grants (grant_id));
 diesel::joinable!(grants -> clients (client_id));
 diesel::joinable!(grants -> users (user_id));
@@ -134,4 +151,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     signing_keys,
     revoked_access_tokens,
+    api_keys,
 );

@@ -17,6 +17,9 @@ pub enum OAuthError {
     UnsupportedGrantType(String),
     #[error("{0}")]
     InvalidScope(String),
+    /// RFC 7009 2.2.1: revocation of this token type is not supported.
+    #[error("{0}")]
+    UnsupportedTokenType(String),
     #[error("internal server error")]
     ServerError(#[source] anyhow::Error),
 }
@@ -30,6 +33,7 @@ impl OAuthError {
             OAuthError::UnauthorizedClient(_) => "unauthorized_client",
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
             OAuthError::InvalidScope(_) => "invalid_scope",
+            OAuthError::UnsupportedTokenType(_) => "unsupported_token_type",
             OAuthError::ServerError(_) => "server_error",
         }
     }

@@ -7,10 +7,17 @@
 //! together) or, on PostgreSQL with the listener live, a lookup in the
 //! in-process revocation view (`oauth::revocation_view`).
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
+use diesel::QueryResult;
 use serde::Serialize;
 
-use crate::db::models::{Client, GrantRow, GrantStatus, RefreshTokenRow, RevokedAccessToken};
+use crate::api::keys::{self as api_keys, API_KEY_PREFIX};
+use crate::db::models::{
+    ApiKeyStatus, Client, GrantRow, GrantStatus, RefreshTokenRow, RevokedAccessToken,
+};
 use crate::db::AnyConnection;
 use crate::oauth::error::OAuthError;
 use crate::oauth::grants::REFRESH_TOKEN_PREFIX;
@@ -56,15 +63,18 @@ impl Introspection {
 /// only tells where to look first and "MUST extend its search across all of
 /// its supported token types" when wrong; our token types have disjoint
 /// shapes, so the shape decides and the hint cannot change the answer.
-enum Presented<'a> {
+pub(crate) enum Presented<'a> {
     Access(&'a str),
     Refresh(&'a str),
+    ApiKey(&'a str),
     Unknown,
 }
 
-fn classify(token: &str) -> Presented<'_> {
+pub(crate) fn classify(token: &str) -> Presented<'_> {
     if token.starts_with(REFRESH_TOKEN_PREFIX) {
         Presented::Refresh(token)
+    } else if token.starts_with(API_KEY_PREFIX) {
+        Presented::ApiKey(token)
     } else if token.bytes().filter(|&b| b == b'.').count() == 2 {
         Presented::Access(token)
     } else {
@@ -78,23 +88,50 @@ fn may_see(caller: &Client, token_client_id: &str) -> bool {
     caller.can_introspect || caller.id == token_client_id
 }
 
-/// `POST /oauth/introspect` for an authenticated confidential `caller`.
-/// Inactive for any reason (unknown, malformed, tampered, wrong key, issuer
-/// or audience, expired, revoked, grant revoked, user or client disabled or
-/// deleted, or not the caller's to see): `{"active": false}`.
-pub fn introspect(
-    conn: &mut AnyConnection,
-    caller: &Client,
-    token: &str,
-    keys: &KeyRing,
-    cfg: &TokenConfig,
-    view: &RevocationView,
-    now: DateTime<Utc>,
-) -> Result<Introspection, OAuthError> {
-    match classify(token) {
-        Presented::Access(jwt) => introspect_access(conn, caller, jwt, keys, cfg, view, now),
-        Presented::Refresh(refresh) => introspect_refresh(conn, caller, refresh, cfg, now),
-        Presented::Unknown => Ok(Introspection::inactive()),
+/// What checking a token needs besides the token: the signing keys, the
+/// issuer's settings, the revocation view and the current time.
+#[derive(Clone, Copy)]
+pub struct TokenCheck<'a> {
+    pub keys: &'a KeyRing,
+    pub cfg: &'a TokenConfig,
+    pub view: &'a RevocationView,
+    pub now: DateTime<Utc>,
+}
+
+impl TokenCheck<'_> {
+    pub(crate) fn verified(&self, jwt: &str) -> Option<AccessClaims> {
+        verified(self.keys, self.cfg, jwt, self.now)
+    }
+
+    /// The status of a verified access token's grant, read from the
+    /// database and kept in the view if nothing raced the read. Blocking.
+    pub(crate) fn grant_status(
+        &self,
+        conn: &mut AnyConnection,
+        claims: &AccessClaims,
+    ) -> QueryResult<Option<GrantStatus>> {
+        let generation = self.view.generation();
+        let status = GrantStatus::load(conn, &claims.grant_id, &claims.jti)?;
+        if let (Some(generation), Some(status)) = (generation, &status) {
+            self.view
+                .remember(&claims.grant_id, &claims.jti, status, generation);
+        }
+        Ok(status)
+    }
+
+    /// The status of the API key whose SHA-256 is `key_hash`, read from the
+    /// database and kept in the view likewise. Blocking.
+    pub(crate) fn key_status(
+        &self,
+        conn: &mut AnyConnection,
+        key_hash: &str,
+    ) -> QueryResult<Option<Arc<ApiKeyStatus>>> {
+        let generation = self.view.generation();
+        let status = ApiKeyStatus::load(conn, key_hash)?.map(Arc::new);
+        if let (Some(generation), Some(status)) = (generation, &status) {
+            self.view.remember_key(key_hash, status.clone(), generation);
+        }
+        Ok(status)
     }
 }
 
@@ -114,51 +151,102 @@ fn verified(
         .filter(|c| c.exp > now.timestamp())
 }
 
-fn introspect_access(
+/// `POST /oauth/introspect` for an authenticated confidential `caller`.
+/// Inactive for any reason (unknown, malformed, tampered, wrong key, issuer
+/// or audience, expired, revoked, grant revoked, user or client disabled or
+/// deleted, or not the caller's to see): `{"active": false}`. `client_ip`
+/// (our extension): the address the end client used the token from; an API
+/// key whose account's allowlist excludes it is inactive.
+pub fn introspect(
     conn: &mut AnyConnection,
     caller: &Client,
-    jwt: &str,
-    keys: &KeyRing,
-    cfg: &TokenConfig,
-    view: &RevocationView,
-    now: DateTime<Utc>,
+    token: &str,
+    check: &TokenCheck<'_>,
+    client_ip: Option<IpAddr>,
 ) -> Result<Introspection, OAuthError> {
-    let Some(claims) = verified(keys, cfg, jwt, now) else {
-        return Ok(Introspection::inactive());
-    };
-    let generation = view.generation();
-    let status = GrantStatus::load(conn, &claims.grant_id, &claims.jti)?;
-    if let (Some(generation), Some(status)) = (generation, &status) {
-        view.remember(&claims.grant_id, &claims.jti, status, generation);
+    match classify(token) {
+        Presented::Access(jwt) => {
+            let Some(claims) = check.verified(jwt) else {
+                return Ok(Introspection::inactive());
+            };
+            let status = check.grant_status(conn, &claims)?;
+            Ok(access_answer(claims, status, caller))
+        }
+        Presented::Refresh(refresh) => {
+            introspect_refresh(conn, caller, refresh, check.cfg, check.now)
+        }
+        Presented::ApiKey(key) => {
+            if !caller.can_introspect {
+                return Ok(Introspection::inactive());
+            }
+            let status = check.key_status(conn, &tokens::hash_secret(key))?;
+            Ok(key_answer(status.as_deref(), check, client_ip))
+        }
+        Presented::Unknown => Ok(Introspection::inactive()),
     }
-    Ok(access_answer(claims, status, caller))
 }
 
 /// Introspection from memory alone, when possible: a token that fails
-/// verification or is not ours needs nothing else; a valid access token
-/// needs the revocation view to be live and to hold its grant. None: ask
-/// the database ([`introspect`]), which also reloads the keys when the token
-/// names a key this ring lacks. No I/O.
+/// verification or is not ours needs nothing else; a valid access token or
+/// API key needs the revocation view to be live and to hold its grant or
+/// key. None: ask the database ([`introspect`]), which also reloads the
+/// keys when the token names a key this ring lacks. No I/O (one SHA-256 for
+/// an API key).
 pub fn introspect_cached(
     caller: &Client,
     token: &str,
-    keys: &KeyRing,
-    cfg: &TokenConfig,
-    view: &RevocationView,
-    now: DateTime<Utc>,
+    check: &TokenCheck<'_>,
+    client_ip: Option<IpAddr>,
 ) -> Option<Introspection> {
     match classify(token) {
         Presented::Access(jwt) => {
-            let Some(claims) = verified(keys, cfg, jwt, now) else {
+            let Some(claims) = check.verified(jwt) else {
                 // Only a failure is worth the header decode: a key another
                 // instance took up first is the database path's to reload.
-                return (!names_unknown_key(jwt, keys)).then(Introspection::inactive);
+                return (!names_unknown_key(jwt, check.keys)).then(Introspection::inactive);
             };
-            let status = view.lookup(&claims.grant_id, &claims.jti)?;
+            let status = check.view.lookup(&claims.grant_id, &claims.jti)?;
             Some(access_answer(claims, Some(status), caller))
+        }
+        Presented::ApiKey(key) => {
+            if !caller.can_introspect {
+                return Some(Introspection::inactive());
+            }
+            let status = check.view.lookup_key(&tokens::hash_secret(key))?;
+            Some(key_answer(Some(&status), check, client_ip))
         }
         Presented::Refresh(_) => None,
         Presented::Unknown => Some(Introspection::inactive()),
+    }
+}
+
+/// The answer for an API key given its status (RFC 7662 2.2, with
+/// `token_type` "api_key"). Inactive when unusable, or when `client_ip` is
+/// given and the account's allowlist excludes it.
+fn key_answer(
+    status: Option<&ApiKeyStatus>,
+    check: &TokenCheck<'_>,
+    client_ip: Option<IpAddr>,
+) -> Introspection {
+    let Some(status) = status else {
+        return Introspection::inactive();
+    };
+    let ip_refused = client_ip.is_some() && !status.ip_allowlist.allows(client_ip);
+    if !api_keys::usable(status, check.now) || ip_refused {
+        return Introspection::inactive();
+    }
+    Introspection {
+        active: true,
+        scope: Some(api_keys::effective_scopes(status).to_string()),
+        client_id: None,
+        sub: Some(status.user_id.clone()),
+        username: Some(status.email.clone()),
+        token_type: Some("api_key"),
+        exp: status.expires_at.map(|t| t.and_utc().timestamp()),
+        iat: Some(status.created_at.and_utc().timestamp()),
+        iss: Some(check.cfg.issuer.clone()),
+        aud: None,
+        jti: None,
     }
 }
 
@@ -282,6 +370,11 @@ pub fn revoke(
             GrantRow::revoke(conn, &grant.id, now.naive_utc())?;
             Ok(())
         }
+        // RFC 7009 2.2.1: API keys are revoked by their owner (/v1/api-keys,
+        // Settings > API), not by a client.
+        Presented::ApiKey(_) => Err(OAuthError::UnsupportedTokenType(
+            "API keys are revoked by their owner at DELETE /v1/api-keys/{id}".into(),
+        )),
         Presented::Unknown => Ok(()),
     }
 }
@@ -302,6 +395,7 @@ mod tests {
     fn tokens_are_classified_by_shape() {
         assert!(matches!(classify("dzr_abc"), Presented::Refresh(_)));
         assert!(matches!(classify("a.b.c"), Presented::Access(_)));
+        assert!(matches!(classify("dzd_abc"), Presented::ApiKey(_)));
         assert!(matches!(classify("a.b"), Presented::Unknown));
         assert!(matches!(classify(""), Presented::Unknown));
     }

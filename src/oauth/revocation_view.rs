@@ -16,14 +16,15 @@
 //! No I/O here: the listener (`db::listener`) feeds it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::db::models::GrantStatus;
+use crate::db::models::{ApiKeyStatus, GrantStatus};
 
-/// Cached grants at most; when full the cache starts over.
+/// Cached grants (and, apart, API keys) at most; when full the cache
+/// starts over.
 pub const MAX_GRANTS: usize = 100_000;
 
 #[derive(Default)]
@@ -32,6 +33,8 @@ struct ViewState {
     generation: u64,
     /// Grant statuses read from the database (their `jti_revoked` unused).
     grants: HashMap<String, GrantStatus>,
+    /// API key statuses read from the database, by key hash.
+    keys: HashMap<String, Arc<ApiKeyStatus>>,
     /// Every access token revoked on its own and not yet expired.
     revoked_jtis: HashSet<String>,
     /// Fence markers seen lately (see [`RevocationView::wait_marker`]).
@@ -94,6 +97,31 @@ impl RevocationView {
         }
     }
 
+    /// The status of the API key whose SHA-256 is `key_hash`, if the view
+    /// is live and holds it.
+    pub fn lookup_key(&self, key_hash: &str) -> Option<Arc<ApiKeyStatus>> {
+        let state = self.state.read().ok()?;
+        if !state.live {
+            return None;
+        }
+        state.keys.get(key_hash).cloned()
+    }
+
+    /// Keeps an API key status read from the database, unless a
+    /// notification arrived since `read_generation` (as
+    /// [`RevocationView::remember`]).
+    pub fn remember_key(&self, key_hash: &str, status: Arc<ApiKeyStatus>, read_generation: u64) {
+        if let Ok(mut state) = self.state.write() {
+            if !state.live || state.generation != read_generation {
+                return;
+            }
+            if state.keys.len() >= MAX_GRANTS {
+                state.keys.clear();
+            }
+            state.keys.insert(key_hash.to_owned(), status);
+        }
+    }
+
     /// Applies one notification payload (see the PostgreSQL migration).
     pub fn apply(&self, payload: &str) {
         self.apply_locked(payload);
@@ -120,12 +148,19 @@ impl RevocationView {
                 state.grants.remove(id);
             }
             Some(("c", id)) => state.grants.retain(|_, s| s.client_id != id),
-            Some(("u", id)) => state.grants.retain(|_, s| s.user_id.as_deref() != Some(id)),
+            Some(("u", id)) => {
+                state.grants.retain(|_, s| s.user_id.as_deref() != Some(id));
+                state.keys.retain(|_, s| s.user_id != id);
+            }
+            Some(("k", id)) => state.keys.retain(|_, s| s.key_id != id),
             Some(("j", jti)) => {
                 state.revoked_jtis.insert(jti.to_owned());
             }
             // Unknown: forget everything rather than guess.
-            _ => state.grants.clear(),
+            _ => {
+                state.grants.clear();
+                state.keys.clear();
+            }
         }
     }
 
@@ -156,6 +191,7 @@ impl RevocationView {
         if let Ok(mut state) = self.state.write() {
             state.generation += 1;
             state.grants.clear();
+            state.keys.clear();
             state.revoked_jtis = revoked_jtis;
             state.live = true;
         }
@@ -167,6 +203,7 @@ impl RevocationView {
             state.generation += 1;
             state.live = false;
             state.grants.clear();
+            state.keys.clear();
             state.revoked_jtis.clear();
         }
         self.applied.notify_waiters();
@@ -182,6 +219,7 @@ mod tests {
             client_id: client.into(),
             user_id: user.map(str::to_owned),
             email: user.map(|u| format!("{u}@example.com")),
+            role: user.map(|_| "agent".to_owned()),
             grant_revoked: false,
             client_disabled: false,
             user_disabled: user.map(|_| false),
@@ -252,6 +290,44 @@ mod tests {
         view.remember("g1", "j9", &s, g);
         assert!(view.lookup("g1", "j9").unwrap().jti_revoked);
         assert!(!view.lookup("g1", "j1").unwrap().jti_revoked);
+    }
+
+    fn key(id: &str, user: &str) -> Arc<ApiKeyStatus> {
+        Arc::new(ApiKeyStatus {
+            key_id: id.into(),
+            user_id: user.into(),
+            scopes: "requests:read".into(),
+            created_at: chrono::DateTime::UNIX_EPOCH.naive_utc(),
+            expires_at: None,
+            revoked: false,
+            email: format!("{user}@example.com"),
+            role: "agent".into(),
+            user_disabled: false,
+            ip_allowlist: Default::default(),
+        })
+    }
+
+    #[test]
+    fn api_keys_are_evicted_by_their_key_or_user() {
+        let view = live_view();
+        for (hash, id, user) in [("h1", "k1", "u1"), ("h2", "k2", "u2"), ("h3", "k3", "u3")] {
+            let g = view.generation().unwrap();
+            view.remember_key(hash, key(id, user), g);
+        }
+        assert_eq!(view.lookup_key("h1").unwrap().key_id, "k1");
+        view.apply("k:k1");
+        assert!(view.lookup_key("h1").is_none());
+        view.apply("u:u2");
+        assert!(view.lookup_key("h2").is_none());
+        view.apply("g:anything");
+        assert!(view.lookup_key("h3").is_some());
+        view.apply("x:api_keys");
+        assert!(view.lookup_key("h3").is_none());
+
+        let g = view.generation().unwrap();
+        view.apply("k:other");
+        view.remember_key("h4", key("k4", "u4"), g);
+        assert!(view.lookup_key("h4").is_none(), "a raced read is not kept");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::db::listener;
 use crate::oauth::registration::{self, ClientMetadata, RegistrationError};
 use crate::routes::oauth::{no_store, ErrorBody};
+use crate::routes::v1::auth::bearer;
 use crate::state::AppState;
 
 /// Largest registration request body.
@@ -48,16 +49,6 @@ impl ResponseError for RegistrationError {
         no_store(&mut resp);
         resp
     }
-}
-
-/// The bearer credential of the Authorization header (RFC 6750 2.1).
-fn bearer(req: &HttpRequest) -> Option<String> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
-        .filter(|t| !t.is_empty())
 }
 
 fn metadata(body: &[u8]) -> Result<ClientMetadata, RegistrationError> {

@@ -124,6 +124,7 @@ pub fn test_settings(url: &str) -> Settings {
         key_reload_secs: 0,
         // Every request sees disabled clients and new secrets at once.
         client_cache_secs: 0,
+        trusted_proxies: Default::default(),
     }
 }
 

@@ -296,7 +296,13 @@ async fn disabled_user_or_client_makes_tokens_inactive_at_once() {
     let creds = (internal.as_str(), secret.as_str());
     flow.app.set_disabled(&flow.email, true).await;
     assert_eq!(introspect(&flow, creds, &access).await, inactive());
+    // Disabling ended the grant for good: re-enabling does not revive it.
     flow.app.set_disabled(&flow.email, false).await;
+    assert_eq!(introspect(&flow, creds, &access).await, inactive());
+    let access = flow.tokens(SCOPE).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(introspect(&flow, creds, &access).await["active"], true);
 
     let client_id = flow.client_id.clone();
@@ -494,6 +500,11 @@ async fn the_revocation_view_sees_changes_made_behind_the_services_back() {
     flow.app.set_disabled(&flow.email, true).await;
     assert_eq!(introspect(&flow, own(&flow), &access).await, inactive());
     flow.app.set_disabled(&flow.email, false).await;
+    assert_eq!(introspect(&flow, own(&flow), &access).await, inactive());
+    let access = flow.tokens(SCOPE).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(introspect(&flow, own(&flow), &access).await["active"], true);
     // A revoked jti, inserted by hand.
     let (grant, jti) = grant_and_jti(&access);

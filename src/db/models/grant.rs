@@ -65,6 +65,21 @@ impl GrantRow {
     /// Revokes the grant: its refresh tokens stop working at once, and its
     /// access tokens (which carry the grant id) fail introspection. Returns
     /// whether this call revoked it (false if it already was, or is unknown).
+    /// Revokes every grant of the user (the user was disabled).
+    pub fn revoke_all_for_user(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<usize> {
+        diesel::update(
+            grants::table
+                .filter(grants::user_id.eq(user_id))
+                .filter(grants::revoked_at.is_null()),
+        )
+        .set(grants::revoked_at.eq(now))
+        .execute(conn)
+    }
+
     pub fn revoke(conn: &mut AnyConnection, id: &str, now: NaiveDateTime) -> QueryResult<bool> {
         let updated = diesel::update(
             grants::table
@@ -86,6 +101,7 @@ struct StatusRow {
     client_disabled: bool,
     user_disabled: Option<bool>,
     email: Option<String>,
+    role: Option<String>,
     jti_revoked: bool,
 }
 
@@ -95,8 +111,9 @@ struct StatusRow {
 pub struct GrantStatus {
     pub client_id: String,
     pub user_id: Option<String>,
-    /// The user's email (user grants only).
+    /// The user's email and role (user grants only).
     pub email: Option<String>,
+    pub role: Option<String>,
     pub grant_revoked: bool,
     pub client_disabled: bool,
     /// `None` for client_credentials grants.
@@ -136,6 +153,7 @@ impl GrantStatus {
                 clients::disabled,
                 users::disabled.nullable(),
                 users::email.nullable(),
+                users::role.nullable(),
                 exists(revoked_access_tokens::table.filter(revoked_access_tokens::jti.eq(jti))),
             ))
             .first(conn)
@@ -144,6 +162,7 @@ impl GrantStatus {
             client_id: r.client_id,
             user_id: r.user_id,
             email: r.email,
+            role: r.role,
             grant_revoked: r.revoked_at.is_some(),
             client_disabled: r.client_disabled,
             user_disabled: r.user_disabled,

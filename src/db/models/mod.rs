@@ -2,6 +2,7 @@
 //! (no I/O) and "database methods" (take a connection, run on the blocking
 //! pool).
 
+mod api_key;
 mod authorization_code;
 mod client;
 mod consent;
@@ -13,6 +14,7 @@ mod session;
 mod signing_key;
 mod user;
 
+pub use api_key::{ApiKeyRow, ApiKeyStatus};
 pub use authorization_code::AuthorizationCodeRow;
 pub use client::{Client, CLIENT_SECRET_PREFIX};
 pub use consent::{ConnectedApp, ConsentRow};
@@ -22,4 +24,4 @@ pub use revoked_access_token::RevokedAccessToken;
 pub use server_secret::ServerSecret;
 pub use session::Session;
 pub use signing_key::SigningKeyRow;
-pub use user::{CreateUserError, User};
+pub use user::{CreateUserError, User, UserChanges};

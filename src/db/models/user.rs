@@ -3,6 +3,7 @@ use std::fmt;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use crate::db::models::{ApiKeyRow, GrantRow};
 use crate::db::schema::{sessions, users};
 use crate::db::{is_unique_violation, AnyConnection};
 use crate::domain::{Email, Role};
@@ -18,6 +19,9 @@ pub struct User {
     pub disabled: bool,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Newline-separated canonical CIDRs (see `api::allowlist`); empty: no
+    /// restriction.
+    pub ip_allowlist: String,
 }
 
 impl fmt::Debug for User {
@@ -29,6 +33,16 @@ impl fmt::Debug for User {
             .field("disabled", &self.disabled)
             .finish_non_exhaustive()
     }
+}
+
+/// Columns `PATCH /v1/users/{id}` may change (None: unchanged).
+#[derive(AsChangeset)]
+#[diesel(table_name = users)]
+pub struct UserChanges {
+    pub email: Option<String>,
+    pub role: Option<String>,
+    pub password_hash: Option<String>,
+    pub updated_at: NaiveDateTime,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +64,7 @@ impl User {
             disabled: false,
             created_at: now,
             updated_at: now,
+            ip_allowlist: String::new(),
         }
     }
 
@@ -92,8 +107,72 @@ impl User {
             .optional()
     }
 
-    /// Disables or re-enables a user. Disabling ends every session of the
-    /// user in the same transaction. Returns false when no such user exists.
+    /// Up to `limit` users with ids after `after`, by id.
+    pub fn page(
+        conn: &mut AnyConnection,
+        after: Option<&str>,
+        limit: i64,
+    ) -> QueryResult<Vec<User>> {
+        let mut query = users::table
+            .select(User::as_select())
+            .order(users::id.asc())
+            .limit(limit)
+            .into_boxed();
+        if let Some(after) = after {
+            query = query.filter(users::id.gt(after.to_owned()));
+        }
+        query.load(conn)
+    }
+
+    /// Applies `changes`; a password change ends every session of the user.
+    /// A taken email: `DuplicateEmail`, nothing changed.
+    pub fn update(
+        conn: &mut AnyConnection,
+        id: &str,
+        changes: &UserChanges,
+    ) -> Result<bool, CreateUserError> {
+        conn.transaction(|conn| {
+            let updated = diesel::update(users::table.find(id))
+                .set(changes)
+                .execute(conn)
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        CreateUserError::DuplicateEmail
+                    } else {
+                        CreateUserError::Database(e)
+                    }
+                })?;
+            if changes.password_hash.is_some() {
+                diesel::delete(sessions::table.filter(sessions::user_id.eq(id))).execute(conn)?;
+            }
+            Ok(updated > 0)
+        })
+    }
+
+    /// Deletes the user; sessions, grants, API keys, consents and codes go
+    /// with it (ON DELETE CASCADE). False when no such user exists.
+    pub fn delete(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
+        diesel::delete(users::table.find(id))
+            .execute(conn)
+            .map(|n| n > 0)
+    }
+
+    pub fn set_ip_allowlist(
+        conn: &mut AnyConnection,
+        id: &str,
+        stored: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        diesel::update(users::table.find(id))
+            .set((users::ip_allowlist.eq(stored), users::updated_at.eq(now)))
+            .execute(conn)
+            .map(|n| n > 0)
+    }
+
+    /// Disables or re-enables a user. Disabling ends, in the same
+    /// transaction, every session, grant (so every token) and API key of the
+    /// user for good: re-enabling the account does not bring them back.
+    /// Returns false when no such user exists.
     pub fn set_disabled(
         conn: &mut AnyConnection,
         id: &str,
@@ -106,6 +185,8 @@ impl User {
                 .execute(conn)?;
             if disabled && updated > 0 {
                 diesel::delete(sessions::table.filter(sessions::user_id.eq(id))).execute(conn)?;
+                GrantRow::revoke_all_for_user(conn, id, now)?;
+                ApiKeyRow::revoke_all_for_user(conn, id, now)?;
             }
             Ok(updated > 0)
         })

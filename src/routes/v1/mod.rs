@@ -1,6 +1,9 @@
 //! `/v1/`: the public DZDESK API. Every answer, errors included, is in the
 //! envelope of the API documentation.
 
+pub mod auth;
+pub mod handlers;
+
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};
@@ -9,6 +12,22 @@ use crate::error::ApiError;
 
 /// Largest JSON body accepted under /v1.
 pub const JSON_LIMIT_BYTES: usize = 64 * 1024;
+
+/// The routes of the public API (paths relative to `/v1`).
+pub fn routes(cfg: &mut ServiceConfig) {
+    use handlers as h;
+    cfg.route("/me", web::get().to(h::me))
+        .route("/api-keys", web::get().to(h::list_keys))
+        .route("/api-keys", web::post().to(h::create_key))
+        .route("/api-keys/{id}", web::delete().to(h::revoke_key))
+        .route("/ip-allowlist", web::get().to(h::get_allowlist))
+        .route("/ip-allowlist", web::put().to(h::put_allowlist))
+        .route("/users", web::get().to(h::list_users))
+        .route("/users", web::post().to(h::create_user))
+        .route("/users/{id}", web::get().to(h::get_user))
+        .route("/users/{id}", web::patch().to(h::update_user))
+        .route("/users/{id}", web::delete().to(h::delete_user));
+}
 
 /// Extractor settings that make body, path and query errors answer in the
 /// envelope with 400, never actix's plain-text default.

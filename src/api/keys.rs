@@ -1,0 +1,422 @@
+//! API keys (seed: "API Keys"): minting, listing, revoking, and whether a
+//! stored key may be used. Blocking where it takes a connection.
+
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
+use diesel::Connection;
+use rand::distr::Alphanumeric;
+use rand::RngExt;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::api::principal::Principal;
+use crate::api::usage::UsageTracker;
+use crate::api::{field_error, timestamp};
+use crate::db::models::{ApiKeyRow, ApiKeyStatus};
+use crate::db::AnyConnection;
+use crate::domain::{Scope, ScopeSet};
+use crate::error::ApiError;
+use crate::tokens;
+
+/// What secret scanners match: `dzd_` + base62.
+pub const API_KEY_PREFIX: &str = "dzd_";
+/// Random base62 characters after the prefix: 50 × log2(62) ≈ 298 bits, of
+/// which the [`DISPLAY_CHARS`] shown in lists leave ≈ 262 secret.
+const KEY_CHARS: usize = 50;
+/// Characters of the random part kept as the display prefix.
+const DISPLAY_CHARS: usize = 6;
+/// Keys a user may hold at once (not revoked).
+pub const MAX_KEYS_PER_USER: i64 = 100;
+/// Name length, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Longest expiry, in days.
+pub const MAX_EXPIRY_DAYS: i64 = 3650;
+
+/// A new key: the key itself (shown once), its hash and display prefix.
+pub struct GeneratedKey {
+    pub key: String,
+    pub hash: String,
+    pub prefix: String,
+}
+
+impl std::fmt::Debug for GeneratedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratedKey")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `dzd_` + 50 base62 characters from the CSPRNG (uniform: `Alphanumeric`
+/// samples by rejection).
+pub fn generate() -> GeneratedKey {
+    let body: String = rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(KEY_CHARS)
+        .map(char::from)
+        .collect();
+    let key = format!("{API_KEY_PREFIX}{body}");
+    GeneratedKey {
+        hash: tokens::hash_secret(&key),
+        prefix: key[..API_KEY_PREFIX.len() + DISPLAY_CHARS].to_owned(),
+        key,
+    }
+}
+
+/// Whether a key that exists may be used at `now`: not revoked, not
+/// expired, its user enabled. (The IP allowlist is checked apart: it
+/// depends on where the request comes from.)
+pub fn usable(status: &ApiKeyStatus, now: DateTime<Utc>) -> bool {
+    !status.revoked
+        && !status.user_disabled
+        && status.expires_at.is_none_or(|at| at > now.naive_utc())
+}
+
+/// The scopes a key grants now: its own, limited to what its user's current
+/// role may hold (a demoted admin's keys lose `admin` and `users:write`).
+pub fn effective_scopes(status: &ApiKeyStatus) -> ScopeSet {
+    let role = status.role.parse().unwrap_or(crate::domain::Role::Agent);
+    ScopeSet::parse(&status.scopes)
+        .unwrap_or_default()
+        .split_by_role(role)
+        .0
+}
+
+/// A validated `POST /v1/api-keys` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKey {
+    pub name: String,
+    pub scopes: ScopeSet,
+    pub expires_in_days: Option<i64>,
+}
+
+impl NewKey {
+    /// `{"name": "...", "scopes": [...], "expires_in_days": 90}`; each
+    /// problem names its field.
+    pub fn from_json(body: &Value) -> Result<Self, ApiError> {
+        let obj = body
+            .as_object()
+            .ok_or_else(|| ApiError::BadRequest("The body must be a JSON object".into()))?;
+        let name = match obj.get("name") {
+            Some(Value::String(s)) => validate_name(s)?,
+            Some(_) => return Err(field_error("name", "must be a string")),
+            None => return Err(field_error("name", "is required")),
+        };
+        let scopes = match obj.get("scopes") {
+            Some(Value::Array(items)) => {
+                let mut names = Vec::with_capacity(items.len());
+                for item in items {
+                    names.push(
+                        item.as_str()
+                            .ok_or_else(|| field_error("scopes", "must be a list of strings"))?,
+                    );
+                }
+                parse_scope_list(&names)?
+            }
+            Some(_) => return Err(field_error("scopes", "must be a list of strings")),
+            None => return Err(field_error("scopes", "is required")),
+        };
+        let expires_in_days = match obj.get("expires_in_days") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_i64()
+                    .filter(|d| (1..=MAX_EXPIRY_DAYS).contains(d))
+                    .ok_or_else(|| {
+                        field_error(
+                            "expires_in_days",
+                            &format!("must be a whole number of days from 1 to {MAX_EXPIRY_DAYS}"),
+                        )
+                    })?,
+            ),
+        };
+        Ok(Self {
+            name,
+            scopes,
+            expires_in_days,
+        })
+    }
+}
+
+/// A key name: 1 to 100 characters after trimming, no control characters.
+pub fn validate_name(raw: &str) -> Result<String, ApiError> {
+    let name = raw.trim();
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS {
+        return Err(field_error(
+            "name",
+            &format!("must be 1 to {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(field_error("name", "must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// A non-empty list of known scopes.
+pub fn parse_scope_list(names: &[&str]) -> Result<ScopeSet, ApiError> {
+    if names.is_empty() {
+        return Err(field_error("scopes", "must name at least one scope"));
+    }
+    names
+        .iter()
+        .map(|n| {
+            Scope::parse(n).ok_or_else(|| {
+                let shown: String = n.chars().take(40).collect();
+                field_error("scopes", &format!("unknown scope '{shown}'"))
+            })
+        })
+        .collect()
+}
+
+/// A key as its owner sees it in lists: never the key itself.
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub scopes: Vec<&'static str>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
+impl KeyView {
+    fn of(row: &ApiKeyRow, last_used: Option<NaiveDateTime>) -> Self {
+        Self {
+            id: row.id.clone(),
+            name: row.name.clone(),
+            prefix: row.prefix.clone(),
+            scopes: ScopeSet::parse(&row.scopes).unwrap_or_default().to_vec(),
+            created_at: timestamp(row.created_at),
+            expires_at: row.expires_at.map(timestamp),
+            last_used_at: row.last_used_at.max(last_used).map(timestamp),
+        }
+    }
+}
+
+/// The answer to `POST /v1/api-keys`: the only time the key is shown.
+#[derive(Serialize)]
+pub struct CreatedKey {
+    pub id: String,
+    pub name: String,
+    pub key: String,
+    pub prefix: String,
+    pub scopes: Vec<&'static str>,
+    pub expires_at: Option<String>,
+    pub created_at: String,
+}
+
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey")
+            .field("id", &self.id)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Mints a key for the user behind `principal`. A credential can hand on
+/// only scopes it holds itself (spec: "a key only what its creator
+/// holds"); client_credentials tokens have no user to own a key. The count
+/// check and the insert share one transaction.
+pub fn create(
+    conn: &mut AnyConnection,
+    principal: &Principal,
+    new: &NewKey,
+    now: DateTime<Utc>,
+) -> Result<CreatedKey, ApiError> {
+    let user_id = principal.user_id()?;
+    if let Some(missing) = new.scopes.iter().find(|s| !principal.allows(*s)) {
+        return Err(ApiError::Forbidden(format!(
+            "This credential does not hold the scope '{}', so it cannot give it to a key",
+            missing.as_str()
+        )));
+    }
+    create_for_user(conn, user_id, new, now)
+}
+
+/// Mints a key for `user_id` (the CLI, and [`create`] once it has checked
+/// the caller's scopes).
+pub fn create_for_user(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    new: &NewKey,
+    now: DateTime<Utc>,
+) -> Result<CreatedKey, ApiError> {
+    let generated = generate();
+    let now = now.naive_utc();
+    let row = ApiKeyRow {
+        id: tokens::new_id("key_"),
+        user_id: user_id.to_owned(),
+        name: new.name.clone(),
+        key_hash: generated.hash,
+        prefix: generated.prefix,
+        scopes: new.scopes.to_string(),
+        created_at: now,
+        expires_at: new.expires_in_days.map(|d| now + Duration::days(d)),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    conn.transaction(|conn| {
+        if ApiKeyRow::count_for_user(conn, user_id)? >= MAX_KEYS_PER_USER {
+            return Err(ApiError::BadRequest(format!(
+                "An account can hold at most {MAX_KEYS_PER_USER} API keys: revoke one first"
+            )));
+        }
+        row.insert(conn)?;
+        Ok(())
+    })?;
+    Ok(CreatedKey {
+        id: row.id,
+        name: row.name,
+        key: generated.key,
+        prefix: row.prefix,
+        scopes: new.scopes.to_vec(),
+        expires_at: row.expires_at.map(timestamp),
+        created_at: timestamp(row.created_at),
+    })
+}
+
+/// The user's keys, with uses this instance has seen but not yet written.
+pub fn list(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    usage: &UsageTracker,
+) -> Result<Vec<KeyView>, ApiError> {
+    Ok(ApiKeyRow::list_for_user(conn, user_id)?
+        .iter()
+        .map(|row| KeyView::of(row, usage.last_used(&row.id)))
+        .collect())
+}
+
+/// Revokes the user's key `id`; another user's key is not found.
+pub fn revoke(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    if ApiKeyRow::revoke(conn, user_id, id, now.naive_utc())? {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("No such API key".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_are_prefixed_base62_with_at_least_256_bits() {
+        let k = generate();
+        let body = k.key.strip_prefix(API_KEY_PREFIX).unwrap();
+        assert_eq!(body.len(), KEY_CHARS);
+        assert!(body.chars().all(|c| c.is_ascii_alphanumeric()));
+        let secret_bits = (KEY_CHARS - DISPLAY_CHARS) as f64 * 62f64.log2();
+        assert!(secret_bits >= 256.0, "{secret_bits}");
+        assert!(k.key.starts_with(&k.prefix));
+        assert_eq!(k.hash, tokens::hash_secret(&k.key));
+        assert_ne!(generate().key, k.key);
+        assert!(!format!("{k:?}").contains(&k.key));
+    }
+
+    #[test]
+    fn new_key_bodies_are_validated_field_by_field() {
+        let ok = NewKey::from_json(
+            &json!({"name": " CI ", "scopes": ["requests:read"], "expires_in_days": 90}),
+        )
+        .unwrap();
+        assert_eq!(ok.name, "CI");
+        assert_eq!(ok.expires_in_days, Some(90));
+        let no_expiry = NewKey::from_json(&json!({"name": "x", "scopes": ["admin"]})).unwrap();
+        assert_eq!(no_expiry.expires_in_days, None);
+
+        for (body, field) in [
+            (json!({"scopes": ["requests:read"]}), "name"),
+            (json!({"name": "", "scopes": ["requests:read"]}), "name"),
+            (
+                json!({"name": "x".repeat(101), "scopes": ["requests:read"]}),
+                "name",
+            ),
+            (json!({"name": 5, "scopes": ["requests:read"]}), "name"),
+            (json!({"name": "x", "scopes": []}), "scopes"),
+            (
+                json!({"name": "x", "scopes": ["requests:delete"]}),
+                "scopes",
+            ),
+            (json!({"name": "x", "scopes": "requests:read"}), "scopes"),
+            (json!({"name": "x"}), "scopes"),
+            (
+                json!({"name": "x", "scopes": ["admin"], "expires_in_days": 0}),
+                "expires_in_days",
+            ),
+            (
+                json!({"name": "x", "scopes": ["admin"], "expires_in_days": -1}),
+                "expires_in_days",
+            ),
+            (
+                json!({"name": "x", "scopes": ["admin"], "expires_in_days": 1.5}),
+                "expires_in_days",
+            ),
+            (
+                json!({"name": "x", "scopes": ["admin"], "expires_in_days": "90"}),
+                "expires_in_days",
+            ),
+            (
+                json!({"name": "x", "scopes": ["admin"], "expires_in_days": 3651}),
+                "expires_in_days",
+            ),
+        ] {
+            match NewKey::from_json(&body) {
+                Err(ApiError::BadRequest(m)) => assert!(m.starts_with(field), "{body}: {m}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        assert!(NewKey::from_json(&json!([1])).is_err());
+    }
+
+    fn status() -> ApiKeyStatus {
+        ApiKeyStatus {
+            key_id: "key_a".into(),
+            user_id: "user_a".into(),
+            scopes: "requests:read users:write admin".into(),
+            created_at: DateTime::UNIX_EPOCH.naive_utc(),
+            expires_at: None,
+            revoked: false,
+            email: "a@example.com".into(),
+            role: "agent".into(),
+            user_disabled: false,
+            ip_allowlist: Default::default(),
+        }
+    }
+
+    #[test]
+    fn usable_means_not_revoked_not_expired_user_enabled() {
+        let now = Utc::now();
+        assert!(usable(&status(), now));
+        let mut s = status();
+        s.revoked = true;
+        assert!(!usable(&s, now));
+        let mut s = status();
+        s.user_disabled = true;
+        assert!(!usable(&s, now));
+        let mut s = status();
+        s.expires_at = Some(now.naive_utc());
+        assert!(!usable(&s, now), "a key expires at its expiry instant");
+        s.expires_at = Some(now.naive_utc() + Duration::seconds(1));
+        assert!(usable(&s, now));
+    }
+
+    #[test]
+    fn a_key_grants_no_more_than_its_users_role_allows_now() {
+        assert_eq!(effective_scopes(&status()).to_string(), "requests:read");
+        let mut s = status();
+        s.role = "admin".into();
+        assert_eq!(
+            effective_scopes(&s).to_string(),
+            "requests:read users:write admin"
+        );
+    }
+}

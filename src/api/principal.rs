@@ -1,0 +1,231 @@
+//! Who is calling `/v1/`: an OAuth access token (RFC 6750 bearer, RFC 9068
+//! JWT) or an API key, checked into a [`Principal`].
+
+use std::net::IpAddr;
+
+use crate::api::keys;
+use crate::db::models::{ApiKeyStatus, GrantStatus};
+use crate::db::AnyConnection;
+use crate::domain::{Role, Scope, ScopeSet};
+use crate::error::ApiError;
+use crate::oauth::introspect::{classify, names_unknown_key, Presented, TokenCheck};
+use crate::oauth::jwt::AccessClaims;
+use crate::tokens;
+
+/// The message of every 401 for a credential that was presented (seed:
+/// "Invalid or expired token"): it never says which check failed.
+pub const INVALID_TOKEN: &str = "Invalid or expired token";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    User {
+        id: String,
+        email: String,
+        role: Role,
+    },
+    /// A client acting for itself (client_credentials).
+    Service { client_id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    AccessToken,
+    ApiKey { id: String },
+}
+
+/// An authenticated caller and what its credential may do.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub subject: Subject,
+    pub credential: Credential,
+    /// The credential's scopes, limited to what the user's role allows now.
+    pub scopes: ScopeSet,
+}
+
+impl Principal {
+    /// Whether the credential holds `scope`; `admin` implies every other.
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.contains(Scope::Admin) || self.scopes.contains(scope)
+    }
+
+    /// 403 `FORBIDDEN` unless the credential holds `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.allows(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "This credential lacks the '{}' scope",
+                scope.as_str()
+            )))
+        }
+    }
+
+    /// The user behind the credential; a client_credentials token has none.
+    pub fn user_id(&self) -> Result<&str, ApiError> {
+        match &self.subject {
+            Subject::User { id, .. } => Ok(id),
+            Subject::Service { .. } => Err(ApiError::Forbidden(
+                "This endpoint acts for a user; a client_credentials token has none".into(),
+            )),
+        }
+    }
+
+    /// The API key used, if one was.
+    pub fn api_key_id(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::ApiKey { id } => Some(id),
+            Credential::AccessToken => None,
+        }
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::Unauthorized(INVALID_TOKEN.into())
+}
+
+/// Authentication from memory alone, when possible: a token that fails
+/// verification or is of no usable shape needs nothing else; a valid access
+/// token or API key needs the live revocation view to hold its grant or key.
+/// None: ask the database ([`authenticate`]). No I/O.
+pub fn authenticate_cached(
+    token: &str,
+    check: &TokenCheck<'_>,
+    client_ip: Option<IpAddr>,
+) -> Option<Result<Principal, ApiError>> {
+    match classify(token) {
+        Presented::Access(jwt) => {
+            let Some(claims) = check.verified(jwt) else {
+                // A key another instance took up first: the database path
+                // reloads the ring.
+                return (!names_unknown_key(jwt, check.keys)).then(|| Err(unauthorized()));
+            };
+            let status = check.view.lookup(&claims.grant_id, &claims.jti)?;
+            Some(access_principal(claims, Some(status)))
+        }
+        Presented::ApiKey(key) => {
+            let status = check.view.lookup_key(&tokens::hash_secret(key))?;
+            Some(key_principal(Some(&status), check, client_ip))
+        }
+        Presented::Refresh(_) | Presented::Unknown => Some(Err(unauthorized())),
+    }
+}
+
+/// Checks a bearer credential against the database. 401 for anything
+/// missing, malformed, unknown, expired or revoked (grant, key, client or
+/// user); 403 for an API key used from outside its account's allowlist.
+/// Blocking.
+pub fn authenticate(
+    conn: &mut AnyConnection,
+    token: &str,
+    check: &TokenCheck<'_>,
+    client_ip: Option<IpAddr>,
+) -> Result<Principal, ApiError> {
+    match classify(token) {
+        Presented::Access(jwt) => {
+            let claims = check.verified(jwt).ok_or_else(unauthorized)?;
+            let status = check.grant_status(conn, &claims)?;
+            access_principal(claims, status)
+        }
+        Presented::ApiKey(key) => {
+            let status = check.key_status(conn, &tokens::hash_secret(key))?;
+            key_principal(status.as_deref(), check, client_ip)
+        }
+        // A refresh token is for the token endpoint only (RFC 6749 1.5).
+        Presented::Refresh(_) | Presented::Unknown => Err(unauthorized()),
+    }
+}
+
+/// RFC 6750 3.1 `invalid_token`: expired, revoked or otherwise invalid;
+/// RFC 9068 4: the grant behind the token must still be active.
+fn access_principal(
+    claims: AccessClaims,
+    status: Option<GrantStatus>,
+) -> Result<Principal, ApiError> {
+    let status = status
+        .filter(|s| s.is_active() && s.client_id == claims.client_id)
+        .ok_or_else(unauthorized)?;
+    let scopes = ScopeSet::parse(&claims.scope).map_err(|_| unauthorized())?;
+    let subject = match (status.user_id, status.email) {
+        (Some(id), Some(email)) => {
+            let role: Role = status
+                .role
+                .as_deref()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(Role::Agent);
+            return Ok(Principal {
+                scopes: scopes.split_by_role(role).0,
+                subject: Subject::User { id, email, role },
+                credential: Credential::AccessToken,
+            });
+        }
+        (Some(_), None) => return Err(unauthorized()),
+        (None, _) => Subject::Service {
+            client_id: claims.client_id,
+        },
+    };
+    Ok(Principal {
+        subject,
+        credential: Credential::AccessToken,
+        scopes,
+    })
+}
+
+/// An API key: usable (not revoked or expired, its user enabled), then used
+/// from an address its account allows (spec: "an API key used from any
+/// other address gets 403 FORBIDDEN").
+fn key_principal(
+    status: Option<&ApiKeyStatus>,
+    check: &TokenCheck<'_>,
+    client_ip: Option<IpAddr>,
+) -> Result<Principal, ApiError> {
+    let status = status
+        .filter(|s| keys::usable(s, check.now))
+        .ok_or_else(unauthorized)?;
+    if !status.ip_allowlist.allows(client_ip) {
+        return Err(ApiError::Forbidden(
+            "This API key may not be used from this IP address (see the account's IP allowlist)"
+                .into(),
+        ));
+    }
+    let role = status.role.parse().unwrap_or(Role::Agent);
+    Ok(Principal {
+        subject: Subject::User {
+            id: status.user_id.clone(),
+            email: status.email.clone(),
+            role,
+        },
+        credential: Credential::ApiKey {
+            id: status.key_id.clone(),
+        },
+        scopes: keys::effective_scopes(status),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(scopes: &str) -> Principal {
+        Principal {
+            subject: Subject::Service {
+                client_id: "client_a".into(),
+            },
+            credential: Credential::AccessToken,
+            scopes: ScopeSet::parse(scopes).unwrap(),
+        }
+    }
+
+    #[test]
+    fn admin_implies_every_scope() {
+        let admin = principal("admin");
+        assert!(Scope::ALL.iter().all(|s| admin.allows(*s)));
+        let reader = principal("requests:read");
+        assert!(reader.allows(Scope::RequestsRead));
+        assert!(!reader.allows(Scope::RequestsWrite));
+        assert!(matches!(
+            reader.require(Scope::UsersRead),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(matches!(reader.user_id(), Err(ApiError::Forbidden(_))));
+    }
+}

@@ -1,0 +1,266 @@
+//! The users API (`/v1/users`): scopes `users:read` and `users:write`;
+//! anything that makes or touches an admin also needs `admin`. Blocking
+//! (diesel, argon2): call on the pool.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::api::principal::Principal;
+use crate::api::{field_error, timestamp};
+use crate::auth::password;
+use crate::db::models::{CreateUserError, User, UserChanges};
+use crate::db::AnyConnection;
+use crate::domain::{Email, NewPassword, Role, Scope};
+use crate::error::ApiError;
+
+/// Page size when `limit` is not given, and the largest allowed.
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 100;
+
+/// A user as the API shows it (never the password hash).
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub role: String,
+    pub disabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        Self {
+            created_at: timestamp(u.created_at),
+            updated_at: timestamp(u.updated_at),
+            id: u.id,
+            email: u.email,
+            role: u.role,
+            disabled: u.disabled,
+        }
+    }
+}
+
+/// One page of `GET /v1/users`; `next_cursor` is null on the last page.
+#[derive(Debug, Serialize)]
+pub struct UserPage {
+    pub users: Vec<UserView>,
+    pub next_cursor: Option<String>,
+}
+
+/// `limit` (1 to 100) and `cursor` (opaque, from `next_cursor`).
+pub fn list(
+    conn: &mut AnyConnection,
+    principal: &Principal,
+    limit: Option<&str>,
+    cursor: Option<&str>,
+) -> Result<UserPage, ApiError> {
+    principal.require(Scope::UsersRead)?;
+    let limit = match limit {
+        None => DEFAULT_LIMIT,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                field_error(
+                    "limit",
+                    &format!("must be a whole number from 1 to {MAX_LIMIT}"),
+                )
+            })?,
+    };
+    let after = cursor
+        .map(|c| {
+            URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| field_error("cursor", "is not a cursor this API returned"))
+        })
+        .transpose()?;
+    let mut users = User::page(conn, after.as_deref(), limit + 1)?;
+    let more = users.len() as i64 > limit;
+    users.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| users.last().map(|u| URL_SAFE_NO_PAD.encode(&u.id)))
+        .flatten();
+    Ok(UserPage {
+        users: users.into_iter().map(UserView::from).collect(),
+        next_cursor,
+    })
+}
+
+pub fn get(
+    conn: &mut AnyConnection,
+    principal: &Principal,
+    id: &str,
+) -> Result<UserView, ApiError> {
+    principal.require(Scope::UsersRead)?;
+    Ok(find(conn, id)?.into())
+}
+
+fn find(conn: &mut AnyConnection, id: &str) -> Result<User, ApiError> {
+    User::find(conn, id)?.ok_or_else(|| ApiError::NotFound("No such user".into()))
+}
+
+/// Admins are made, changed and removed only with the `admin` scope: a
+/// `users:write` credential must not be able to take over an admin account
+/// or lock every admin out.
+fn require_admin_for(principal: &Principal, what: &str) -> Result<(), ApiError> {
+    if principal.allows(Scope::Admin) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "{what} needs the 'admin' scope"
+        )))
+    }
+}
+
+fn object(body: &Value) -> Result<&Map<String, Value>, ApiError> {
+    body.as_object()
+        .ok_or_else(|| ApiError::BadRequest("The body must be a JSON object".into()))
+}
+
+fn string_field<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, ApiError> {
+    match obj.get(field) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(field_error(field, "must be a string")),
+    }
+}
+
+fn parse_email(raw: &str) -> Result<Email, ApiError> {
+    Email::parse(raw).map_err(|m| field_error("email", &m))
+}
+
+fn parse_role(raw: &str) -> Result<Role, ApiError> {
+    raw.parse().map_err(|m: String| field_error("role", &m))
+}
+
+fn hash_new_password(raw: &str) -> Result<String, ApiError> {
+    let new = NewPassword::parse(raw.to_owned()).map_err(|m| field_error("password", &m))?;
+    password::hash_password(&new).map_err(ApiError::internal)
+}
+
+fn duplicate_email(e: CreateUserError) -> ApiError {
+    match e {
+        CreateUserError::DuplicateEmail => {
+            field_error("email", "a user with this email already exists")
+        }
+        CreateUserError::Database(e) => e.into(),
+    }
+}
+
+fn no_unknown_fields(obj: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(field_error(
+            &k.chars().take(40).collect::<String>(),
+            &format!("unknown field (expected one of: {})", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `POST /v1/users` `{"email", "password", "role"}` (role: agent unless
+/// given).
+pub fn create(
+    conn: &mut AnyConnection,
+    principal: &Principal,
+    body: &Value,
+    now: DateTime<Utc>,
+) -> Result<UserView, ApiError> {
+    principal.require(Scope::UsersWrite)?;
+    let obj = object(body)?;
+    no_unknown_fields(obj, &["email", "password", "role"])?;
+    let email = parse_email(
+        string_field(obj, "email")?.ok_or_else(|| field_error("email", "is required"))?,
+    )?;
+    let role = match string_field(obj, "role")? {
+        Some(r) => parse_role(r)?,
+        None => Role::Agent,
+    };
+    let password =
+        string_field(obj, "password")?.ok_or_else(|| field_error("password", "is required"))?;
+    if role == Role::Admin {
+        require_admin_for(principal, "Creating an admin")?;
+    }
+    let hash = hash_new_password(password)?;
+    let user = User::new(&email, role, hash, now.naive_utc());
+    user.insert(conn).map_err(duplicate_email)?;
+    Ok(user.into())
+}
+
+/// `PATCH /v1/users/{id}` with any of `email`, `role`, `disabled`,
+/// `password`. Disabling ends the user's sessions, grants (so tokens) and
+/// API keys for good; a new password ends their sessions.
+pub fn update(
+    conn: &mut AnyConnection,
+    principal: &Principal,
+    id: &str,
+    body: &Value,
+    now: DateTime<Utc>,
+) -> Result<UserView, ApiError> {
+    principal.require(Scope::UsersWrite)?;
+    let obj = object(body)?;
+    no_unknown_fields(obj, &["email", "role", "disabled", "password"])?;
+    if obj.is_empty() {
+        return Err(ApiError::BadRequest(
+            "Nothing to change: give email, role, disabled or password".into(),
+        ));
+    }
+    let email = string_field(obj, "email")?.map(parse_email).transpose()?;
+    let role = string_field(obj, "role")?.map(parse_role).transpose()?;
+    let disabled = match obj.get("disabled") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(field_error("disabled", "must be true or false")),
+    };
+    let new_password = string_field(obj, "password")?;
+    let target = find(conn, id)?;
+    if target.role() == Role::Admin {
+        require_admin_for(principal, "Changing an admin")?;
+    }
+    if role == Some(Role::Admin) {
+        require_admin_for(principal, "Making a user an admin")?;
+    }
+    let password_hash = new_password.map(hash_new_password).transpose()?;
+    let changes = UserChanges {
+        email: email.map(|e| e.as_ref().to_owned()),
+        role: role.map(|r| r.as_str().to_owned()),
+        password_hash,
+        updated_at: now.naive_utc(),
+    };
+    let naive_now = now.naive_utc();
+    let found = diesel::Connection::transaction(conn, |conn| {
+        if !User::update(conn, id, &changes).map_err(duplicate_email)? {
+            return Ok(false);
+        }
+        if let Some(disabled) = disabled {
+            if disabled != target.disabled {
+                User::set_disabled(conn, id, disabled, naive_now)?;
+            }
+        }
+        Ok::<_, ApiError>(true)
+    })?;
+    if !found {
+        return Err(ApiError::NotFound("No such user".into()));
+    }
+    Ok(find(conn, id)?.into())
+}
+
+/// `DELETE /v1/users/{id}`: the user and everything of theirs.
+pub fn delete(conn: &mut AnyConnection, principal: &Principal, id: &str) -> Result<(), ApiError> {
+    principal.require(Scope::UsersWrite)?;
+    let target = find(conn, id)?;
+    if target.role() == Role::Admin {
+        require_admin_for(principal, "Deleting an admin")?;
+    }
+    if User::delete(conn, id)? {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("No such user".into()))
+    }
+}

@@ -1,0 +1,183 @@
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::api::allowlist::IpAllowlist;
+use crate::db::schema::{api_keys, users};
+use crate::db::AnyConnection;
+
+/// An API key (seed: "API Keys"). Only the key's SHA-256 is stored.
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = api_keys)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    /// Hex SHA-256 of the whole key (`dzd_...`).
+    pub key_hash: String,
+    /// The first characters of the key, to tell keys apart in lists.
+    pub prefix: String,
+    pub scopes: String,
+    pub created_at: NaiveDateTime,
+    pub expires_at: Option<NaiveDateTime>,
+    pub last_used_at: Option<NaiveDateTime>,
+    pub revoked_at: Option<NaiveDateTime>,
+}
+
+// Database methods
+impl ApiKeyRow {
+    pub fn insert(&self, conn: &mut AnyConnection) -> QueryResult<()> {
+        diesel::insert_into(api_keys::table)
+            .values(self)
+            .execute(conn)
+            .map(|_| ())
+    }
+
+    /// The user's keys that are not revoked, newest first (expired ones
+    /// included: their owner should see them lapse).
+    pub fn list_for_user(conn: &mut AnyConnection, user_id: &str) -> QueryResult<Vec<ApiKeyRow>> {
+        api_keys::table
+            .filter(api_keys::user_id.eq(user_id))
+            .filter(api_keys::revoked_at.is_null())
+            .order((api_keys::created_at.desc(), api_keys::id.desc()))
+            .select(ApiKeyRow::as_select())
+            .load(conn)
+    }
+
+    /// How many keys the user has that are not revoked.
+    pub fn count_for_user(conn: &mut AnyConnection, user_id: &str) -> QueryResult<i64> {
+        api_keys::table
+            .filter(api_keys::user_id.eq(user_id))
+            .filter(api_keys::revoked_at.is_null())
+            .count()
+            .get_result(conn)
+    }
+
+    /// Revokes the user's key `id`. False when the user has no such key
+    /// (unknown, another user's, or already revoked).
+    pub fn revoke(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        id: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        let updated = diesel::update(
+            api_keys::table
+                .filter(api_keys::id.eq(id))
+                .filter(api_keys::user_id.eq(user_id))
+                .filter(api_keys::revoked_at.is_null()),
+        )
+        .set(api_keys::revoked_at.eq(now))
+        .execute(conn)?;
+        Ok(updated == 1)
+    }
+
+    /// Revokes every key of the user (the user was disabled).
+    pub fn revoke_all_for_user(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<usize> {
+        diesel::update(
+            api_keys::table
+                .filter(api_keys::user_id.eq(user_id))
+                .filter(api_keys::revoked_at.is_null()),
+        )
+        .set(api_keys::revoked_at.eq(now))
+        .execute(conn)
+    }
+
+    /// Records that the key was used at `at` (never moves it backwards).
+    pub fn touch(conn: &mut AnyConnection, id: &str, at: NaiveDateTime) -> QueryResult<()> {
+        diesel::update(
+            api_keys::table.filter(api_keys::id.eq(id)).filter(
+                api_keys::last_used_at
+                    .is_null()
+                    .or(api_keys::last_used_at.lt(at)),
+            ),
+        )
+        .set(api_keys::last_used_at.eq(at))
+        .execute(conn)
+        .map(|_| ())
+    }
+}
+
+/// One row of `ApiKeyStatus::load`, in select order.
+type StatusRow = (
+    String,
+    String,
+    String,
+    NaiveDateTime,
+    Option<NaiveDateTime>,
+    Option<NaiveDateTime>,
+    String,
+    String,
+    bool,
+    String,
+);
+
+/// Everything that decides whether an API key may be used, and who it is:
+/// the key and its user, read in one indexed query.
+#[derive(Debug, Clone)]
+pub struct ApiKeyStatus {
+    pub key_id: String,
+    pub user_id: String,
+    pub scopes: String,
+    pub created_at: NaiveDateTime,
+    pub expires_at: Option<NaiveDateTime>,
+    pub revoked: bool,
+    pub email: String,
+    pub role: String,
+    pub user_disabled: bool,
+    /// The user's allowlist.
+    pub ip_allowlist: IpAllowlist,
+}
+
+impl ApiKeyStatus {
+    /// The key whose SHA-256 is `key_hash`, with its user.
+    pub fn load(conn: &mut AnyConnection, key_hash: &str) -> QueryResult<Option<ApiKeyStatus>> {
+        let row: Option<StatusRow> = api_keys::table
+            .inner_join(users::table)
+            .filter(api_keys::key_hash.eq(key_hash))
+            .select((
+                api_keys::id,
+                api_keys::user_id,
+                api_keys::scopes,
+                api_keys::created_at,
+                api_keys::expires_at,
+                api_keys::revoked_at,
+                users::email,
+                users::role,
+                users::disabled,
+                users::ip_allowlist,
+            ))
+            .first(conn)
+            .optional()?;
+        Ok(row.map(
+            |(
+                key_id,
+                user_id,
+                scopes,
+                created_at,
+                expires_at,
+                revoked_at,
+                email,
+                role,
+                disabled,
+                ip_allowlist,
+            )| {
+                ApiKeyStatus {
+                    key_id,
+                    user_id,
+                    scopes,
+                    created_at,
+                    expires_at,
+                    revoked: revoked_at.is_some(),
+                    email,
+                    role,
+                    user_disabled: disabled,
+                    ip_allowlist: IpAllowlist::from_stored(&ip_allowlist),
+                }
+            },
+        ))
+    }
+}

@@ -1,0 +1,219 @@
+//! `/v1/` handlers: extract, call `crate::api` on the blocking pool,
+//! answer in the envelope.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::api::keys::{self, NewKey};
+use crate::api::principal::Subject;
+use crate::api::{allowlist, users};
+use crate::db::listener;
+use crate::error::{api_ok, api_success, ApiError};
+use crate::routes::v1::auth::Authenticated;
+use crate::state::AppState;
+
+/// `GET /v1/me` (seed: "Verify Token").
+#[derive(Serialize)]
+struct Me<'a> {
+    id: &'a str,
+    email: Option<&'a str>,
+    role: &'a str,
+    scopes: Vec<&'static str>,
+}
+
+pub async fn me(auth: Authenticated) -> HttpResponse {
+    let p = &auth.0;
+    let me = match &p.subject {
+        Subject::User { id, email, role } => Me {
+            id,
+            email: Some(email),
+            role: role.as_str(),
+            scopes: p.scopes.to_vec(),
+        },
+        Subject::Service { client_id } => Me {
+            id: client_id,
+            email: None,
+            role: "service",
+            scopes: p.scopes.to_vec(),
+        },
+    };
+    api_ok(me)
+}
+
+/// `GET /v1/api-keys`.
+pub async fn list_keys(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = auth.0.user_id()?.to_owned();
+    let st = state.clone();
+    let list = state
+        .db
+        .run(move |conn| keys::list(conn, &user_id, &st.usage))
+        .await?;
+    Ok(api_ok(json!({ "api_keys": list })))
+}
+
+/// `POST /v1/api-keys`: 201 with the key, shown this once.
+pub async fn create_key(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let new = NewKey::from_json(&body)?;
+    let principal = auth.0;
+    let created = state
+        .db
+        .run(move |conn| keys::create(conn, &principal, &new, Utc::now()))
+        .await?;
+    log::info!("API key {} created", created.id);
+    let mut resp = api_success(StatusCode::CREATED, created);
+    no_store(&mut resp);
+    Ok(resp)
+}
+
+/// `DELETE /v1/api-keys/{id}`: from the answer on, the key is refused here
+/// and inactive at introspection.
+pub async fn revoke_key(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = auth.0.user_id()?.to_owned();
+    let id = path.into_inner();
+    let key_id = id.clone();
+    state
+        .db
+        .run(move |conn| keys::revoke(conn, &user_id, &key_id, Utc::now()))
+        .await?;
+    listener::fence(&state.db, &state.revocations).await;
+    log::info!("API key {id} revoked");
+    Ok(api_ok(json!({ "id": id, "revoked": true })))
+}
+
+/// `GET /v1/ip-allowlist`.
+pub async fn get_allowlist(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = auth.0;
+    let view = state
+        .db
+        .run(move |conn| allowlist::get(conn, &principal))
+        .await?;
+    Ok(api_ok(view))
+}
+
+/// `PUT /v1/ip-allowlist`.
+pub async fn put_allowlist(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = auth.0;
+    let body = body.into_inner();
+    let view = state
+        .db
+        .run(move |conn| allowlist::replace(conn, &principal, &body, Utc::now()))
+        .await?;
+    listener::fence(&state.db, &state.revocations).await;
+    Ok(api_ok(view))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/users?limit=&cursor=`.
+pub async fn list_users(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = auth.0;
+    let q = query.into_inner();
+    let page = state
+        .db
+        .run(move |conn| users::list(conn, &principal, q.limit.as_deref(), q.cursor.as_deref()))
+        .await?;
+    Ok(api_ok(page))
+}
+
+/// `GET /v1/users/{id}`.
+pub async fn get_user(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = auth.0;
+    let user = state
+        .db
+        .run(move |conn| users::get(conn, &principal, &path))
+        .await?;
+    Ok(api_ok(user))
+}
+
+/// `POST /v1/users`: 201 with the user.
+pub async fn create_user(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = auth.0;
+    let body = body.into_inner();
+    let user = state
+        .db
+        .run(move |conn| users::create(conn, &principal, &body, Utc::now()))
+        .await?;
+    log::info!("user {} created through the API", user.id);
+    Ok(api_success(StatusCode::CREATED, user))
+}
+
+/// `PATCH /v1/users/{id}`.
+pub async fn update_user(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = auth.0;
+    let body = body.into_inner();
+    let user = state
+        .db
+        .run(move |conn| users::update(conn, &principal, &path, &body, Utc::now()))
+        .await?;
+    listener::fence(&state.db, &state.revocations).await;
+    log::info!("user {} changed through the API", user.id);
+    Ok(api_ok(user))
+}
+
+/// `DELETE /v1/users/{id}`.
+pub async fn delete_user(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = auth.0;
+    let id = path.into_inner();
+    let user_id = id.clone();
+    state
+        .db
+        .run(move |conn| users::delete(conn, &principal, &user_id))
+        .await?;
+    listener::fence(&state.db, &state.revocations).await;
+    log::info!("user {id} deleted through the API");
+    Ok(api_ok(json!({ "id": id, "deleted": true })))
+}
+
+/// A response that carries a secret must not be cached (RFC 9111 5.2.2.5).
+fn no_store(resp: &mut HttpResponse) {
+    resp.headers_mut().insert(
+        actix_web::http::header::CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("no-store"),
+    );
+}
