@@ -1,8 +1,9 @@
 //! The command line: `serve` (default), `migrate`, `user create|disable|enable`,
-//! `client create`, `keys rotate`.
+//! `client create`, `keys rotate`, `api-key create`.
 //!
 //! Output shapes are a contract scripts depend on: `user create` prints exactly
-//! one JSON object `{"id": "user_..."}` on stdout. Exit codes: 0 success,
+//! one JSON object `{"id": "user_..."}` on stdout, `api-key create`
+//! `{"id": "key_...", "key": "dzd_..."}`. Exit codes: 0 success,
 //! 1 failure or conflict (duplicate email), 2 invalid input or configuration.
 
 use std::io::Read;
@@ -11,10 +12,12 @@ use chrono::Utc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::accounts::{self, AccountError};
+use crate::api::keys::{self as api_keys, NewKey};
 use crate::config::{ConfigError, Settings};
-use crate::db::models::Client;
+use crate::db::models::{Client, User};
 use crate::db::{run_migrations, AnyConnection, Database};
 use crate::domain::{Email, NewPassword, Role};
+use crate::error::ApiError;
 use crate::oauth::clients::{self, ClientRequest, NewClient};
 use crate::oauth::jwt;
 use crate::startup::{Application, BuildError};
@@ -42,6 +45,29 @@ pub enum Command {
     /// Manage access-token signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage users' API keys.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApiKeyCommand {
+    /// Create an API key for a user; prints {"id": "key_...", "key": "dzd_..."}.
+    /// The key is shown this once.
+    Create {
+        /// The owner's email.
+        #[arg(long)]
+        email: String,
+        /// What the key is for (1 to 100 characters).
+        #[arg(long)]
+        name: String,
+        /// Scopes, space-separated or repeated (within the user's role).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Days until the key expires (default: never).
+        #[arg(long)]
+        expires_in_days: Option<i64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,6 +224,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             init_logging("warn");
             client(cmd)
         }
+        Command::ApiKey(cmd) => {
+            init_logging("warn");
+            api_key(cmd)
+        }
         Command::Keys(KeysCommand::Rotate) => {
             init_logging("warn");
             let mut conn = open_connection()?;
@@ -270,6 +300,54 @@ fn user(cmd: UserCommand) -> Result<(), CliError> {
         UserCommand::Disable { email } => set_disabled(&email, true, now),
         UserCommand::Enable { email } => set_disabled(&email, false, now),
     }
+}
+
+fn api_key(cmd: ApiKeyCommand) -> Result<(), CliError> {
+    let ApiKeyCommand::Create {
+        email,
+        name,
+        scopes,
+        expires_in_days,
+    } = cmd;
+    // Validate everything before touching the database, with the API's rules.
+    let email =
+        Email::parse(&email).map_err(|m| CliError::Invalid(format!("invalid --email: {m}")))?;
+    let names: Vec<&str> = scopes
+        .iter()
+        .flat_map(|s| s.split([' ', ',']))
+        .filter(|s| !s.is_empty())
+        .collect();
+    let body = serde_json::json!({
+        "name": name,
+        "scopes": names,
+        "expires_in_days": expires_in_days,
+    });
+    let new =
+        NewKey::from_json(&body).map_err(|e| CliError::Invalid(format!("invalid option: {e}")))?;
+    let mut conn = open_connection()?;
+    let user = User::find_by_email(&mut conn, &email)
+        .map_err(|e| CliError::Failed(e.into()))?
+        .ok_or_else(|| CliError::Conflict("no user with this email".into()))?;
+    if user.disabled {
+        return Err(CliError::Conflict("the user is disabled".into()));
+    }
+    let (_, denied) = new.scopes.split_by_role(user.role());
+    if !denied.is_empty() {
+        return Err(CliError::Conflict(format!(
+            "a user with the role {} cannot hold: {denied}",
+            user.role()
+        )));
+    }
+    let created =
+        api_keys::create_for_user(&mut conn, &user.id, &new, Utc::now()).map_err(|e| match e {
+            ApiError::BadRequest(m) => CliError::Conflict(m),
+            other => CliError::Failed(anyhow::anyhow!("{other:?}")),
+        })?;
+    println!(
+        "{}",
+        serde_json::json!({ "id": created.id, "key": created.key })
+    );
+    Ok(())
 }
 
 fn client(cmd: ClientCommand) -> Result<(), CliError> {

@@ -16,7 +16,7 @@ const SCOPE: &str = "requests:read requests:write";
 
 /// A client as an internal service registers: confidential, may introspect
 /// every token.
-async fn service(flow: &Flow, introspect: bool) -> (String, String) {
+pub(crate) async fn service(flow: &Flow, introspect: bool) -> (String, String) {
     let (id, secret) = flow
         .app
         .register_client(ClientRequest {
@@ -32,7 +32,7 @@ async fn service(flow: &Flow, introspect: bool) -> (String, String) {
     (id, secret.unwrap())
 }
 
-async fn call(
+pub(crate) async fn call(
     base: &str,
     path: &str,
     creds: Option<(&str, &str)>,
@@ -47,14 +47,14 @@ async fn call(
     req.send().await.unwrap()
 }
 
-async fn introspect_at(base: &str, creds: (&str, &str), token: &str) -> Value {
+pub(crate) async fn introspect_at(base: &str, creds: (&str, &str), token: &str) -> Value {
     let resp = call(base, "/oauth/introspect", Some(creds), &[("token", token)]).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["cache-control"], "no-store");
     resp.json().await.unwrap()
 }
 
-async fn introspect(flow: &Flow, creds: (&str, &str), token: &str) -> Value {
+pub(crate) async fn introspect(flow: &Flow, creds: (&str, &str), token: &str) -> Value {
     introspect_at(&flow.app.address, creds, token).await
 }
 
@@ -69,11 +69,11 @@ async fn revoke_own(flow: &Flow, token: &str) -> Response {
     .await
 }
 
-fn inactive() -> Value {
+pub(crate) fn inactive() -> Value {
     json!({"active": false})
 }
 
-fn own(flow: &Flow) -> (&str, &str) {
+pub(crate) fn own(flow: &Flow) -> (&str, &str) {
     (&flow.client_id, flow.secret.as_deref().unwrap())
 }
 
@@ -171,7 +171,7 @@ async fn introspection_needs_confidential_client_credentials() {
 }
 
 /// Signs `claims` with the server's current key (for expiry and issuer cases).
-async fn sign_with_server_key(flow: &Flow, claims: AccessClaims) -> String {
+pub(crate) async fn sign_with_server_key(flow: &Flow, claims: AccessClaims) -> String {
     flow.app
         .with_conn(move |conn| {
             KeyRing::load(conn, Utc::now().naive_utc(), Duration::hours(1))

@@ -20,3 +20,5 @@ mod oauth_flow;
 mod refresh;
 mod register;
 mod token;
+mod v1_keys;
+mod v1_users;
