@@ -54,6 +54,20 @@ pub fn create_user(db: &TestDatabase, email: &str, role: &str, password: &str) -
     )
 }
 
+/// `api-key create` for `email` with `scope`; returns the key.
+pub fn create_api_key(db: &TestDatabase, email: &str, scope: &str) -> String {
+    let out = run(
+        &[
+            "api-key", "create", "--email", email, "--name", "cli", "--scope", scope,
+        ],
+        &[("DATABASE_URL", &db.url)],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    json["key"].as_str().unwrap().to_owned()
+}
+
 fn user_count(db: &TestDatabase) -> i64 {
     use diesel::prelude::*;
     let url = dzdesk_auth::db::DatabaseUrl::parse(&db.url).unwrap();
@@ -406,4 +420,148 @@ fn client_create_introspect_flag_grants_the_introspection_permission() {
     };
     assert!(!stored_client(&db, &id(&plain)).can_introspect);
     assert!(stored_client(&db, &id(&internal)).can_introspect);
+}
+
+fn api_key_rows(db: &TestDatabase) -> Vec<dzdesk_auth::db::models::ApiKeyRow> {
+    use diesel::prelude::*;
+    let url = dzdesk_auth::db::DatabaseUrl::parse(&db.url).unwrap();
+    let database = dzdesk_auth::db::Database::connect(&url, 1).unwrap();
+    let mut conn = database.conn().unwrap();
+    dzdesk_auth::db::schema::api_keys::table
+        .select(dzdesk_auth::db::models::ApiKeyRow::as_select())
+        .load(&mut *conn)
+        .unwrap()
+}
+
+#[test]
+fn api_key_create_prints_id_and_key_once_and_stores_only_the_hash() {
+    let db = TestDatabase::new();
+    assert!(create_user(&db, "ann@example.com", "agent", PASSWORD)
+        .status
+        .success());
+    let out = run(
+        &[
+            "api-key",
+            "create",
+            "--email",
+            "Ann@Example.com",
+            "--name",
+            "Deploys",
+            "--scope",
+            "requests:read",
+            "--scope",
+            "requests:write",
+            "--expires-in-days",
+            "30",
+        ],
+        &[("DATABASE_URL", &db.url)],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let json: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let obj = json.as_object().unwrap();
+    assert_eq!(obj.len(), 2, "{text}");
+    let id = obj["id"].as_str().unwrap();
+    let key = obj["key"].as_str().unwrap();
+    assert!(id.starts_with("key_"), "{id}");
+    assert!(key.starts_with("dzd_") && key.len() >= 4 + 43, "{key}");
+    let rows = api_key_rows(&db);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].id, id);
+    assert_eq!(rows[0].name, "Deploys");
+    assert_eq!(rows[0].scopes, "requests:read requests:write");
+    assert_eq!(rows[0].key_hash, dzdesk_auth::tokens::hash_secret(key));
+    assert!(rows[0].expires_at.is_some());
+    assert!(!stderr(&out).contains(key));
+}
+
+#[test]
+fn api_key_create_refuses_bad_input_and_scopes_beyond_the_role() {
+    let db = TestDatabase::new();
+    assert!(create_user(&db, "ann@example.com", "agent", PASSWORD)
+        .status
+        .success());
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let attempt = |extra: &[&str]| {
+        let mut args = vec!["api-key", "create"];
+        args.extend_from_slice(extra);
+        run(&args, &env, None)
+    };
+    for (args, code) in [
+        (
+            vec![
+                "--email",
+                "ann@example.com",
+                "--name",
+                "x",
+                "--scope",
+                "requests:delete",
+            ],
+            2,
+        ),
+        (
+            vec![
+                "--email",
+                "ann@example.com",
+                "--name",
+                "",
+                "--scope",
+                "requests:read",
+            ],
+            2,
+        ),
+        (
+            vec![
+                "--email",
+                "ann@example.com",
+                "--name",
+                "x",
+                "--scope",
+                "requests:read",
+                "--expires-in-days",
+                "0",
+            ],
+            2,
+        ),
+        (
+            vec![
+                "--email",
+                "not-an-email",
+                "--name",
+                "x",
+                "--scope",
+                "requests:read",
+            ],
+            2,
+        ),
+        (
+            vec![
+                "--email",
+                "ann@example.com",
+                "--name",
+                "x",
+                "--scope",
+                "admin",
+            ],
+            1,
+        ),
+        (
+            vec![
+                "--email",
+                "nobody@example.com",
+                "--name",
+                "x",
+                "--scope",
+                "requests:read",
+            ],
+            1,
+        ),
+    ] {
+        let out = attempt(&args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty());
+    }
+    assert!(api_key_rows(&db).is_empty(), "nothing was created");
 }

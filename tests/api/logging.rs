@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::cli::create_user;
+use crate::cli::{create_api_key, create_user};
 use crate::helpers::{cookie_value, hidden_input, new_client, TestDatabase, PASSWORD};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dzdesk-auth");
@@ -18,6 +18,10 @@ async fn no_secret_reaches_the_captured_log() {
     assert!(create_user(&db, "ann@example.com", "agent", PASSWORD)
         .status
         .success());
+    assert!(create_user(&db, "root@example.com", "admin", PASSWORD)
+        .status
+        .success());
+    let cli_key = create_api_key(&db, "root@example.com", "admin");
 
     let mut child = Command::new(BIN)
         .arg("serve")
@@ -104,6 +108,47 @@ async fn no_secret_reaches_the_captured_log() {
         .await
         .unwrap();
 
+    // API keys and passwords travelling through /v1.
+    let me = client
+        .get(format!("{base}/v1/me"))
+        .bearer_auth(&cli_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let made: serde_json::Value = client
+        .post(format!("{base}/v1/api-keys"))
+        .bearer_auth(&cli_key)
+        .json(&serde_json::json!({"name": "log test", "scopes": ["requests:read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let api_key = made["data"]["key"].as_str().unwrap().to_owned();
+    let api_password = "api password secret 12345";
+    let created = client
+        .post(format!("{base}/v1/users"))
+        .bearer_auth(&api_key)
+        .json(&serde_json::json!({"email": "new@example.com", "password": api_password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        created.status(),
+        403,
+        "a requests:read key cannot create users"
+    );
+    let created = client
+        .post(format!("{base}/v1/users"))
+        .bearer_auth(&cli_key)
+        .json(&serde_json::json!({"email": "new@example.com", "password": api_password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
     // Let the last access lines reach the pipe, then stop the server.
     tokio::time::sleep(Duration::from_millis(300)).await;
     child.start_kill().unwrap();
@@ -118,6 +163,9 @@ async fn no_secret_reaches_the_captured_log() {
     assert!(log.contains("\"GET /oauth/authorize\" 400"), "{log}");
     assert!(log.contains("\"POST /oauth/token\" 401"), "{log}");
     assert!(log.contains("\"GET /v1/me\" 401"), "{log}");
+    assert!(log.contains("\"GET /v1/me\" 200"), "{log}");
+    assert!(log.contains("\"POST /v1/api-keys\" 201"), "{log}");
+    assert!(log.contains("\"POST /v1/users\" 201"), "{log}");
     // ...and none of the secrets that travelled with them.
     for secret in [
         PASSWORD,
@@ -130,6 +178,9 @@ async fn no_secret_reaches_the_captured_log() {
         "statesecret987",
         refresh,
         "dzs_clientsecret0123456789",
+        &cli_key,
+        &api_key,
+        api_password,
     ] {
         assert!(!log.contains(secret), "log contains {secret:?}:\n{log}");
     }
