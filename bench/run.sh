@@ -6,7 +6,8 @@
 #   bench/run.sh                      # needs oha (cargo install oha --locked) and PostgreSQL
 #   BENCH_PG=postgres://... CONNS=64 DURATION=20s SCENARIOS="refresh" bench/run.sh
 #
-# Scenarios: healthz (the HTTP stack's baseline), client_credentials (the
+# Scenarios: healthz (the HTTP stack's baseline), me_api_key (GET /v1/me with
+# an API key: bearer extraction, key lookup, allowlist check), client_credentials (the
 # token endpoint: client lookup, secret check, ES256 signature), refresh (the
 # refresh_token grant with rotation: every request presents a token never used
 # before, so it is driven by examples/refresh_load.rs, which first runs the
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/.."
 pg=${BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
 conns=${CONNS:-32}
 duration=${DURATION:-10s}
-scenarios=${SCENARIOS:-healthz client_credentials refresh}
+scenarios=${SCENARIOS:-healthz me_api_key client_credentials refresh}
 port=${PORT:-18181}
 oha=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 if [ ! -x "$oha" ]; then
@@ -50,6 +51,10 @@ printf '%s' "$BENCH_PASSWORD" | "$bin" user create --email bench@example.com --r
 rcreds=$("$bin" client create --name bench-refresh --scope "requests:read" --redirect-uri http://127.0.0.1/cb)
 rid=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])' <<<"$rcreds")
 rsecret=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' <<<"$rcreds")
+# The me_api_key scenario: an API key of that user (on an argument list only
+# inside this throwaway benchmark; never log or pass real keys this way).
+kjson=$("$bin" api-key create --email bench@example.com --name bench --scope "requests:read requests:write")
+apikey=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])' <<<"$kjson")
 
 "$bin" serve & server=$!
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
@@ -69,6 +74,10 @@ print("scenario=%s rps=%.0f p50_ms=%.2f p99_ms=%.2f non2xx=%d codes=%s" % (name,
 want() { [[ " $scenarios " == *" $1 "* ]]; }
 if want healthz; then
   "$oha" -c "$conns" -z "$duration" --no-tui --output-format json "http://127.0.0.1:$port/healthz" | report healthz
+fi
+if want me_api_key; then
+  "$oha" -c "$conns" -z "$duration" --no-tui --output-format json \
+    -H "authorization: Bearer $apikey" "http://127.0.0.1:$port/v1/me" | report me_api_key
 fi
 if want client_credentials; then
   "$oha" -c "$conns" -z "$duration" --no-tui --output-format json -m POST \

@@ -9,7 +9,7 @@ use dzdesk_auth::oauth::jwt::{AccessClaims, KeyRing};
 use reqwest::Response;
 use serde_json::{json, Value};
 
-use crate::helpers::spawn_second_instance;
+use crate::helpers::{spawn_second_instance, PASSWORD};
 use crate::oauth_flow::{assert_token_error, Flow, REDIRECT};
 
 const SCOPE: &str = "requests:read requests:write";
@@ -299,6 +299,9 @@ async fn disabled_user_or_client_makes_tokens_inactive_at_once() {
     // Disabling ended the grant for good: re-enabling does not revive it.
     flow.app.set_disabled(&flow.email, false).await;
     assert_eq!(introspect(&flow, creds, &access).await, inactive());
+    // Disabling ended the session too: sign in again for a new token.
+    let resp = flow.app.login(&flow.email, PASSWORD, "/").await;
+    assert_eq!(resp.status(), 303);
     let access = flow.tokens(SCOPE).await["access_token"]
         .as_str()
         .unwrap()
@@ -501,6 +504,8 @@ async fn the_revocation_view_sees_changes_made_behind_the_services_back() {
     assert_eq!(introspect(&flow, own(&flow), &access).await, inactive());
     flow.app.set_disabled(&flow.email, false).await;
     assert_eq!(introspect(&flow, own(&flow), &access).await, inactive());
+    let resp = flow.app.login(&flow.email, PASSWORD, "/").await;
+    assert_eq!(resp.status(), 303);
     let access = flow.tokens(SCOPE).await["access_token"]
         .as_str()
         .unwrap()
