@@ -899,3 +899,49 @@ async fn with_production_caches_revocations_apply_at_once() {
     .await;
     denied.assert_error(401, "UNAUTHORIZED");
 }
+
+/// Two instances on one database (as behind a load balancer), production
+/// caches on: a key revoked on one is refused by the other.
+#[tokio::test]
+async fn a_key_revoked_on_one_instance_is_refused_by_another() {
+    let app = spawn_app_custom(
+        |s| {
+            s.key_reload_secs = 60;
+            s.client_cache_secs = 5;
+        },
+        |_| {},
+    )
+    .await;
+    let (second, handle) = crate::helpers::spawn_second_instance(&app).await;
+    let (user_id, key) = user_with_key(&app, "ann@example.com", Role::Agent, "requests:read").await;
+    let (key_id, other) = key_for(&app, &user_id, "requests:read").await;
+    let on_second = |token: String| {
+        let base = second.clone();
+        async move {
+            api_with(
+                &reqwest::Client::new(),
+                &base,
+                Method::GET,
+                "/v1/me",
+                Some(&token),
+                None,
+                &[],
+            )
+            .await
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(on_second(other.clone()).await.status, 200);
+    }
+    api(
+        &app,
+        Method::DELETE,
+        &format!("/v1/api-keys/{key_id}"),
+        Some(&key),
+        None,
+    )
+    .await
+    .data(200);
+    on_second(other).await.assert_error(401, "UNAUTHORIZED");
+    handle.stop(false).await;
+}
