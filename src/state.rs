@@ -132,6 +132,17 @@ impl KeyStore {
         }
     }
 
+    /// The keys to check `token` with: [`KeyStore::current`], re-read (at
+    /// most once a second) when the token names a key they lack, perhaps one
+    /// another instance or the CLI took up first. Blocking.
+    pub fn for_token(&self, conn: &mut AnyConnection, token: &str) -> anyhow::Result<Arc<KeyRing>> {
+        let keys = self.current(conn)?;
+        if crate::oauth::introspect::names_unknown_key(token, &keys) {
+            return self.reload_throttled(conn, Duration::from_secs(1));
+        }
+        Ok(keys)
+    }
+
     /// Re-reads the keys unless they were read less than `min_age` ago: for a
     /// token signed with a key another instance started using before this
     /// one reloaded. Throttled, so tokens with made-up `kid`s cannot turn

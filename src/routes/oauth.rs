@@ -242,14 +242,10 @@ pub async fn introspect_post(
         .db
         .run(move |conn| {
             let caller = authenticated_confidential(conn, &st, &auth)?;
-            let mut keys = st.keys.current(conn).map_err(OAuthError::server)?;
-            if introspect::names_unknown_key(&token, &keys) {
-                // Perhaps signed with a key another instance took up first.
-                keys = st
-                    .keys
-                    .reload_throttled(conn, std::time::Duration::from_secs(1))
-                    .map_err(OAuthError::server)?;
-            }
+            let keys = st
+                .keys
+                .for_token(conn, &token)
+                .map_err(OAuthError::server)?;
             let check = TokenCheck {
                 keys: &keys,
                 cfg: &cfg,

@@ -69,6 +69,14 @@ async fn revoke_own(flow: &Flow, token: &str) -> Response {
     .await
 }
 
+/// After a disable and re-enable (which ended the session): signs in again
+/// and returns a new access token.
+async fn signed_in_again(flow: &Flow) -> String {
+    let resp = flow.app.login(&flow.email, PASSWORD, "/").await;
+    assert_eq!(resp.status(), 303);
+    flow.access_token(SCOPE).await
+}
+
 pub(crate) fn inactive() -> Value {
     json!({"active": false})
 }
@@ -288,10 +296,7 @@ async fn refresh_token_is_active_until_rotated() {
 #[tokio::test]
 async fn disabled_user_or_client_makes_tokens_inactive_at_once() {
     let flow = Flow::new(Role::Agent, SCOPE, false).await;
-    let access = flow.tokens(SCOPE).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = flow.access_token(SCOPE).await;
     let (internal, secret) = service(&flow, true).await;
     let creds = (internal.as_str(), secret.as_str());
     flow.app.set_disabled(&flow.email, true).await;
@@ -299,13 +304,7 @@ async fn disabled_user_or_client_makes_tokens_inactive_at_once() {
     // Disabling ended the grant for good: re-enabling does not revive it.
     flow.app.set_disabled(&flow.email, false).await;
     assert_eq!(introspect(&flow, creds, &access).await, inactive());
-    // Disabling ended the session too: sign in again for a new token.
-    let resp = flow.app.login(&flow.email, PASSWORD, "/").await;
-    assert_eq!(resp.status(), 303);
-    let access = flow.tokens(SCOPE).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = signed_in_again(&flow).await;
     assert_eq!(introspect(&flow, creds, &access).await["active"], true);
 
     let client_id = flow.client_id.clone();
@@ -323,10 +322,7 @@ async fn disabled_user_or_client_makes_tokens_inactive_at_once() {
 #[tokio::test]
 async fn deleted_client_makes_its_tokens_inactive() {
     let flow = Flow::new(Role::Agent, SCOPE, false).await;
-    let access = flow.tokens(SCOPE).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = flow.access_token(SCOPE).await;
     let (internal, secret) = service(&flow, true).await;
     let client_id = flow.client_id.clone();
     flow.app
@@ -494,22 +490,14 @@ async fn the_revocation_view_answers_and_never_serves_a_revoked_grant() {
 #[tokio::test]
 async fn the_revocation_view_sees_changes_made_behind_the_services_back() {
     let flow = cached_flow().await;
-    let access = flow.tokens(SCOPE).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = flow.access_token(SCOPE).await;
     assert_eq!(introspect(&flow, own(&flow), &access).await["active"], true);
     // The CLI path: `user disable` writes to the database directly.
     flow.app.set_disabled(&flow.email, true).await;
     assert_eq!(introspect(&flow, own(&flow), &access).await, inactive());
     flow.app.set_disabled(&flow.email, false).await;
     assert_eq!(introspect(&flow, own(&flow), &access).await, inactive());
-    let resp = flow.app.login(&flow.email, PASSWORD, "/").await;
-    assert_eq!(resp.status(), 303);
-    let access = flow.tokens(SCOPE).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = signed_in_again(&flow).await;
     assert_eq!(introspect(&flow, own(&flow), &access).await["active"], true);
     // A revoked jti, inserted by hand.
     let (grant, jti) = grant_and_jti(&access);
@@ -550,10 +538,7 @@ async fn two_cached_instances_agree_after_a_revocation() {
 #[tokio::test]
 async fn client_disable_cli_makes_its_tokens_inactive_at_once() {
     let flow = cached_flow().await;
-    let access = flow.tokens(SCOPE).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = flow.access_token(SCOPE).await;
     let (internal, secret) = service(&flow, true).await;
     let creds = (internal.as_str(), secret.as_str());
     assert_eq!(introspect(&flow, creds, &access).await["active"], true);

@@ -201,6 +201,14 @@ impl Flow {
         self.token(&form).await
     }
 
+    /// A fresh access token for `scope` (the whole flow).
+    pub async fn access_token(&self, scope: &str) -> String {
+        self.tokens(scope).await["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
     /// The whole flow with PKCE: (token response body).
     pub async fn tokens(&self, scope: &str) -> Value {
         let (verifier, challenge) = pkce();

@@ -167,10 +167,7 @@ async fn me_with_an_api_key_has_the_seed_shape_and_the_keys_scopes() {
 #[tokio::test]
 async fn me_with_a_users_access_token_shows_the_tokens_scopes() {
     let flow = Flow::new(Role::Admin, "requests:read users:read admin", false).await;
-    let access = flow.tokens("requests:read").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = flow.access_token("requests:read").await;
     let reply = me(&flow.app, &access).await;
     assert_eq!(
         reply.data(200),
@@ -472,10 +469,9 @@ async fn a_credential_cannot_mint_a_key_with_scopes_it_does_not_hold() {
         false,
     )
     .await;
-    let access = flow.tokens("requests:read requests:write users:read").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = flow
+        .access_token("requests:read requests:write users:read")
+        .await;
     api(
         &flow.app,
         Method::POST,
@@ -616,10 +612,7 @@ async fn the_ip_allowlist_is_enforced_from_real_source_addresses() {
     let flow = Flow::new(Role::Agent, "requests:read", false).await;
     let app = &flow.app;
     let (_, key) = key_for(app, &flow.user_id, "requests:read").await;
-    let access = flow.tokens("requests:read").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = flow.access_token("requests:read").await;
     let from_1 = client_from("127.0.0.1");
     let from_2 = client_from("127.0.0.2");
     let call = |client: &reqwest::Client, token: &str| {

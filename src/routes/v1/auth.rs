@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
@@ -11,7 +10,7 @@ use chrono::Utc;
 
 use crate::api::principal::{self, Principal};
 use crate::error::ApiError;
-use crate::oauth::introspect::{names_unknown_key, TokenCheck};
+use crate::oauth::introspect::TokenCheck;
 use crate::state::AppState;
 
 /// The bearer credential of the Authorization header (RFC 6750 2.1: the
@@ -75,14 +74,10 @@ async fn authenticate(
     state
         .db
         .run(move |conn| {
-            let mut keys = st.keys.current(conn).map_err(ApiError::internal)?;
-            if names_unknown_key(&token, &keys) {
-                // Perhaps signed with a key another instance took up first.
-                keys = st
-                    .keys
-                    .reload_throttled(conn, Duration::from_secs(1))
-                    .map_err(ApiError::internal)?;
-            }
+            let keys = st
+                .keys
+                .for_token(conn, &token)
+                .map_err(ApiError::internal)?;
             let check = TokenCheck {
                 keys: &keys,
                 cfg: &cfg,
