@@ -19,4 +19,5 @@ mod metadata;
 mod oauth_flow;
 mod refresh;
 mod register;
+mod settings_api;
 mod token;
