@@ -111,6 +111,22 @@ impl Application {
                     "/settings/apps/revoke",
                     web::post().to(pages::apps::apps_revoke),
                 )
+                .route(
+                    "/settings/api",
+                    web::get().to(pages::api_settings::settings_get),
+                )
+                .route(
+                    "/settings/api/keys",
+                    web::post().to(pages::api_settings::create_key),
+                )
+                .route(
+                    "/settings/api/keys/revoke",
+                    web::post().to(pages::api_settings::revoke_key),
+                )
+                .route(
+                    "/settings/api/allowlist",
+                    web::post().to(pages::api_settings::save_allowlist),
+                )
                 .route("/login", web::get().to(pages::login::login_get))
                 .route("/login", web::post().to(pages::login::login_post))
                 .route("/logout", web::post().to(pages::login::logout_post))

@@ -19,6 +19,7 @@ mod metadata;
 mod oauth_flow;
 mod refresh;
 mod register;
+mod settings_api;
 mod token;
 mod v1_keys;
 mod v1_users;

@@ -1,5 +1,6 @@
 //! Browser pages: askama views next to their handlers.
 
+pub mod api_settings;
 pub mod apps;
 pub mod home;
 pub mod login;

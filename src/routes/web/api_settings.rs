@@ -1,0 +1,513 @@
+//! Settings > API (`/settings/api`): a signed-in user's API keys (generate,
+//! list, revoke) and the account's IP allowlist, as browser pages. The work
+//! itself is `crate::api::{keys, allowlist}`, as under `/v1/`.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use askama::Template;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use crate::api::allowlist::{self, IpAllowlist};
+use crate::api::field_error;
+use crate::api::keys::{self, CreatedKey, KeyView, NewKey, MAX_EXPIRY_DAYS};
+use crate::auth::csrf::CsrfBinding;
+use crate::db::listener;
+use crate::domain::{Role, Scope};
+use crate::error::{ApiError, WebError};
+use crate::routes::web::session::{MaybeSignedIn, SignedIn};
+use crate::routes::web::{render, see_other, FORM_LIMIT_BYTES};
+use crate::state::AppState;
+
+pub const CREATE_KEY_PURPOSE: &str = "api-key-create";
+pub const REVOKE_KEY_PURPOSE: &str = "api-key-revoke";
+pub const ALLOWLIST_PURPOSE: &str = "api-allowlist";
+
+/// The expiry choices of the form: (`expires_in_days` value, label).
+const EXPIRY_CHOICES: [(&str, &str); 4] = [
+    ("", "No expiration"),
+    ("30", "30 days"),
+    ("90", "90 days"),
+    ("365", "365 days"),
+];
+
+struct ScopeOption {
+    scope: Scope,
+    checked: bool,
+}
+
+struct ExpiryOption {
+    value: &'static str,
+    label: &'static str,
+    selected: bool,
+}
+
+struct KeyRowView {
+    id: String,
+    name: String,
+    prefix: String,
+    scopes: Vec<&'static str>,
+    created: String,
+    expires: String,
+    expired: bool,
+    last_used: String,
+}
+
+/// Which form a validation error belongs to (it is shown next to it).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FormKind {
+    CreateKey,
+    Allowlist,
+}
+
+/// What the user typed, shown again with the error.
+struct Draft {
+    name: String,
+    scopes: Vec<Scope>,
+    expires: String,
+    entries_text: Option<String>,
+    error: Option<(FormKind, String)>,
+}
+
+impl Draft {
+    fn empty() -> Self {
+        Self {
+            name: String::new(),
+            scopes: Vec::new(),
+            expires: String::new(),
+            entries_text: None,
+            error: None,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "api_settings.html")]
+struct SettingsPage<'a> {
+    email: &'a str,
+    scope_options: Vec<ScopeOption>,
+    expiry_options: Vec<ExpiryOption>,
+    name: &'a str,
+    keys: Vec<KeyRowView>,
+    entries: Vec<String>,
+    entries_text: String,
+    create_token: &'a str,
+    revoke_token: &'a str,
+    allowlist_token: &'a str,
+    create_error: Option<&'a str>,
+    allowlist_error: Option<&'a str>,
+    revoked: bool,
+    saved: bool,
+}
+
+#[derive(Template)]
+#[template(path = "api_key_created.html")]
+struct CreatedPage<'a> {
+    email: &'a str,
+    created: &'a CreatedKey,
+    expires: String,
+}
+
+#[derive(Deserialize)]
+pub struct SettingsQuery {
+    revoked: Option<String>,
+    saved: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct RevokeForm {
+    #[serde(default)]
+    key_id: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+#[derive(Deserialize)]
+pub struct AllowlistForm {
+    #[serde(default)]
+    entries: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// `2026-11-28T06:34:51Z` as `2026-11-28 06:34 UTC` (as other pages show
+/// times); anything else as it is.
+fn display_time(rfc3339: &str) -> String {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| {
+            t.with_timezone(&Utc)
+                .format("%Y-%m-%d %H:%M UTC")
+                .to_string()
+        })
+        .unwrap_or_else(|_| rfc3339.to_owned())
+}
+
+fn key_row(key: KeyView, now: DateTime<Utc>) -> KeyRowView {
+    let expired = key
+        .expires_at
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|t| t <= now);
+    KeyRowView {
+        created: display_time(&key.created_at),
+        expires: key
+            .expires_at
+            .as_deref()
+            .map_or_else(|| "Never".to_owned(), display_time),
+        expired,
+        last_used: key
+            .last_used_at
+            .as_deref()
+            .map_or_else(|| "Never".to_owned(), display_time),
+        id: key.id,
+        name: key.name,
+        prefix: key.prefix,
+        scopes: key.scopes,
+    }
+}
+
+/// The scopes a user of `role` may put on a key, in `Scope::ALL` order.
+fn grantable(role: Role) -> impl Iterator<Item = Scope> {
+    Scope::ALL.into_iter().filter(move |s| s.grantable_by(role))
+}
+
+/// `ApiError`s other than a validation message, as the page shows them.
+fn web_error(e: ApiError) -> WebError {
+    match e {
+        ApiError::NotFound(_) => WebError::NotFound,
+        ApiError::Forbidden(_) | ApiError::Unauthorized(_) => WebError::Forbidden,
+        ApiError::BadRequest(m) | ApiError::RateLimited(m) => WebError::BadRequest(m),
+        ApiError::Internal(e) => WebError::Internal(e),
+    }
+}
+
+/// The settings page for `signed_in`, with `draft` (what was typed, and the
+/// error it met) filled in.
+async fn settings_page(
+    state: &web::Data<AppState>,
+    signed_in: &SignedIn,
+    status: StatusCode,
+    draft: Draft,
+    revoked: bool,
+    saved: bool,
+) -> Result<HttpResponse, WebError> {
+    let user_id = signed_in.user.id.clone();
+    let st = state.clone();
+    let keys = state
+        .db
+        .run(move |conn| keys::list(conn, &user_id, &st.usage))
+        .await
+        .map_err(web_error)?;
+    let now = Utc::now();
+    let entries = IpAllowlist::from_stored(&signed_in.user.ip_allowlist).entries();
+    let session = CsrfBinding::Session(&signed_in.session_id);
+    let create_token = state.csrf.token(session, CREATE_KEY_PURPOSE);
+    let revoke_token = state.csrf.token(session, REVOKE_KEY_PURPOSE);
+    let allowlist_token = state.csrf.token(session, ALLOWLIST_PURPOSE);
+    let error_for = |kind: FormKind| {
+        draft
+            .error
+            .as_ref()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, m)| m.as_str())
+    };
+    render(
+        status,
+        &SettingsPage {
+            email: &signed_in.user.email,
+            scope_options: grantable(signed_in.user.role())
+                .map(|scope| ScopeOption {
+                    scope,
+                    checked: draft.scopes.contains(&scope),
+                })
+                .collect(),
+            expiry_options: EXPIRY_CHOICES
+                .iter()
+                .map(|&(value, label)| ExpiryOption {
+                    value,
+                    label,
+                    selected: value == draft.expires,
+                })
+                .collect(),
+            name: &draft.name,
+            keys: keys.into_iter().map(|k| key_row(k, now)).collect(),
+            entries_text: draft
+                .entries_text
+                .clone()
+                .unwrap_or_else(|| entries.join("\n")),
+            entries,
+            create_token: &create_token,
+            revoke_token: &revoke_token,
+            allowlist_token: &allowlist_token,
+            create_error: error_for(FormKind::CreateKey),
+            allowlist_error: error_for(FormKind::Allowlist),
+            revoked,
+            saved,
+        },
+    )
+}
+
+/// `GET /settings/api`.
+pub async fn settings_get(
+    state: web::Data<AppState>,
+    signed_in: MaybeSignedIn,
+    query: web::Query<SettingsQuery>,
+) -> Result<HttpResponse, WebError> {
+    let Some(signed_in) = signed_in.0 else {
+        return Ok(see_other("/login?next=%2Fsettings%2Fapi"));
+    };
+    settings_page(
+        &state,
+        &signed_in,
+        StatusCode::OK,
+        Draft::empty(),
+        query.revoked.is_some(),
+        query.saved.is_some(),
+    )
+    .await
+}
+
+fn unreadable_form() -> WebError {
+    WebError::BadRequest("The form could not be read. Go back and try again.".into())
+}
+
+/// An urlencoded form body as its (name, value) pairs, repeated names
+/// included (`web::Form` cannot collect `scopes=a&scopes=b`). At most
+/// [`FORM_LIMIT_BYTES`], like every other form.
+async fn read_form_pairs(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<Vec<(String, String)>, WebError> {
+    if !req
+        .content_type()
+        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    {
+        return Err(unreadable_form());
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| unreadable_form())?;
+        if body.len() + chunk.len() > FORM_LIMIT_BYTES {
+            return Err(unreadable_form());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(url::form_urlencoded::parse(&body).into_owned().collect())
+}
+
+/// `expires_in_days` of the form: empty for none, else whole days.
+fn parse_expiry(raw: &str) -> Result<Option<i64>, ApiError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    raw.parse::<i64>()
+        .ok()
+        .filter(|d| (1..=MAX_EXPIRY_DAYS).contains(d))
+        .map(Some)
+        .ok_or_else(|| {
+            field_error(
+                "expires_in_days",
+                &format!("must be a whole number of days from 1 to {MAX_EXPIRY_DAYS}"),
+            )
+        })
+}
+
+/// The key the form asks for, refusing scopes the user's role cannot grant.
+fn new_key(name: &str, scopes: &[&str], expires: &str, role: Role) -> Result<NewKey, ApiError> {
+    let name = keys::validate_name(name)?;
+    let scopes = keys::parse_scope_list(scopes)?;
+    let (_, denied) = scopes.split_by_role(role);
+    if !denied.is_empty() {
+        return Err(field_error(
+            "scopes",
+            &format!(
+                "your role ({}) cannot grant {}",
+                role.as_str(),
+                denied
+                    .iter()
+                    .map(|s| format!("'{}'", s.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    Ok(NewKey {
+        name,
+        scopes,
+        expires_in_days: parse_expiry(expires)?,
+    })
+}
+
+/// `POST /settings/api/keys`: mints a key and shows it, this once.
+pub async fn create_key(
+    state: web::Data<AppState>,
+    signed_in: MaybeSignedIn,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, WebError> {
+    let Some(signed_in) = signed_in.0 else {
+        return Err(WebError::Forbidden);
+    };
+    let pairs = read_form_pairs(&req, payload).await?;
+    let field = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    };
+    if !state.csrf.verify(
+        CsrfBinding::Session(&signed_in.session_id),
+        CREATE_KEY_PURPOSE,
+        field("csrf_token"),
+    ) {
+        return Err(WebError::Forbidden);
+    }
+    let scope_names: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k == "scopes")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let role = signed_in.user.role();
+    let validated = new_key(field("name"), &scope_names, field("expires_in_days"), role);
+    let created = match validated {
+        Ok(new) => {
+            let user_id = signed_in.user.id.clone();
+            state
+                .db
+                .run(move |conn| keys::create_for_user(conn, &user_id, &new, Utc::now()))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let created = match created {
+        Ok(created) => created,
+        Err(ApiError::BadRequest(message)) => {
+            let draft = Draft {
+                name: field("name").to_owned(),
+                scopes: scope_names.iter().filter_map(|s| Scope::parse(s)).collect(),
+                expires: field("expires_in_days").to_owned(),
+                entries_text: None,
+                error: Some((FormKind::CreateKey, message)),
+            };
+            return settings_page(
+                &state,
+                &signed_in,
+                StatusCode::BAD_REQUEST,
+                draft,
+                false,
+                false,
+            )
+            .await;
+        }
+        Err(e) => return Err(web_error(e)),
+    };
+    log::info!(
+        "user {} created API key {} in Settings > API",
+        signed_in.user.id,
+        created.id
+    );
+    render(
+        StatusCode::OK,
+        &CreatedPage {
+            email: &signed_in.user.email,
+            expires: created
+                .expires_at
+                .as_deref()
+                .map_or_else(|| "Never".to_owned(), display_time),
+            created: &created,
+        },
+    )
+}
+
+/// `POST /settings/api/keys/revoke`.
+pub async fn revoke_key(
+    state: web::Data<AppState>,
+    signed_in: MaybeSignedIn,
+    form: web::Form<RevokeForm>,
+) -> Result<HttpResponse, WebError> {
+    let Some(signed_in) = signed_in.0 else {
+        return Err(WebError::Forbidden);
+    };
+    if !state.csrf.verify(
+        CsrfBinding::Session(&signed_in.session_id),
+        REVOKE_KEY_PURPOSE,
+        &form.csrf_token,
+    ) {
+        return Err(WebError::Forbidden);
+    }
+    let user_id = signed_in.user.id.clone();
+    let key_id = form.key_id.clone();
+    state
+        .db
+        .run(move |conn| keys::revoke(conn, &user_id, &key_id, Utc::now()))
+        .await
+        .map_err(web_error)?;
+    listener::fence(&state.db, &state.revocations).await;
+    log::info!(
+        "user {} revoked API key {} in Settings > API",
+        signed_in.user.id,
+        form.key_id
+    );
+    Ok(see_other("/settings/api?revoked=1"))
+}
+
+/// `POST /settings/api/allowlist`: replaces the whole list (one address or
+/// CIDR per line, or comma-separated), or changes nothing.
+pub async fn save_allowlist(
+    state: web::Data<AppState>,
+    signed_in: MaybeSignedIn,
+    form: web::Form<AllowlistForm>,
+) -> Result<HttpResponse, WebError> {
+    let Some(signed_in) = signed_in.0 else {
+        return Err(WebError::Forbidden);
+    };
+    if !state.csrf.verify(
+        CsrfBinding::Session(&signed_in.session_id),
+        ALLOWLIST_PURPOSE,
+        &form.csrf_token,
+    ) {
+        return Err(WebError::Forbidden);
+    }
+    let entries: Vec<String> = form
+        .entries
+        .split(['\n', ','])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let user_id = signed_in.user.id.clone();
+    let saved = state
+        .db
+        .run(move |conn| allowlist::replace_for_user(conn, &user_id, &entries, Utc::now()))
+        .await;
+    match saved {
+        Ok(view) => {
+            listener::fence(&state.db, &state.revocations).await;
+            log::info!(
+                "user {} set an IP allowlist of {} entries in Settings > API",
+                signed_in.user.id,
+                view.entries.len()
+            );
+            Ok(see_other("/settings/api?saved=1"))
+        }
+        Err(ApiError::BadRequest(message)) => {
+            let draft = Draft {
+                entries_text: Some(form.entries.clone()),
+                error: Some((FormKind::Allowlist, message)),
+                ..Draft::empty()
+            };
+            settings_page(
+                &state,
+                &signed_in,
+                StatusCode::BAD_REQUEST,
+                draft,
+                false,
+                false,
+            )
+            .await
+        }
+        Err(e) => Err(web_error(e)),
+    }
+}
