@@ -3,9 +3,10 @@
 //! per key per [`WRITE_EVERY`]. No I/O here; `maintenance` writes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::RwLock;
 
-use chrono::{Duration, NaiveDateTime};
+use chrono::{DateTime, Duration, NaiveDateTime};
 
 /// A key's `last_used_at` is written at most this often.
 pub const WRITE_EVERY: Duration = Duration::seconds(60);
@@ -14,17 +15,27 @@ pub const WRITE_EVERY: Duration = Duration::seconds(60);
 /// beyond that waits for the next flush.
 const MAX_PENDING: usize = 100_000;
 
-#[derive(Default)]
 struct Usage {
-    /// Latest use seen by this instance.
-    last_used: Option<NaiveDateTime>,
+    /// Latest use seen by this instance, in milliseconds since the epoch.
+    /// Raised with an atomic max under the map's *read* lock, so requests
+    /// using keys never wait for each other (a lock held by a preempted
+    /// thread would stall every other worker for a whole time slice).
+    last_used: AtomicI64,
     /// What was last written for this key, and when (by this instance).
-    written: Option<(NaiveDateTime, NaiveDateTime)>,
+    written: Option<(i64, NaiveDateTime)>,
 }
 
 #[derive(Default)]
 pub struct UsageTracker {
-    keys: Mutex<HashMap<String, Usage>>,
+    keys: RwLock<HashMap<String, Usage>>,
+}
+
+fn millis(t: NaiveDateTime) -> i64 {
+    t.and_utc().timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> Option<NaiveDateTime> {
+    DateTime::from_timestamp_millis(ms).map(|t| t.naive_utc())
 }
 
 impl UsageTracker {
@@ -34,20 +45,24 @@ impl UsageTracker {
 
     /// The key `key_id` was used at `now`.
     pub fn record(&self, key_id: &str, now: NaiveDateTime) {
-        let Ok(mut keys) = self.keys.lock() else {
+        let ms = millis(now);
+        if let Ok(keys) = self.keys.read() {
+            if let Some(usage) = keys.get(key_id) {
+                usage.last_used.fetch_max(ms, Ordering::Relaxed);
+                return;
+            }
+        }
+        // First use since the last flush: insert (rare, takes the write lock).
+        let Ok(mut keys) = self.keys.write() else {
             return;
         };
-        if let Some(usage) = keys.get_mut(key_id) {
-            if usage.last_used.is_none_or(|t| t < now) {
-                usage.last_used = Some(now);
-            }
-            return;
-        }
-        if keys.len() < MAX_PENDING {
+        if let Some(usage) = keys.get(key_id) {
+            usage.last_used.fetch_max(ms, Ordering::Relaxed);
+        } else if keys.len() < MAX_PENDING {
             keys.insert(
                 key_id.to_owned(),
                 Usage {
-                    last_used: Some(now),
+                    last_used: AtomicI64::new(ms),
                     written: None,
                 },
             );
@@ -57,7 +72,8 @@ impl UsageTracker {
     /// The latest use this instance has seen of `key_id`, written or not
     /// (listings show it before the flush).
     pub fn last_used(&self, key_id: &str) -> Option<NaiveDateTime> {
-        self.keys.lock().ok()?.get(key_id)?.last_used
+        let keys = self.keys.read().ok()?;
+        from_millis(keys.get(key_id)?.last_used.load(Ordering::Relaxed))
     }
 
     /// The writes due at `now`: each key used since its last write, whose
@@ -65,23 +81,21 @@ impl UsageTracker {
     /// from here on (a failed write is simply retried after the interval).
     /// Keys idle for a whole interval are forgotten.
     pub fn due(&self, now: NaiveDateTime) -> Vec<(String, NaiveDateTime)> {
-        let Ok(mut keys) = self.keys.lock() else {
+        let Ok(mut keys) = self.keys.write() else {
             return Vec::new();
         };
         let mut due = Vec::new();
         keys.retain(|id, usage| {
-            let Some(used) = usage.last_used else {
-                return false;
-            };
+            let used = usage.last_used.load(Ordering::Relaxed);
             match usage.written {
-                Some((value, _)) if value >= used => {
-                    // Nothing new: keep it only while a write would still be
-                    // throttled, so the next use is not written at once.
-                    usage.written.is_some_and(|(_, at)| now - at < WRITE_EVERY)
-                }
+                // Nothing new: keep it only while a write would still be
+                // throttled, so the next use is not written at once.
+                Some((value, at)) if value >= used => now - at < WRITE_EVERY,
                 Some((_, at)) if now - at < WRITE_EVERY => true,
                 _ => {
-                    due.push((id.clone(), used));
+                    if let Some(t) = from_millis(used) {
+                        due.push((id.clone(), t));
+                    }
                     usage.written = Some((used, now));
                     true
                 }
