@@ -347,9 +347,6 @@ pub async fn create_key(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, WebError> {
-    let Some(signed_in) = signed_in.0 else {
-        return Err(WebError::Forbidden);
-    };
     let pairs = read_form_pairs(&req, payload).await?;
     let field = |name: &str| {
         pairs
@@ -357,13 +354,7 @@ pub async fn create_key(
             .find(|(k, _)| k == name)
             .map_or("", |(_, v)| v.as_str())
     };
-    if !state.csrf.verify(
-        CsrfBinding::Session(&signed_in.session_id),
-        CREATE_KEY_PURPOSE,
-        field("csrf_token"),
-    ) {
-        return Err(WebError::Forbidden);
-    }
+    let signed_in = signed_in.with_csrf(&state.csrf, CREATE_KEY_PURPOSE, field("csrf_token"))?;
     let scope_names: Vec<&str> = pairs
         .iter()
         .filter(|(k, _)| k == "scopes")
@@ -427,16 +418,7 @@ pub async fn revoke_key(
     signed_in: MaybeSignedIn,
     form: web::Form<RevokeForm>,
 ) -> Result<HttpResponse, WebError> {
-    let Some(signed_in) = signed_in.0 else {
-        return Err(WebError::Forbidden);
-    };
-    if !state.csrf.verify(
-        CsrfBinding::Session(&signed_in.session_id),
-        REVOKE_KEY_PURPOSE,
-        &form.csrf_token,
-    ) {
-        return Err(WebError::Forbidden);
-    }
+    let signed_in = signed_in.with_csrf(&state.csrf, REVOKE_KEY_PURPOSE, &form.csrf_token)?;
     let user_id = signed_in.user.id.clone();
     let key_id = form.key_id.clone();
     state
@@ -460,16 +442,7 @@ pub async fn save_allowlist(
     signed_in: MaybeSignedIn,
     form: web::Form<AllowlistForm>,
 ) -> Result<HttpResponse, WebError> {
-    let Some(signed_in) = signed_in.0 else {
-        return Err(WebError::Forbidden);
-    };
-    if !state.csrf.verify(
-        CsrfBinding::Session(&signed_in.session_id),
-        ALLOWLIST_PURPOSE,
-        &form.csrf_token,
-    ) {
-        return Err(WebError::Forbidden);
-    }
+    let signed_in = signed_in.with_csrf(&state.csrf, ALLOWLIST_PURPOSE, &form.csrf_token)?;
     let entries: Vec<String> = form
         .entries
         .split(['\n', ','])

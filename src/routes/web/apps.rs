@@ -92,16 +92,7 @@ pub async fn apps_revoke(
     signed_in: MaybeSignedIn,
     form: web::Form<RevokeForm>,
 ) -> Result<HttpResponse, WebError> {
-    let Some(signed_in) = signed_in.0 else {
-        return Err(WebError::Forbidden);
-    };
-    if !state.csrf.verify(
-        CsrfBinding::Session(&signed_in.session_id),
-        REVOKE_APP_PURPOSE,
-        &form.csrf_token,
-    ) {
-        return Err(WebError::Forbidden);
-    }
+    let signed_in = signed_in.with_csrf(&state.csrf, REVOKE_APP_PURPOSE, &form.csrf_token)?;
     let user_id = signed_in.user.id.clone();
     let client_id = form.client_id.clone();
     let now = Utc::now().naive_utc();

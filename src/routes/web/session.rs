@@ -7,6 +7,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 use chrono::Utc;
 use futures_util::future::LocalBoxFuture;
 
+use crate::auth::csrf::{CsrfBinding, CsrfKey};
 use crate::db::models::{Session, User};
 use crate::error::WebError;
 use crate::state::AppState;
@@ -43,6 +44,25 @@ pub fn looks_like_secret(value: &str, prefix: &str) -> bool {
 pub struct SignedIn {
     pub session_id: String,
     pub user: User,
+}
+
+impl MaybeSignedIn {
+    /// A form post of a signed-in user: the session, whose CSRF token for
+    /// `purpose` the form must carry. Signed out, or a missing or wrong
+    /// token: 403 (OWASP CSRF Prevention Cheat Sheet, synchronizer token).
+    pub fn with_csrf(
+        self,
+        csrf: &CsrfKey,
+        purpose: &str,
+        token: &str,
+    ) -> Result<SignedIn, WebError> {
+        let signed_in = self.0.ok_or(WebError::Forbidden)?;
+        if csrf.verify(CsrfBinding::Session(&signed_in.session_id), purpose, token) {
+            Ok(signed_in)
+        } else {
+            Err(WebError::Forbidden)
+        }
+    }
 }
 
 /// The signed-in user, if the session cookie names a live session of an
