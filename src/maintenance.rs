@@ -70,10 +70,27 @@ pub fn flush_usage(
     now: NaiveDateTime,
 ) -> QueryResult<usize> {
     let due = usage.due(now);
+    let mut written = 0;
+    let mut failed = None;
+    // One failed write does not drop the others (they count as written).
     for (key_id, used_at) in &due {
-        ApiKeyRow::touch(conn, key_id, *used_at)?;
+        match ApiKeyRow::touch(conn, key_id, *used_at) {
+            Ok(()) => written += 1,
+            Err(e) => failed = Some(e),
+        }
     }
-    Ok(due.len())
+    match failed {
+        Some(e) if written == 0 => Err(e),
+        Some(e) => {
+            log::warn!(
+                "writing API key usage: {} of {} failed: {e}",
+                due.len() - written,
+                due.len()
+            );
+            Ok(written)
+        }
+        None => Ok(written),
+    }
 }
 
 /// Flushes API-key usage every [`USAGE_FLUSH_EVERY`] until the task is

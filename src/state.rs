@@ -186,13 +186,17 @@ impl AppState {
     /// The address the request came from: the socket peer, or what a
     /// trusted proxy says in `X-Forwarded-For` (`DZDESK_TRUSTED_PROXIES`).
     pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
-        let forwarded = req
+        // Read lossily, never skipped: a header dropped for one bad byte
+        // would make a trusted proxy look like the client. The replaced
+        // characters fail to parse and end the walk like any bad hop.
+        let forwarded: Vec<std::borrow::Cow<'_, str>> = req
             .headers()
             .get_all("x-forwarded-for")
-            .filter_map(|v| v.to_str().ok());
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .collect();
         self.settings
             .trusted_proxies
-            .client_ip(req.peer_addr(), forwarded)
+            .client_ip(req.peer_addr(), forwarded.iter().map(|v| v.as_ref()))
     }
 
     /// Cookies are `Secure` when the public issuer URL is https.

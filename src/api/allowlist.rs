@@ -145,7 +145,7 @@ pub fn replace(
     body: &Value,
     now: DateTime<Utc>,
 ) -> Result<AllowlistView, ApiError> {
-    let user_id = principal.user_id()?;
+    let user_id = principal.credential_manager()?;
     let entries = match body.get("entries") {
         Some(Value::Array(items)) => items
             .iter()

@@ -8,7 +8,7 @@ use rand::RngExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::api::principal::Principal;
+use crate::api::principal::{Credential, Principal};
 use crate::api::usage::UsageTracker;
 use crate::api::{field_error, timestamp};
 use crate::db::models::{ApiKeyRow, ApiKeyStatus};
@@ -225,12 +225,30 @@ pub fn create(
     new: &NewKey,
     now: DateTime<Utc>,
 ) -> Result<CreatedKey, ApiError> {
-    let user_id = principal.user_id()?;
+    let user_id = principal.credential_manager()?;
     if let Some(missing) = new.scopes.iter().find(|s| !principal.allows(*s)) {
         return Err(ApiError::Forbidden(format!(
             "This credential does not hold the scope '{}', so it cannot give it to a key",
             missing.as_str()
         )));
+    }
+    // A key cannot outlive the key that made it, or an expiring key could
+    // renew itself for ever.
+    if let Credential::ApiKey {
+        expires_at: Some(limit),
+        ..
+    } = principal.credential
+    {
+        let fits = new
+            .expires_in_days
+            .is_some_and(|d| now.naive_utc() + Duration::days(d) <= limit);
+        if !fits {
+            let days = (limit - now.naive_utc()).num_days();
+            return Err(field_error(
+                "expires_in_days",
+                &format!("a key made with an expiring key cannot outlive it: at most {days} days"),
+            ));
+        }
     }
     create_for_user(conn, user_id, new, now)
 }

@@ -30,7 +30,10 @@ pub enum Subject {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     AccessToken,
-    ApiKey { id: String },
+    ApiKey {
+        id: String,
+        expires_at: Option<chrono::NaiveDateTime>,
+    },
 }
 
 /// An authenticated caller and what its credential may do.
@@ -70,10 +73,27 @@ impl Principal {
         }
     }
 
+    /// The user whose API keys and IP allowlist this credential may change.
+    /// An OAuth access token acts for a (possibly third-party) client within
+    /// the scopes it was granted (RFC 6749 1.4, 3.3): minting a key would
+    /// outlive that grant's revocation, and clearing the allowlist would
+    /// lift a restriction the user set. So only the user's own API keys, or
+    /// a token holding `admin`, manage them (and the browser, at Settings >
+    /// API).
+    pub fn credential_manager(&self) -> Result<&str, ApiError> {
+        let user_id = self.user_id()?;
+        if self.credential == Credential::AccessToken && !self.allows(Scope::Admin) {
+            return Err(ApiError::Forbidden(
+                "An OAuth access token without the 'admin' scope cannot manage API keys or the IP allowlist: use an API key or Settings > API".into(),
+            ));
+        }
+        Ok(user_id)
+    }
+
     /// The API key used, if one was.
     pub fn api_key_id(&self) -> Option<&str> {
         match &self.credential {
-            Credential::ApiKey { id } => Some(id),
+            Credential::ApiKey { id, .. } => Some(id),
             Credential::AccessToken => None,
         }
     }
@@ -196,6 +216,7 @@ fn key_principal(
         },
         credential: Credential::ApiKey {
             id: status.key_id.clone(),
+            expires_at: status.expires_at,
         },
         scopes: keys::effective_scopes(status),
     })

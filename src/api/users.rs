@@ -234,8 +234,9 @@ pub fn update(
         updated_at: now.naive_utc(),
     };
     let naive_now = now.naive_utc();
+    let spare_admins = !principal.allows(Scope::Admin);
     let found = diesel::Connection::transaction(conn, |conn| {
-        if !User::update(conn, id, &changes).map_err(duplicate_email)? {
+        if !User::update(conn, id, &changes, spare_admins).map_err(duplicate_email)? {
             return Ok(false);
         }
         if let Some(disabled) = disabled {
@@ -246,7 +247,11 @@ pub fn update(
         Ok::<_, ApiError>(true)
     })?;
     if !found {
-        return Err(ApiError::NotFound("No such user".into()));
+        // Gone, or made an admin since it was read.
+        find(conn, id)?;
+        return Err(ApiError::Forbidden(
+            "Changing an admin needs the 'admin' scope".into(),
+        ));
     }
     Ok(find(conn, id)?.into())
 }
@@ -258,9 +263,12 @@ pub fn delete(conn: &mut AnyConnection, principal: &Principal, id: &str) -> Resu
     if target.role() == Role::Admin {
         require_admin_for(principal, "Deleting an admin")?;
     }
-    if User::delete(conn, id)? {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound("No such user".into()))
+    if User::delete(conn, id, !principal.allows(Scope::Admin))? {
+        return Ok(());
     }
+    // Gone, or made an admin since it was read.
+    find(conn, id)?;
+    Err(ApiError::Forbidden(
+        "Deleting an admin needs the 'admin' scope".into(),
+    ))
 }

@@ -221,8 +221,8 @@ pub fn introspect_cached(
 }
 
 /// The answer for an API key given its status (RFC 7662 2.2, with
-/// `token_type` "api_key"). Inactive when unusable, or when `client_ip` is
-/// given and the account's allowlist excludes it.
+/// `token_type` "api_key"). Inactive when unusable, or when the account has
+/// an allowlist and `client_ip` is missing or outside it.
 fn key_answer(
     status: Option<&ApiKeyStatus>,
     check: &TokenCheck<'_>,
@@ -231,7 +231,9 @@ fn key_answer(
     let Some(status) = status else {
         return Introspection::inactive();
     };
-    let ip_refused = client_ip.is_some() && !status.ip_allowlist.allows(client_ip);
+    // Fail closed: a key restricted to some addresses is active only for a
+    // caller that says where it was used from, and only from there.
+    let ip_refused = !status.ip_allowlist.allows(client_ip);
     if !api_keys::usable(status, check.now) || ip_refused {
         return Introspection::inactive();
     }

@@ -461,36 +461,103 @@ async fn a_credential_cannot_mint_a_key_with_scopes_it_does_not_hold() {
         .await
         .assert_error(403, "FORBIDDEN");
     }
-    // An agent's OAuth token with every scope an agent may hold still cannot
-    // mint users:write (the role caps it).
+    // A key cannot outlive the expiring key that makes it.
+    let made = api(
+        &app,
+        Method::POST,
+        "/v1/api-keys",
+        Some(&reader),
+        Some(json!({"name": "30 days", "scopes": ["requests:read"], "expires_in_days": 30})),
+    )
+    .await;
+    let expiring = made.data(201)["key"].as_str().unwrap().to_owned();
+    for days in [json!(null), json!(31)] {
+        let reply = api(
+            &app,
+            Method::POST,
+            "/v1/api-keys",
+            Some(&expiring),
+            Some(json!({"name": "renew", "scopes": ["requests:read"], "expires_in_days": days})),
+        )
+        .await;
+        reply.assert_error(400, "BAD_REQUEST");
+        assert!(reply.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("expires_in_days"));
+    }
+    api(
+        &app,
+        Method::POST,
+        "/v1/api-keys",
+        Some(&expiring),
+        Some(json!({"name": "shorter", "scopes": ["requests:read"], "expires_in_days": 7})),
+    )
+    .await
+    .data(201);
+    assert_eq!(key_count(&app, &user_id).await, 3);
+}
+
+/// An OAuth access token acts for a client within its grant: without
+/// `admin` it cannot mint keys (which would outlive the grant), revoke them,
+/// or change the allowlist; it can read them.
+#[tokio::test]
+async fn oauth_tokens_without_admin_cannot_manage_keys_or_the_allowlist() {
     let flow = Flow::new(
         Role::Agent,
         "requests:read requests:write users:read",
         false,
     )
     .await;
-    let access = flow
-        .access_token("requests:read requests:write users:read")
-        .await;
+    let app = &flow.app;
+    let access = flow.access_token("requests:read requests:write").await;
+    let (key_id, key) = key_for(app, &flow.user_id, "requests:read").await;
     api(
-        &flow.app,
+        app,
         Method::POST,
         "/v1/api-keys",
         Some(&access),
-        Some(json!({"name": "escalate", "scopes": ["users:write"]})),
+        Some(json!({"name": "from an app", "scopes": ["requests:read"]})),
     )
     .await
     .assert_error(403, "FORBIDDEN");
-    let ok = api(
-        &flow.app,
+    api(
+        app,
+        Method::DELETE,
+        &format!("/v1/api-keys/{key_id}"),
+        Some(&access),
+        None,
+    )
+    .await
+    .assert_error(403, "FORBIDDEN");
+    api(
+        app,
+        Method::PUT,
+        "/v1/ip-allowlist",
+        Some(&access),
+        Some(json!({"entries": []})),
+    )
+    .await
+    .assert_error(403, "FORBIDDEN");
+    assert_eq!(me(app, &key).await.status, 200, "the key was not revoked");
+    let list = api(app, Method::GET, "/v1/api-keys", Some(&access), None).await;
+    assert_eq!(list.data(200)["api_keys"].as_array().unwrap().len(), 1);
+    api(app, Method::GET, "/v1/ip-allowlist", Some(&access), None)
+        .await
+        .data(200);
+
+    // An admin's token holding `admin` may.
+    let admin = Flow::on(spawn_app().await, Role::Admin, "admin", false).await;
+    let token = admin.access_token("admin").await;
+    api(
+        &admin.app,
         Method::POST,
         "/v1/api-keys",
-        Some(&access),
-        Some(json!({"name": "fine", "scopes": ["requests:write"]})),
+        Some(&token),
+        Some(json!({"name": "from an admin token", "scopes": ["users:read"]})),
     )
-    .await;
-    ok.data(201);
-    assert_eq!(key_count(&app, &user_id).await, 1);
+    .await
+    .data(201);
 }
 
 #[tokio::test]
@@ -615,6 +682,24 @@ async fn the_ip_allowlist_is_enforced_from_real_source_addresses() {
     let access = flow.access_token("requests:read").await;
     let from_1 = client_from("127.0.0.1");
     let from_2 = client_from("127.0.0.2");
+    // The key manages the allowlist; once it is set, only from 127.0.0.2.
+    let put_from_2 = |body: Option<Value>| {
+        let client = from_2.clone();
+        let base = app.address.clone();
+        let key = key.clone();
+        async move {
+            api_with(
+                &client,
+                &base,
+                Method::PUT,
+                "/v1/ip-allowlist",
+                Some(&key),
+                body,
+                &[],
+            )
+            .await
+        }
+    };
     let call = |client: &reqwest::Client, token: &str| {
         let client = client.clone();
         let token = token.to_owned();
@@ -684,7 +769,8 @@ async fn the_ip_allowlist_is_enforced_from_real_source_addresses() {
         bad.json::<Value>().await.unwrap()["error"],
         "invalid_request"
     );
-    assert_eq!(introspect(&flow, creds, &key).await["active"], true);
+    // Fail closed: without client_ip a restricted key is not active.
+    assert_eq!(introspect(&flow, creds, &key).await, inactive());
 
     // Invalid entries: 400 naming the entry, nothing saved.
     for (entries, named) in [
@@ -692,14 +778,7 @@ async fn the_ip_allowlist_is_enforced_from_real_source_addresses() {
         (json!(["10.0.0.0/33"]), "10.0.0.0/33"),
         (json!(["example.com"]), "example.com"),
     ] {
-        let reply = api(
-            app,
-            Method::PUT,
-            "/v1/ip-allowlist",
-            Some(&access),
-            Some(json!({ "entries": entries })),
-        )
-        .await;
+        let reply = put_from_2(Some(json!({ "entries": entries }))).await;
         reply.assert_error(400, "BAD_REQUEST");
         assert!(reply.body["error"]["message"]
             .as_str()
@@ -707,43 +786,23 @@ async fn the_ip_allowlist_is_enforced_from_real_source_addresses() {
             .contains(named));
     }
     let too_many: Vec<String> = (0..101).map(|i| format!("10.0.{i}.1")).collect();
-    api(
-        app,
-        Method::PUT,
-        "/v1/ip-allowlist",
-        Some(&access),
-        Some(json!({ "entries": too_many })),
-    )
-    .await
-    .assert_error(400, "BAD_REQUEST");
+    put_from_2(Some(json!({ "entries": too_many })))
+        .await
+        .assert_error(400, "BAD_REQUEST");
     for body in [
         json!({}),
         json!({"entries": "127.0.0.1"}),
         json!({"entries": [1]}),
     ] {
-        api(
-            app,
-            Method::PUT,
-            "/v1/ip-allowlist",
-            Some(&access),
-            Some(body),
-        )
-        .await
-        .assert_error(400, "BAD_REQUEST");
+        put_from_2(Some(body))
+            .await
+            .assert_error(400, "BAD_REQUEST");
     }
     let got = api(app, Method::GET, "/v1/ip-allowlist", Some(&access), None).await;
     assert_eq!(got.data(200), set.data(200), "nothing saved");
 
     // Cleared: no restriction again.
-    api(
-        app,
-        Method::PUT,
-        "/v1/ip-allowlist",
-        Some(&access),
-        Some(json!({"entries": []})),
-    )
-    .await
-    .data(200);
+    put_from_2(Some(json!({"entries": []}))).await.data(200);
     assert_eq!(call(&from_1, &key).await.status, 200);
 }
 
@@ -793,6 +852,28 @@ async fn forwarded_for_is_honoured_only_from_a_trusted_proxy() {
     assert_eq!(from("127.0.0.2", "198.51.100.1, 203.0.113.7").await, 200);
     assert_eq!(from("127.0.0.2", "203.0.113.7, 198.51.100.1").await, 403);
     assert_eq!(from("127.0.0.2", "203.0.113.7, 127.0.0.2").await, 200);
+    // A header that is not ASCII is read, not skipped: the proxy itself
+    // (trusted, not listed) never stands in for the client.
+    let raw = |bytes: &'static [u8]| {
+        let client = client_from("127.0.0.2");
+        let url = app.url("/v1/me");
+        let key = key.clone();
+        async move {
+            client
+                .get(url)
+                .bearer_auth(key)
+                .header(
+                    "x-forwarded-for",
+                    reqwest::header::HeaderValue::from_bytes(bytes).unwrap(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(raw(b"\xff, 203.0.113.7").await, 200);
+    assert_eq!(raw(b"203.0.113.7, \xff").await, 403);
 }
 
 #[tokio::test]

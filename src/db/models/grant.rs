@@ -62,9 +62,6 @@ impl GrantRow {
             .map(|_| ())
     }
 
-    /// Revokes the grant: its refresh tokens stop working at once, and its
-    /// access tokens (which carry the grant id) fail introspection. Returns
-    /// whether this call revoked it (false if it already was, or is unknown).
     /// Revokes every grant of the user (the user was disabled).
     pub fn revoke_all_for_user(
         conn: &mut AnyConnection,
@@ -80,6 +77,9 @@ impl GrantRow {
         .execute(conn)
     }
 
+    /// Revokes the grant: its refresh tokens stop working at once, and its
+    /// access tokens (which carry the grant id) fail introspection. Returns
+    /// whether this call revoked it (false if it already was, or is unknown).
     pub fn revoke(conn: &mut AnyConnection, id: &str, now: NaiveDateTime) -> QueryResult<bool> {
         let updated = diesel::update(
             grants::table

@@ -75,6 +75,16 @@ impl User {
     }
 }
 
+/// The role a guarded write must not touch: "admin", or none ("" is no
+/// role: the CHECK constraint allows only admin and agent).
+fn excluded_role(spare_admins: bool) -> &'static str {
+    if spare_admins {
+        "admin"
+    } else {
+        ""
+    }
+}
+
 // Database methods
 impl User {
     pub fn insert(&self, conn: &mut AnyConnection) -> Result<(), CreateUserError> {
@@ -125,14 +135,20 @@ impl User {
     }
 
     /// Applies `changes`; a password change ends every session of the user.
-    /// A taken email: `DuplicateEmail`, nothing changed.
+    /// A taken email: `DuplicateEmail`, nothing changed. With
+    /// `spare_admins`, an admin is not touched (false), checked in the same
+    /// statement as the write so a concurrent promotion cannot slip between.
     pub fn update(
         conn: &mut AnyConnection,
         id: &str,
         changes: &UserChanges,
+        spare_admins: bool,
     ) -> Result<bool, CreateUserError> {
         conn.transaction(|conn| {
-            let updated = diesel::update(users::table.find(id))
+            let target = users::table
+                .filter(users::id.eq(id))
+                .filter(users::role.ne(excluded_role(spare_admins)));
+            let updated = diesel::update(target)
                 .set(changes)
                 .execute(conn)
                 .map_err(|e| {
@@ -151,10 +167,13 @@ impl User {
 
     /// Deletes the user; sessions, grants, API keys, consents and codes go
     /// with it (ON DELETE CASCADE). False when no such user exists.
-    pub fn delete(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
-        diesel::delete(users::table.find(id))
-            .execute(conn)
-            .map(|n| n > 0)
+    /// With `spare_admins`, an admin is not deleted (false), as in
+    /// [`User::update`].
+    pub fn delete(conn: &mut AnyConnection, id: &str, spare_admins: bool) -> QueryResult<bool> {
+        let target = users::table
+            .filter(users::id.eq(id))
+            .filter(users::role.ne(excluded_role(spare_admins)));
+        diesel::delete(target).execute(conn).map(|n| n > 0)
     }
 
     pub fn set_ip_allowlist(

@@ -82,7 +82,7 @@ pub async fn revoke_key(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = auth.0.user_id()?.to_owned();
+    let user_id = auth.0.credential_manager()?.to_owned();
     let id = path.into_inner();
     let key_id = id.clone();
     state
