@@ -164,12 +164,24 @@ fn no_unknown_fields(obj: &Map<String, Value>, known: &[&str]) -> Result<(), Api
     }
 }
 
+/// The `password` of a users body, checked and hashed (argon2id), after
+/// the caller's `users:write`. Blocking, CPU only: run it on the blocking
+/// pool *without* a database connection, so a burst of password hashing
+/// cannot hold the connection pool.
+pub fn hashed_password(principal: &Principal, body: &Value) -> Result<Option<String>, ApiError> {
+    principal.require(Scope::UsersWrite)?;
+    string_field(object(body)?, "password")?
+        .map(hash_new_password)
+        .transpose()
+}
+
 /// `POST /v1/users` `{"email", "password", "role"}` (role: agent unless
-/// given).
+/// given), with the password already through [`hashed_password`].
 pub fn create(
     conn: &mut AnyConnection,
     principal: &Principal,
     body: &Value,
+    password_hash: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<UserView, ApiError> {
     principal.require(Scope::UsersWrite)?;
@@ -182,12 +194,10 @@ pub fn create(
         Some(r) => parse_role(r)?,
         None => Role::Agent,
     };
-    let password =
-        string_field(obj, "password")?.ok_or_else(|| field_error("password", "is required"))?;
+    let hash = password_hash.ok_or_else(|| field_error("password", "is required"))?;
     if role == Role::Admin {
         require_admin_for(principal, "Creating an admin")?;
     }
-    let hash = hash_new_password(password)?;
     let user = User::new(&email, role, hash, now.naive_utc());
     user.insert(conn).map_err(duplicate_email)?;
     Ok(user.into())
@@ -195,12 +205,14 @@ pub fn create(
 
 /// `PATCH /v1/users/{id}` with any of `email`, `role`, `disabled`,
 /// `password`. Disabling ends the user's sessions, grants (so tokens) and
-/// API keys for good; a new password ends their sessions.
+/// API keys for good; a new password (already through [`hashed_password`])
+/// ends their sessions.
 pub fn update(
     conn: &mut AnyConnection,
     principal: &Principal,
     id: &str,
     body: &Value,
+    password_hash: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<UserView, ApiError> {
     principal.require(Scope::UsersWrite)?;
@@ -218,7 +230,6 @@ pub fn update(
         Some(Value::Bool(b)) => Some(*b),
         Some(_) => return Err(field_error("disabled", "must be true or false")),
     };
-    let new_password = string_field(obj, "password")?;
     let target = find(conn, id)?;
     if target.role() == Role::Admin {
         require_admin_for(principal, "Changing an admin")?;
@@ -226,7 +237,6 @@ pub fn update(
     if role == Some(Role::Admin) {
         require_admin_for(principal, "Making a user an admin")?;
     }
-    let password_hash = new_password.map(hash_new_password).transpose()?;
     let changes = UserChanges {
         email: email.map(|e| e.as_ref().to_owned()),
         role: role.map(|r| r.as_str().to_owned()),

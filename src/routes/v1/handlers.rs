@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::api::keys::{self, NewKey};
-use crate::api::principal::Subject;
+use crate::api::principal::{Principal, Subject};
 use crate::api::{allowlist, users};
 use crate::db::listener;
 use crate::error::{api_ok, api_success, ApiError};
@@ -166,9 +166,10 @@ pub async fn create_user(
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth.0;
     let body = body.into_inner();
+    let hash = password_hash(&principal, &body).await?;
     let user = state
         .db
-        .run(move |conn| users::create(conn, &principal, &body, Utc::now()))
+        .run(move |conn| users::create(conn, &principal, &body, hash, Utc::now()))
         .await?;
     log::info!("user {} created through the API", user.id);
     Ok(api_success(StatusCode::CREATED, user))
@@ -183,9 +184,10 @@ pub async fn update_user(
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth.0;
     let body = body.into_inner();
+    let hash = password_hash(&principal, &body).await?;
     let user = state
         .db
-        .run(move |conn| users::update(conn, &principal, &path, &body, Utc::now()))
+        .run(move |conn| users::update(conn, &principal, &path, &body, hash, Utc::now()))
         .await?;
     listener::fence(&state.db, &state.revocations).await;
     log::info!("user {} changed through the API", user.id);
@@ -208,6 +210,15 @@ pub async fn delete_user(
     listener::fence(&state.db, &state.revocations).await;
     log::info!("user {id} deleted through the API");
     Ok(api_ok(json!({ "id": id, "deleted": true })))
+}
+
+/// Hashes the body's password (if any) on the blocking pool, holding no
+/// database connection meanwhile.
+async fn password_hash(principal: &Principal, body: &Value) -> Result<Option<String>, ApiError> {
+    let (principal, body) = (principal.clone(), body.clone());
+    web::block(move || users::hashed_password(&principal, &body))
+        .await
+        .map_err(ApiError::internal)?
 }
 
 /// A response that carries a secret must not be cached (RFC 9111 5.2.2.5).
