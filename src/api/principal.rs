@@ -8,9 +8,8 @@ use crate::db::models::{ApiKeyStatus, GrantStatus};
 use crate::db::AnyConnection;
 use crate::domain::{Role, Scope, ScopeSet};
 use crate::error::ApiError;
-use crate::oauth::introspect::{classify, names_unknown_key, Presented, TokenCheck};
+use crate::oauth::introspect::{Resolved, TokenCheck};
 use crate::oauth::jwt::AccessClaims;
-use crate::tokens;
 
 /// The message of every 401 for a credential that was presented (seed:
 /// "Invalid or expired token"): it never says which check failed.
@@ -112,22 +111,7 @@ pub fn authenticate_cached(
     check: &TokenCheck<'_>,
     client_ip: Option<IpAddr>,
 ) -> Option<Result<Principal, ApiError>> {
-    match classify(token) {
-        Presented::Access(jwt) => {
-            let Some(claims) = check.verified(jwt) else {
-                // A key another instance took up first: the database path
-                // reloads the ring.
-                return (!names_unknown_key(jwt, check.keys)).then(|| Err(unauthorized()));
-            };
-            let status = check.view.lookup(&claims.grant_id, &claims.jti)?;
-            Some(access_principal(claims, Some(status)))
-        }
-        Presented::ApiKey(key) => {
-            let status = check.view.lookup_key(&tokens::hash_secret(key))?;
-            Some(key_principal(Some(&status), check, client_ip))
-        }
-        Presented::Refresh(_) | Presented::Unknown => Some(Err(unauthorized())),
-    }
+    Some(principal_of(check.resolve_cached(token)?, check, client_ip))
 }
 
 /// Checks a bearer credential against the database. 401 for anything
@@ -140,18 +124,19 @@ pub fn authenticate(
     check: &TokenCheck<'_>,
     client_ip: Option<IpAddr>,
 ) -> Result<Principal, ApiError> {
-    match classify(token) {
-        Presented::Access(jwt) => {
-            let claims = check.verified(jwt).ok_or_else(unauthorized)?;
-            let status = check.grant_status(conn, &claims)?;
-            access_principal(claims, status)
-        }
-        Presented::ApiKey(key) => {
-            let status = check.key_status(conn, &tokens::hash_secret(key))?;
-            key_principal(status.as_deref(), check, client_ip)
-        }
+    principal_of(check.resolve(conn, token)?, check, client_ip)
+}
+
+fn principal_of(
+    resolved: Resolved<'_>,
+    check: &TokenCheck<'_>,
+    client_ip: Option<IpAddr>,
+) -> Result<Principal, ApiError> {
+    match resolved {
+        Resolved::Access(claims, status) => access_principal(claims, status),
+        Resolved::ApiKey(status) => key_principal(status.as_deref(), check, client_ip),
         // A refresh token is for the token endpoint only (RFC 6749 1.5).
-        Presented::Refresh(_) | Presented::Unknown => Err(unauthorized()),
+        Resolved::Refresh(_) | Resolved::Invalid => Err(unauthorized()),
     }
 }
 

@@ -88,6 +88,20 @@ fn may_see(caller: &Client, token_client_id: &str) -> bool {
     caller.can_introspect || caller.id == token_client_id
 }
 
+/// A presented token with what decides whether it is active (None: its
+/// grant or key does not exist). Lives on the stack for one request: the
+/// large access variant is not boxed, which would allocate on the hot path.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Resolved<'t> {
+    /// A verified access token (signature, issuer, audience, expiry).
+    Access(AccessClaims, Option<GrantStatus>),
+    ApiKey(Option<Arc<ApiKeyStatus>>),
+    /// A refresh token, not looked up (only introspection answers for it).
+    Refresh(&'t str),
+    /// Malformed, unknown shape, or an access token that fails verification.
+    Invalid,
+}
+
 /// What checking a token needs besides the token: the signing keys, the
 /// issuer's settings, the revocation view and the current time.
 #[derive(Clone, Copy)]
@@ -101,6 +115,53 @@ pub struct TokenCheck<'a> {
 impl TokenCheck<'_> {
     pub(crate) fn verified(&self, jwt: &str) -> Option<AccessClaims> {
         verified(self.keys, self.cfg, jwt, self.now)
+    }
+
+    /// What `token` is and the status that decides it, from memory alone
+    /// (no I/O but one SHA-256 for an API key). None: only the database can
+    /// tell ([`TokenCheck::resolve`]): a valid token whose grant or key the
+    /// view does not hold (or is not live), a refresh token, or an access
+    /// token naming a key this ring lacks (the database path reloads).
+    pub(crate) fn resolve_cached<'t>(&self, token: &'t str) -> Option<Resolved<'t>> {
+        match classify(token) {
+            Presented::Access(jwt) => {
+                let Some(claims) = self.verified(jwt) else {
+                    // Only a failure is worth the header decode.
+                    return (!names_unknown_key(jwt, self.keys)).then_some(Resolved::Invalid);
+                };
+                let status = self.view.lookup(&claims.grant_id, &claims.jti)?;
+                Some(Resolved::Access(claims, Some(status)))
+            }
+            Presented::ApiKey(key) => {
+                let status = self.view.lookup_key(&tokens::hash_secret(key))?;
+                Some(Resolved::ApiKey(Some(status)))
+            }
+            Presented::Refresh(refresh) => Some(Resolved::Refresh(refresh)),
+            Presented::Unknown => Some(Resolved::Invalid),
+        }
+    }
+
+    /// What `token` is and the status that decides it, read from the
+    /// database (and kept in the view). Blocking.
+    pub(crate) fn resolve<'t>(
+        &self,
+        conn: &mut AnyConnection,
+        token: &'t str,
+    ) -> QueryResult<Resolved<'t>> {
+        Ok(match classify(token) {
+            Presented::Access(jwt) => match self.verified(jwt) {
+                Some(claims) => {
+                    let status = self.grant_status(conn, &claims)?;
+                    Resolved::Access(claims, status)
+                }
+                None => Resolved::Invalid,
+            },
+            Presented::ApiKey(key) => {
+                Resolved::ApiKey(self.key_status(conn, &tokens::hash_secret(key))?)
+            }
+            Presented::Refresh(refresh) => Resolved::Refresh(refresh),
+            Presented::Unknown => Resolved::Invalid,
+        })
     }
 
     /// The status of a verified access token's grant, read from the
@@ -164,26 +225,23 @@ pub fn introspect(
     check: &TokenCheck<'_>,
     client_ip: Option<IpAddr>,
 ) -> Result<Introspection, OAuthError> {
-    match classify(token) {
-        Presented::Access(jwt) => {
-            let Some(claims) = check.verified(jwt) else {
-                return Ok(Introspection::inactive());
-            };
-            let status = check.grant_status(conn, &claims)?;
-            Ok(access_answer(claims, status, caller))
-        }
-        Presented::Refresh(refresh) => {
-            introspect_refresh(conn, caller, refresh, check.cfg, check.now)
-        }
-        Presented::ApiKey(key) => {
-            if !caller.can_introspect {
-                return Ok(Introspection::inactive());
-            }
-            let status = check.key_status(conn, &tokens::hash_secret(key))?;
-            Ok(key_answer(status.as_deref(), check, client_ip))
-        }
-        Presented::Unknown => Ok(Introspection::inactive()),
+    if hidden_key(caller, token) {
+        return Ok(Introspection::inactive());
     }
+    Ok(match check.resolve(conn, token)? {
+        Resolved::Access(claims, status) => access_answer(claims, status, caller),
+        Resolved::ApiKey(status) => key_answer(status.as_deref(), check, client_ip),
+        Resolved::Refresh(refresh) => {
+            return introspect_refresh(conn, caller, refresh, check.cfg, check.now)
+        }
+        Resolved::Invalid => Introspection::inactive(),
+    })
+}
+
+/// API keys are no client's tokens: only callers with the introspection
+/// permission see them (RFC 7662 2.2). Checked before any lookup.
+fn hidden_key(caller: &Client, token: &str) -> bool {
+    !caller.can_introspect && matches!(classify(token), Presented::ApiKey(_))
 }
 
 /// Introspection from memory alone, when possible: a token that fails
@@ -198,25 +256,14 @@ pub fn introspect_cached(
     check: &TokenCheck<'_>,
     client_ip: Option<IpAddr>,
 ) -> Option<Introspection> {
-    match classify(token) {
-        Presented::Access(jwt) => {
-            let Some(claims) = check.verified(jwt) else {
-                // Only a failure is worth the header decode: a key another
-                // instance took up first is the database path's to reload.
-                return (!names_unknown_key(jwt, check.keys)).then(Introspection::inactive);
-            };
-            let status = check.view.lookup(&claims.grant_id, &claims.jti)?;
-            Some(access_answer(claims, Some(status), caller))
-        }
-        Presented::ApiKey(key) => {
-            if !caller.can_introspect {
-                return Some(Introspection::inactive());
-            }
-            let status = check.view.lookup_key(&tokens::hash_secret(key))?;
-            Some(key_answer(Some(&status), check, client_ip))
-        }
-        Presented::Refresh(_) => None,
-        Presented::Unknown => Some(Introspection::inactive()),
+    if hidden_key(caller, token) {
+        return Some(Introspection::inactive());
+    }
+    match check.resolve_cached(token)? {
+        Resolved::Access(claims, status) => Some(access_answer(claims, status, caller)),
+        Resolved::ApiKey(status) => Some(key_answer(status.as_deref(), check, client_ip)),
+        Resolved::Refresh(_) => None,
+        Resolved::Invalid => Some(Introspection::inactive()),
     }
 }
 
