@@ -12,6 +12,7 @@ use crate::api::principal::{Principal, Subject};
 use crate::api::{allowlist, users};
 use crate::db::listener;
 use crate::error::{api_ok, api_success, ApiError};
+use crate::routes::oauth::no_store;
 use crate::routes::v1::auth::Authenticated;
 use crate::state::AppState;
 
@@ -219,12 +220,4 @@ async fn password_hash(principal: &Principal, body: &Value) -> Result<Option<Str
     web::block(move || users::hashed_password(&principal, &body))
         .await
         .map_err(ApiError::internal)?
-}
-
-/// A response that carries a secret must not be cached (RFC 9111 5.2.2.5).
-fn no_store(resp: &mut HttpResponse) {
-    resp.headers_mut().insert(
-        actix_web::http::header::CACHE_CONTROL,
-        actix_web::http::header::HeaderValue::from_static("no-store"),
-    );
 }
