@@ -14,12 +14,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::accounts::{self, AccountError};
 use crate::api::keys::{self as api_keys, NewKey};
 use crate::config::{ConfigError, Settings};
+use crate::credentials::jwt;
 use crate::db::models::{Client, User};
 use crate::db::{run_migrations, AnyConnection, Database};
 use crate::domain::{Email, NewPassword, Role};
 use crate::error::ApiError;
 use crate::oauth::clients::{self, ClientRequest, NewClient};
-use crate::oauth::jwt;
 use crate::startup::{Application, BuildError};
 use crate::telemetry::init_logging;
 
@@ -133,8 +133,14 @@ impl From<ClientCreateArgs> for ClientRequest {
 pub enum KeysCommand {
     /// Generate a new ES256 key that signs from now on; prints {"kid": "..."}.
     /// Older public keys stay published until every token they signed has
-    /// expired. Running instances switch within DZDESK_KEY_RELOAD_SECS.
-    Rotate,
+    /// expired. Running instances switch within about a second.
+    Rotate {
+        /// The previous keys are believed stolen: revoke them. They leave
+        /// the JWKS at once and every token they signed is refused, on
+        /// every instance, for good.
+        #[arg(long)]
+        revoke_previous: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -228,10 +234,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             init_logging("warn");
             api_key(cmd)
         }
-        Command::Keys(KeysCommand::Rotate) => {
+        Command::Keys(KeysCommand::Rotate { revoke_previous }) => {
             init_logging("warn");
             let mut conn = open_connection()?;
-            let kid = jwt::rotate(&mut conn, Utc::now().naive_utc())?;
+            let kid = jwt::rotate(&mut conn, Utc::now().naive_utc(), revoke_previous)?;
+            if revoke_previous {
+                log::warn!(
+                    "signing keys other than {kid} revoked: every token they signed is refused"
+                );
+            }
             println!("{}", serde_json::json!({ "kid": kid }));
             Ok(())
         }
@@ -338,11 +349,12 @@ fn api_key(cmd: ApiKeyCommand) -> Result<(), CliError> {
             user.role()
         )));
     }
-    let created =
-        api_keys::create_for_user(&mut conn, &user.id, &new, Utc::now()).map_err(|e| match e {
+    let created = api_keys::create_for_user(&mut conn, &user.id, &new, None, Utc::now()).map_err(
+        |e| match e {
             ApiError::BadRequest(m) => CliError::Conflict(m),
             other => CliError::Failed(anyhow::anyhow!("{other:?}")),
-        })?;
+        },
+    )?;
     println!(
         "{}",
         serde_json::json!({ "id": created.id, "key": created.key })

@@ -4,8 +4,8 @@
 
 use std::net::SocketAddr;
 
-use crate::api::allowlist::TrustedProxies;
 use crate::db::DatabaseUrl;
+use crate::domain::TrustedProxies;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://dzdesk-auth.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

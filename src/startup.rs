@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::{from_fn, DefaultHeaders};
+use actix_web::middleware::from_fn;
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{App, HttpServer};
 
@@ -15,11 +15,14 @@ use crate::api::usage::UsageTracker;
 use crate::auth::csrf::CsrfKey;
 use crate::auth::password;
 use crate::config::Settings;
-use crate::db::{listener, Database};
+use crate::credentials::keystore::{self, KeyStore};
+use crate::credentials::revocation_view::RevocationView;
+use crate::credentials::{listener, Audience, Credentials};
+use crate::db::Database;
+use crate::http::security_headers;
 use crate::maintenance;
-use crate::oauth::revocation_view::RevocationView;
 use crate::routes::{health, oauth, register, static_files, v1, web as pages, well_known};
-use crate::state::{AppState, ClientCache, KeyStore, ServerKeys};
+use crate::state::{AppState, ClientCache, ServerKeys};
 use crate::telemetry::access_log;
 
 #[derive(Debug, thiserror::Error)]
@@ -85,13 +88,21 @@ impl Application {
         let revocations = Arc::new(RevocationView::new());
         let listen_url = settings.database_url.postgres_url().map(str::to_owned);
         let usage = Arc::new(UsageTracker::new());
+        let credentials = Credentials::new(
+            db.clone(),
+            key_store,
+            revocations.clone(),
+            Audience {
+                issuer: settings.issuer.clone(),
+                audience: settings.audience.clone(),
+            },
+        );
         let state = web::Data::new(AppState {
             db: db.clone(),
             csrf: CsrfKey::new(keys.csrf),
             settings,
-            keys: key_store,
+            credentials,
             clients: ClientCache::new(Duration::from_secs(client_cache_secs)),
-            revocations: revocations.clone(),
             usage,
         });
         let state_for_listener = state.clone();
@@ -200,21 +211,33 @@ impl Application {
     }
 
     /// Serves until stopped. Meanwhile, in the same task: the hourly sweep
-    /// of expired rows, API-key usage writes, and (PostgreSQL) the
-    /// revocation listener.
+    /// of expired rows, API-key usage writes, the signing-key watch, and
+    /// (PostgreSQL) the revocation listener.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let usage = self.state.usage.clone();
         let db_for_flush = self.db.clone();
-        let sweeper = futures_util::future::join(
+        let sweeper = futures_util::future::join3(
             maintenance::sweep_forever(self.db.clone()),
             maintenance::flush_usage_forever(self.db.clone(), usage.clone()),
+            keystore::watch_forever(self.state.credentials.clone()),
         );
         let listener = async {
             match self.listen_url {
                 Some(url) => {
                     let state = self.state;
-                    let forget = move |id: &str| state.clients.forget(id);
-                    listener::listen_forever(url, self.db, self.revocations, forget).await
+                    let heard = move |payload: &str| match payload.split_once(':') {
+                        Some(("c", id)) => state.clients.forget(id),
+                        // A rotation or a revoked key: sign and verify with
+                        // the keys as they are now.
+                        Some(("s", _)) => state.credentials.keys.invalidate(),
+                        // Reconnected or truncated: anything may have changed.
+                        Some(("x", _)) => {
+                            state.clients.clear();
+                            state.credentials.keys.invalidate();
+                        }
+                        _ => {}
+                    };
+                    listener::listen_forever(url, self.db, self.revocations, heard).await
                 }
                 None => futures_util::future::pending().await,
             }
@@ -236,33 +259,5 @@ impl Application {
             log::warn!("writing API key usage at shutdown failed: {e:#}");
         }
         result
-    }
-}
-
-/// Headers on every response: no framing (clickjacking on the consent page),
-/// a same-origin-only CSP, no Referer (codes and state must not leak through
-/// it), no MIME sniffing. `form-action` is left out on purpose: Chrome applies
-/// it to the redirect after a form post, which would block the consent page's
-/// redirect to the client.
-pub const SECURITY_HEADERS: [(&str, &str); 4] = [
-    ("x-frame-options", "DENY"),
-    (
-        "content-security-policy",
-        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
-    ),
-    ("referrer-policy", "no-referrer"),
-    ("x-content-type-options", "nosniff"),
-];
-
-fn security_headers(hsts: bool) -> DefaultHeaders {
-    let headers = SECURITY_HEADERS
-        .iter()
-        .fold(DefaultHeaders::new(), |h, &(name, value)| {
-            h.add((name, value))
-        });
-    if hsts {
-        headers.add(("Strict-Transport-Security", "max-age=31536000"))
-    } else {
-        headers
     }
 }

@@ -11,21 +11,19 @@ use chrono::Utc;
 use crate::api::usage::UsageTracker;
 use crate::auth::csrf::CsrfKey;
 use crate::config::Settings;
+use crate::credentials::jwt::KeyRing;
+use crate::credentials::Credentials;
 use crate::db::models::{Client, ServerSecret};
-use crate::db::{AnyConnection, Database};
-use crate::oauth::jwt::KeyRing;
-use crate::oauth::revocation_view::RevocationView;
+use crate::db::Database;
 use crate::oauth::token::TokenConfig;
 
 pub struct AppState {
     pub db: Database,
     pub csrf: CsrfKey,
     pub settings: Settings,
-    pub keys: KeyStore,
+    /// Who is calling: signing keys, the revocation view, the checks.
+    pub credentials: Credentials,
     pub clients: ClientCache,
-    /// Revocations kept current by the PostgreSQL listener (introspection's
-    /// fast path; never live on SQLite).
-    pub revocations: Arc<RevocationView>,
     /// API-key uses not yet written to `last_used_at`.
     pub usage: Arc<UsageTracker>,
 }
@@ -64,6 +62,14 @@ impl ClientCache {
         }
     }
 
+    /// Drops every client (the revocation listener reconnected: changes
+    /// may have been missed meanwhile).
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+
     /// Keeps a client read from the database by a query that started at
     /// `read_at` (so a read racing a change is not kept a full TTL longer); a
     /// newer entry is not replaced.
@@ -85,91 +91,6 @@ impl ClientCache {
             }
         }
         client
-    }
-}
-
-/// The signing keys in memory, re-read from the database now and then so
-/// that a rotation by another instance or the CLI takes effect.
-pub struct KeyStore {
-    current: RwLock<(Arc<KeyRing>, Instant)>,
-    reload_every: Duration,
-    max_token_lifetime: chrono::Duration,
-}
-
-impl KeyStore {
-    pub fn new(
-        ring: Arc<KeyRing>,
-        reload_every: Duration,
-        max_token_lifetime: chrono::Duration,
-    ) -> Self {
-        Self {
-            current: RwLock::new((ring, Instant::now())),
-            reload_every,
-            max_token_lifetime,
-        }
-    }
-
-    /// The keys in memory, if younger than the reload interval. No I/O.
-    pub fn cached(&self) -> Option<Arc<KeyRing>> {
-        let (ring, loaded) = self.snapshot();
-        (loaded.elapsed() < self.reload_every).then_some(ring)
-    }
-
-    /// The ring in memory and when it was read.
-    fn snapshot(&self) -> (Arc<KeyRing>, Instant) {
-        match self.current.read() {
-            Ok(guard) => (guard.0.clone(), guard.1),
-            Err(poisoned) => (poisoned.get_ref().0.clone(), poisoned.get_ref().1),
-        }
-    }
-
-    /// The keys, re-read first when they are older than the reload interval.
-    /// Blocking (may query): call with a connection on the blocking pool.
-    pub fn current(&self, conn: &mut AnyConnection) -> anyhow::Result<Arc<KeyRing>> {
-        match self.cached() {
-            Some(ring) => Ok(ring),
-            None => self.reload(conn),
-        }
-    }
-
-    /// The keys to check `token` with: [`KeyStore::current`], re-read (at
-    /// most once a second) when the token names a key they lack, perhaps one
-    /// another instance or the CLI took up first. Blocking.
-    pub fn for_token(&self, conn: &mut AnyConnection, token: &str) -> anyhow::Result<Arc<KeyRing>> {
-        let keys = self.current(conn)?;
-        if crate::oauth::introspect::names_unknown_key(token, &keys) {
-            return self.reload_throttled(conn, Duration::from_secs(1));
-        }
-        Ok(keys)
-    }
-
-    /// Re-reads the keys unless they were read less than `min_age` ago: for a
-    /// token signed with a key another instance started using before this
-    /// one reloaded. Throttled, so tokens with made-up `kid`s cannot turn
-    /// into a query each. Blocking.
-    pub fn reload_throttled(
-        &self,
-        conn: &mut AnyConnection,
-        min_age: Duration,
-    ) -> anyhow::Result<Arc<KeyRing>> {
-        let (ring, loaded) = self.snapshot();
-        if loaded.elapsed() < min_age {
-            return Ok(ring);
-        }
-        self.reload(conn)
-    }
-
-    /// Re-reads the keys now. Blocking.
-    pub fn reload(&self, conn: &mut AnyConnection) -> anyhow::Result<Arc<KeyRing>> {
-        let ring = Arc::new(KeyRing::load(
-            conn,
-            Utc::now().naive_utc(),
-            self.max_token_lifetime,
-        )?);
-        if let Ok(mut guard) = self.current.write() {
-            *guard = (ring.clone(), Instant::now());
-        }
-        Ok(ring)
     }
 }
 
@@ -254,6 +175,7 @@ mod tests {
             updated_at: now,
             can_introspect: false,
             registration_token_hash: None,
+            registered_by: None,
         }
     }
 

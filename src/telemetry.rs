@@ -13,7 +13,7 @@ use actix_web::{HttpResponse, ResponseError};
 use futures_util::FutureExt;
 
 use crate::error::{ApiError, WebError};
-use crate::startup::SECURITY_HEADERS;
+use crate::http::SECURITY_HEADERS;
 
 /// env_logger with `RUST_LOG`, or `default_filter` when it is unset.
 pub fn init_logging(default_filter: &str) {

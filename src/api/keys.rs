@@ -8,17 +8,16 @@ use rand::RngExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::api::principal::{Credential, Principal};
+use crate::api::principal::{Authorize, Credential, Principal};
 use crate::api::usage::UsageTracker;
 use crate::api::{field_error, timestamp};
-use crate::db::models::{ApiKeyRow, ApiKeyStatus};
+use crate::credentials::prefixes;
+use crate::db::models::ApiKeyRow;
 use crate::db::AnyConnection;
 use crate::domain::{Scope, ScopeSet};
 use crate::error::ApiError;
 use crate::tokens;
 
-/// What secret scanners match: `dzd_` + base62.
-pub const API_KEY_PREFIX: &str = "dzd_";
 /// Random base62 characters after the prefix: 50 × log2(62) ≈ 298 bits, of
 /// which the [`DISPLAY_CHARS`] shown in lists leave ≈ 262 secret.
 const KEY_CHARS: usize = 50;
@@ -54,31 +53,12 @@ pub fn generate() -> GeneratedKey {
         .take(KEY_CHARS)
         .map(char::from)
         .collect();
-    let key = format!("{API_KEY_PREFIX}{body}");
+    let key = format!("{}{body}", prefixes::API_KEY);
     GeneratedKey {
         hash: tokens::hash_secret(&key),
-        prefix: key[..API_KEY_PREFIX.len() + DISPLAY_CHARS].to_owned(),
+        prefix: key[..prefixes::API_KEY.len() + DISPLAY_CHARS].to_owned(),
         key,
     }
-}
-
-/// Whether a key that exists may be used at `now`: not revoked, not
-/// expired, its user enabled. (The IP allowlist is checked apart: it
-/// depends on where the request comes from.)
-pub fn usable(status: &ApiKeyStatus, now: DateTime<Utc>) -> bool {
-    !status.revoked
-        && !status.user_disabled
-        && status.expires_at.is_none_or(|at| at > now.naive_utc())
-}
-
-/// The scopes a key grants now: its own, limited to what its user's current
-/// role may hold (a demoted admin's keys lose `admin` and `users:write`).
-pub fn effective_scopes(status: &ApiKeyStatus) -> ScopeSet {
-    let role = status.role.parse().unwrap_or(crate::domain::Role::Agent);
-    ScopeSet::parse(&status.scopes)
-        .unwrap_or_default()
-        .split_by_role(role)
-        .0
 }
 
 /// A validated `POST /v1/api-keys` body.
@@ -226,7 +206,11 @@ pub fn create(
     now: DateTime<Utc>,
 ) -> Result<CreatedKey, ApiError> {
     let user_id = principal.credential_manager()?;
-    if let Some(missing) = new.scopes.iter().find(|s| !principal.allows(*s)) {
+    if let Some(missing) = new
+        .scopes
+        .iter()
+        .find(|s| !principal.scopes.covers(&ScopeSet::from_iter([*s])))
+    {
         return Err(ApiError::Forbidden(format!(
             "This credential does not hold the scope '{}', so it cannot give it to a key",
             missing.as_str()
@@ -250,15 +234,18 @@ pub fn create(
             ));
         }
     }
-    create_for_user(conn, user_id, new, now)
+    // Recorded so that revoking the parent revokes this key too.
+    create_for_user(conn, user_id, new, principal.api_key_id(), now)
 }
 
 /// Mints a key for `user_id` (the CLI, and [`create`] once it has checked
 /// the caller's scopes).
+/// `parent`: the API key that minted it, if one did.
 pub fn create_for_user(
     conn: &mut AnyConnection,
     user_id: &str,
     new: &NewKey,
+    parent: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<CreatedKey, ApiError> {
     let generated = generate();
@@ -274,6 +261,7 @@ pub fn create_for_user(
         expires_at: new.expires_in_days.map(|d| now + Duration::days(d)),
         last_used_at: None,
         revoked_at: None,
+        parent_id: parent.map(str::to_owned),
     };
     conn.transaction(|conn| {
         if ApiKeyRow::count_for_user(conn, user_id)? >= MAX_KEYS_PER_USER {
@@ -329,7 +317,7 @@ mod tests {
     #[test]
     fn keys_are_prefixed_base62_with_at_least_256_bits() {
         let k = generate();
-        let body = k.key.strip_prefix(API_KEY_PREFIX).unwrap();
+        let body = k.key.strip_prefix(prefixes::API_KEY).unwrap();
         assert_eq!(body.len(), KEY_CHARS);
         assert!(body.chars().all(|c| c.is_ascii_alphanumeric()));
         let secret_bits = (KEY_CHARS - DISPLAY_CHARS) as f64 * 62f64.log2();
@@ -393,48 +381,5 @@ mod tests {
             }
         }
         assert!(NewKey::from_json(&json!([1])).is_err());
-    }
-
-    fn status() -> ApiKeyStatus {
-        ApiKeyStatus {
-            key_id: "key_a".into(),
-            user_id: "user_a".into(),
-            scopes: "requests:read users:write admin".into(),
-            created_at: DateTime::UNIX_EPOCH.naive_utc(),
-            expires_at: None,
-            revoked: false,
-            email: "a@example.com".into(),
-            role: "agent".into(),
-            user_disabled: false,
-            ip_allowlist: Default::default(),
-        }
-    }
-
-    #[test]
-    fn usable_means_not_revoked_not_expired_user_enabled() {
-        let now = Utc::now();
-        assert!(usable(&status(), now));
-        let mut s = status();
-        s.revoked = true;
-        assert!(!usable(&s, now));
-        let mut s = status();
-        s.user_disabled = true;
-        assert!(!usable(&s, now));
-        let mut s = status();
-        s.expires_at = Some(now.naive_utc());
-        assert!(!usable(&s, now), "a key expires at its expiry instant");
-        s.expires_at = Some(now.naive_utc() + Duration::seconds(1));
-        assert!(usable(&s, now));
-    }
-
-    #[test]
-    fn a_key_grants_no_more_than_its_users_role_allows_now() {
-        assert_eq!(effective_scopes(&status()).to_string(), "requests:read");
-        let mut s = status();
-        s.role = "admin".into();
-        assert_eq!(
-            effective_scopes(&s).to_string(),
-            "requests:read users:write admin"
-        );
     }
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::api::principal::Principal;
+use crate::api::principal::{Authorize, Principal};
 use crate::api::{field_error, timestamp};
 use crate::auth::password;
 use crate::db::models::{CreateUserError, User, UserChanges};
@@ -38,7 +38,7 @@ impl From<User> for UserView {
             updated_at: timestamp(u.updated_at),
             id: u.id,
             email: u.email,
-            role: u.role,
+            role: u.role.as_str().to_owned(),
             disabled: u.disabled,
         }
     }
@@ -267,13 +267,18 @@ pub fn update(
 }
 
 /// `DELETE /v1/users/{id}`: the user and everything of theirs.
-pub fn delete(conn: &mut AnyConnection, principal: &Principal, id: &str) -> Result<(), ApiError> {
+pub fn delete(
+    conn: &mut AnyConnection,
+    principal: &Principal,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
     principal.require(Scope::UsersWrite)?;
     let target = find(conn, id)?;
     if target.role() == Role::Admin {
         require_admin_for(principal, "Deleting an admin")?;
     }
-    if User::delete(conn, id, !principal.allows(Scope::Admin))? {
+    if User::delete(conn, id, !principal.allows(Scope::Admin), now.naive_utc())? {
         return Ok(());
     }
     // Gone, or made an admin since it was read.

@@ -7,9 +7,9 @@
 //! `Queryable` structs, one row per `insert`, and a connection manager of our
 //! own that picks the backend from the URL scheme and keeps the real error.
 
-pub mod listener;
 pub mod models;
 pub mod schema;
+mod types;
 
 use std::fmt;
 use std::time::Duration;

@@ -47,6 +47,7 @@ diesel::table! {
         updated_at -> Timestamp,
         can_introspect -> Bool,
         registration_token_hash -> Nullable<Text>,
+        registered_by -> Nullable<Text>,
     }
 }
 
@@ -106,6 +107,7 @@ diesel::table! {
         public_jwk -> Text,
         created_at -> Timestamp,
         retired_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
     }
 }
 
@@ -130,6 +132,7 @@ diesel::table! {
         expires_at -> Nullable<Timestamp>,
         last_used_at -> Nullable<Timestamp>,
         revoked_at -> Nullable<Timestamp>,
+        parent_id -> Nullable<Text>,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod email;
 mod grant_type;
+pub mod net;
 mod password;
 mod redirect_uri;
 mod role;
@@ -9,6 +10,7 @@ mod scope;
 
 pub use email::Email;
 pub use grant_type::GrantType;
+pub use net::{IpAllowlist, TrustedProxies};
 pub use password::{NewPassword, Password};
 pub use redirect_uri::RedirectUri;
 pub use role::Role;

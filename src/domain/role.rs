@@ -2,7 +2,19 @@ use std::fmt;
 use std::str::FromStr;
 
 /// What a user is: an `admin` may grant every scope, an `agent` a fixed subset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Stored as its name; a stored name that does not parse fails the load
+/// (`db::types`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    diesel::deserialize::FromSqlRow,
+    diesel::expression::AsExpression,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 pub enum Role {
     Admin,
     Agent,

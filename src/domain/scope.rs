@@ -62,7 +62,9 @@ impl Scope {
 
 /// A set of scopes, written space-separated (RFC 6749 3.3) in a canonical
 /// order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Stored as its string form; a stored list that does not parse fails the
+/// load (`db::types`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, diesel::deserialize::FromSqlRow)]
 pub struct ScopeSet(BTreeSet<Scope>);
 
 impl ScopeSet {
@@ -92,12 +94,20 @@ impl ScopeSet {
         self.0.iter().copied()
     }
 
-    pub fn is_subset(&self, other: &ScopeSet) -> bool {
-        self.0.is_subset(&other.0)
+    /// Whether a holder of `self` holds every scope of `other`: `admin`
+    /// implies every other scope (spec), else `other` must be a subset. The
+    /// one ceiling rule: registration, API-key creation, consent, refresh
+    /// narrowing and the users API all ask it.
+    pub fn covers(&self, other: &ScopeSet) -> bool {
+        self.0.contains(&Scope::Admin) || other.0.is_subset(&self.0)
     }
 
-    pub fn intersection(&self, other: &ScopeSet) -> ScopeSet {
-        Self(self.0.intersection(&other.0).copied().collect())
+    /// The scopes of `self` that `ceiling` covers (see [`ScopeSet::covers`]).
+    pub fn within(&self, ceiling: &ScopeSet) -> ScopeSet {
+        if ceiling.0.contains(&Scope::Admin) {
+            return self.clone();
+        }
+        Self(self.0.intersection(&ceiling.0).copied().collect())
     }
 
     /// The scopes a user of `role` may grant, and the ones left out.
@@ -139,6 +149,21 @@ mod tests {
         let err = ScopeSet::parse("requests:read openid").unwrap_err();
         assert!(err.contains("openid"));
         assert!(ScopeSet::parse("Requests:Read").is_err());
+    }
+
+    #[test]
+    fn admin_covers_every_scope_and_others_only_themselves() {
+        let admin = ScopeSet::parse("admin").unwrap();
+        let all =
+            ScopeSet::parse("requests:read requests:write users:read users:write admin").unwrap();
+        assert!(admin.covers(&all));
+        let reader = ScopeSet::parse("requests:read").unwrap();
+        assert!(reader.covers(&reader));
+        assert!(reader.covers(&ScopeSet::default()));
+        assert!(!reader.covers(&admin));
+        assert!(!reader.covers(&ScopeSet::parse("requests:read users:read").unwrap()));
+        assert_eq!(all.within(&admin), all);
+        assert_eq!(all.within(&reader), reader);
     }
 
     #[test]

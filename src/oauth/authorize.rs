@@ -37,6 +37,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::auth::csrf::{CsrfBinding, CsrfKey};
+use crate::credentials::prefixes;
 use crate::db::models::{AuthorizationCodeRow, Client, ConsentRow, User};
 use crate::db::AnyConnection;
 use crate::domain::{GrantType, Role, Scope, ScopeSet};
@@ -45,8 +46,6 @@ use crate::tokens;
 /// Lifetime of an authorization code. RFC 6749 4.1.2: "A maximum
 /// authorization code lifetime of 10 minutes is RECOMMENDED"; ours is shorter.
 pub const CODE_TTL_SECS: i64 = 60;
-/// Prefix of authorization codes.
-pub const CODE_PREFIX: &str = "dzc_";
 
 /// The authorization request's own parameters; each may appear once.
 const PROTOCOL_PARAMS: [&str; 8] = [
@@ -372,7 +371,7 @@ impl Registrar for DbRegistrar<'_> {
             Some(s) => ScopeSet::parse(&s.to_string()).map_err(|_| RegistrarError::Unspecified)?,
             None => allowed.clone(),
         };
-        if requested.is_empty() || !requested.is_subset(&allowed) {
+        if requested.is_empty() || !allowed.covers(&requested) {
             return Err(RegistrarError::Unspecified);
         }
         let granted = match self.role {
@@ -424,7 +423,7 @@ impl Authorizer for DbAuthorizer<'_> {
             },
             None => None,
         };
-        let code = tokens::new_secret(CODE_PREFIX);
+        let code = tokens::new_secret(prefixes::AUTHORIZATION_CODE);
         let now = self.now.naive_utc();
         let row = AuthorizationCodeRow {
             id: tokens::hash_secret(&code),
@@ -587,10 +586,7 @@ impl OwnerSolicitor<OAuthRequest> for ConsentSolicitor<'_> {
             };
         }
 
-        let already = self
-            .remembered
-            .as_ref()
-            .is_some_and(|r| granted.is_subset(r));
+        let already = self.remembered.as_ref().is_some_and(|r| r.covers(&granted));
         if already && prompt != Prompt::Consent {
             return OwnerConsent::Authorized(signed_in.user.id.clone());
         }

@@ -5,7 +5,8 @@ use chrono::NaiveDateTime;
 
 use diesel::Connection;
 
-use crate::db::models::{Client, GrantRow, CLIENT_SECRET_PREFIX};
+use crate::credentials::prefixes;
+use crate::db::models::{Client, GrantRow};
 use crate::db::AnyConnection;
 use crate::domain::{GrantType, RedirectUri, ScopeSet};
 use crate::tokens;
@@ -23,10 +24,9 @@ pub struct NewClient {
     pub can_introspect: bool,
     /// Registered through RFC 7591: gets a registration access token.
     pub dynamic: bool,
+    /// The user whose credential registered it (RFC 7591).
+    pub registered_by: Option<String>,
 }
-
-/// Prefix of RFC 7592 registration access tokens.
-pub const REGISTRATION_TOKEN_PREFIX: &str = "dzrat_";
 
 /// The registration request as typed by an operator or sent by a client.
 #[derive(Debug, Default)]
@@ -88,6 +88,7 @@ impl NewClient {
             require_pkce: req.require_pkce || req.public,
             can_introspect: req.introspect,
             dynamic: false,
+            registered_by: None,
         })
     }
 }
@@ -108,10 +109,10 @@ pub fn register(
     new: NewClient,
     now: NaiveDateTime,
 ) -> diesel::QueryResult<Registered> {
-    let secret = (!new.public).then(|| tokens::new_secret(CLIENT_SECRET_PREFIX));
+    let secret = (!new.public).then(|| tokens::new_secret(prefixes::CLIENT_SECRET));
     let registration_token = new
         .dynamic
-        .then(|| tokens::new_secret(REGISTRATION_TOKEN_PREFIX));
+        .then(|| tokens::new_secret(prefixes::REGISTRATION_TOKEN));
     let grant_types = new.grant_types.clone();
     let client = Client {
         id: tokens::new_id("client_"),
@@ -137,6 +138,7 @@ pub fn register(
         updated_at: now,
         can_introspect: new.can_introspect,
         registration_token_hash: registration_token.as_deref().map(tokens::hash_secret),
+        registered_by: new.registered_by,
     };
     conn.transaction(|conn| {
         client.insert(conn)?;

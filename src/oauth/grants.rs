@@ -16,18 +16,16 @@ use diesel::Connection;
 use oxide_auth::frontends::simple::extensions::Pkce;
 use oxide_auth::primitives::grant::Value;
 
+use crate::credentials::jwt::KeyRing;
+use crate::credentials::prefixes;
 use crate::db::models::{AuthorizationCodeRow, Client, GrantRow, RefreshTokenRow, User};
 use crate::db::AnyConnection;
 use crate::domain::{GrantType, ScopeSet};
 use crate::oauth::error::OAuthError;
-use crate::oauth::jwt::KeyRing;
-use crate::oauth::token::{
+use crate::oauth::request::{
     requested_scope, sign_access_token, FormParams, IssuedTokens, TokenConfig,
 };
 use crate::tokens;
-
-/// Prefix of refresh tokens.
-pub const REFRESH_TOKEN_PREFIX: &str = "dzr_";
 
 /// Why a single-use transaction did not commit.
 enum TxError {
@@ -102,7 +100,7 @@ fn new_refresh_row(
     cfg: &TokenConfig,
     now: DateTime<Utc>,
 ) -> (String, RefreshTokenRow) {
-    let token = tokens::new_secret(REFRESH_TOKEN_PREFIX);
+    let token = tokens::new_secret(prefixes::REFRESH_TOKEN);
     let now = now.naive_utc();
     let row = RefreshTokenRow {
         id: tokens::hash_secret(&token),
@@ -262,7 +260,7 @@ pub fn refresh_token(
     // since, or an admin demoted to agent, gets no more than that (an agent
     // can never hold `admin`).
     let scope = requested
-        .intersection(&client.scopes())
+        .within(&client.scopes())
         .split_by_role(user.role())
         .0;
     if scope.is_empty() {
@@ -358,7 +356,7 @@ mod tests {
         };
         let now = Utc::now();
         let (token, row) = new_refresh_row("grant_x", "requests:read", &cfg, now);
-        assert!(token.starts_with(REFRESH_TOKEN_PREFIX));
+        assert!(token.starts_with(prefixes::REFRESH_TOKEN));
         assert_eq!(row.id, tokens::hash_secret(&token));
         assert_eq!(row.expires_at - row.created_at, Duration::days(30));
     }

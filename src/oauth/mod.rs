@@ -6,7 +6,6 @@ pub mod clients;
 pub mod error;
 pub mod grants;
 pub mod introspect;
-pub mod jwt;
 pub mod registration;
-pub mod revocation_view;
+pub mod request;
 pub mod token;

@@ -6,13 +6,12 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::db::models::{Client, GrantRow, GrantStatus};
+use crate::credentials::Resolved;
+use crate::db::models::{Client, GrantRow};
 use crate::db::schema::clients;
 use crate::db::AnyConnection;
 use crate::domain::{GrantType, RedirectUri, Scope, ScopeSet};
 use crate::oauth::clients::{register as store_client, ClientRequest, NewClient};
-use crate::oauth::jwt::KeyRing;
-use crate::oauth::token::TokenConfig;
 use crate::tokens;
 
 /// Client metadata as sent (RFC 7591 2). Unknown fields are ignored ("The
@@ -43,6 +42,9 @@ pub enum RegistrationError {
     /// RFC 6750 3.1: the credential lacks the `admin` scope (403).
     #[error("registering clients needs the admin scope")]
     InsufficientScope,
+    /// An API key used from outside its account's IP allowlist (403).
+    #[error("this API key may not be used from this IP address")]
+    AddressRefused,
     #[error("internal server error")]
     Server(#[source] anyhow::Error),
 }
@@ -54,6 +56,7 @@ impl RegistrationError {
             RegistrationError::InvalidClientMetadata(_) => "invalid_client_metadata",
             RegistrationError::InvalidToken => "invalid_token",
             RegistrationError::InsufficientScope => "insufficient_scope",
+            RegistrationError::AddressRefused => "access_denied",
             RegistrationError::Server(_) => "server_error",
         }
     }
@@ -126,30 +129,36 @@ impl ClientInformation {
     }
 }
 
-/// The initial access token (RFC 7591 3): an active access token of ours
-/// carrying `admin`. Returns the scopes it holds (the ceiling of what it may
-/// register).
-pub fn initial_access(
-    conn: &mut AnyConnection,
-    bearer: Option<&str>,
-    keys: &KeyRing,
-    cfg: &TokenConfig,
-    now: DateTime<Utc>,
-) -> Result<ScopeSet, RegistrationError> {
-    let token = bearer.ok_or(RegistrationError::InvalidToken)?;
-    let claims = keys
-        .verify(token, &cfg.issuer, &cfg.audience, now.timestamp())
-        .map_err(|_| RegistrationError::InvalidToken)?;
-    let active = GrantStatus::load(conn, &claims.grant_id, &claims.jti)?
-        .is_some_and(|s| s.is_active() && s.client_id == claims.client_id);
-    if !active {
-        return Err(RegistrationError::InvalidToken);
+/// Who registers (RFC 7591 3: the initial access token): what it may give
+/// the new client at most, and the user behind it.
+#[derive(Debug, Clone)]
+pub struct Registrar {
+    /// The scopes the registering credential holds now (limited to its
+    /// user's current role).
+    pub ceiling: ScopeSet,
+    /// Recorded on the client: when this user loses `admin` or is disabled,
+    /// the client is disabled.
+    pub user_id: Option<String>,
+}
+
+/// The initial access token (RFC 7591 3): any active bearer credential we
+/// issue (an access token or an API key, resolved by the same check as
+/// `/v1`, its IP allowlist included) carrying `admin` (RFC 6750 3.1
+/// `insufficient_scope` otherwise).
+pub fn initial_access(resolved: Option<Resolved>) -> Result<Registrar, RegistrationError> {
+    match resolved {
+        Some(Resolved::Active(caller)) if caller.is_bearer() => {
+            if !caller.allows(Scope::Admin) {
+                return Err(RegistrationError::InsufficientScope);
+            }
+            Ok(Registrar {
+                user_id: caller.user().map(str::to_owned),
+                ceiling: caller.scopes,
+            })
+        }
+        Some(Resolved::IpRefused) => Err(RegistrationError::AddressRefused),
+        _ => Err(RegistrationError::InvalidToken),
     }
-    let held = ScopeSet::parse(&claims.scope).map_err(|_| RegistrationError::InvalidToken)?;
-    if !held.contains(Scope::Admin) {
-        return Err(RegistrationError::InsufficientScope);
-    }
-    Ok(held)
 }
 
 /// How the client authenticates at the token endpoint (RFC 7591 2): `none`
@@ -220,7 +229,7 @@ fn validate(meta: &ClientMetadata, ceiling: &ScopeSet) -> Result<NewClient, Regi
     if scope.is_empty() {
         return Err(bad("no scope to grant".into()));
     }
-    if !scope.is_subset(ceiling) {
+    if !ceiling.covers(&scope) {
         return Err(bad(
             "scope may not be wider than the registering credential holds".into(),
         ));
@@ -246,11 +255,12 @@ fn validate(meta: &ClientMetadata, ceiling: &ScopeSet) -> Result<NewClient, Regi
 pub fn register(
     conn: &mut AnyConnection,
     meta: &ClientMetadata,
-    ceiling: &ScopeSet,
+    registrar: &Registrar,
     issuer: &str,
     now: DateTime<Utc>,
 ) -> Result<ClientInformation, RegistrationError> {
-    let new = validate(meta, ceiling)?;
+    let mut new = validate(meta, &registrar.ceiling)?;
+    new.registered_by = registrar.user_id.clone();
     let registered = store_client(conn, new, now.naive_utc())?;
     let mut info = ClientInformation::of(&registered.client, issuer);
     if let Some(m) = &meta.token_endpoint_auth_method {

@@ -13,28 +13,22 @@ use oxide_auth_actix::OAuthRequest;
 use serde::Serialize;
 
 use crate::db::models::Client;
-use crate::db::{listener, AnyConnection};
+use crate::db::AnyConnection;
 use crate::domain::GrantType;
 use crate::error::WebError;
+use crate::http::{no_store, rfc_error};
 use crate::oauth::authorize::{
     self, AuthorizeInput, AuthorizeOutcome, ConsentPrompt, SignedInUser,
 };
 use crate::oauth::error::OAuthError;
-use crate::oauth::introspect::TokenCheck;
+use crate::oauth::introspect;
 use crate::oauth::token::{self, ClientAuth, FormParams, IssuedTokens};
-use crate::oauth::{grants, introspect};
 use crate::routes::web::session::MaybeSignedIn;
 use crate::routes::web::{render, see_other};
 use crate::state::AppState;
 
 /// Largest token request body.
 pub const TOKEN_BODY_LIMIT: usize = 16 * 1024;
-
-#[derive(Serialize)]
-pub(crate) struct ErrorBody<'a> {
-    pub(crate) error: &'a str,
-    pub(crate) error_description: String,
-}
 
 #[derive(Serialize)]
 struct TokenBody {
@@ -44,15 +38,6 @@ struct TokenBody {
     scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<String>,
-}
-
-/// RFC 6749 5.1: "The authorization server MUST include the HTTP
-/// Cache-Control response header field with a value of no-store ... as well as
-/// the Pragma response header field with a value of no-cache" (on errors too).
-pub(crate) fn no_store(resp: &mut HttpResponse) {
-    let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
 impl ResponseError for OAuthError {
@@ -69,17 +54,13 @@ impl ResponseError for OAuthError {
         if let OAuthError::ServerError(e) = self {
             log::error!("token endpoint: {e:?}");
         }
-        let mut resp = HttpResponse::build(self.status_code()).json(ErrorBody {
-            error: self.code(),
-            error_description: self.to_string(),
-        });
+        let mut resp = rfc_error(self.status_code(), self.code(), self.to_string());
         if matches!(self, OAuthError::InvalidClient(_)) {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"dzdesk-auth\""),
             );
         }
-        no_store(&mut resp);
         resp
     }
 }
@@ -91,23 +72,7 @@ pub async fn token_post(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
     let (params, authorization) = read_form(&req, &body)?;
-    let grant_type = params
-        .get("grant_type")
-        .ok_or_else(|| OAuthError::InvalidRequest("grant_type is required".into()))?
-        .to_owned();
-    // RFC 6749 5.2 unsupported_grant_type; password and implicit are not
-    // offered (RFC 9700 2.4, 2.1.2).
-    let grant = match grant_type.as_str() {
-        "authorization_code" => GrantType::AuthorizationCode,
-        "refresh_token" => GrantType::RefreshToken,
-        "client_credentials" => GrantType::ClientCredentials,
-        _ => {
-            return Err(OAuthError::UnsupportedGrantType(
-                "supported grant types: authorization_code, refresh_token, client_credentials"
-                    .into(),
-            ))
-        }
-    };
+    let grant = token::grant_type(&params)?;
     let auth = token::client_auth(authorization.as_deref(), &params)?;
 
     // Hot path of service-to-service traffic: client_credentials with the
@@ -116,7 +81,10 @@ pub async fn token_post(
     // client that fails authentication is re-read below, so a new secret
     // works at once.
     if grant == GrantType::ClientCredentials {
-        if let (Some(client), Some(keys)) = (cached_client(&state, &auth), state.keys.cached()) {
+        if let (Some(client), Some(keys)) = (
+            cached_client(&state, &auth),
+            state.credentials.keys.cached(),
+        ) {
             let cfg = state.token_config();
             let issued = token::client_credentials(&client, &params, &keys, &cfg, Utc::now())?;
             return Ok(token_response(issued));
@@ -128,26 +96,19 @@ pub async fn token_post(
         .db
         .run(move |conn| {
             let client = authenticated_client(conn, &state2, &auth)?;
-            let keys = state2.keys.current(conn).map_err(OAuthError::server)?;
+            let keys = state2
+                .credentials
+                .keys
+                .current(conn)
+                .map_err(OAuthError::server)?;
             let cfg = state2.token_config();
-            let now = Utc::now();
-            match grant {
-                GrantType::AuthorizationCode => {
-                    grants::authorization_code(conn, &client, &params, &keys, &cfg, now)
-                }
-                GrantType::RefreshToken => {
-                    grants::refresh_token(conn, &client, &params, &keys, &cfg, now)
-                }
-                GrantType::ClientCredentials => {
-                    token::client_credentials(&client, &params, &keys, &cfg, now)
-                }
-            }
+            token::exchange(conn, &client, grant, &params, &keys, &cfg, Utc::now())
         })
         .await;
     if let Err(OAuthError::InvalidGrant(_)) = &issued {
         // A replayed code or a reused refresh token may just have revoked a
         // grant: let this instance's view catch up before answering.
-        listener::fence(&state.db, &state.revocations).await;
+        state.credentials.fence().await;
     }
     Ok(token_response(issued?))
 }
@@ -220,41 +181,21 @@ pub async fn introspect_post(
     let token = token_param(&params)?;
     let client_ip = client_ip_param(&params)?;
 
-    // Hot path (other DZDESK services call this on every request): caller,
-    // keys and revocation view in memory, so no database and no
-    // blocking-pool hop; signature verification runs here.
-    let cfg = state.token_config();
-    let cached = cached_client(&state, &auth).filter(|c| c.confidential);
-    if let (Some(caller), Some(keys)) = (cached, state.keys.cached()) {
-        let check = TokenCheck {
-            keys: &keys,
-            cfg: &cfg,
-            view: &state.revocations,
-            now: Utc::now(),
-        };
-        if let Some(answer) = introspect::introspect_cached(&caller, &token, &check, client_ip) {
-            return Ok(introspection_response(&answer));
+    // Hot path (other DZDESK services call this on every request): the
+    // caller from the client cache and the token from memory (keys and
+    // revocation view), so no database and no blocking-pool hop.
+    let caller = match cached_client(&state, &auth).filter(|c| c.confidential) {
+        Some(caller) => caller,
+        None => {
+            let st = state.clone();
+            state
+                .db
+                .run(move |conn| authenticated_confidential(conn, &st, &auth))
+                .await?
         }
-    }
-
-    let st = state.clone();
-    let answer = state
-        .db
-        .run(move |conn| {
-            let caller = authenticated_confidential(conn, &st, &auth)?;
-            let keys = st
-                .keys
-                .for_token(conn, &token)
-                .map_err(OAuthError::server)?;
-            let check = TokenCheck {
-                keys: &keys,
-                cfg: &cfg,
-                view: &st.revocations,
-                now: Utc::now(),
-            };
-            introspect::introspect(conn, &caller, &token, &check, client_ip)
-        })
-        .await?;
+    };
+    let answer =
+        introspect::introspect(&state.credentials, &caller, &token, client_ip, Utc::now()).await?;
     Ok(introspection_response(&answer))
 }
 
@@ -292,13 +233,21 @@ pub async fn revoke_post(
         .db
         .run(move |conn| {
             let caller = authenticated_confidential(conn, &st, &auth)?;
-            let keys = st.keys.current(conn).map_err(OAuthError::server)?;
-            introspect::revoke(conn, &caller, &token, &keys, &st.token_config(), Utc::now())
+            let credentials = &st.credentials;
+            let keys = credentials.keys.current(conn).map_err(OAuthError::server)?;
+            introspect::revoke(
+                conn,
+                &caller,
+                &token,
+                &keys,
+                &credentials.audience,
+                Utc::now(),
+            )
         })
         .await?;
     // Read-your-writes: the answer leaves once this instance's view has
     // applied the revocation.
-    listener::fence(&state.db, &state.revocations).await;
+    state.credentials.fence().await;
     let mut resp = HttpResponse::Ok().finish();
     no_store(&mut resp);
     Ok(resp)

@@ -7,10 +7,8 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::db::listener;
+use crate::http::{bearer, no_store, rfc_error};
 use crate::oauth::registration::{self, ClientMetadata, RegistrationError};
-use crate::routes::oauth::{no_store, ErrorBody};
-use crate::routes::v1::auth::bearer;
 use crate::state::AppState;
 
 /// Largest registration request body.
@@ -20,7 +18,9 @@ impl ResponseError for RegistrationError {
     fn status_code(&self) -> StatusCode {
         match self {
             RegistrationError::InvalidToken => StatusCode::UNAUTHORIZED,
-            RegistrationError::InsufficientScope => StatusCode::FORBIDDEN,
+            RegistrationError::InsufficientScope | RegistrationError::AddressRefused => {
+                StatusCode::FORBIDDEN
+            }
             RegistrationError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -30,10 +30,7 @@ impl ResponseError for RegistrationError {
         if let RegistrationError::Server(e) = self {
             log::error!("registration endpoint: {e:?}");
         }
-        let mut resp = HttpResponse::build(self.status_code()).json(ErrorBody {
-            error: self.code(),
-            error_description: self.to_string(),
-        });
+        let mut resp = rfc_error(self.status_code(), self.code(), self.to_string());
         // RFC 6750 3: bearer errors name themselves in WWW-Authenticate.
         let challenge = match self {
             RegistrationError::InvalidToken => Some("Bearer error=\"invalid_token\""),
@@ -46,7 +43,6 @@ impl ResponseError for RegistrationError {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
         }
-        no_store(&mut resp);
         resp
     }
 }
@@ -79,16 +75,24 @@ pub async fn register(
 ) -> Result<HttpResponse, RegistrationError> {
     let token = bearer(&req);
     let meta = metadata(&body)?;
+    let now = Utc::now();
+    // The same check as /v1, the socket peer (or a trusted proxy's word)
+    // for an API key's allowlist.
+    let resolved = match token {
+        Some(token) => Some(
+            state
+                .credentials
+                .resolve(&token, state.client_ip(&req), now)
+                .await
+                .map_err(|e| RegistrationError::Server(e.0))?,
+        ),
+        None => None,
+    };
+    let registrar = registration::initial_access(resolved)?;
     let st = state.clone();
     let info = state
         .db
-        .run(move |conn| {
-            let keys = st.keys.current(conn).map_err(RegistrationError::Server)?;
-            let now = Utc::now();
-            let cfg = st.token_config();
-            let ceiling = registration::initial_access(conn, token.as_deref(), &keys, &cfg, now)?;
-            registration::register(conn, &meta, &ceiling, &st.settings.issuer, now)
-        })
+        .run(move |conn| registration::register(conn, &meta, &registrar, &st.settings.issuer, now))
         .await?;
     log::info!("client {} registered", info.client_id);
     Ok(json(StatusCode::CREATED, &info))
@@ -130,7 +134,7 @@ pub async fn update(
         })
         .await?;
     state.clients.forget(&info.client_id);
-    listener::fence(&state.db, &state.revocations).await;
+    state.credentials.fence().await;
     Ok(json(StatusCode::OK, &info))
 }
 
@@ -151,7 +155,7 @@ pub async fn delete(
         })
         .await?;
     state.clients.forget(&id);
-    listener::fence(&state.db, &state.revocations).await;
+    state.credentials.fence().await;
     log::info!("client {id} deleted");
     let mut resp = HttpResponse::NoContent().finish();
     no_store(&mut resp);

@@ -15,13 +15,18 @@ use crate::state::AppState;
 /// from memory; re-read from the database after `DZDESK_KEY_RELOAD_SECS`, as
 /// for signing, so a rotation shows on every instance within that interval.
 pub async fn jwks(state: web::Data<AppState>) -> Result<HttpResponse, WebError> {
-    let ring = match state.keys.cached() {
+    let ring = match state.credentials.keys.cached() {
         Some(ring) => ring,
         None => {
             let st = state.clone();
             state
                 .db
-                .run(move |conn| st.keys.current(conn).map_err(WebError::internal))
+                .run(move |conn| {
+                    st.credentials
+                        .keys
+                        .current(conn)
+                        .map_err(WebError::internal)
+                })
                 .await?
         }
     };

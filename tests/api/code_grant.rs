@@ -3,9 +3,9 @@
 
 use chrono::{Duration, Utc};
 use diesel::prelude::*;
+use dzdesk_auth::credentials::jwt::KeyRing;
 use dzdesk_auth::db::schema::{authorization_codes, grants};
 use dzdesk_auth::domain::Role;
-use dzdesk_auth::oauth::jwt::KeyRing;
 use serde_json::Value;
 
 use crate::helpers::spawn_app;

@@ -1,5 +1,5 @@
+use dzdesk_auth::credentials::jwt::{generate_key, KeyRing};
 use dzdesk_auth::db::{Database, DatabaseUrl};
-use dzdesk_auth::oauth::jwt::{generate_key, KeyRing};
 use dzdesk_auth::startup::Application;
 use dzdesk_auth::state::ServerKeys;
 

@@ -97,7 +97,7 @@ pub struct TestApp {
     pub settings: Settings,
     pub client: reqwest::Client,
     pub db: Database,
-    pub revocations: std::sync::Arc<dzdesk_auth::oauth::revocation_view::RevocationView>,
+    pub revocations: std::sync::Arc<dzdesk_auth::credentials::revocation_view::RevocationView>,
     handle: ServerHandle,
     // Dropped last: the server and pool go first.
     _test_db: TestDatabase,
@@ -169,7 +169,7 @@ where
 }
 
 /// Waits (bounded) until an instance's revocation listener is live.
-async fn wait_live(view: &dzdesk_auth::oauth::revocation_view::RevocationView) {
+async fn wait_live(view: &dzdesk_auth::credentials::revocation_view::RevocationView) {
     for _ in 0..200 {
         if view.is_live() {
             return;
@@ -293,7 +293,7 @@ impl TestApp {
     /// After writing to the database behind the service's back: waits until
     /// the service's revocation view has applied the change (PostgreSQL).
     pub async fn settle_revocations(&self) {
-        dzdesk_auth::db::listener::fence(&self.db, &self.revocations).await;
+        dzdesk_auth::credentials::listener::fence(&self.db, &self.revocations).await;
     }
 
     pub async fn set_disabled(&self, email: &str, disabled: bool) {

@@ -2,10 +2,10 @@
 
 use chrono::{Duration, Utc};
 use diesel::prelude::*;
+use dzdesk_auth::credentials::jwt::{AccessClaims, KeyRing};
 use dzdesk_auth::db::schema::clients;
 use dzdesk_auth::domain::Role;
 use dzdesk_auth::oauth::clients::ClientRequest;
-use dzdesk_auth::oauth::jwt::{AccessClaims, KeyRing};
 use reqwest::Response;
 use serde_json::{json, Value};
 
@@ -232,7 +232,7 @@ async fn every_kind_of_bad_token_is_exactly_active_false() {
     foreign.iss = "https://evil.example".into();
     let foreign = sign_with_server_key(&flow, foreign).await;
     let other_key = {
-        let row = dzdesk_auth::oauth::jwt::generate_key(Utc::now().naive_utc()).unwrap();
+        let row = dzdesk_auth::credentials::jwt::generate_key(Utc::now().naive_utc()).unwrap();
         KeyRing::from_rows(&[row])
             .unwrap()
             .sign(&base_claims)
@@ -592,7 +592,7 @@ async fn a_token_signed_with_a_key_this_instance_has_not_loaded_yet_is_active() 
         .app
         .with_conn(move |conn| {
             let now = Utc::now().naive_utc();
-            dzdesk_auth::oauth::jwt::rotate(conn, now).unwrap();
+            dzdesk_auth::credentials::jwt::rotate(conn, now, false).unwrap();
             KeyRing::load(conn, now, Duration::hours(1))
                 .unwrap()
                 .sign(&claims)

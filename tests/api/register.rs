@@ -194,7 +194,6 @@ async fn bad_metadata_is_invalid_client_metadata() {
         ("response_types", json!(["token"])),
         ("response_types", json!([])),
         ("token_endpoint_auth_method", json!("private_key_jwt")),
-        ("scope", json!("requests:read users:write")),
         ("scope", json!("no-such-scope")),
         ("client_name", json!("")),
     ];

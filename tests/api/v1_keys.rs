@@ -110,8 +110,24 @@ pub async fn key_for(app: &TestApp, user_id: &str, scopes: &str) -> (String, Str
         expires_in_days: None,
     };
     app.with_conn(move |conn| {
-        let created = create_for_user(conn, &user_id, &new, Utc::now()).unwrap();
+        let created = create_for_user(conn, &user_id, &new, None, Utc::now()).unwrap();
         (created.id, created.key)
+    })
+    .await
+}
+
+/// An API key for `user_id` that expires in `days`, made directly: the key.
+pub async fn key_expiring_for(app: &TestApp, user_id: &str, scopes: &str, days: i64) -> String {
+    let user_id = user_id.to_owned();
+    let new = NewKey {
+        name: "expiring".into(),
+        scopes: ScopeSet::parse(scopes).unwrap(),
+        expires_in_days: Some(days),
+    };
+    app.with_conn(move |conn| {
+        create_for_user(conn, &user_id, &new, None, Utc::now())
+            .unwrap()
+            .key
     })
     .await
 }
@@ -242,7 +258,7 @@ async fn missing_malformed_unknown_expired_and_revoked_credentials_get_401() {
     }
 
     // Expired: a token signed by the server's own key with exp in the past.
-    let claims: dzdesk_auth::oauth::jwt::AccessClaims = {
+    let claims: dzdesk_auth::credentials::jwt::AccessClaims = {
         use base64::Engine;
         let part = access.split('.').nth(1).unwrap();
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -309,13 +325,7 @@ async fn a_missing_scope_is_403_and_admin_implies_every_scope() {
 #[tokio::test]
 async fn creating_an_api_key_shows_it_once_and_it_works_with_exactly_its_scopes() {
     let app = spawn_app().await;
-    let (user_id, key) = user_with_key(
-        &app,
-        "agent@example.com",
-        Role::Agent,
-        "requests:read requests:write",
-    )
-    .await;
+    let (user_id, key) = user_with_key(&app, "admin@example.com", Role::Admin, "admin").await;
     let before = Utc::now();
     let reply = api(
         &app,
@@ -462,12 +472,13 @@ async fn a_credential_cannot_mint_a_key_with_scopes_it_does_not_hold() {
         .assert_error(403, "FORBIDDEN");
     }
     // A key cannot outlive the expiring key that makes it.
+    let (_, admin) = key_for(&app, &user_id, "admin").await;
     let made = api(
         &app,
         Method::POST,
         "/v1/api-keys",
-        Some(&reader),
-        Some(json!({"name": "30 days", "scopes": ["requests:read"], "expires_in_days": 30})),
+        Some(&admin),
+        Some(json!({"name": "30 days", "scopes": ["admin"], "expires_in_days": 30})),
     )
     .await;
     let expiring = made.data(201)["key"].as_str().unwrap().to_owned();
@@ -495,7 +506,7 @@ async fn a_credential_cannot_mint_a_key_with_scopes_it_does_not_hold() {
     )
     .await
     .data(201);
-    assert_eq!(key_count(&app, &user_id).await, 3);
+    assert_eq!(key_count(&app, &user_id).await, 4);
 }
 
 /// An OAuth access token acts for a client within its grant: without
@@ -562,12 +573,12 @@ async fn oauth_tokens_without_admin_cannot_manage_keys_or_the_allowlist() {
 
 #[tokio::test]
 async fn a_revoked_key_gets_401_and_introspects_inactive_and_others_keys_are_not_found() {
-    let flow = Flow::new(Role::Agent, "requests:read", false).await;
+    let flow = Flow::new(Role::Admin, "requests:read", false).await;
     let app = &flow.app;
     let (internal, secret) = service(&flow, true).await;
     let creds = (internal.as_str(), secret.as_str());
-    let (key_id, key) = key_for(app, &flow.user_id, "requests:read").await;
-    let (_, other_key) = user_with_key(app, "eve@example.com", Role::Agent, "requests:read").await;
+    let (key_id, key) = key_for(app, &flow.user_id, "admin").await;
+    let (_, other_key) = user_with_key(app, "eve@example.com", Role::Admin, "admin").await;
 
     let active = introspect(&flow, creds, &key).await;
     assert_eq!(active["active"], true);
@@ -619,15 +630,7 @@ async fn introspection_of_api_keys() {
     assert!(!obj.contains_key("exp"), "a key without expiry has no exp");
     assert!(!obj.contains_key("client_id"));
 
-    let made = api(
-        app,
-        Method::POST,
-        "/v1/api-keys",
-        Some(&key),
-        Some(json!({"name": "expiring", "scopes": ["requests:read"], "expires_in_days": 30})),
-    )
-    .await;
-    let expiring = made.data(201)["key"].as_str().unwrap().to_owned();
+    let expiring = key_expiring_for(app, &flow.user_id, "requests:read", 30).await;
     let answer = introspect(&flow, creds, &expiring).await;
     let exp = answer["exp"].as_i64().unwrap();
     assert!((exp - (Utc::now() + Duration::days(30)).timestamp()).abs() < 5);
@@ -676,9 +679,10 @@ async fn introspect_from(
 
 #[tokio::test]
 async fn the_ip_allowlist_is_enforced_from_real_source_addresses() {
-    let flow = Flow::new(Role::Agent, "requests:read", false).await;
+    let flow = Flow::new(Role::Admin, "requests:read", false).await;
     let app = &flow.app;
-    let (_, key) = key_for(app, &flow.user_id, "requests:read").await;
+    // Only a credential holding `admin` manages the allowlist through /v1.
+    let (_, key) = key_for(app, &flow.user_id, "admin").await;
     let access = flow.access_token("requests:read").await;
     let from_1 = client_from("127.0.0.1");
     let from_2 = client_from("127.0.0.2");
@@ -809,14 +813,11 @@ async fn the_ip_allowlist_is_enforced_from_real_source_addresses() {
 #[tokio::test]
 async fn forwarded_for_is_honoured_only_from_a_trusted_proxy() {
     let app = spawn_app_custom(
-        |s| {
-            s.trusted_proxies =
-                dzdesk_auth::api::allowlist::TrustedProxies::parse("127.0.0.2").unwrap()
-        },
+        |s| s.trusted_proxies = dzdesk_auth::domain::TrustedProxies::parse("127.0.0.2").unwrap(),
         |_| {},
     )
     .await;
-    let (_, key) = user_with_key(&app, "ann@example.com", Role::Agent, "requests:read").await;
+    let (_, key) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
     api(
         &app,
         Method::PUT,
@@ -879,7 +880,7 @@ async fn forwarded_for_is_honoured_only_from_a_trusted_proxy() {
 #[tokio::test]
 async fn last_used_at_is_shown_after_use() {
     let app = spawn_app().await;
-    let (_, key) = user_with_key(&app, "ann@example.com", Role::Agent, "requests:read").await;
+    let (_, key) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
     let made = api(
         &app,
         Method::POST,
@@ -919,7 +920,7 @@ async fn with_production_caches_revocations_apply_at_once() {
         |_| {},
     )
     .await;
-    let (user_id, key) = user_with_key(&app, "ann@example.com", Role::Agent, "requests:read").await;
+    let (user_id, key) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
     let (key_id, second) = key_for(&app, &user_id, "requests:read").await;
     for _ in 0..3 {
         assert_eq!(me(&app, &second).await.status, 200);
@@ -987,7 +988,7 @@ async fn a_key_revoked_on_one_instance_is_refused_by_another() {
     )
     .await;
     let (second, handle) = crate::helpers::spawn_second_instance(&app).await;
-    let (user_id, key) = user_with_key(&app, "ann@example.com", Role::Agent, "requests:read").await;
+    let (user_id, key) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
     let (key_id, other) = key_for(&app, &user_id, "requests:read").await;
     let on_second = |token: String| {
         let base = second.clone();

@@ -1,9 +1,9 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::api::allowlist::IpAllowlist;
 use crate::db::schema::{api_keys, users};
 use crate::db::AnyConnection;
+use crate::domain::{IpAllowlist, Role, ScopeSet};
 
 /// An API key (seed: "API Keys"). Only the key's SHA-256 is stored.
 #[derive(Queryable, Selectable, Insertable, Debug, Clone)]
@@ -21,6 +21,9 @@ pub struct ApiKeyRow {
     pub expires_at: Option<NaiveDateTime>,
     pub last_used_at: Option<NaiveDateTime>,
     pub revoked_at: Option<NaiveDateTime>,
+    /// The API key that minted this one, if one did: revoking it revokes
+    /// this one too.
+    pub parent_id: Option<String>,
 }
 
 // Database methods
@@ -52,23 +55,56 @@ impl ApiKeyRow {
             .get_result(conn)
     }
 
-    /// Revokes the user's key `id`. False when the user has no such key
-    /// (unknown, another user's, or already revoked).
+    /// Revokes the user's key `id` and, in the same transaction, every key
+    /// it minted (and theirs): a child never outlives its parent. False when
+    /// the user has no such key (unknown, another user's, or already
+    /// revoked).
     pub fn revoke(
         conn: &mut AnyConnection,
         user_id: &str,
         id: &str,
         now: NaiveDateTime,
     ) -> QueryResult<bool> {
-        let updated = diesel::update(
-            api_keys::table
-                .filter(api_keys::id.eq(id))
-                .filter(api_keys::user_id.eq(user_id))
-                .filter(api_keys::revoked_at.is_null()),
-        )
-        .set(api_keys::revoked_at.eq(now))
-        .execute(conn)?;
-        Ok(updated == 1)
+        conn.transaction(|conn| {
+            let updated = diesel::update(
+                api_keys::table
+                    .filter(api_keys::id.eq(id))
+                    .filter(api_keys::user_id.eq(user_id))
+                    .filter(api_keys::revoked_at.is_null()),
+            )
+            .set(api_keys::revoked_at.eq(now))
+            .execute(conn)?;
+            if updated == 1 {
+                Self::revoke_descendants(conn, id, now)?;
+            }
+            Ok(updated == 1)
+        })
+    }
+
+    /// Revokes the keys minted by `id`, their children, and so on, breadth
+    /// first. A key already revoked had its own children revoked with it,
+    /// so the walk stops there. Chains are acyclic (a parent exists before
+    /// its child) and bounded by the per-account key cap.
+    fn revoke_descendants(
+        conn: &mut AnyConnection,
+        id: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<usize> {
+        let mut frontier = vec![id.to_owned()];
+        let mut revoked = 0;
+        while let Some(parent) = frontier.pop() {
+            let children: Vec<String> = diesel::update(
+                api_keys::table
+                    .filter(api_keys::parent_id.eq(&parent))
+                    .filter(api_keys::revoked_at.is_null()),
+            )
+            .set(api_keys::revoked_at.eq(now))
+            .returning(api_keys::id)
+            .get_results(conn)?;
+            revoked += children.len();
+            frontier.extend(children);
+        }
+        Ok(revoked)
     }
 
     /// Revokes every key of the user (the user was disabled).
@@ -105,12 +141,12 @@ impl ApiKeyRow {
 type StatusRow = (
     String,
     String,
-    String,
+    ScopeSet,
     NaiveDateTime,
     Option<NaiveDateTime>,
     Option<NaiveDateTime>,
     String,
-    String,
+    Role,
     bool,
     String,
 );
@@ -121,12 +157,14 @@ type StatusRow = (
 pub struct ApiKeyStatus {
     pub key_id: String,
     pub user_id: String,
-    pub scopes: String,
+    /// The key's own scopes, as stored (see `credentials` for what they
+    /// grant now).
+    pub scopes: ScopeSet,
     pub created_at: NaiveDateTime,
     pub expires_at: Option<NaiveDateTime>,
     pub revoked: bool,
     pub email: String,
-    pub role: String,
+    pub role: Role,
     pub user_disabled: bool,
     /// The user's allowlist.
     pub ip_allowlist: IpAllowlist,

@@ -28,6 +28,9 @@ pub struct Client {
     /// SHA-256 of the RFC 7592 registration access token, if registered
     /// through `POST /oauth/register`.
     pub registration_token_hash: Option<String>,
+    /// The user whose credential registered the client through `POST
+    /// /oauth/register` (None: the CLI, or a service's own token).
+    pub registered_by: Option<String>,
 }
 
 impl fmt::Debug for Client {
@@ -39,10 +42,6 @@ impl fmt::Debug for Client {
             .finish_non_exhaustive()
     }
 }
-
-/// Prefix of client secrets. Changing it invalidates no stored hash, but
-/// secret scanners look for it.
-pub const CLIENT_SECRET_PREFIX: &str = "dzs_";
 
 // Local methods
 impl Client {
@@ -107,6 +106,24 @@ impl Client {
             .set((clients::disabled.eq(disabled), clients::updated_at.eq(now)))
             .execute(conn)?;
         Ok(updated == 1)
+    }
+
+    /// Disables every client registered by `user_id`'s credentials: that
+    /// user lost `admin` or was disabled or deleted, and a client they
+    /// registered must not outlive their right to register it. Returns how
+    /// many were disabled.
+    pub fn disable_registered_by(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<usize> {
+        diesel::update(
+            clients::table
+                .filter(clients::registered_by.eq(user_id))
+                .filter(clients::disabled.eq(false)),
+        )
+        .set((clients::disabled.eq(true), clients::updated_at.eq(now)))
+        .execute(conn)
     }
 
     pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<Client>> {

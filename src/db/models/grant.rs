@@ -3,6 +3,7 @@ use diesel::prelude::*;
 
 use crate::db::schema::grants;
 use crate::db::{is_unique_violation, AnyConnection};
+use crate::domain::Role;
 
 /// A grant: the family of tokens one authorization (or one client's
 /// client_credentials use) started. Access tokens carry its id.
@@ -101,7 +102,7 @@ struct StatusRow {
     client_disabled: bool,
     user_disabled: Option<bool>,
     email: Option<String>,
-    role: Option<String>,
+    role: Option<Role>,
     jti_revoked: bool,
 }
 
@@ -113,7 +114,7 @@ pub struct GrantStatus {
     pub user_id: Option<String>,
     /// The user's email and role (user grants only).
     pub email: Option<String>,
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub grant_revoked: bool,
     pub client_disabled: bool,
     /// `None` for client_credentials grants.

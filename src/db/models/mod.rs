@@ -16,7 +16,7 @@ mod user;
 
 pub use api_key::{ApiKeyRow, ApiKeyStatus};
 pub use authorization_code::AuthorizationCodeRow;
-pub use client::{Client, CLIENT_SECRET_PREFIX};
+pub use client::Client;
 pub use consent::{ConnectedApp, ConsentRow};
 pub use grant::{GrantRow, GrantStatus};
 pub use refresh_token::RefreshTokenRow;

@@ -41,15 +41,24 @@ impl RevokedAccessToken {
 }
 
 impl RevokedAccessToken {
-    /// The jtis of revoked access tokens that have not expired yet.
+    /// The jtis of revoked access tokens that have not expired yet, with
+    /// their expiry (epoch seconds); at most `limit` of them.
     pub fn live_jtis(
         conn: &mut AnyConnection,
         now: NaiveDateTime,
-    ) -> QueryResult<std::collections::HashSet<String>> {
-        let jtis: Vec<String> = revoked_access_tokens::table
+        limit: usize,
+    ) -> QueryResult<std::collections::HashMap<String, i64>> {
+        let rows: Vec<(String, NaiveDateTime)> = revoked_access_tokens::table
             .filter(revoked_access_tokens::expires_at.gt(now))
-            .select(revoked_access_tokens::jti)
+            .select((
+                revoked_access_tokens::jti,
+                revoked_access_tokens::expires_at,
+            ))
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
             .load(conn)?;
-        Ok(jtis.into_iter().collect())
+        Ok(rows
+            .into_iter()
+            .map(|(jti, exp)| (jti, exp.and_utc().timestamp()))
+            .collect())
     }
 }

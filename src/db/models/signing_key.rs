@@ -14,6 +14,10 @@ pub struct SigningKeyRow {
     pub public_jwk: String,
     pub created_at: NaiveDateTime,
     pub retired_at: Option<NaiveDateTime>,
+    /// Revoked outright (`keys rotate --revoke-previous`): never loaded
+    /// again, so it leaves the JWKS and every token it signed fails
+    /// verification.
+    pub revoked_at: Option<NaiveDateTime>,
 }
 
 impl std::fmt::Debug for SigningKeyRow {
@@ -28,12 +32,14 @@ impl std::fmt::Debug for SigningKeyRow {
 // Database methods
 impl SigningKeyRow {
     /// Keys still worth loading: the active ones, and retired ones retired
-    /// after `retired_after` (tokens they signed may still be valid).
+    /// after `retired_after` (tokens they signed may still be valid); never
+    /// a revoked one.
     pub fn load_current(
         conn: &mut AnyConnection,
         retired_after: NaiveDateTime,
     ) -> QueryResult<Vec<SigningKeyRow>> {
         signing_keys::table
+            .filter(signing_keys::revoked_at.is_null())
             .filter(
                 signing_keys::retired_at
                     .is_null()
@@ -64,5 +70,37 @@ impl SigningKeyRow {
                 .execute(conn)
                 .map(|_| ())
         })
+    }
+
+    /// Revokes every key but `kid` (`keys rotate --revoke-previous`).
+    /// Returns how many.
+    pub fn revoke_all_except(
+        conn: &mut AnyConnection,
+        kid: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<usize> {
+        diesel::update(
+            signing_keys::table
+                .filter(signing_keys::kid.ne(kid))
+                .filter(signing_keys::revoked_at.is_null()),
+        )
+        .set(signing_keys::revoked_at.eq(now))
+        .execute(conn)
+    }
+
+    /// What changes whenever a key is added, retired or revoked: compared
+    /// by instances that get no notification of it (SQLite).
+    pub fn fingerprint(conn: &mut AnyConnection) -> QueryResult<String> {
+        use diesel::dsl::{count, count_star, max};
+        let (n, newest, retired, revoked): (i64, Option<NaiveDateTime>, i64, i64) =
+            signing_keys::table
+                .select((
+                    count_star(),
+                    max(signing_keys::created_at),
+                    count(signing_keys::retired_at),
+                    count(signing_keys::revoked_at),
+                ))
+                .first(conn)?;
+        Ok(format!("{n}/{newest:?}/{retired}/{revoked}"))
     }
 }

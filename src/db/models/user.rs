@@ -3,7 +3,7 @@ use std::fmt;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::db::models::{ApiKeyRow, GrantRow};
+use crate::db::models::{ApiKeyRow, Client, GrantRow};
 use crate::db::schema::{sessions, users};
 use crate::db::{is_unique_violation, AnyConnection};
 use crate::domain::{Email, Role};
@@ -14,12 +14,12 @@ use crate::tokens;
 pub struct User {
     pub id: String,
     pub email: String,
-    pub role: String,
+    pub role: Role,
     pub password_hash: String,
     pub disabled: bool,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
-    /// Newline-separated canonical CIDRs (see `api::allowlist`); empty: no
+    /// Newline-separated canonical CIDRs (see `domain::net`); empty: no
     /// restriction.
     pub ip_allowlist: String,
 }
@@ -59,7 +59,7 @@ impl User {
         Self {
             id: tokens::new_id("user_"),
             email: email.as_ref().to_owned(),
-            role: role.as_str().to_owned(),
+            role,
             password_hash,
             disabled: false,
             created_at: now,
@@ -68,10 +68,9 @@ impl User {
         }
     }
 
-    /// The role; a row with an unknown role (impossible through the CHECK
-    /// constraint) is treated as the least privileged one.
+    /// The role (a row whose role does not parse fails to load).
     pub fn role(&self) -> Role {
-        self.role.parse().unwrap_or(Role::Agent)
+        self.role
     }
 }
 
@@ -161,6 +160,17 @@ impl User {
             if changes.password_hash.is_some() {
                 diesel::delete(sessions::table.filter(sessions::user_id.eq(id))).execute(conn)?;
             }
+            // No longer an admin: the clients they registered go (RFC 7591
+            // registration needs `admin`; a client must not outlive it).
+            if updated > 0
+                && changes
+                    .role
+                    .as_deref()
+                    .is_some_and(|r| r != Role::Admin.as_str())
+            {
+                let now = changes.updated_at;
+                Client::disable_registered_by(conn, id, now)?;
+            }
             Ok(updated > 0)
         })
     }
@@ -169,11 +179,24 @@ impl User {
     /// with it (ON DELETE CASCADE). False when no such user exists.
     /// With `spare_admins`, an admin is not deleted (false), as in
     /// [`User::update`].
-    pub fn delete(conn: &mut AnyConnection, id: &str, spare_admins: bool) -> QueryResult<bool> {
-        let target = users::table
-            .filter(users::id.eq(id))
-            .filter(users::role.ne(excluded_role(spare_admins)));
-        diesel::delete(target).execute(conn).map(|n| n > 0)
+    /// The clients the user registered are disabled in the same
+    /// transaction.
+    pub fn delete(
+        conn: &mut AnyConnection,
+        id: &str,
+        spare_admins: bool,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        conn.transaction(|conn| {
+            let target = users::table
+                .filter(users::id.eq(id))
+                .filter(users::role.ne(excluded_role(spare_admins)));
+            let deleted = diesel::delete(target).execute(conn)? > 0;
+            if deleted {
+                Client::disable_registered_by(conn, id, now)?;
+            }
+            Ok(deleted)
+        })
     }
 
     pub fn set_ip_allowlist(
@@ -206,6 +229,7 @@ impl User {
                 diesel::delete(sessions::table.filter(sessions::user_id.eq(id))).execute(conn)?;
                 GrantRow::revoke_all_for_user(conn, id, now)?;
                 ApiKeyRow::revoke_all_for_user(conn, id, now)?;
+                Client::disable_registered_by(conn, id, now)?;
             }
             Ok(updated > 0)
         })

@@ -8,11 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::api::keys::{self, NewKey};
-use crate::api::principal::{Principal, Subject};
+use crate::api::principal::{Authorize, Principal, Subject};
 use crate::api::{allowlist, users};
-use crate::db::listener;
 use crate::error::{api_ok, api_success, ApiError};
-use crate::routes::oauth::no_store;
+use crate::http::no_store;
 use crate::routes::v1::auth::Authenticated;
 use crate::state::AppState;
 
@@ -90,7 +89,7 @@ pub async fn revoke_key(
         .db
         .run(move |conn| keys::revoke(conn, &user_id, &key_id, Utc::now()))
         .await?;
-    listener::fence(&state.db, &state.revocations).await;
+    state.credentials.fence().await;
     log::info!("API key {id} revoked");
     Ok(api_ok(json!({ "id": id, "revoked": true })))
 }
@@ -120,7 +119,7 @@ pub async fn put_allowlist(
         .db
         .run(move |conn| allowlist::replace(conn, &principal, &body, Utc::now()))
         .await?;
-    listener::fence(&state.db, &state.revocations).await;
+    state.credentials.fence().await;
     Ok(api_ok(view))
 }
 
@@ -190,7 +189,7 @@ pub async fn update_user(
         .db
         .run(move |conn| users::update(conn, &principal, &path, &body, hash, Utc::now()))
         .await?;
-    listener::fence(&state.db, &state.revocations).await;
+    state.credentials.fence().await;
     log::info!("user {} changed through the API", user.id);
     Ok(api_ok(user))
 }
@@ -206,9 +205,9 @@ pub async fn delete_user(
     let user_id = id.clone();
     state
         .db
-        .run(move |conn| users::delete(conn, &principal, &user_id))
+        .run(move |conn| users::delete(conn, &principal, &user_id, Utc::now()))
         .await?;
-    listener::fence(&state.db, &state.revocations).await;
+    state.credentials.fence().await;
     log::info!("user {id} deleted through the API");
     Ok(api_ok(json!({ "id": id, "deleted": true })))
 }

@@ -9,11 +9,11 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use crate::api::allowlist::{self, IpAllowlist};
+use crate::api::allowlist;
 use crate::api::field_error;
 use crate::api::keys::{self, CreatedKey, KeyView, NewKey, MAX_EXPIRY_DAYS};
 use crate::auth::csrf::CsrfBinding;
-use crate::db::listener;
+use crate::domain::IpAllowlist;
 use crate::domain::{Role, Scope};
 use crate::error::{ApiError, WebError};
 use crate::routes::web::session::{MaybeSignedIn, SignedIn};
@@ -367,7 +367,7 @@ pub async fn create_key(
             let user_id = signed_in.user.id.clone();
             state
                 .db
-                .run(move |conn| keys::create_for_user(conn, &user_id, &new, Utc::now()))
+                .run(move |conn| keys::create_for_user(conn, &user_id, &new, None, Utc::now()))
                 .await
         }
         Err(e) => Err(e),
@@ -426,7 +426,7 @@ pub async fn revoke_key(
         .run(move |conn| keys::revoke(conn, &user_id, &key_id, Utc::now()))
         .await
         .map_err(web_error)?;
-    listener::fence(&state.db, &state.revocations).await;
+    state.credentials.fence().await;
     log::info!(
         "user {} revoked API key {} in Settings > API",
         signed_in.user.id,
@@ -457,7 +457,7 @@ pub async fn save_allowlist(
         .await;
     match saved {
         Ok(view) => {
-            listener::fence(&state.db, &state.revocations).await;
+            state.credentials.fence().await;
             log::info!(
                 "user {} set an IP allowlist of {} entries in Settings > API",
                 signed_in.user.id,

@@ -8,7 +8,6 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use crate::auth::csrf::CsrfBinding;
-use crate::db::listener;
 use crate::db::models::{ConnectedApp, ConsentRow};
 use crate::domain::{Scope, ScopeSet};
 use crate::error::WebError;
@@ -102,7 +101,7 @@ pub async fn apps_revoke(
             ConsentRow::disconnect(conn, &user_id, &client_id, now).map_err(WebError::from)
         })
         .await?;
-    listener::fence(&state.db, &state.revocations).await;
+    state.credentials.fence().await;
     log::info!(
         "user {} disconnected a client ({revoked} grants revoked)",
         signed_in.user.id

@@ -34,7 +34,7 @@ pub async fn home(
         StatusCode::OK,
         &HomePage {
             email: &signed_in.user.email,
-            role: &signed_in.user.role,
+            role: signed_in.user.role.as_str(),
             logout_token: &token,
         },
     )

@@ -1,10 +1,11 @@
 //! The PostgreSQL listener that keeps the instance's revocation view live
-//! (see `oauth::revocation_view`): one plain TCP connection that runs `LISTEN
-//! dzdesk_revocations`, loads the revoked-jti list, then applies every
-//! notification. On any error the view goes down (introspection falls back
-//! to the database) and the listener reconnects after a pause.
+//! (see `credentials::revocation_view`): one plain TCP connection that runs
+//! `LISTEN dzdesk_revocations`, loads the revoked-jti list, then applies
+//! every notification. On any error, a missed heartbeat, or the view taken
+//! down by a failed fence, the view goes down (checks fall back to the
+//! database) and the listener reconnects after a pause: it always heals.
 
-use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +13,9 @@ use chrono::Utc;
 use futures_util::future::{self, Either};
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use crate::credentials::revocation_view::{RevocationView, MAX_REVOKED_JTIS};
 use crate::db::models::RevokedAccessToken;
 use crate::db::Database;
-use crate::oauth::revocation_view::RevocationView;
 
 /// The notification channel the migration's triggers use.
 pub const CHANNEL: &str = "dzdesk_revocations";
@@ -24,19 +25,23 @@ const RETRY: Duration = Duration::from_secs(1);
 
 /// How often a live listener proves its connection still delivers.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// A heartbeat marker not back within this long takes the view down.
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A heartbeat marker not back within this long takes the view down (with
+/// room for a saturated two-core machine).
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often expired revoked jtis are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// Runs until the task is dropped. `on_client_change` hears every client id
-/// a notification names (to evict cached client credentials).
+/// Runs until the task is dropped. `on_notification` hears every payload
+/// after the view has applied it (to evict cached client credentials on
+/// `c:`, to reload the signing keys on `s:`).
 pub async fn listen_forever(
     url: String,
     db: Database,
     view: Arc<RevocationView>,
-    on_client_change: impl Fn(&str),
+    on_notification: impl Fn(&str),
 ) {
     loop {
-        if let Err(e) = listen_once(&url, &db, &view, &on_client_change).await {
+        if let Err(e) = listen_once(&url, &db, &view, &on_notification).await {
             // The error names the failure, never the URL.
             log::warn!(
                 "revocation listener: {e:#}; introspection reads the database until it reconnects"
@@ -51,7 +56,7 @@ async fn listen_once(
     url: &str,
     db: &Database,
     view: &RevocationView,
-    on_client_change: &impl Fn(&str),
+    on_notification: &impl Fn(&str),
 ) -> anyhow::Result<()> {
     let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -70,48 +75,65 @@ async fn listen_once(
             }
         }
     };
-    let worker = async move {
+    // Set once this connection has made the view live.
+    let live_here = AtomicBool::new(false);
+    let worker = async {
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         // Loaded after LISTEN: a revocation committed meanwhile is either in
-        // the list or in a notification still to come.
-        let jtis: HashSet<String> = db
+        // the list or in a notification still to come. One more than the
+        // cap tells the view the list does not fit.
+        let jtis = db
             .run(|conn| {
-                RevokedAccessToken::live_jtis(conn, Utc::now().naive_utc())
+                RevokedAccessToken::live_jtis(conn, Utc::now().naive_utc(), MAX_REVOKED_JTIS + 1)
                     .map_err(anyhow::Error::from)
             })
             .await?;
         view.went_live(jtis);
+        live_here.store(true, Ordering::Release);
+        // Whatever changed while the view was down (signing keys too).
+        on_notification("x:reconnected");
         log::info!("revocation listener: live");
         while let Some(payload) = rx.recv().await {
             view.apply(&payload);
-            if let Some(client_id) = payload.strip_prefix("c:") {
-                on_client_change(client_id);
-            }
+            on_notification(&payload);
         }
         anyhow::Ok(())
     };
     // A connection can die without an error (a silent network partition,
     // a failover): a marker must make the round trip every second, or the
-    // view goes down and the listener reconnects.
+    // view goes down and the listener reconnects. A view taken down by a
+    // failed fence reconnects the same way: nothing else would bring it
+    // back.
     let heartbeat = async {
+        let mut last_prune = std::time::Instant::now();
         loop {
             actix_web::rt::time::sleep(HEARTBEAT).await;
-            if !view.is_live() {
+            if !live_here.load(Ordering::Acquire) {
                 continue;
+            }
+            if !view.is_live() {
+                anyhow::bail!("the view was taken down (a fence failed); reconnecting");
             }
             if !send_marker_and_wait(db, view, HEARTBEAT_TIMEOUT).await {
                 anyhow::bail!("heartbeat marker not delivered");
             }
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                last_prune = std::time::Instant::now();
+                if view.prune(Utc::now().timestamp()) {
+                    anyhow::bail!("the revoked-jti list fits again; reloading it");
+                }
+            }
         }
     };
     let listening = future::select(Box::pin(driver), Box::pin(worker));
-    match future::select(listening, Box::pin(heartbeat)).await {
+    // Bound to a local (not a tail expression) so that the futures left
+    // unfinished are dropped before the connection they borrow.
+    let result = match future::select(listening, Box::pin(heartbeat)).await {
         Either::Left((Either::Left((result, _)) | Either::Right((result, _)), _))
-        | Either::Right((result, _)) => {
-            result?;
-            anyhow::bail!("listener stopped")
-        }
-    }
+        | Either::Right((result, _)) => result,
+    };
+    result?;
+    anyhow::bail!("listener stopped")
 }
 
 /// Sends a marker through the channel on a pool connection and waits until

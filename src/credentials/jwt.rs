@@ -7,6 +7,7 @@ use std::sync::RwLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{Duration, NaiveDateTime};
+use diesel::Connection;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{
     AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
@@ -99,14 +100,28 @@ pub fn generate_key(now: NaiveDateTime) -> anyhow::Result<SigningKeyRow> {
         public_jwk: serde_json::to_string(&jwk)?,
         created_at: now,
         retired_at: None,
+        revoked_at: None,
     })
 }
 
-/// Generates a new key that signs from now on; older keys are retired but
-/// stay published until the tokens they signed have expired.
-pub fn rotate(conn: &mut AnyConnection, now: NaiveDateTime) -> anyhow::Result<String> {
+/// Generates a new key that signs from now on. Older keys are retired but
+/// stay published until the tokens they signed have expired; with
+/// `revoke_previous` (a key believed stolen; seed: "Rotate compromised
+/// tokens") they are revoked instead: they leave the JWKS at once and every
+/// token they signed stops verifying, on every instance.
+pub fn rotate(
+    conn: &mut AnyConnection,
+    now: NaiveDateTime,
+    revoke_previous: bool,
+) -> anyhow::Result<String> {
     let row = generate_key(now)?;
-    row.insert_and_retire_others(conn, now)?;
+    conn.transaction(|conn| {
+        row.insert_and_retire_others(conn, now)?;
+        if revoke_previous {
+            SigningKeyRow::revoke_all_except(conn, &row.kid, now)?;
+        }
+        diesel::QueryResult::Ok(())
+    })?;
     Ok(row.kid)
 }
 
@@ -140,7 +155,7 @@ impl KeyRing {
         let retired_after = now - max_token_lifetime - Duration::seconds(LEEWAY_SECS);
         let mut rows = SigningKeyRow::load_current(conn, retired_after)?;
         if !rows.iter().any(|r| r.retired_at.is_none()) {
-            rotate(conn, now)?;
+            rotate(conn, now, false)?;
             rows = SigningKeyRow::load_current(conn, retired_after)?;
         }
         Self::from_rows(&rows)

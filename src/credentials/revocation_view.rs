@@ -13,9 +13,14 @@
 //! down (or on SQLite, which has no LISTEN) the view is not live and every
 //! introspection reads the database.
 //!
-//! No I/O here: the listener (`db::listener`) feeds it.
+//! Revoked access tokens are kept by `jti` with their expiry, pruned once
+//! expired ([`RevocationView::prune`]) and capped at [`MAX_REVOKED_JTIS`]:
+//! past the cap the view stops answering for access tokens (the database
+//! decides) until the listener reloads the list.
+//!
+//! No I/O here: the listener (`credentials::listener`) feeds it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,6 +31,13 @@ use crate::db::models::{ApiKeyStatus, GrantStatus};
 /// Cached grants (and, apart, API keys) at most; when full the cache
 /// starts over.
 pub const MAX_GRANTS: usize = 100_000;
+/// Revoked, unexpired access tokens remembered at most. Past it the view
+/// answers nothing for access tokens (each one reads the database) until a
+/// reload finds the list small enough again.
+pub const MAX_REVOKED_JTIS: usize = 100_000;
+/// Access tokens expire this long after `exp` at the latest (the verifier's
+/// leeway), after which their revocation need not be remembered.
+const JTI_GRACE_SECS: i64 = 60;
 
 #[derive(Default)]
 struct ViewState {
@@ -35,8 +47,12 @@ struct ViewState {
     grants: HashMap<String, GrantStatus>,
     /// API key statuses read from the database, by key hash.
     keys: HashMap<String, Arc<ApiKeyStatus>>,
-    /// Every access token revoked on its own and not yet expired.
-    revoked_jtis: HashSet<String>,
+    /// Every access token revoked on its own and not yet expired, with its
+    /// `exp` (epoch seconds).
+    revoked_jtis: HashMap<String, i64>,
+    /// More revoked jtis arrived than [`MAX_REVOKED_JTIS`]: the list is
+    /// incomplete, so no access token is answered from here.
+    jtis_overflowed: bool,
     /// Fence markers seen lately (see [`RevocationView::wait_marker`]).
     markers: VecDeque<String>,
 }
@@ -63,11 +79,11 @@ impl RevocationView {
     /// holds the grant.
     pub fn lookup(&self, grant_id: &str, jti: &str) -> Option<GrantStatus> {
         let state = self.state.read().ok()?;
-        if !state.live {
+        if !state.live || state.jtis_overflowed {
             return None;
         }
         let mut status = state.grants.get(grant_id)?.clone();
-        status.jti_revoked = state.revoked_jtis.contains(jti);
+        status.jti_revoked = state.revoked_jtis.contains_key(jti);
         Some(status)
     }
 
@@ -80,7 +96,15 @@ impl RevocationView {
 
     /// Keeps a status read from the database, unless a notification arrived
     /// (or the listener reconnected) since `read_generation`.
-    pub fn remember(&self, grant_id: &str, jti: &str, status: &GrantStatus, read_generation: u64) {
+    /// `exp`: the token's expiry (epoch seconds).
+    pub fn remember(
+        &self,
+        grant_id: &str,
+        jti: &str,
+        exp: i64,
+        status: &GrantStatus,
+        read_generation: u64,
+    ) {
         if let Ok(mut state) = self.state.write() {
             if !state.live || state.generation != read_generation {
                 return;
@@ -88,7 +112,7 @@ impl RevocationView {
             // The read saw the jti revoked before its notification arrived:
             // keep that, or the next lookup would answer active again.
             if status.jti_revoked {
-                state.revoked_jtis.insert(jti.to_owned());
+                state.add_revoked_jti(jti, exp);
             }
             if state.grants.len() >= MAX_GRANTS {
                 state.grants.clear();
@@ -153,9 +177,18 @@ impl RevocationView {
                 state.keys.retain(|_, s| s.user_id != id);
             }
             Some(("k", id)) => state.keys.retain(|_, s| s.key_id != id),
-            Some(("j", jti)) => {
-                state.revoked_jtis.insert(jti.to_owned());
+            Some(("j", rest)) => {
+                // `j:<jti>:<exp>`; an older trigger sent no expiry: keep it
+                // until the cap or a reload.
+                let (jti, exp) = match rest.rsplit_once(':') {
+                    Some((jti, exp)) => (jti, exp.parse().unwrap_or(i64::MAX)),
+                    None => (rest, i64::MAX),
+                };
+                state.add_revoked_jti(jti, exp);
             }
+            // A signing key changed: nothing cached here depends on it (the
+            // key store reloads).
+            Some(("s", _)) => {}
             // Unknown: forget everything rather than guess.
             _ => {
                 state.grants.clear();
@@ -186,15 +219,39 @@ impl RevocationView {
             .unwrap_or(false)
     }
 
-    /// The listener is listening and has loaded the revoked jtis.
-    pub fn went_live(&self, revoked_jtis: HashSet<String>) {
+    /// The listener is listening and has loaded the revoked jtis (with
+    /// their `exp`).
+    pub fn went_live(&self, revoked_jtis: HashMap<String, i64>) {
         if let Ok(mut state) = self.state.write() {
             state.generation += 1;
             state.grants.clear();
             state.keys.clear();
-            state.revoked_jtis = revoked_jtis;
+            state.jtis_overflowed = revoked_jtis.len() > MAX_REVOKED_JTIS;
+            state.revoked_jtis = if state.jtis_overflowed {
+                HashMap::new()
+            } else {
+                revoked_jtis
+            };
             state.live = true;
         }
+    }
+
+    /// Forgets revoked jtis whose tokens have expired anyway (`now`: epoch
+    /// seconds). Returns whether the list had overflowed and is now small
+    /// enough to be worth reloading in full (the listener reconnects).
+    pub fn prune(&self, now: i64) -> bool {
+        let Ok(mut state) = self.state.write() else {
+            return false;
+        };
+        state
+            .revoked_jtis
+            .retain(|_, exp| exp.saturating_add(JTI_GRACE_SECS) >= now);
+        state.jtis_overflowed && state.revoked_jtis.len() < MAX_REVOKED_JTIS / 2
+    }
+
+    /// How many revoked jtis are held (for tests and logs).
+    pub fn revoked_jti_count(&self) -> usize {
+        self.state.read().map_or(0, |s| s.revoked_jtis.len())
     }
 
     /// The listener lost its connection: nothing here can be trusted.
@@ -205,8 +262,26 @@ impl RevocationView {
             state.grants.clear();
             state.keys.clear();
             state.revoked_jtis.clear();
+            state.jtis_overflowed = false;
         }
         self.applied.notify_waiters();
+    }
+}
+
+impl ViewState {
+    fn add_revoked_jti(&mut self, jti: &str, exp: i64) {
+        if self.jtis_overflowed {
+            return;
+        }
+        if self.revoked_jtis.len() >= MAX_REVOKED_JTIS && !self.revoked_jtis.contains_key(jti) {
+            log::warn!(
+                "revocation view: more than {MAX_REVOKED_JTIS} revoked access tokens; access tokens are checked against the database until the list shrinks"
+            );
+            self.jtis_overflowed = true;
+            self.revoked_jtis.clear();
+            return;
+        }
+        self.revoked_jtis.insert(jti.to_owned(), exp);
     }
 }
 
@@ -219,7 +294,7 @@ mod tests {
             client_id: client.into(),
             user_id: user.map(str::to_owned),
             email: user.map(|u| format!("{u}@example.com")),
-            role: user.map(|_| "agent".to_owned()),
+            role: user.map(|_| crate::domain::Role::Agent),
             grant_revoked: false,
             client_disabled: false,
             user_disabled: user.map(|_| false),
@@ -229,7 +304,7 @@ mod tests {
 
     fn live_view() -> RevocationView {
         let view = RevocationView::new();
-        view.went_live(HashSet::from(["jti_old".to_owned()]));
+        view.went_live(HashMap::from([("jti_old".to_owned(), i64::MAX)]));
         view
     }
 
@@ -237,7 +312,7 @@ mod tests {
     fn nothing_is_served_until_live() {
         let view = RevocationView::new();
         assert!(view.generation().is_none());
-        view.remember("g1", "j", &status("c1", None), 0);
+        view.remember("g1", "j", 0, &status("c1", None), 0);
         assert!(view.lookup("g1", "j").is_none());
     }
 
@@ -245,7 +320,7 @@ mod tests {
     fn remembered_statuses_are_served_with_the_jti_list() {
         let view = live_view();
         let g = view.generation().unwrap();
-        view.remember("g1", "j", &status("c1", Some("u1")), g);
+        view.remember("g1", "j", 0, &status("c1", Some("u1")), g);
         assert!(!view.lookup("g1", "j1").unwrap().jti_revoked);
         assert!(view.lookup("g1", "jti_old").unwrap().jti_revoked);
         view.apply("j:j1");
@@ -257,7 +332,7 @@ mod tests {
         let view = live_view();
         let g = view.generation().unwrap();
         view.apply("g:other");
-        view.remember("g1", "j", &status("c1", None), g);
+        view.remember("g1", "j", 0, &status("c1", None), g);
         assert!(view.lookup("g1", "j").is_none());
     }
 
@@ -270,7 +345,7 @@ mod tests {
             ("g3", "c3", None),
         ] {
             let g = view.generation().unwrap();
-            view.remember(id, "j", &status(client, user), g);
+            view.remember(id, "j", 0, &status(client, user), g);
         }
         view.apply("g:g1");
         assert!(view.lookup("g1", "j").is_none());
@@ -287,7 +362,7 @@ mod tests {
         let g = view.generation().unwrap();
         let mut s = status("c1", None);
         s.jti_revoked = true;
-        view.remember("g1", "j9", &s, g);
+        view.remember("g1", "j9", i64::MAX, &s, g);
         assert!(view.lookup("g1", "j9").unwrap().jti_revoked);
         assert!(!view.lookup("g1", "j1").unwrap().jti_revoked);
     }
@@ -296,12 +371,12 @@ mod tests {
         Arc::new(ApiKeyStatus {
             key_id: id.into(),
             user_id: user.into(),
-            scopes: "requests:read".into(),
+            scopes: crate::domain::ScopeSet::parse("requests:read").unwrap(),
             created_at: chrono::DateTime::UNIX_EPOCH.naive_utc(),
             expires_at: None,
             revoked: false,
             email: format!("{user}@example.com"),
-            role: "agent".into(),
+            role: crate::domain::Role::Agent,
             user_disabled: false,
             ip_allowlist: Default::default(),
         })
@@ -342,9 +417,47 @@ mod tests {
     fn going_down_forgets_everything() {
         let view = live_view();
         let g = view.generation().unwrap();
-        view.remember("g1", "j", &status("c1", None), g);
+        view.remember("g1", "j", 0, &status("c1", None), g);
         view.went_down();
         assert!(!view.is_live());
         assert!(view.lookup("g1", "j").is_none());
+    }
+
+    #[test]
+    fn revoked_jtis_are_pruned_after_they_expire() {
+        let view = live_view();
+        view.apply("j:j1:1000");
+        view.apply("j:j2:5000");
+        assert_eq!(view.revoked_jti_count(), 3);
+        assert!(!view.prune(1000 + JTI_GRACE_SECS));
+        assert_eq!(view.revoked_jti_count(), 3, "kept through the grace");
+        view.prune(2000);
+        assert_eq!(view.revoked_jti_count(), 2, "j1 expired");
+        let g = view.generation().unwrap();
+        view.remember("g1", "j2", 5000, &status("c1", None), g);
+        assert!(view.lookup("g1", "j2").unwrap().jti_revoked);
+    }
+
+    #[test]
+    fn past_the_cap_access_tokens_go_to_the_database() {
+        let view = live_view();
+        let g = view.generation().unwrap();
+        view.remember("g1", "j", 0, &status("c1", None), g);
+        for i in 0..MAX_REVOKED_JTIS {
+            view.apply(&format!("j:jti{i}:{}", 10_000 + i));
+        }
+        assert!(view.revoked_jti_count() <= MAX_REVOKED_JTIS);
+        let g = view.generation().unwrap();
+        view.remember("g1", "j", 0, &status("c1", None), g);
+        assert!(
+            view.lookup("g1", "j").is_none(),
+            "an incomplete list cannot say a token is not revoked"
+        );
+        assert!(view.prune(i64::MAX / 2), "worth a reload once small again");
+        // A reload (the listener going live again) trusts the view again.
+        view.went_live(HashMap::new());
+        let g = view.generation().unwrap();
+        view.remember("g1", "j", 0, &status("c1", None), g);
+        assert!(view.lookup("g1", "j").is_some());
     }
 }

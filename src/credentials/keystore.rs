@@ -1,0 +1,145 @@
+//! The signing keys in memory. They are re-read from the database when
+//! another instance or the CLI changes them: at once on a notification
+//! (PostgreSQL: the `s:` payload of the listener), within
+//! [`KEY_POLL`] by a cheap fingerprint check where no notification can come
+//! (SQLite, or PostgreSQL while the listener is down), and in any case every
+//! `DZDESK_KEY_RELOAD_SECS`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::credentials::jwt::KeyRing;
+use crate::credentials::names_unknown_key;
+use crate::credentials::Credentials;
+use crate::db::models::SigningKeyRow;
+use crate::db::AnyConnection;
+
+/// How often the signing keys' fingerprint is compared where no
+/// notification tells of a change.
+pub const KEY_POLL: Duration = Duration::from_millis(250);
+
+pub struct KeyStore {
+    current: RwLock<(Arc<KeyRing>, Instant)>,
+    /// Set by [`KeyStore::invalidate`]: the next use re-reads the keys.
+    stale: AtomicBool,
+    reload_every: Duration,
+    max_token_lifetime: chrono::Duration,
+}
+
+impl KeyStore {
+    pub fn new(
+        ring: Arc<KeyRing>,
+        reload_every: Duration,
+        max_token_lifetime: chrono::Duration,
+    ) -> Self {
+        Self {
+            current: RwLock::new((ring, Instant::now())),
+            stale: AtomicBool::new(false),
+            reload_every,
+            max_token_lifetime,
+        }
+    }
+
+    /// The keys in memory, if not invalidated and younger than the reload
+    /// interval. No I/O.
+    pub fn cached(&self) -> Option<Arc<KeyRing>> {
+        if self.stale.load(Ordering::Acquire) {
+            return None;
+        }
+        let (ring, loaded) = self.snapshot();
+        (loaded.elapsed() < self.reload_every).then_some(ring)
+    }
+
+    /// The keys changed in the database (a rotation, a revoked key): stop
+    /// using the ones in memory. Signing and verification re-read them.
+    pub fn invalidate(&self) {
+        self.stale.store(true, Ordering::Release);
+    }
+
+    fn snapshot(&self) -> (Arc<KeyRing>, Instant) {
+        match self.current.read() {
+            Ok(guard) => (guard.0.clone(), guard.1),
+            Err(poisoned) => (poisoned.get_ref().0.clone(), poisoned.get_ref().1),
+        }
+    }
+
+    /// The keys, re-read first when invalidated or older than the reload
+    /// interval. Blocking (may query): call with a connection on the
+    /// blocking pool.
+    pub fn current(&self, conn: &mut AnyConnection) -> anyhow::Result<Arc<KeyRing>> {
+        match self.cached() {
+            Some(ring) => Ok(ring),
+            None => self.reload(conn),
+        }
+    }
+
+    /// The keys to check `token` with: [`KeyStore::current`], re-read (at
+    /// most once a second) when the token names a key they lack, perhaps one
+    /// another instance or the CLI took up first. Throttled, so tokens with
+    /// made-up `kid`s cannot turn into a query each. Blocking.
+    pub fn for_token(&self, conn: &mut AnyConnection, token: &str) -> anyhow::Result<Arc<KeyRing>> {
+        let keys = self.current(conn)?;
+        if names_unknown_key(token, &keys) {
+            let (ring, loaded) = self.snapshot();
+            if loaded.elapsed() < Duration::from_secs(1) {
+                return Ok(ring);
+            }
+            return self.reload(conn);
+        }
+        Ok(keys)
+    }
+
+    /// Re-reads the keys now. Blocking.
+    pub fn reload(&self, conn: &mut AnyConnection) -> anyhow::Result<Arc<KeyRing>> {
+        // Cleared before the read: an invalidation that lands during it
+        // marks the result stale again.
+        self.stale.store(false, Ordering::Release);
+        let ring = Arc::new(KeyRing::load(
+            conn,
+            Utc::now().naive_utc(),
+            self.max_token_lifetime,
+        )?);
+        if let Ok(mut guard) = self.current.write() {
+            *guard = (ring.clone(), Instant::now());
+        }
+        Ok(ring)
+    }
+}
+
+/// Where no notification tells of a key change (SQLite; PostgreSQL while
+/// the revocation view is not live), compares the signing keys' fingerprint
+/// every [`KEY_POLL`] and invalidates the keys in memory when it moves (and
+/// once when it starts watching, for a change it could not have seen).
+/// Runs until dropped.
+pub async fn watch_forever(credentials: Credentials) {
+    let mut last: Option<String> = None;
+    loop {
+        actix_web::rt::time::sleep(KEY_POLL).await;
+        if credentials.view.is_live() {
+            // The listener's `s:` notifications cover it; start afresh when
+            // it goes down.
+            last = None;
+            continue;
+        }
+        let fingerprint = credentials
+            .db
+            .run(|conn| SigningKeyRow::fingerprint(conn).map_err(anyhow::Error::from))
+            .await;
+        match fingerprint {
+            Ok(now) => {
+                if last.as_ref() != Some(&now) {
+                    if last.is_some() {
+                        log::info!("signing keys changed: reloading them");
+                    }
+                    credentials.keys.invalidate();
+                }
+                last = Some(now);
+            }
+            // The database is down: nothing can be re-read anyway.
+            Err(e) => log::debug!("signing key check: {e:#}"),
+        }
+    }
+}
