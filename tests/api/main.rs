@@ -8,6 +8,7 @@ mod authorize;
 mod browser;
 mod cli;
 mod code_grant;
+mod credentials;
 mod envelope;
 mod health;
 mod helpers;
