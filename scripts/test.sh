@@ -45,6 +45,9 @@ find_postgres() {
   fi
 }
 
+echo "==> module layers"
+python3 scripts/layers.py
+
 echo "==> tests on SQLite"
 start=$(date +%s)
 env -u TEST_DATABASE_URL cargo test --all-targets
