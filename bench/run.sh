@@ -5,8 +5,11 @@
 #
 #   bench/run.sh                      # needs oha (cargo install oha --locked) and PostgreSQL
 #   BENCH_PG=postgres://... CONNS=64 DURATION=20s SCENARIOS="refresh" bench/run.sh
+#   BENCH_BIN=/path/to/dzdesk-auth SCENARIOS="introspect me_api_key" bench/run.sh
+#                                     # another build (bench/ab.sh compares two)
 #
-# Scenarios: healthz (the HTTP stack's baseline), me_api_key (GET /v1/me with
+# Scenarios: healthz (the HTTP stack's baseline), introspect (RFC 7662 of one
+# access token by an internal service), me_api_key (GET /v1/me with
 # an API key: bearer extraction, key lookup, allowlist check), client_credentials (the
 # token endpoint: client lookup, secret check, ES256 signature), refresh (the
 # refresh_token grant with rotation: every request presents a token never used
@@ -18,7 +21,7 @@ cd "$(dirname "$0")/.."
 pg=${BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
 conns=${CONNS:-32}
 duration=${DURATION:-10s}
-scenarios=${SCENARIOS:-healthz me_api_key client_credentials refresh}
+scenarios=${SCENARIOS:-healthz introspect me_api_key client_credentials refresh}
 port=${PORT:-18181}
 oha=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 if [ ! -x "$oha" ]; then
@@ -27,9 +30,14 @@ if [ ! -x "$oha" ]; then
   oha="$HOME/.cargo/bin/oha"
 fi
 
-cargo build --release --quiet --bin dzdesk-auth --example refresh_load
-bin=${CARGO_TARGET_DIR:-target}/release/dzdesk-auth
 driver=${CARGO_TARGET_DIR:-target}/release/examples/refresh_load
+if [ -n "${BENCH_BIN:-}" ]; then
+  bin=$BENCH_BIN
+  [[ " $scenarios " == *" refresh "* ]] && cargo build --release --quiet --example refresh_load
+else
+  cargo build --release --quiet --bin dzdesk-auth --example refresh_load
+  bin=${CARGO_TARGET_DIR:-target}/release/dzdesk-auth
+fi
 
 db="dzdesk_bench_$(date +%s)"
 psql "$pg" -qc "CREATE DATABASE $db"
@@ -45,6 +53,11 @@ creds=$("$bin" client create --name bench --scope "requests:read" --grant-type c
 id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])' <<<"$creds")
 secret=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' <<<"$creds")
 basic=$(printf '%s:%s' "$id" "$secret" | base64 -w0)
+# The introspect scenario: an internal service that may introspect every token.
+icreds=$("$bin" client create --name bench-introspector --scope "requests:read" --grant-type client_credentials --introspect)
+iid=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])' <<<"$icreds")
+isecret=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' <<<"$icreds")
+ibasic=$(printf '%s:%s' "$iid" "$isecret" | base64 -w0)
 # The refresh scenario: a user, and a client for the code and refresh grants.
 export BENCH_PASSWORD="bench-password-$(date +%s%N)"
 printf '%s' "$BENCH_PASSWORD" | "$bin" user create --email bench@example.com --role agent --password-stdin >/dev/null
@@ -72,6 +85,13 @@ print("scenario=%s rps=%.0f p50_ms=%.2f p99_ms=%.2f non2xx=%d codes=%s" % (name,
 }
 
 want() { [[ " $scenarios " == *" $1 "* ]]; }
+if want introspect; then
+  token=$(curl -sf -u "$id:$secret" -d grant_type=client_credentials "http://127.0.0.1:$port/oauth/token" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  "$oha" -c "$conns" -z "$duration" --no-tui --output-format json -m POST \
+    -H "authorization: Basic $ibasic" -H "content-type: application/x-www-form-urlencoded" \
+    -d "token=$token" "http://127.0.0.1:$port/oauth/introspect" | report introspect
+fi
 if want healthz; then
   "$oha" -c "$conns" -z "$duration" --no-tui --output-format json "http://127.0.0.1:$port/healthz" | report healthz
 fi

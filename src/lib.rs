@@ -16,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod maintenance;
 pub mod oauth;
+pub mod ratelimit;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -1,0 +1,175 @@
+//! Rate limits (seed: "Rate Limits": Standard 60, Professional 300 requests a
+//! minute, Enterprise custom), keyed on the account `credentials` resolved,
+//! or on the client's address for requests that did not authenticate.
+//!
+//! The algorithm is GCRA ([`gcra`]). Counters live in Redis when
+//! `DZDESK_REDIS_URL` is set, so every instance shares one budget (one atomic
+//! round trip: a Lua script, [`redis`]); otherwise, or while Redis is
+//! unreachable or slower than [`REDIS_TIMEOUT`], in this process
+//! ([`LocalStore`], bounded).
+
+pub mod gcra;
+pub mod redis;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use gcra::Decision;
+
+/// A Redis answer slower than this counts as a failure: the request is
+/// decided in process instead.
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(50);
+/// Keys held in process at most (across shards); past it the keys with
+/// the most budget left are dropped first.
+pub const MAX_LOCAL_KEYS: usize = 100_000;
+const SHARDS: usize = 16;
+
+/// In-process GCRA state: the TAT of each key, sharded so that the two
+/// workers rarely meet on a lock.
+pub struct LocalStore {
+    shards: Vec<Mutex<HashMap<String, i64>>>,
+}
+
+impl Default for LocalStore {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+impl LocalStore {
+    fn shard(&self, key: &str) -> &Mutex<HashMap<String, i64>> {
+        // FNV-1a: cheap, and keys are ours (an account id or an address).
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        &self.shards[(hash % SHARDS as u64) as usize]
+    }
+
+    /// One request for `key` at `now` (µs since the epoch).
+    pub fn check(&self, key: &str, limit: u32, now: i64) -> Decision {
+        let Ok(mut map) = self.shard(key).lock() else {
+            // A poisoned lock: refuse rather than let everything through.
+            return gcra::decide(Some(now + gcra::WINDOW_MICROS * 2), now, limit).0;
+        };
+        let (decision, next) = gcra::decide(map.get(key).copied(), now, limit);
+        if let Some(tat) = next {
+            if !map.contains_key(key) && map.len() >= MAX_LOCAL_KEYS / SHARDS {
+                // A TAT in the past is a full budget: the same as absent.
+                map.retain(|_, tat| *tat > now);
+                if map.len() >= MAX_LOCAL_KEYS / SHARDS {
+                    // Still full (a flood of distinct keys): drop the key
+                    // with the most budget left, the least worth keeping.
+                    if let Some(k) = map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) {
+                        map.remove(&k);
+                    }
+                }
+            }
+            map.insert(key.to_owned(), tat);
+        }
+        decision
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |m| m.len()))
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The key of an address's budget: IPv6 counts per /64 (one customer's
+/// network), IPv4 per address.
+pub fn ip_key(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("ip6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+/// The limiter every instance asks: Redis when configured and answering,
+/// else this process.
+pub struct Limiter {
+    local: LocalStore,
+    redis: Option<redis::RedisStore>,
+}
+
+impl Limiter {
+    pub fn new(redis: Option<redis::RedisStore>) -> Self {
+        Self {
+            local: LocalStore::default(),
+            redis,
+        }
+    }
+
+    /// One request for `key` with `limit` requests a minute, at `now` (µs
+    /// since the epoch; Redis uses its own clock, shared by every
+    /// instance).
+    pub async fn check(&self, key: &str, limit: u32, now: i64) -> Decision {
+        if let Some(redis) = &self.redis {
+            if let Some(decision) = redis.check(key, limit).await {
+                return decision;
+            }
+        }
+        self.local.check(key, limit, now)
+    }
+
+    /// Redis is configured but not answering: decisions are made in
+    /// process (reported by `/readyz`).
+    pub fn degraded(&self) -> bool {
+        self.redis.as_ref().is_some_and(|r| r.degraded())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000_000;
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+        let a = ip_key("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = ip_key("2001:db8:1:2:bbbb::9".parse().unwrap());
+        let c = ip_key("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            ip_key("::ffff:192.0.2.1".parse().unwrap()),
+            ip_key("192.0.2.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn keys_do_not_share_budgets() {
+        let store = LocalStore::default();
+        for _ in 0..60 {
+            assert!(store.check("user:a", 60, NOW).allowed);
+        }
+        assert!(!store.check("user:a", 60, NOW).allowed);
+        assert!(store.check("user:b", 60, NOW).allowed);
+    }
+
+    #[test]
+    fn the_local_store_is_bounded() {
+        let store = LocalStore::default();
+        for i in 0..(MAX_LOCAL_KEYS + 5_000) {
+            store.check(&format!("ip:{i}"), 60, NOW);
+        }
+        assert!(store.len() <= MAX_LOCAL_KEYS, "{}", store.len());
+        // Keys whose budget is full again are dropped first.
+        let later = NOW + gcra::WINDOW_MICROS * 2;
+        store.check("ip:new", 60, later);
+        assert!(store.len() <= MAX_LOCAL_KEYS);
+    }
+}

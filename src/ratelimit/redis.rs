@@ -1,0 +1,153 @@
+//! The Redis store of the rate limits: GCRA in one Lua script (the same
+//! computation as [`super::gcra::decide`], on Redis's own clock), so that
+//! every instance shares one budget with one atomic round trip per request.
+//!
+//! Unreachable or slower than [`super::REDIS_TIMEOUT`]: the caller decides
+//! in process. One warning is logged when Redis goes away and one info line
+//! when it is back; meanwhile it is retried at most once a second, so a dead
+//! Redis costs no request its timeout.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::RwLock;
+use std::time::Instant;
+
+use redis::aio::MultiplexedConnection;
+
+use super::gcra::{self, Decision};
+use super::REDIS_TIMEOUT;
+
+/// KEYS[1]: the budget's key. ARGV[1]: the emission interval (µs); ARGV[2]:
+/// the limit. Returns {allowed, remaining, reset_at (µs), retry_after (µs)}.
+const GCRA_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local window = interval * limit
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+if new_tat - now > window then
+  return {0, 0, tat, new_tat - window - now}
+end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1)
+return {1, math.floor((window - (new_tat - now)) / interval), new_tat, 0}
+";
+
+/// Pause between attempts while Redis does not answer.
+const RETRY_MICROS: i64 = 1_000_000;
+
+pub struct RedisStore {
+    client: redis::Client,
+    conn: RwLock<Option<MultiplexedConnection>>,
+    script: redis::Script,
+    /// Key prefix (one key space per deployment, or per test).
+    prefix: String,
+    degraded: AtomicBool,
+    /// While degraded: when Redis may be tried again (µs on a monotonic
+    /// clock of ours).
+    retry_at: AtomicI64,
+    started: Instant,
+}
+
+impl RedisStore {
+    /// `url`: `redis://host:port/db`. Connects lazily (a service whose Redis
+    /// is down still starts, degraded).
+    pub fn new(url: &str, prefix: &str) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
+        Ok(Self {
+            client,
+            conn: RwLock::new(None),
+            script: redis::Script::new(GCRA_LUA),
+            prefix: prefix.to_owned(),
+            degraded: AtomicBool::new(false),
+            retry_at: AtomicI64::new(0),
+            started: Instant::now(),
+        })
+    }
+
+    fn clock(&self) -> i64 {
+        i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX)
+    }
+
+    pub fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire)
+    }
+
+    /// The decision from Redis, or None when it cannot give one in time.
+    pub async fn check(&self, key: &str, limit: u32) -> Option<Decision> {
+        if self.degraded() && self.clock() < self.retry_at.load(Ordering::Acquire) {
+            return None;
+        }
+        let limit = limit.max(1);
+        let attempt = async {
+            let mut conn = self.connection().await?;
+            let reply: Vec<i64> = self
+                .script
+                .key(format!("{}{key}", self.prefix))
+                .arg(gcra::interval(limit))
+                .arg(limit)
+                .invoke_async(&mut conn)
+                .await?;
+            Ok::<_, redis::RedisError>(reply)
+        };
+        match actix_web::rt::time::timeout(REDIS_TIMEOUT, attempt).await {
+            Ok(Ok(reply)) if reply.len() == 4 => {
+                self.recovered();
+                Some(Decision {
+                    allowed: reply[0] == 1,
+                    limit,
+                    remaining: u32::try_from(reply[1].max(0)).unwrap_or(u32::MAX),
+                    reset_at: reply[2],
+                    retry_after: reply[3],
+                })
+            }
+            Ok(Ok(_)) => {
+                self.failed("unexpected reply from the rate-limit script");
+                None
+            }
+            Ok(Err(e)) => {
+                // The connection may be broken: make a new one next time.
+                if let Ok(mut c) = self.conn.write() {
+                    *c = None;
+                }
+                self.failed(&format!("{e}"));
+                None
+            }
+            Err(_) => {
+                self.failed(&format!(
+                    "no answer within {} ms",
+                    REDIS_TIMEOUT.as_millis()
+                ));
+                None
+            }
+        }
+    }
+
+    async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(c) = self.conn.read().ok().and_then(|c| c.clone()) {
+            return Ok(c);
+        }
+        let c = self.client.get_multiplexed_async_connection().await?;
+        if let Ok(mut slot) = self.conn.write() {
+            *slot = Some(c.clone());
+        }
+        Ok(c)
+    }
+
+    fn failed(&self, why: &str) {
+        self.retry_at
+            .store(self.clock() + RETRY_MICROS, Ordering::Release);
+        if !self.degraded.swap(true, Ordering::AcqRel) {
+            log::warn!(
+                "rate limits: Redis unavailable ({why}); limiting in process until it answers"
+            );
+        }
+    }
+
+    fn recovered(&self) {
+        if self.degraded.swap(false, Ordering::AcqRel) {
+            log::info!("rate limits: Redis answers again; budgets are shared again");
+        }
+    }
+}
