@@ -38,6 +38,47 @@ pub struct Settings {
     /// Peers whose `X-Forwarded-For` is believed (`DZDESK_TRUSTED_PROXIES`:
     /// addresses or CIDRs, comma-separated; default none).
     pub trusted_proxies: TrustedProxies,
+    /// Where rate-limit counters live when several instances must share
+    /// them (`DZDESK_REDIS_URL`); None: in this process.
+    pub redis_url: Option<RedisUrl>,
+    /// Prefix of every Redis key (`DZDESK_REDIS_PREFIX`, default `dzdesk:`).
+    pub redis_prefix: String,
+    /// Unauthenticated or failed-authentication `/v1` requests an address
+    /// may make per minute (`DZDESK_AUTH_FAILURES_PER_MIN`, default 60).
+    pub auth_failures_per_min: u32,
+    /// `DZDESK_RATE_LIMITS=off` turns the `/v1` limits off (benchmarks; a
+    /// service exposed to anyone keeps them on).
+    pub rate_limits: bool,
+}
+
+/// A `redis://` or `rediss://` URL. Its `Debug` never shows it: it may hold
+/// a password.
+#[derive(Clone)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.starts_with("redis://")
+            || raw.starts_with("rediss://")
+            || raw.starts_with("redis+unix://")
+            || raw.starts_with("unix://")
+        {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err("must be a redis:// URL (redis://host:6379/0)".into())
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisUrl(<redacted>)")
+    }
 }
 
 /// A setting that could not be used: which variable, and why.
@@ -80,6 +121,21 @@ impl Settings {
         let key_reload = var("DZDESK_KEY_RELOAD_SECS")?;
         let client_cache = var("DZDESK_CLIENT_CACHE_SECS")?;
         let trusted_proxies = var("DZDESK_TRUSTED_PROXIES")?;
+        let redis_url = var("DZDESK_REDIS_URL")?
+            .map(|u| RedisUrl::parse(&u))
+            .transpose()
+            .map_err(|m| ConfigError::new("DZDESK_REDIS_URL", m))?;
+        let redis_prefix = var("DZDESK_REDIS_PREFIX")?.unwrap_or_else(|| "dzdesk:".to_owned());
+        let auth_failures_per_min = var("DZDESK_AUTH_FAILURES_PER_MIN")?
+            .map(|r| parse_count(&r, 1, 100_000))
+            .transpose()
+            .map_err(|m| ConfigError::new("DZDESK_AUTH_FAILURES_PER_MIN", m))?
+            .map_or(60, |n| n as u32);
+        let rate_limits = match var("DZDESK_RATE_LIMITS")?.as_deref().map(str::trim) {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(_) => return Err(ConfigError::new("DZDESK_RATE_LIMITS", "must be on or off")),
+        };
         let issuer = parse_issuer(issuer.as_deref().unwrap_or(DEFAULT_ISSUER))
             .map_err(|m| ConfigError::new("DZDESK_ISSUER", m))?;
         let seconds =
@@ -90,6 +146,10 @@ impl Settings {
                     .map(|n| n.map_or(default, |n| n as i64))
             };
         Ok(Self {
+            redis_url,
+            redis_prefix,
+            auth_failures_per_min,
+            rate_limits,
             database_url: DatabaseUrl::parse(
                 database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL),
             )

@@ -21,6 +21,8 @@ use crate::credentials::{listener, Audience, Credentials};
 use crate::db::Database;
 use crate::http::security_headers;
 use crate::maintenance;
+use crate::ratelimit::redis::RedisStore;
+use crate::ratelimit::Limiter;
 use crate::routes::{health, oauth, register, static_files, v1, web as pages, well_known};
 use crate::state::{AppState, ClientCache, ServerKeys};
 use crate::telemetry::access_log;
@@ -97,7 +99,15 @@ impl Application {
                 audience: settings.audience.clone(),
             },
         );
+        let redis = settings
+            .redis_url
+            .as_ref()
+            .map(|url| RedisStore::new(url.expose(), &settings.redis_prefix))
+            .transpose()
+            .map_err(|m| anyhow::anyhow!("DZDESK_REDIS_URL: {m}"))?;
+        let limiter = Arc::new(Limiter::new(redis));
         let state = web::Data::new(AppState {
+            limiter,
             db: db.clone(),
             csrf: CsrfKey::new(keys.csrf),
             settings,
@@ -165,6 +175,7 @@ impl Application {
                 .route("/docs", web::get().to(pages::home::docs))
                 .service(
                     web::scope("/v1")
+                        .wrap(from_fn(v1::limits::rate_limit))
                         .configure(v1::configure_extractors)
                         .configure(v1::routes)
                         .configure(extra_v1.clone())

@@ -16,6 +16,7 @@ use crate::credentials::Credentials;
 use crate::db::models::{Client, ServerSecret};
 use crate::db::Database;
 use crate::oauth::token::TokenConfig;
+use crate::ratelimit::Limiter;
 
 pub struct AppState {
     pub db: Database,
@@ -24,6 +25,8 @@ pub struct AppState {
     /// Who is calling: signing keys, the revocation view, the checks.
     pub credentials: Credentials,
     pub clients: ClientCache,
+    /// The `/v1` rate limits (Redis when configured, else in process).
+    pub limiter: Arc<Limiter>,
     /// API-key uses not yet written to `last_used_at`.
     pub usage: Arc<UsageTracker>,
 }
@@ -176,6 +179,8 @@ mod tests {
             can_introspect: false,
             registration_token_hash: None,
             registered_by: None,
+            plan: "standard".into(),
+            rate_limit: None,
         }
     }
 

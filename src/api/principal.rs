@@ -108,6 +108,10 @@ mod tests {
                 jti: "j".into(),
                 grant_id: "g".into(),
             }),
+            account: crate::credentials::Account {
+                key: "client:client_a".into(),
+                plan: crate::domain::Plan::Standard,
+            },
             scopes: ScopeSet::parse(scopes).unwrap(),
         }
     }

@@ -26,7 +26,7 @@ use diesel::QueryResult;
 
 use crate::db::models::{ApiKeyStatus, GrantStatus, RefreshTokenRow};
 use crate::db::{AnyConnection, Database};
-use crate::domain::{Role, Scope, ScopeSet};
+use crate::domain::{Plan, Role, Scope, ScopeSet};
 use crate::tokens;
 
 use jwt::{AccessClaims, KeyRing};
@@ -89,11 +89,23 @@ pub enum Credential {
     },
 }
 
+/// The account a credential counts against (seed: "Rate Limits"): the user,
+/// for API keys and their OAuth access tokens; the client, for its
+/// client_credentials tokens. Every credential of one account shares its
+/// budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// `user:<id>` or `client:<id>`: the rate-limit key.
+    pub key: String,
+    pub plan: Plan,
+}
+
 /// An active credential and who is behind it.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub subject: Subject,
     pub credential: Credential,
+    pub account: Account,
     /// The credential's scopes, limited to what the user's role allows now
     /// (a demoted admin's tokens and keys lose `admin` and `users:write` at
     /// once).
@@ -382,6 +394,7 @@ fn access_token(claims: AccessClaims, status: Option<GrantStatus>) -> Resolved {
     let Ok(scopes) = ScopeSet::parse(&claims.scope) else {
         return Resolved::Invalid;
     };
+    let plan = status.plan;
     let (subject, scopes) = match (status.user_id, status.email, status.role) {
         (Some(id), Some(email), Some(role)) => {
             let scopes = scopes.split_by_role(role).0;
@@ -396,9 +409,17 @@ fn access_token(claims: AccessClaims, status: Option<GrantStatus>) -> Resolved {
             scopes,
         ),
     };
+    let account = Account {
+        key: match &subject {
+            Subject::User { id, .. } => format!("user:{id}"),
+            Subject::Service { client_id } => format!("client:{client_id}"),
+        },
+        plan,
+    };
     Resolved::Active(Box::new(Caller {
         subject,
         credential: Credential::AccessToken(claims),
+        account,
         scopes,
     }))
 }
@@ -442,6 +463,10 @@ fn api_key(
             created_at: status.created_at,
             expires_at: status.expires_at,
         },
+        account: Account {
+            key: format!("user:{}", status.user_id),
+            plan: status.plan,
+        },
         scopes: key_scopes(status),
     }))
 }
@@ -468,7 +493,12 @@ fn refresh_token(
     let scopes = ScopeSet::parse(&row.scopes)
         .map_err(|e| ResolveError(anyhow::anyhow!("stored refresh token scopes: {e}")))?;
     let role = user.role();
+    let plan = user.plan().map_err(|e| ResolveError(anyhow::anyhow!(e)))?;
     Ok(Resolved::Active(Box::new(Caller {
+        account: Account {
+            key: format!("user:{}", user.id),
+            plan,
+        },
         scopes: scopes.split_by_role(role).0,
         subject: Subject::User {
             id: user.id,
@@ -508,6 +538,7 @@ mod tests {
             role: Role::Agent,
             user_disabled: false,
             ip_allowlist: Default::default(),
+            plan: Plan::Standard,
         }
     }
 

@@ -299,6 +299,7 @@ mod tests {
             client_disabled: false,
             user_disabled: user.map(|_| false),
             jti_revoked: false,
+            plan: crate::domain::Plan::Standard,
         }
     }
 
@@ -379,6 +380,7 @@ mod tests {
             role: crate::domain::Role::Agent,
             user_disabled: false,
             ip_allowlist: Default::default(),
+            plan: crate::domain::Plan::Standard,
         })
     }
 

@@ -12,6 +12,8 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         ip_allowlist -> Text,
+        plan -> Text,
+        rate_limit -> Nullable<BigInt>,
     }
 }
 
@@ -48,6 +50,8 @@ diesel::table! {
         can_introspect -> Bool,
         registration_token_hash -> Nullable<Text>,
         registered_by -> Nullable<Text>,
+        plan -> Text,
+        rate_limit -> Nullable<BigInt>,
     }
 }
 

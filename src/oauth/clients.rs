@@ -8,7 +8,7 @@ use diesel::Connection;
 use crate::credentials::prefixes;
 use crate::db::models::{Client, GrantRow};
 use crate::db::AnyConnection;
-use crate::domain::{GrantType, RedirectUri, ScopeSet};
+use crate::domain::{GrantType, Plan, RedirectUri, ScopeSet};
 use crate::tokens;
 
 /// A client to register, validated.
@@ -26,6 +26,8 @@ pub struct NewClient {
     pub dynamic: bool,
     /// The user whose credential registered it (RFC 7591).
     pub registered_by: Option<String>,
+    /// The plan of its client_credentials tokens (new clients: Standard).
+    pub plan: Plan,
 }
 
 /// The registration request as typed by an operator or sent by a client.
@@ -89,6 +91,7 @@ impl NewClient {
             can_introspect: req.introspect,
             dynamic: false,
             registered_by: None,
+            plan: Plan::Standard,
         })
     }
 }
@@ -139,6 +142,8 @@ pub fn register(
         can_introspect: new.can_introspect,
         registration_token_hash: registration_token.as_deref().map(tokens::hash_secret),
         registered_by: new.registered_by,
+        plan: new.plan.name().to_owned(),
+        rate_limit: new.plan.custom_limit().map(i64::from),
     };
     conn.transaction(|conn| {
         client.insert(conn)?;

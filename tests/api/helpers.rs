@@ -125,6 +125,11 @@ pub fn test_settings(url: &str) -> Settings {
         // Every request sees disabled clients and new secrets at once.
         client_cache_secs: 0,
         trusted_proxies: Default::default(),
+        redis_url: None,
+        // A key space of its own for every test.
+        redis_prefix: format!("dzdesk_test_{}:", tokens::new_id("")),
+        auth_failures_per_min: 60,
+        rate_limits: true,
     }
 }
 

@@ -3,7 +3,7 @@ use diesel::prelude::*;
 
 use crate::db::schema::{api_keys, users};
 use crate::db::AnyConnection;
-use crate::domain::{IpAllowlist, Role, ScopeSet};
+use crate::domain::{IpAllowlist, Plan, Role, ScopeSet};
 
 /// An API key (seed: "API Keys"). Only the key's SHA-256 is stored.
 #[derive(Queryable, Selectable, Insertable, Debug, Clone)]
@@ -149,6 +149,8 @@ type StatusRow = (
     Role,
     bool,
     String,
+    String,
+    Option<i64>,
 );
 
 /// Everything that decides whether an API key may be used, and who it is:
@@ -168,6 +170,8 @@ pub struct ApiKeyStatus {
     pub user_disabled: bool,
     /// The user's allowlist.
     pub ip_allowlist: IpAllowlist,
+    /// The user's plan: every key of the account shares its budget.
+    pub plan: Plan,
 }
 
 impl ApiKeyStatus {
@@ -187,10 +191,17 @@ impl ApiKeyStatus {
                 users::role,
                 users::disabled,
                 users::ip_allowlist,
+                users::plan,
+                users::rate_limit,
             ))
             .first(conn)
             .optional()?;
-        Ok(row.map(
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let plan = Plan::from_stored(&row.10, row.11)
+            .map_err(|e| diesel::result::Error::DeserializationError(e.into()))?;
+        Ok(Some(row).map(
             |(
                 key_id,
                 user_id,
@@ -202,6 +213,8 @@ impl ApiKeyStatus {
                 role,
                 disabled,
                 ip_allowlist,
+                _,
+                _,
             )| {
                 ApiKeyStatus {
                     key_id,
@@ -214,6 +227,7 @@ impl ApiKeyStatus {
                     role,
                     user_disabled: disabled,
                     ip_allowlist: IpAllowlist::from_stored(&ip_allowlist),
+                    plan,
                 }
             },
         ))

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use crate::db::schema::clients;
 use crate::db::AnyConnection;
-use crate::domain::{GrantType, RedirectUri, ScopeSet};
+use crate::domain::{GrantType, Plan, RedirectUri, ScopeSet};
 use crate::tokens;
 
 /// A registered OAuth client.
@@ -31,6 +31,10 @@ pub struct Client {
     /// The user whose credential registered the client through `POST
     /// /oauth/register` (None: the CLI, or a service's own token).
     pub registered_by: Option<String>,
+    /// The plan of the client's own account (its client_credentials
+    /// tokens); see [`Client::plan`].
+    pub plan: String,
+    pub rate_limit: Option<i64>,
 }
 
 impl fmt::Debug for Client {
@@ -51,6 +55,11 @@ impl Client {
             .lines()
             .filter_map(|l| RedirectUri::parse(l).ok())
             .collect()
+    }
+
+    /// The plan; a stored plan that does not parse is an error.
+    pub fn plan(&self) -> Result<Plan, String> {
+        Plan::from_stored(&self.plan, self.rate_limit)
     }
 
     pub fn scopes(&self) -> ScopeSet {

@@ -3,7 +3,7 @@ use diesel::prelude::*;
 
 use crate::db::schema::grants;
 use crate::db::{is_unique_violation, AnyConnection};
-use crate::domain::Role;
+use crate::domain::{Plan, Role};
 
 /// A grant: the family of tokens one authorization (or one client's
 /// client_credentials use) started. Access tokens carry its id.
@@ -104,6 +104,10 @@ struct StatusRow {
     email: Option<String>,
     role: Option<Role>,
     jti_revoked: bool,
+    user_plan: Option<String>,
+    user_rate_limit: Option<i64>,
+    client_plan: String,
+    client_rate_limit: Option<i64>,
 }
 
 /// Everything that decides whether a token of a grant is still active, read
@@ -121,6 +125,9 @@ pub struct GrantStatus {
     pub user_disabled: Option<bool>,
     /// Whether the access token `jti` was revoked on its own.
     pub jti_revoked: bool,
+    /// The plan of the account the token counts against: the user's, or
+    /// the client's for client_credentials grants.
+    pub plan: Plan,
 }
 
 impl GrantStatus {
@@ -156,10 +163,23 @@ impl GrantStatus {
                 users::email.nullable(),
                 users::role.nullable(),
                 exists(revoked_access_tokens::table.filter(revoked_access_tokens::jti.eq(jti))),
+                users::plan.nullable(),
+                users::rate_limit.nullable(),
+                clients::plan,
+                clients::rate_limit,
             ))
             .first(conn)
             .optional()?;
-        Ok(row.map(|r| GrantStatus {
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let plan = match &r.user_plan {
+            Some(user_plan) => Plan::from_stored(user_plan, r.user_rate_limit),
+            None => Plan::from_stored(&r.client_plan, r.client_rate_limit),
+        }
+        .map_err(|e| diesel::result::Error::DeserializationError(e.into()))?;
+        Ok(Some(GrantStatus {
+            plan,
             client_id: r.client_id,
             user_id: r.user_id,
             email: r.email,

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use crate::db::models::{ApiKeyRow, Client, GrantRow};
 use crate::db::schema::{sessions, users};
 use crate::db::{is_unique_violation, AnyConnection};
-use crate::domain::{Email, Role};
+use crate::domain::{Email, Plan, Role};
 use crate::tokens;
 
 #[derive(Queryable, Selectable, Insertable, Clone)]
@@ -22,6 +22,10 @@ pub struct User {
     /// Newline-separated canonical CIDRs (see `domain::net`); empty: no
     /// restriction.
     pub ip_allowlist: String,
+    /// The account's plan (`standard`, `professional`, `enterprise`) and,
+    /// for enterprise, its requests per minute: see [`User::plan`].
+    pub plan: String,
+    pub rate_limit: Option<i64>,
 }
 
 impl fmt::Debug for User {
@@ -65,7 +69,14 @@ impl User {
             created_at: now,
             updated_at: now,
             ip_allowlist: String::new(),
+            plan: Plan::Standard.name().to_owned(),
+            rate_limit: None,
         }
+    }
+
+    /// The plan; a stored plan that does not parse is an error.
+    pub fn plan(&self) -> Result<Plan, String> {
+        Plan::from_stored(&self.plan, self.rate_limit)
     }
 
     /// The role (a row whose role does not parse fails to load).

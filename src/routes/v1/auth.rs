@@ -1,15 +1,15 @@
-//! The bearer extractor of `/v1/`: `Authorization: Bearer <access token or
-//! API key>` (RFC 6750 2.1), resolved by `credentials` into a [`Principal`].
+//! The bearer extractor of `/v1/`: the [`Principal`] the scope's middleware
+//! (`limits::rate_limit`) resolved from `Authorization: Bearer <access token
+//! or API key>` (RFC 6750 2.1).
 
 use std::future::Future;
 use std::pin::Pin;
 
-use actix_web::{web, FromRequest, HttpRequest};
-use chrono::Utc;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 
-use crate::api::principal::{self, Principal};
+use crate::api::principal::Principal;
 use crate::error::ApiError;
-use crate::http::bearer;
+use crate::routes::v1::limits::{self, Authentication};
 use crate::state::AppState;
 
 /// An authenticated `/v1/` caller. Missing or invalid credentials: 401
@@ -22,25 +22,21 @@ impl FromRequest for Authenticated {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = bearer(req);
-        let client_ip = state.as_ref().and_then(|s| s.client_ip(req));
+        let done = req.extensions().get::<Authentication>().cloned();
+        let req = req.clone();
         Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
-            let token = token.ok_or_else(|| {
-                ApiError::Unauthorized("Missing token: send Authorization: Bearer <token>".into())
-            })?;
-            let now = Utc::now();
-            let resolved = state
-                .credentials
-                .resolve(&token, client_ip, now)
-                .await
-                .map_err(ApiError::internal)?;
-            let principal = principal::principal_of(resolved)?;
-            if let Some(key_id) = principal.api_key_id() {
-                state.usage.record(key_id, now.naive_utc());
-            }
-            Ok(Authenticated(principal))
+            let outcome = match done {
+                Some(Authentication(outcome)) => outcome,
+                // Outside the /v1 scope's middleware: resolve here.
+                None => {
+                    let state = req
+                        .app_data::<web::Data<AppState>>()
+                        .cloned()
+                        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
+                    limits::authenticate(&state, &req).await
+                }
+            };
+            outcome.map(Authenticated).map_err(|f| f.to_error())
         })
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod handlers;
+pub mod limits;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::web::{self, ServiceConfig};

@@ -1,0 +1,142 @@
+//! The `/v1` scope's middleware: who is calling (`credentials`, once per
+//! request) and whether their account's budget allows the request
+//! (`ratelimit`). Every answer carries `X-RateLimit-Limit`,
+//! `X-RateLimit-Remaining` and `X-RateLimit-Reset` (epoch seconds, when
+//! Remaining is back at Limit), 4xx answers included. Over the limit: 429
+//! `RATE_LIMITED` with `Retry-After`, and the request does no work (no
+//! handler, no `last_used_at`).
+//!
+//! An authenticated request counts against its account (the user, or the
+//! client for client_credentials tokens) and its plan. A request without a
+//! usable credential counts against its address (IPv6 per /64), at
+//! `DZDESK_AUTH_FAILURES_PER_MIN`, so guessing keys is slow.
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, ResponseError};
+use chrono::Utc;
+
+use crate::api::principal::{self, Principal};
+use crate::error::ApiError;
+use crate::http::bearer;
+use crate::ratelimit::gcra::Decision;
+use crate::ratelimit::ip_key;
+use crate::state::AppState;
+
+/// Why a request is not authenticated, kept for the extractor (ApiError
+/// itself cannot be cloned).
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    Missing,
+    Invalid,
+    IpRefused(String),
+    Unavailable,
+}
+
+impl Failure {
+    pub(crate) fn to_error(&self) -> ApiError {
+        match self {
+            Failure::Missing => {
+                ApiError::Unauthorized("Missing token: send Authorization: Bearer <token>".into())
+            }
+            Failure::Invalid => ApiError::Unauthorized(principal::INVALID_TOKEN.into()),
+            Failure::IpRefused(m) => ApiError::Forbidden(m.clone()),
+            Failure::Unavailable => {
+                ApiError::internal(anyhow::anyhow!("the credential check failed"))
+            }
+        }
+    }
+}
+
+/// The outcome of authentication, left in the request's extensions for
+/// the `Authenticated` extractor.
+#[derive(Clone)]
+pub(crate) struct Authentication(pub(crate) Result<Principal, Failure>);
+
+/// Resolves the bearer credential of `req` (RFC 6750 2.1).
+pub(crate) async fn authenticate(
+    state: &AppState,
+    req: &actix_web::HttpRequest,
+) -> Result<Principal, Failure> {
+    let token = bearer(req).ok_or(Failure::Missing)?;
+    let resolved = state
+        .credentials
+        .resolve(&token, state.client_ip(req), Utc::now())
+        .await
+        .map_err(|e| {
+            log::error!("/v1 authentication: {e}");
+            Failure::Unavailable
+        })?;
+    principal::principal_of(resolved).map_err(|e| match e {
+        ApiError::Forbidden(m) => Failure::IpRefused(m),
+        _ => Failure::Invalid,
+    })
+}
+
+fn set_headers(headers: &mut HeaderMap, d: &Decision) {
+    let pairs = [
+        ("x-ratelimit-limit", d.limit.to_string()),
+        ("x-ratelimit-remaining", d.remaining.to_string()),
+        ("x-ratelimit-reset", d.reset_epoch_secs().to_string()),
+    ];
+    for (name, value) in pairs {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+}
+
+pub async fn rate_limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    };
+    let auth = authenticate(&state, req.request()).await;
+    let decision = if state.settings.rate_limits {
+        let (key, limit) = match &auth {
+            Ok(p) => (p.account.key.clone(), p.account.plan.limit()),
+            Err(_) => (
+                state
+                    .client_ip(req.request())
+                    .map_or_else(|| "ip:unknown".to_owned(), ip_key),
+                state.settings.auth_failures_per_min,
+            ),
+        };
+        let now = Utc::now().timestamp_micros();
+        let decision = state.limiter.check(&key, limit, now).await;
+        if !decision.allowed {
+            let mut resp = ApiError::RateLimited(format!(
+                "Rate limit exceeded: {} requests per minute; retry in {} s",
+                decision.limit,
+                decision.retry_after_secs()
+            ))
+            .error_response();
+            set_headers(resp.headers_mut(), &decision);
+            if let Ok(v) = HeaderValue::from_str(&decision.retry_after_secs().to_string()) {
+                resp.headers_mut().insert(RETRY_AFTER, v);
+            }
+            return Ok(req.into_response(resp));
+        }
+        Some(decision)
+    } else {
+        None
+    };
+    if let Ok(p) = &auth {
+        if let Some(key_id) = p.api_key_id() {
+            state.usage.record(key_id, Utc::now().naive_utc());
+        }
+    }
+    req.extensions_mut().insert(Authentication(auth));
+    let mut res = next.call(req).await?.map_into_boxed_body();
+    if let Some(d) = decision {
+        set_headers(res.headers_mut(), &d);
+    }
+    Ok(res)
+}
