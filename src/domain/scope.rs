@@ -96,6 +96,12 @@ impl ScopeSet {
         self.0.is_subset(&other.0)
     }
 
+    /// Whether holding `self` is enough for `other`: `self` contains
+    /// `admin` (which implies every scope), or `other` is a subset of it.
+    pub fn covers(&self, other: &ScopeSet) -> bool {
+        self.contains(Scope::Admin) || other.is_subset(self)
+    }
+
     pub fn intersection(&self, other: &ScopeSet) -> ScopeSet {
         Self(self.0.intersection(&other.0).copied().collect())
     }
@@ -139,6 +145,17 @@ mod tests {
         let err = ScopeSet::parse("requests:read openid").unwrap_err();
         assert!(err.contains("openid"));
         assert!(ScopeSet::parse("Requests:Read").is_err());
+    }
+
+    #[test]
+    fn admin_covers_every_scope_and_otherwise_covering_is_containing() {
+        let admin = ScopeSet::parse("admin").unwrap();
+        let reader = ScopeSet::parse("requests:read").unwrap();
+        let both = ScopeSet::parse("requests:read users:write").unwrap();
+        assert!(admin.covers(&both));
+        assert!(both.covers(&reader));
+        assert!(!reader.covers(&both));
+        assert!(reader.covers(&ScopeSet::default()));
     }
 
     #[test]
