@@ -20,6 +20,9 @@ use crate::db::RunError;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// A body larger than its endpoint accepts: 413, code `BAD_REQUEST`.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -44,7 +47,7 @@ impl std::fmt::Debug for ApiError {
 impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest(_) => "BAD_REQUEST",
+            ApiError::BadRequest(_) | ApiError::PayloadTooLarge(_) => "BAD_REQUEST",
             ApiError::Unauthorized(_) => "UNAUTHORIZED",
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::NotFound(_) => "NOT_FOUND",
@@ -93,6 +96,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,

@@ -23,6 +23,7 @@ use crate::http::security_headers;
 use crate::maintenance;
 use crate::ratelimit::redis::RedisStore;
 use crate::ratelimit::Limiter;
+use crate::routes::surface::oauth_json_endpoint;
 use crate::routes::{health, oauth, register, static_files, v1, web as pages, well_known};
 use crate::state::{AppState, ClientCache, ServerKeys};
 use crate::telemetry::access_log;
@@ -154,18 +155,29 @@ impl Application {
                 // Changing a path here means changing the server metadata too.
                 .route("/oauth/authorize", web::get().to(oauth::authorize))
                 .route("/oauth/authorize", web::post().to(oauth::authorize))
-                .route("/oauth/token", web::post().to(oauth::token_post))
-                .route("/oauth/introspect", web::post().to(oauth::introspect_post))
-                .route("/oauth/revoke", web::post().to(oauth::revoke_post))
-                .route("/oauth/register", web::post().to(register::register))
-                .route("/oauth/register/{client_id}", web::get().to(register::read))
-                .route(
-                    "/oauth/register/{client_id}",
-                    web::put().to(register::update),
+                // The JSON endpoints: each error, whatever its cause, in the
+                // RFC 6749 5.2 body, and a body over the limit is 413.
+                .service(
+                    oauth_json_endpoint("/oauth/token", oauth::TOKEN_BODY_LIMIT)
+                        .route(web::post().to(oauth::token_post)),
                 )
-                .route(
-                    "/oauth/register/{client_id}",
-                    web::delete().to(register::delete),
+                .service(
+                    oauth_json_endpoint("/oauth/introspect", oauth::TOKEN_BODY_LIMIT)
+                        .route(web::post().to(oauth::introspect_post)),
+                )
+                .service(
+                    oauth_json_endpoint("/oauth/revoke", oauth::TOKEN_BODY_LIMIT)
+                        .route(web::post().to(oauth::revoke_post)),
+                )
+                .service(
+                    oauth_json_endpoint("/oauth/register", register::BODY_LIMIT)
+                        .route(web::post().to(register::register)),
+                )
+                .service(
+                    oauth_json_endpoint("/oauth/register/{client_id}", register::BODY_LIMIT)
+                        .route(web::get().to(register::read))
+                        .route(web::put().to(register::update))
+                        .route(web::delete().to(register::delete)),
                 )
                 .route("/.well-known/jwks.json", web::get().to(well_known::jwks))
                 .route(
@@ -174,9 +186,8 @@ impl Application {
                 )
                 .route("/docs", web::get().to(pages::home::docs))
                 .service(
-                    web::scope("/v1")
+                    v1::scope()
                         .wrap(from_fn(v1::limits::rate_limit))
-                        .configure(v1::configure_extractors)
                         .configure(v1::routes)
                         .configure(extra_v1.clone())
                         .default_service(web::to(v1::not_found)),

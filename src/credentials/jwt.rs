@@ -14,7 +14,7 @@ use jsonwebtoken::jwk::{
     EllipticCurveKeyType, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
 };
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use p256::ecdsa::SigningKey;
+use p256::ecdsa::{Signature, SigningKey};
 use p256::elliptic_curve::rand_core::OsRng;
 use p256::pkcs8::EncodePrivateKey;
 use serde::{Deserialize, Serialize};
@@ -192,11 +192,12 @@ impl KeyRing {
         &self.jwks
     }
 
+    /// Signs `claims`; the signature is always low-S (see [`has_low_s`]).
     pub fn sign(&self, claims: &AccessClaims) -> anyhow::Result<String> {
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
         header.kid = Some(self.signing_kid.clone());
-        Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+        to_low_s(jsonwebtoken::encode(&header, claims, &self.encoding)?)
     }
 
     /// Whether the token's header names a key of this ring (no signature
@@ -221,6 +222,10 @@ impl KeyRing {
             hash.update((part.len() as u64).to_be_bytes());
             hash.update(part.as_bytes());
         }
+        // Before the map: a high-S twin must never be answered from it.
+        if !has_low_s(token) {
+            return Err(JwtError::Signature);
+        }
         let key: [u8; 32] = hash.finalize().into();
         let hit = self.verified.read().ok().and_then(|m| m.get(&key).cloned());
         if let Some(claims) = hit {
@@ -242,8 +247,9 @@ impl KeyRing {
     /// Verifies an access token (RFC 9068 4): `typ` must be `at+jwt`, the
     /// `kid` one of ours, the algorithm ES256 (pinned per key: `none`, HS256
     /// signed with our public key, or any other algorithm is refused), the
-    /// signature valid, `iss` and `aud` ours, and `exp` not past (with
-    /// [`LEEWAY_SECS`]). `now` is seconds since the epoch.
+    /// signature valid and low-S ([`has_low_s`]), `iss` and `aud` ours, and
+    /// `exp` not past (with [`LEEWAY_SECS`]). `now` is seconds since the
+    /// epoch.
     pub fn verify(
         &self,
         token: &str,
@@ -264,6 +270,9 @@ impl KeyRing {
         }
         if header.alg != Algorithm::ES256 {
             return Err(JwtError::Algorithm);
+        }
+        if !has_low_s(token) {
+            return Err(JwtError::Signature);
         }
         let key = header
             .kid
@@ -290,6 +299,39 @@ impl KeyRing {
             return Err(JwtError::Expired);
         }
         Ok(data.claims)
+    }
+}
+
+/// The ES256 signature of a compact JWS (RFC 7518 3.4: "the JWS Signature
+/// value MUST be a 64-octet sequence", R || S), decoded strictly (canonical
+/// unpadded base64url only).
+fn signature_of(token: &str) -> Option<Signature> {
+    let (_, encoded) = token.rsplit_once('.')?;
+    let raw = URL_SAFE_NO_PAD.decode(encoded).ok()?;
+    Signature::from_slice(&raw).ok()
+}
+
+/// Whether the token's ES256 signature has a low S (s <= n/2). ECDSA
+/// verifies (r, s) and (r, n - s) alike, so without this every token has a
+/// second spelling, a different string with the same claims and `jti`,
+/// which defeats anything keyed on the token's bytes (the verification
+/// cache, a deny list of token hashes). Our signatures are normalised to low
+/// S when signed ([`to_low_s`]); only low S is accepted (as BIP 62 does).
+pub fn has_low_s(token: &str) -> bool {
+    signature_of(token).is_some_and(|sig| sig.normalize_s().is_none())
+}
+
+/// A freshly signed token with its signature in low-S form: ECDSA signers
+/// (aws-lc's included) emit either form.
+fn to_low_s(token: String) -> anyhow::Result<String> {
+    let sig = signature_of(&token)
+        .ok_or_else(|| anyhow::anyhow!("the signer produced no ES256 signature"))?;
+    match (sig.normalize_s(), token.rsplit_once('.')) {
+        (Some(low), Some((signed, _))) => Ok(format!(
+            "{signed}.{}",
+            URL_SAFE_NO_PAD.encode(low.to_bytes())
+        )),
+        _ => Ok(token),
     }
 }
 
@@ -333,6 +375,78 @@ mod tests {
         bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(bytes).unwrap();
         assert!(ring.verify_cached(&tampered, ISS, ISS, NOW).is_err());
+    }
+
+    /// The same token with S replaced by n - S: a valid ECDSA signature of
+    /// the same bytes.
+    fn high_s_twin(token: &str) -> String {
+        let (signed, _) = token.rsplit_once('.').unwrap();
+        let sig = signature_of(token).unwrap();
+        let (r, s) = sig.split_scalars();
+        let twin = Signature::from_scalars(r, -s).unwrap();
+        assert!(twin.normalize_s().is_some(), "the twin is high-S");
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(twin.to_bytes()))
+    }
+
+    #[test]
+    fn every_signature_is_low_s() {
+        let (ring, _) = ring();
+        for i in 0..200 {
+            let mut c = claims();
+            c.jti = format!("j{i}");
+            let token = ring.sign(&c).unwrap();
+            let sig = signature_of(&token).unwrap();
+            assert!(sig.normalize_s().is_none(), "high S: {token}");
+            assert_eq!(ring.verify(&token, ISS, ISS, NOW).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn the_high_s_twin_of_a_valid_token_is_refused_cached_or_not() {
+        let (ring, row) = ring();
+        let token = ring.sign(&claims()).unwrap();
+        let twin = high_s_twin(&token);
+        assert_ne!(twin, token);
+        // The twin is a valid ECDSA signature: only the low-S rule refuses it.
+        let key = DecodingKey::from_jwk(&serde_json::from_str(&row.public_jwk).unwrap()).unwrap();
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_audience(&[ISS]);
+        validation.validate_exp = false;
+        assert!(jsonwebtoken::decode::<AccessClaims>(&twin, &key, &validation).is_ok());
+
+        assert_eq!(ring.verify(&twin, ISS, ISS, NOW), Err(JwtError::Signature));
+        assert_eq!(
+            ring.verify_cached(&twin, ISS, ISS, NOW),
+            Err(JwtError::Signature)
+        );
+        // Still refused once the original is in the verification cache.
+        assert_eq!(ring.verify_cached(&token, ISS, ISS, NOW).unwrap(), claims());
+        assert_eq!(
+            ring.verify_cached(&twin, ISS, ISS, NOW),
+            Err(JwtError::Signature)
+        );
+        assert_eq!(ring.verify(&twin, ISS, ISS, NOW), Err(JwtError::Signature));
+    }
+
+    #[test]
+    fn a_signature_in_non_canonical_base64url_is_refused() {
+        let (ring, _) = ring();
+        let token = ring.sign(&claims()).unwrap();
+        // 64 bytes are 86 characters; the last one carries 2 bits, its 4
+        // low bits are zero. Setting one gives another spelling of the same
+        // bytes to a lenient decoder.
+        let mut bytes = token.clone().into_bytes();
+        let last = bytes.len() - 1;
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let value = alphabet.iter().position(|&c| c == bytes[last]).unwrap();
+        assert_eq!(value & 0b1111, 0);
+        bytes[last] = alphabet[value | 1];
+        let respelled = String::from_utf8(bytes).unwrap();
+        assert_eq!(
+            ring.verify(&respelled, ISS, ISS, NOW),
+            Err(JwtError::Signature)
+        );
+        assert!(ring.verify_cached(&respelled, ISS, ISS, NOW).is_err());
     }
 
     fn ring() -> (KeyRing, SigningKeyRow) {

@@ -63,9 +63,16 @@ impl RedirectUri {
 
     /// Whether `requested` may be used with this registration: the exact
     /// string (RFC 9700 4.1.3), or, for loopback http redirects of native
-    /// (public) clients, the same URI with any port (RFC 8252 7.3: "The
+    /// (public) clients, the same string with any port (RFC 8252 7.3: "The
     /// authorization server MUST allow any port to be specified at the time of
-    /// the request for loopback IP redirect URIs").
+    /// the request for loopback IP redirect URIs"; RFC 9700 2.1: "authorization
+    /// servers MUST utilize exact string matching except for port numbers in
+    /// localhost redirection URIs of native apps").
+    ///
+    /// Only the port varies: scheme, host and the rest are compared byte for
+    /// byte as registered. Nothing is parsed into a URL first, which would
+    /// normalise `127.1`, `0x7f000001` or `/cb/../cb` into the registered
+    /// form and accept them.
     pub fn matches(&self, requested: &str, allow_any_loopback_port: bool) -> bool {
         if self.raw == requested {
             return true;
@@ -73,18 +80,51 @@ impl RedirectUri {
         if !(allow_any_loopback_port && self.loopback) {
             return false;
         }
-        match (url::Url::parse(&self.raw), RedirectUri::parse(requested)) {
-            (Ok(mut registered), Ok(req)) if req.loopback => {
-                let Ok(mut requested) = url::Url::parse(&req.raw) else {
-                    return false;
-                };
-                let ports_cleared =
-                    registered.set_port(None).is_ok() && requested.set_port(None).is_ok();
-                ports_cleared && registered == requested
+        match (split_port(&self.raw), split_port(requested)) {
+            (Some(registered), Some(requested)) => {
+                registered.origin == requested.origin && registered.rest == requested.rest
             }
             _ => false,
         }
     }
+}
+
+/// A URI split textually around its port: `scheme://host`, the port, and
+/// everything after the authority (path, query).
+struct PortSplit<'a> {
+    origin: &'a str,
+    rest: &'a str,
+}
+
+/// Splits `uri` around the port of its authority, without normalising
+/// anything. `None` when there is no `scheme://` or the port is not a
+/// canonical decimal port (1 to 65535, no sign, no leading zero), so that
+/// `127.0.0.1:80@evil.example` never counts as a port.
+fn split_port(uri: &str) -> Option<PortSplit<'_>> {
+    let authority_start = uri.find("://")? + 3;
+    let authority_end = uri[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(uri.len(), |i| authority_start + i);
+    let authority = &uri[authority_start..authority_end];
+    let host_len = if authority.starts_with('[') {
+        authority.find(']')? + 1
+    } else {
+        authority.find(':').unwrap_or(authority.len())
+    };
+    let port = &authority[host_len..];
+    if !port.is_empty() {
+        let digits = port.strip_prefix(':')?;
+        let canonical = !digits.starts_with('0')
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && digits.parse::<u16>().is_ok_and(|p| p > 0);
+        if !canonical {
+            return None;
+        }
+    }
+    Some(PortSplit {
+        origin: &uri[..authority_start + host_len],
+        rest: &uri[authority_end..],
+    })
 }
 
 impl AsRef<str> for RedirectUri {
@@ -144,6 +184,61 @@ mod tests {
         ] {
             assert!(!r.matches(other, true), "{other}");
         }
+    }
+
+    #[test]
+    fn loopback_matching_compares_everything_but_the_port_as_registered() {
+        for registered in ["http://127.0.0.1/cb", "http://127.0.0.1:5000/cb"] {
+            let r = RedirectUri::parse(registered).unwrap();
+            // Only the port may vary: another one, or none.
+            for ok in [
+                "http://127.0.0.1:5555/cb",
+                "http://127.0.0.1:65535/cb",
+                "http://127.0.0.1/cb",
+            ] {
+                assert!(r.matches(ok, true), "{registered} vs {ok}");
+            }
+            for bad in [
+                // Other spellings of the same address.
+                "http://127.1:5555/cb",
+                "http://0x7f000001:5555/cb",
+                "http://2130706433:5555/cb",
+                "http://0177.0.0.1:5555/cb",
+                "http://127.0.0.01:5555/cb",
+                // Dot segments, case, slashes, percent-encoding.
+                "http://127.0.0.1:5555/cb/../cb",
+                "http://127.0.0.1:5555/./cb",
+                "http://127.0.0.1:5555/cb/",
+                "http://127.0.0.1:5555/CB",
+                "http://127.0.0.1:5555//cb",
+                "http://127.0.0.1:5555/%63b",
+                "http://127.0.0.1:5555/c%62",
+                "HTTP://127.0.0.1:5555/cb",
+                // A query or fragment the registration does not have.
+                "http://127.0.0.1:5555/cb?x=1",
+                "http://127.0.0.1:5555/cb?",
+                "http://127.0.0.1:5555/cb#x",
+                // Userinfo, and ports that are not ports.
+                "http://x@127.0.0.1:5555/cb",
+                "http://127.0.0.1:5555@evil.example/cb",
+                "http://127.0.0.1:/cb",
+                "http://127.0.0.1:05555/cb",
+                "http://127.0.0.1:+5555/cb",
+                "http://127.0.0.1:0/cb",
+                "http://127.0.0.1:65536/cb",
+                "http://127.0.0.1:5555\\@evil.example/cb",
+                // Another host or scheme.
+                "http://127.0.0.2:5555/cb",
+                "https://127.0.0.1:5555/cb",
+                "http://localhost:5555/cb",
+            ] {
+                assert!(!r.matches(bad, true), "{registered} vs {bad}");
+            }
+        }
+        let v6 = RedirectUri::parse("http://[::1]/cb").unwrap();
+        assert!(v6.matches("http://[::1]:5555/cb", true));
+        assert!(!v6.matches("http://[0:0:0:0:0:0:0:1]:5555/cb", true));
+        assert!(!v6.matches("http://[::1]5555/cb", true));
     }
 
     #[test]

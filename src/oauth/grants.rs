@@ -137,17 +137,20 @@ pub fn authorization_code(
         .ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
     let code_id = tokens::hash_secret(code);
     let row = AuthorizationCodeRow::find(conn, &code_id)?.ok_or_else(invalid_code)?;
+    // RFC 6749 4.1.3: "ensure that the authorization code was issued to the
+    // authenticated confidential client, or if the client is public, ensure
+    // that the code was issued to client_id in the request". First of all:
+    // a code of another client is just invalid, and may not trigger the
+    // replay revocation below (anyone holding a public client_id could
+    // otherwise end other users' grants with a leaked used code).
+    if row.client_id != client.id {
+        return Err(invalid_code());
+    }
     // RFC 6749 4.1.2: "If an authorization code is used more than once, the
     // authorization server MUST deny the request and SHOULD revoke (when
     // possible) all tokens previously issued based on that authorization code."
     if row.used_at.is_some() {
         revoke_for_code(conn, &code_id, now)?;
-        return Err(invalid_code());
-    }
-    // RFC 6749 4.1.3: "ensure that the authorization code was issued to the
-    // authenticated confidential client, or if the client is public, ensure
-    // that the code was issued to client_id in the request".
-    if row.client_id != client.id {
         return Err(invalid_code());
     }
     // RFC 6749 4.1.3: "verify that the authorization code is valid" (60 s).
@@ -191,7 +194,9 @@ pub fn authorization_code(
     match committed {
         Ok(()) => {}
         Err(TxError::Lost) => {
-            // A concurrent redemption won: this one is a replay.
+            // A concurrent redemption won: this one is a replay, by the
+            // code's own client (checked above, RFC 6749 4.1.3, before
+            // anything could be revoked).
             revoke_for_code(conn, &code_id, now)?;
             return Err(invalid_code());
         }

@@ -161,6 +161,9 @@ pub fn initial_access(resolved: Option<Resolved>) -> Result<Registrar, Registrat
     }
 }
 
+/// The scope of a client registered without `scope`.
+pub const DEFAULT_SCOPE: Scope = Scope::RequestsRead;
+
 /// How the client authenticates at the token endpoint (RFC 7591 2): `none`
 /// makes a public client.
 fn is_public(meta: &ClientMetadata) -> Result<bool, RegistrationError> {
@@ -220,20 +223,35 @@ fn validate(meta: &ClientMetadata, ceiling: &ScopeSet) -> Result<NewClient, Regi
             "the authorization_code grant needs redirect_uris".into(),
         ));
     }
-    // Absent: everything the credential holds except `admin`, which a
-    // client gets only when it asks for it explicitly.
     let scope = match &meta.scope {
-        Some(raw) => ScopeSet::parse(raw).map_err(bad)?,
-        None => ceiling.iter().filter(|s| *s != Scope::Admin).collect(),
+        Some(raw) => {
+            let asked = ScopeSet::parse(raw).map_err(bad)?;
+            if asked.is_empty() {
+                return Err(bad("no scope to grant".into()));
+            }
+            if !ceiling.covers(&asked) {
+                return Err(bad(
+                    "scope may not be wider than the registering credential holds".into(),
+                ));
+            }
+            asked
+        }
+        // RFC 7591 2: "If omitted, an authorization server MAY register a
+        // client with a default set of scopes." Ours is the least one,
+        // `requests:read`; anything more is asked for by name. (It used to
+        // be everything the registrar held but `admin`, `users:write`
+        // included: a client registered with defaults could manage users.)
+        None => {
+            let default = ScopeSet::from_iter([DEFAULT_SCOPE]);
+            if !ceiling.covers(&default) {
+                return Err(bad(format!(
+                    "scope is omitted and the default, {}, is more than the credential holds: name the scope",
+                    DEFAULT_SCOPE.as_str()
+                )));
+            }
+            default
+        }
     };
-    if scope.is_empty() {
-        return Err(bad("no scope to grant".into()));
-    }
-    if !ceiling.covers(&scope) {
-        return Err(bad(
-            "scope may not be wider than the registering credential holds".into(),
-        ));
-    }
     let mut new = NewClient::parse(ClientRequest {
         name: meta
             .client_name
@@ -336,6 +354,24 @@ pub fn update(
         meta_now.token_endpoint_auth_method = Some("none".into());
     }
     let new = validate(&meta_now, &client.scopes())?;
+    // An update may narrow the grant types, never widen them: with its
+    // registration access token alone, a client must not make itself a
+    // client_credentials service (or start using refresh tokens) that the
+    // registrar never approved. RFC 7592 2.2: "Omitted fields MUST be treated
+    // as null or empty values by the server", so omitted grant_types is the
+    // registration default, authorization_code, and is checked the same way.
+    let added: Vec<&str> = new
+        .grant_types
+        .iter()
+        .filter(|g| !client.allows_grant(**g))
+        .map(|g| g.as_str())
+        .collect();
+    if !added.is_empty() {
+        return Err(RegistrationError::InvalidClientMetadata(format!(
+            "grant_types may only narrow on update; not registered for: {}",
+            added.join(" ")
+        )));
+    }
     let grant_types: Vec<&str> = new.grant_types.iter().map(|g| g.as_str()).collect();
     conn.transaction(|conn| {
         diesel::update(clients::table.find(&client.id))

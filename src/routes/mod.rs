@@ -5,6 +5,7 @@ pub mod health;
 pub mod oauth;
 pub mod register;
 pub mod static_files;
+pub mod surface;
 pub mod v1;
 pub mod web;
 pub mod well_known;

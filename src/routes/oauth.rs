@@ -27,7 +27,8 @@ use crate::routes::web::session::MaybeSignedIn;
 use crate::routes::web::{render, see_other};
 use crate::state::AppState;
 
-/// Largest token request body.
+/// Largest body of a token, introspection or revocation request (larger:
+/// 413, see `routes::surface`).
 pub const TOKEN_BODY_LIMIT: usize = 16 * 1024;
 
 #[derive(Serialize)]
@@ -129,11 +130,6 @@ fn read_form(req: &HttpRequest, body: &[u8]) -> Result<(FormParams, Option<Strin
     if !form {
         return Err(OAuthError::InvalidRequest(
             "the body must be application/x-www-form-urlencoded".into(),
-        ));
-    }
-    if body.len() > TOKEN_BODY_LIMIT {
-        return Err(OAuthError::InvalidRequest(
-            "the request body is too large".into(),
         ));
     }
     let params = FormParams::parse(body)?;

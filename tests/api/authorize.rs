@@ -141,6 +141,29 @@ async fn public_client_loopback_redirect_accepts_any_port() {
 }
 
 #[tokio::test]
+async fn loopback_redirect_spellings_other_than_the_registered_one_are_an_html_400() {
+    // Registered: http://127.0.0.1/cb. RFC 8252 7.3 lets only the port vary.
+    let flow = Flow::new(Role::Agent, SCOPE, true).await;
+    let (_, challenge) = pkce();
+    for uri in [
+        "http://127.1:53127/cb",
+        "http://0x7f000001:53127/cb",
+        "http://127.0.0.1:53127/cb/../cb",
+        "http://127.0.0.1:53127/%63b",
+    ] {
+        let req =
+            AuthRequest::new(&flow.client_id, Some(&challenge)).with("redirect_uri", Some(uri));
+        let resp = flow.get(&req).await;
+        assert_eq!(resp.status(), 400, "{uri}");
+        assert!(resp.headers().get("location").is_none(), "{uri}");
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+    }
+}
+
+#[tokio::test]
 async fn confidential_client_loopback_redirect_needs_the_exact_port() {
     let flow = Flow::new(Role::Agent, SCOPE, false).await;
     let req = AuthRequest::new(&flow.client_id, None)

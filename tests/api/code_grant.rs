@@ -210,6 +210,68 @@ async fn replayed_code_is_invalid_grant_and_revokes_its_tokens() {
 }
 
 #[tokio::test]
+async fn another_client_presenting_a_used_code_revokes_nothing() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let code = flow.code(&AuthRequest::new(&flow.client_id, None)).await;
+    let first: Value = flow.exchange(&code, None).await.json().await.unwrap();
+    let access = first["access_token"].as_str().unwrap();
+    let refresh = first["refresh_token"].as_str().unwrap();
+
+    // A public client (client_id only) and a confidential one present the
+    // victim client's used code.
+    let (public_id, _) = flow
+        .app
+        .create_client(SCOPE, &["authorization_code"], true)
+        .await;
+    let (other_id, other_secret) = flow
+        .app
+        .create_client(SCOPE, &["authorization_code"], false)
+        .await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+    ];
+    let mut public_form = form.to_vec();
+    public_form.push(("client_id", public_id.as_str()));
+    let as_public = flow
+        .app
+        .client
+        .post(flow.app.url("/oauth/token"))
+        .form(&public_form)
+        .send()
+        .await
+        .unwrap();
+    assert_token_error(as_public, 400, "invalid_grant").await;
+    let as_confidential = flow
+        .app
+        .client
+        .post(flow.app.url("/oauth/token"))
+        .basic_auth(&other_id, other_secret.as_deref())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_token_error(as_confidential, 400, "invalid_grant").await;
+
+    // RFC 6749 4.1.3: the code is not theirs, so its grant stays: the access
+    // token is active and the refresh token works.
+    let revoked: Vec<Option<chrono::NaiveDateTime>> = flow
+        .app
+        .with_conn(|conn| grants::table.select(grants::revoked_at).load(conn).unwrap())
+        .await;
+    assert!(revoked.iter().all(Option::is_none), "{revoked:?}");
+    let body = crate::introspect::introspect(&flow, crate::introspect::own(&flow), access).await;
+    assert_eq!(body["active"], true, "{body}");
+    assert_eq!(flow.refresh(refresh, None).await.status(), 200);
+
+    // The code's own client replaying it still revokes the grant.
+    assert_token_error(flow.exchange(&code, None).await, 400, "invalid_grant").await;
+    let body = crate::introspect::introspect(&flow, crate::introspect::own(&flow), access).await;
+    assert_eq!(body["active"], false, "{body}");
+}
+
+#[tokio::test]
 async fn twenty_parallel_redemptions_of_one_code_give_exactly_one_token() {
     let flow = Flow::new(Role::Agent, SCOPE, false).await;
     let (verifier, challenge) = pkce();

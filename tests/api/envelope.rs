@@ -107,7 +107,7 @@ async fn malformed_json_is_a_400_envelope() {
 }
 
 #[tokio::test]
-async fn oversized_json_is_a_400_envelope() {
+async fn oversized_json_is_a_413_envelope() {
     let app = spawn_with_json_routes().await;
     let big = serde_json::json!({ "pad": "x".repeat(100 * 1024) });
     let resp = app
@@ -117,7 +117,8 @@ async fn oversized_json_is_a_400_envelope() {
         .send()
         .await
         .unwrap();
-    let message = assert_envelope_error(resp, 400, "BAD_REQUEST").await;
+    // spec: "A body too large for its endpoint is 413 with code BAD_REQUEST".
+    let message = assert_envelope_error(resp, 413, "BAD_REQUEST").await;
     assert!(message.contains("larger than"), "{message}");
 }
 

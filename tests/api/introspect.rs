@@ -605,3 +605,42 @@ async fn a_token_signed_with_a_key_this_instance_has_not_loaded_yet_is_active() 
         true
     );
 }
+
+/// `token` with its ES256 signature (r, s) replaced by (r, n - s): a valid
+/// ECDSA signature of the same bytes, with the high S when `token`'s is low.
+fn signature_twin(token: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use p256::ecdsa::Signature;
+    let (signed, sig) = token.rsplit_once('.').unwrap();
+    let sig = Signature::from_slice(&URL_SAFE_NO_PAD.decode(sig).unwrap()).unwrap();
+    let (r, s) = sig.split_scalars();
+    let twin = Signature::from_scalars(r, -s).unwrap();
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(twin.to_bytes()))
+}
+
+#[tokio::test]
+async fn the_high_s_twin_of_an_access_token_is_inactive_and_gets_401() {
+    // Both verification paths: the database one and the cached one (caller
+    // and keys in memory), where the original is verified and remembered first.
+    for flow in [
+        Flow::new(Role::Agent, SCOPE, false).await,
+        cached_flow().await,
+    ] {
+        let access = flow.access_token(SCOPE).await;
+        let twin = signature_twin(&access);
+        assert_ne!(twin, access);
+        assert_eq!(introspect(&flow, own(&flow), &access).await["active"], true);
+        assert_eq!(introspect(&flow, own(&flow), &twin).await, inactive());
+        let (service, service_secret) = service(&flow, true).await;
+        assert_eq!(
+            introspect(&flow, (&service, &service_secret), &twin).await,
+            inactive()
+        );
+        let me = crate::v1_keys::me(&flow.app, &access).await;
+        assert_eq!(me.data(200)["id"], flow.user_id);
+        crate::v1_keys::me(&flow.app, &twin)
+            .await
+            .assert_error(401, "UNAUTHORIZED");
+    }
+}

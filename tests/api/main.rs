@@ -5,6 +5,7 @@
 
 mod apps;
 mod authorize;
+mod bodies;
 mod browser;
 mod cli;
 mod code_grant;

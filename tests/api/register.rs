@@ -368,7 +368,7 @@ async fn deleting_a_client_makes_its_tokens_inactive_at_once() {
 }
 
 #[tokio::test]
-async fn omitted_scope_defaults_to_the_credentials_scopes_without_admin() {
+async fn omitted_scope_defaults_to_requests_read_and_admin_only_when_asked() {
     let (flow, token) = admin_flow().await;
     let mut meta = confidential();
     meta.as_object_mut().unwrap().remove("scope");
@@ -378,4 +378,138 @@ async fn omitted_scope_defaults_to_the_credentials_scopes_without_admin() {
     meta["scope"] = json!("requests:read admin");
     let info: Value = post(&flow, Some(&token), &meta).await.json().await.unwrap();
     assert_eq!(info["scope"], "requests:read admin");
+}
+
+/// A registrar whose token holds every scope, `users:write` included.
+async fn wide_admin_flow() -> (Flow, String) {
+    let all = "requests:read requests:write users:read users:write admin";
+    let flow = Flow::new(Role::Admin, all, false).await;
+    let token = flow.tokens(all).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (flow, token)
+}
+
+#[tokio::test]
+async fn omitted_scope_is_requests_read_whatever_the_registrar_holds() {
+    let (flow, token) = wide_admin_flow().await;
+    let meta = json!({
+        "client_name": "Defaults",
+        "redirect_uris": [REDIRECT],
+    });
+    let resp = post(&flow, Some(&token), &meta).await;
+    assert_eq!(resp.status(), 201);
+    let info: Value = resp.json().await.unwrap();
+    assert_eq!(info["scope"], "requests:read");
+    assert_eq!(info["grant_types"], json!(["authorization_code"]));
+    let id = info["client_id"].as_str().unwrap().to_owned();
+    let stored: Client = flow
+        .app
+        .with_conn(move |conn| Client::find(conn, &id).unwrap().unwrap())
+        .await;
+    assert_eq!(stored.scopes, "requests:read");
+
+    // A credential holding only `admin` covers the default too.
+    let admin_only = flow.tokens("admin").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let info: Value = post(&flow, Some(&admin_only), &meta)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["scope"], "requests:read");
+}
+
+#[tokio::test]
+async fn an_update_cannot_add_a_grant_type_the_client_was_not_registered_with() {
+    let (flow, token) = wide_admin_flow().await;
+    // Registered with defaults: authorization_code only.
+    let resp = post(
+        &flow,
+        Some(&token),
+        &json!({"client_name": "Defaults", "redirect_uris": [REDIRECT]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    let info: Value = resp.json().await.unwrap();
+    let (id, secret, rat) = (
+        info["client_id"].as_str().unwrap(),
+        info["client_secret"].as_str().unwrap(),
+        info["registration_access_token"].as_str().unwrap(),
+    );
+    for grants in [
+        json!(["authorization_code", "client_credentials"]),
+        json!(["client_credentials"]),
+        json!(["authorization_code", "refresh_token"]),
+    ] {
+        let resp = manage(&flow, reqwest::Method::PUT, &info, rat)
+            .json(&json!({
+                "client_id": id,
+                "client_name": "Defaults",
+                "redirect_uris": [REDIRECT],
+                "grant_types": grants,
+                "scope": "requests:read",
+            }))
+            .send()
+            .await
+            .unwrap();
+        error_of(resp, 400, "invalid_client_metadata").await;
+    }
+    // Nothing changed, and the client still cannot use client_credentials.
+    let read: Value = manage(&flow, reqwest::Method::GET, &info, rat)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["grant_types"], json!(["authorization_code"]));
+    error_of(
+        client_credentials(&flow, id, secret).await,
+        400,
+        "unauthorized_client",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_update_may_narrow_the_grant_types() {
+    let (flow, token) = admin_flow().await;
+    let info = registered(&flow, &token).await; // all three grant types
+    let (id, secret, rat) = (
+        info["client_id"].as_str().unwrap(),
+        info["client_secret"].as_str().unwrap(),
+        info["registration_access_token"].as_str().unwrap(),
+    );
+    let resp = manage(&flow, reqwest::Method::PUT, &info, rat)
+        .json(&json!({
+            "client_id": id,
+            "client_name": "Zapier",
+            "grant_types": ["client_credentials"],
+            "response_types": [],
+            "scope": "requests:read",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let updated: Value = resp.json().await.unwrap();
+    assert_eq!(updated["grant_types"], json!(["client_credentials"]));
+    assert_eq!(client_credentials(&flow, id, secret).await.status(), 200);
+    // Omitted grant_types is the default, authorization_code, which this
+    // client no longer has: refused, not silently widened.
+    let resp = manage(&flow, reqwest::Method::PUT, &info, rat)
+        .json(&json!({
+            "client_id": id,
+            "client_name": "Zapier",
+            "redirect_uris": [REDIRECT],
+            "scope": "requests:read",
+        }))
+        .send()
+        .await
+        .unwrap();
+    error_of(resp, 400, "invalid_client_metadata").await;
 }

@@ -302,7 +302,8 @@ async fn malformed_token_requests_are_invalid_request_never_500() {
         .send()
         .await
         .unwrap();
-    assert_oauth_error(resp, 400, "invalid_request").await;
+    // A body over the 16 KiB limit: 413 (routes::surface), still invalid_request.
+    assert_oauth_error(resp, 413, "invalid_request").await;
 }
 
 #[tokio::test]

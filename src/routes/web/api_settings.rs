@@ -177,7 +177,9 @@ fn web_error(e: ApiError) -> WebError {
     match e {
         ApiError::NotFound(_) => WebError::NotFound,
         ApiError::Forbidden(_) | ApiError::Unauthorized(_) => WebError::Forbidden,
-        ApiError::BadRequest(m) | ApiError::RateLimited(m) => WebError::BadRequest(m),
+        ApiError::BadRequest(m) | ApiError::PayloadTooLarge(m) | ApiError::RateLimited(m) => {
+            WebError::BadRequest(m)
+        }
         ApiError::Internal(e) => WebError::Internal(e),
     }
 }

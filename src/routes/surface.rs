@@ -1,0 +1,320 @@
+//! One rule per surface for the errors that arise before or around a
+//! handler: a body too large, a wrong content type, a body that does not
+//! decode, a method the path does not serve. actix answers those in plain
+//! text by default; here every surface keeps its own shape:
+//!
+//! - the OAuth JSON endpoints (token, introspection, revocation,
+//!   registration; [`oauth_json_endpoint`]): the RFC 6749 5.2 body, never
+//!   cached;
+//! - `/v1` (`routes::v1::scope`): the envelope;
+//! - browser pages (`routes::web::configure_extractors`): the HTML error page.
+//!
+//! Each surface has two parts: the extractor settings (body limits, and the
+//! error handlers of `FormConfig`, `JsonConfig`, `QueryConfig`, `PathConfig`)
+//! and a middleware that re-shapes whatever still arrives in actix's own
+//! form. `PayloadConfig` (behind `web::Bytes` and `String`) has no error
+//! handler: its overflow, a plain-text 413, is caught by the middleware.
+
+use std::panic::AssertUnwindSafe;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::error::{JsonPayloadError, UrlencodedError};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, HttpResponse, Resource, ResponseError};
+use futures_util::FutureExt;
+
+use crate::http::{rfc_error, SECURITY_HEADERS};
+use crate::oauth::error::OAuthError;
+use crate::oauth::registration::RegistrationError;
+
+/// An error response actix (or anything but the surface's own error type)
+/// produced: its status and a description that never quotes the request.
+pub(crate) struct Refusal {
+    pub status: StatusCode,
+    pub message: &'static str,
+}
+
+fn describe(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than this endpoint accepts",
+        StatusCode::METHOD_NOT_ALLOWED => "this method is not allowed here",
+        StatusCode::NOT_FOUND => "no such endpoint",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "the request has an unsupported Content-Type",
+        s if s.is_server_error() => "internal server error",
+        _ => "the request could not be read",
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// The refusal to re-shape, if `res` is an error response not already in
+/// the surface's shape: one carrying an error that is not `ours`, or none
+/// and a body that is not JSON (actix's bare 405).
+pub(crate) fn refusal<B>(
+    res: &ServiceResponse<B>,
+    ours: fn(&actix_web::Error) -> bool,
+) -> Option<Refusal> {
+    let resp = res.response();
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return None;
+    }
+    let foreign = match resp.error() {
+        Some(e) => !ours(e),
+        None => !is_json(resp.headers()),
+    };
+    foreign.then(|| Refusal {
+        status,
+        message: describe(status),
+    })
+}
+
+/// The same for an error a service returned instead of a response.
+pub(crate) fn refusal_of_error(
+    e: &actix_web::Error,
+    ours: fn(&actix_web::Error) -> bool,
+) -> Option<Refusal> {
+    let status = e.as_response_error().status_code();
+    (!ours(e)).then(|| Refusal {
+        status,
+        message: describe(status),
+    })
+}
+
+/// A request the OAuth JSON endpoints refuse before their handler runs
+/// (RFC 6749 5.2 `invalid_request`: "The request is missing a required
+/// parameter, includes an invalid parameter value, ... or is otherwise
+/// malformed"), with the status actix chose (413 for a body too large).
+#[derive(Debug, thiserror::Error)]
+#[error("{description}")]
+pub struct RequestRefused {
+    status: StatusCode,
+    description: String,
+}
+
+impl RequestRefused {
+    fn new(status: StatusCode, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            description: description.into(),
+        }
+    }
+}
+
+impl From<Refusal> for RequestRefused {
+    fn from(r: Refusal) -> Self {
+        Self::new(r.status, r.message)
+    }
+}
+
+impl ResponseError for RequestRefused {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let error = if self.status.is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request"
+        };
+        rfc_error(self.status, error, self.description.clone())
+    }
+}
+
+/// A handler of the OAuth JSON surface panicked: an opaque `server_error`.
+/// Returned as an error, so it passes the headers middleware by and adds the
+/// security headers itself.
+#[derive(Debug, thiserror::Error)]
+#[error("handler panicked")]
+struct Panicked;
+
+impl ResponseError for Panicked {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let mut resp = RequestRefused::new(status, describe(status)).error_response();
+        for (name, value) in SECURITY_HEADERS {
+            resp.headers_mut().insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        resp
+    }
+}
+
+fn too_large(limit: usize) -> RequestRefused {
+    RequestRefused::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than {} KiB", limit / 1024),
+    )
+}
+
+fn form_error(e: &UrlencodedError, limit: usize) -> RequestRefused {
+    match e {
+        UrlencodedError::Overflow { .. } => too_large(limit),
+        UrlencodedError::ContentType => RequestRefused::new(
+            StatusCode::BAD_REQUEST,
+            "the body must be application/x-www-form-urlencoded",
+        ),
+        _ => RequestRefused::new(
+            StatusCode::BAD_REQUEST,
+            "the body is not valid application/x-www-form-urlencoded",
+        ),
+    }
+}
+
+fn json_error(e: &JsonPayloadError, limit: usize) -> RequestRefused {
+    match e {
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            too_large(limit)
+        }
+        JsonPayloadError::ContentType => {
+            RequestRefused::new(StatusCode::BAD_REQUEST, "the body must be application/json")
+        }
+        // serde's message can quote the submitted values: keep it generic.
+        _ => RequestRefused::new(StatusCode::BAD_REQUEST, "the body is not valid JSON"),
+    }
+}
+
+fn is_oauth_error(e: &actix_web::Error) -> bool {
+    e.as_error::<OAuthError>().is_some()
+        || e.as_error::<RegistrationError>().is_some()
+        || e.as_error::<RequestRefused>().is_some()
+        || e.as_error::<Panicked>().is_some()
+}
+
+/// The OAuth JSON endpoints' rule: anything actix would answer in its own
+/// form gets the RFC 6749 5.2 body instead (a 405 keeps its `Allow`), and a
+/// panicking handler an opaque `server_error` (outside, the access log's
+/// guard would answer with the HTML page).
+async fn oauth_json_errors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let path = req.path().to_owned();
+    let res = match AssertUnwindSafe(next.call(req)).catch_unwind().await {
+        Ok(Ok(res)) => res,
+        Err(_) => {
+            log::error!("handler panicked on {path}");
+            return Err(Panicked.into());
+        }
+        Ok(Err(e)) => {
+            return Err(match refusal_of_error(&e, is_oauth_error) {
+                Some(r) => RequestRefused::from(r).into(),
+                None => e,
+            })
+        }
+    };
+    let Some(r) = refusal(&res, is_oauth_error) else {
+        return Ok(res.map_into_boxed_body());
+    };
+    let allow = res.headers().get(header::ALLOW).cloned();
+    let mut resp = HttpResponse::from_error(RequestRefused::from(r));
+    if let Some(allow) = allow {
+        resp.headers_mut().insert(header::ALLOW, allow);
+    }
+    Ok(res.into_response(resp))
+}
+
+/// A resource of the OAuth JSON surface (token, introspection, revocation,
+/// registration): bodies of at most `body_limit` bytes (a larger one is 413),
+/// and every error, whatever its cause, in the RFC 6749 5.2 shape. The body
+/// limit applies however the body arrives (`Content-Length` or chunked).
+pub fn oauth_json_endpoint(
+    path: &str,
+    body_limit: usize,
+) -> Resource<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    web::resource(path)
+        .app_data(web::PayloadConfig::new(body_limit))
+        .app_data(
+            web::FormConfig::default()
+                .limit(body_limit)
+                .error_handler(move |e, _| form_error(&e, body_limit).into()),
+        )
+        .app_data(
+            web::JsonConfig::default()
+                .limit(body_limit)
+                .error_handler(move |e, _| json_error(&e, body_limit).into()),
+        )
+        .app_data(web::QueryConfig::default().error_handler(|_, _| {
+            RequestRefused::new(StatusCode::BAD_REQUEST, "invalid query string").into()
+        }))
+        .app_data(web::PathConfig::default().error_handler(|_, _| {
+            RequestRefused::new(StatusCode::BAD_REQUEST, "invalid path parameter").into()
+        }))
+        .wrap(from_fn(oauth_json_errors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::{init_service, try_call_service, TestRequest};
+    use actix_web::App;
+
+    async fn explode() -> HttpResponse {
+        panic!("secret detail");
+    }
+
+    async fn echo(body: web::Bytes) -> HttpResponse {
+        HttpResponse::Ok().body(body)
+    }
+
+    #[actix_web::test]
+    async fn a_panic_an_overflow_and_a_bare_405_get_the_rfc_body() {
+        let app = init_service(
+            App::new()
+                .service(oauth_json_endpoint("/panic", 16).route(web::post().to(explode)))
+                .service(oauth_json_endpoint("/echo", 16).route(web::post().to(echo))),
+        )
+        .await;
+        let cases = [
+            (TestRequest::post().uri("/panic"), 500, "server_error"),
+            (
+                TestRequest::post().uri("/echo").set_payload("x".repeat(17)),
+                413,
+                "invalid_request",
+            ),
+            (TestRequest::get().uri("/echo"), 405, "invalid_request"),
+        ];
+        for (req, status, code) in cases {
+            // An error is what the server renders with `error_response`.
+            let resp = match try_call_service(&app, req.to_request()).await {
+                Ok(res) => res.into_parts().1,
+                Err(e) => e.error_response(),
+            };
+            assert_eq!(resp.status().as_u16(), status);
+            assert_eq!(resp.headers().get("cache-control").unwrap(), "no-store");
+            if status == 500 {
+                assert_eq!(resp.headers().get("x-frame-options").unwrap(), "DENY");
+            }
+            let bytes = actix_web::body::to_bytes(resp.into_body()).await.unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(body["error"], code, "{body}");
+            assert!(!body.to_string().contains("secret"), "{body}");
+        }
+        let ok = TestRequest::post().uri("/echo").set_payload("x".repeat(16));
+        let resp = try_call_service(&app, ok.to_request()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+}
