@@ -12,7 +12,7 @@ use chrono::Utc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::accounts::{self, AccountError};
-use crate::api::keys::{self as api_keys, NewKey};
+use crate::api::keys::{self as api_keys, MintedBy, NewKey};
 use crate::config::{ConfigError, Settings};
 use crate::credentials::jwt;
 use crate::db::models::{Client, User};
@@ -349,12 +349,11 @@ fn api_key(cmd: ApiKeyCommand) -> Result<(), CliError> {
             user.role()
         )));
     }
-    let created = api_keys::create_for_user(&mut conn, &user.id, &new, None, Utc::now()).map_err(
-        |e| match e {
+    let created = api_keys::create_for_user(&mut conn, &user.id, &new, MintedBy::Owner, Utc::now())
+        .map_err(|e| match e {
             ApiError::BadRequest(m) => CliError::Conflict(m),
             other => CliError::Failed(anyhow::anyhow!("{other:?}")),
-        },
-    )?;
+        })?;
     println!(
         "{}",
         serde_json::json!({ "id": created.id, "key": created.key })

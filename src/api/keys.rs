@@ -158,6 +158,8 @@ pub struct KeyView {
     pub created_at: String,
     pub expires_at: Option<String>,
     pub last_used_at: Option<String>,
+    /// The key that minted this one: revoking that key revokes this one.
+    pub parent_id: Option<String>,
 }
 
 impl KeyView {
@@ -170,6 +172,7 @@ impl KeyView {
             created_at: timestamp(row.created_at),
             expires_at: row.expires_at.map(timestamp),
             last_used_at: row.last_used_at.max(last_used).map(timestamp),
+            parent_id: row.parent_id.clone(),
         }
     }
 }
@@ -234,18 +237,36 @@ pub fn create(
             ));
         }
     }
-    // Recorded so that revoking the parent revokes this key too.
-    create_for_user(conn, user_id, new, principal.api_key_id(), now)
+    // Recorded so that the key dies with what made it: revoking the parent
+    // key revokes this one; a revoked grant (the app disconnected) makes it
+    // unusable.
+    let minted_by = match &principal.credential {
+        Credential::ApiKey { id, .. } => MintedBy::Key(id),
+        Credential::AccessToken(claims) => MintedBy::Grant(&claims.grant_id),
+        Credential::RefreshToken { .. } => MintedBy::Owner,
+    };
+    create_for_user(conn, user_id, new, minted_by, now)
 }
 
-/// Mints a key for `user_id` (the CLI, and [`create`] once it has checked
-/// the caller's scopes).
-/// `parent`: the API key that minted it, if one did.
+/// What made a key, which it must not outlive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MintedBy<'a> {
+    /// Its owner: the CLI, Settings > API.
+    Owner,
+    /// Another API key (revoking it revokes this one).
+    Key(&'a str),
+    /// An OAuth access token of this grant (the key works while the grant
+    /// is active).
+    Grant(&'a str),
+}
+
+/// Mints a key for `user_id` (the CLI, Settings > API, and [`create`] once
+/// it has checked the caller's scopes).
 pub fn create_for_user(
     conn: &mut AnyConnection,
     user_id: &str,
     new: &NewKey,
-    parent: Option<&str>,
+    minted_by: MintedBy<'_>,
     now: DateTime<Utc>,
 ) -> Result<CreatedKey, ApiError> {
     let generated = generate();
@@ -261,7 +282,14 @@ pub fn create_for_user(
         expires_at: new.expires_in_days.map(|d| now + Duration::days(d)),
         last_used_at: None,
         revoked_at: None,
-        parent_id: parent.map(str::to_owned),
+        parent_id: match minted_by {
+            MintedBy::Key(id) => Some(id.to_owned()),
+            _ => None,
+        },
+        parent_grant_id: match minted_by {
+            MintedBy::Grant(id) => Some(id.to_owned()),
+            _ => None,
+        },
     };
     conn.transaction(|conn| {
         if ApiKeyRow::count_for_user(conn, user_id)? >= MAX_KEYS_PER_USER {

@@ -13,7 +13,7 @@ use crate::api::{field_error, timestamp};
 use crate::auth::password;
 use crate::db::models::{CreateUserError, User, UserChanges};
 use crate::db::AnyConnection;
-use crate::domain::{Email, NewPassword, Role, Scope};
+use crate::domain::{Email, NewPassword, Plan, Role, Scope};
 use crate::error::ApiError;
 
 /// Page size when `limit` is not given, and the largest allowed.
@@ -27,20 +27,30 @@ pub struct UserView {
     pub email: String,
     pub role: String,
     pub disabled: bool,
+    /// The account's plan (seed: "Rate Limits") and its requests per
+    /// minute.
+    pub plan: &'static str,
+    pub rate_limit: u32,
     pub created_at: String,
     pub updated_at: String,
 }
 
-impl From<User> for UserView {
-    fn from(u: User) -> Self {
-        Self {
+impl UserView {
+    /// A stored plan that does not parse is an error, never a default.
+    fn of(u: User) -> Result<Self, ApiError> {
+        let plan = u
+            .plan()
+            .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+        Ok(Self {
             created_at: timestamp(u.created_at),
             updated_at: timestamp(u.updated_at),
             id: u.id,
             email: u.email,
             role: u.role.as_str().to_owned(),
             disabled: u.disabled,
-        }
+            plan: plan.name(),
+            rate_limit: plan.limit(),
+        })
     }
 }
 
@@ -88,7 +98,10 @@ pub fn list(
         .then(|| users.last().map(|u| URL_SAFE_NO_PAD.encode(&u.id)))
         .flatten();
     Ok(UserPage {
-        users: users.into_iter().map(UserView::from).collect(),
+        users: users
+            .into_iter()
+            .map(UserView::of)
+            .collect::<Result<_, _>>()?,
         next_cursor,
     })
 }
@@ -99,7 +112,7 @@ pub fn get(
     id: &str,
 ) -> Result<UserView, ApiError> {
     principal.require(Scope::UsersRead)?;
-    Ok(find(conn, id)?.into())
+    UserView::of(find(conn, id)?)
 }
 
 fn find(conn: &mut AnyConnection, id: &str) -> Result<User, ApiError> {
@@ -200,7 +213,7 @@ pub fn create(
     }
     let user = User::new(&email, role, hash, now.naive_utc());
     user.insert(conn).map_err(duplicate_email)?;
-    Ok(user.into())
+    UserView::of(user)
 }
 
 /// `PATCH /v1/users/{id}` with any of `email`, `role`, `disabled`,
@@ -217,11 +230,25 @@ pub fn update(
 ) -> Result<UserView, ApiError> {
     principal.require(Scope::UsersWrite)?;
     let obj = object(body)?;
-    no_unknown_fields(obj, &["email", "role", "disabled", "password"])?;
+    no_unknown_fields(
+        obj,
+        &[
+            "email",
+            "role",
+            "disabled",
+            "password",
+            "plan",
+            "rate_limit",
+        ],
+    )?;
     if obj.is_empty() {
         return Err(ApiError::BadRequest(
-            "Nothing to change: give email, role, disabled or password".into(),
+            "Nothing to change: give email, role, disabled, password or plan".into(),
         ));
+    }
+    let plan = plan_fields(obj)?;
+    if plan.is_some() {
+        require_admin_for(principal, "Changing a plan")?;
     }
     let email = string_field(obj, "email")?.map(parse_email).transpose()?;
     let role = string_field(obj, "role")?.map(parse_role).transpose()?;
@@ -241,6 +268,8 @@ pub fn update(
         email: email.map(|e| e.as_ref().to_owned()),
         role: role.map(|r| r.as_str().to_owned()),
         password_hash,
+        plan: plan.map(|p| p.name().to_owned()),
+        rate_limit: plan.map(|p| p.custom_limit().map(i64::from)),
         updated_at: now.naive_utc(),
     };
     let naive_now = now.naive_utc();
@@ -263,7 +292,37 @@ pub fn update(
             "Changing an admin needs the 'admin' scope".into(),
         ));
     }
-    Ok(find(conn, id)?.into())
+    UserView::of(find(conn, id)?)
+}
+
+/// `plan` (and, for enterprise, `rate_limit`) of a PATCH body.
+fn plan_fields(obj: &Map<String, Value>) -> Result<Option<Plan>, ApiError> {
+    let rate_limit = match obj.get("rate_limit") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_i64().ok_or_else(|| {
+            field_error(
+                "rate_limit",
+                "must be a whole number of requests per minute",
+            )
+        })?),
+    };
+    match string_field(obj, "plan")? {
+        Some(name) => Plan::parse(name, rate_limit).map(Some).map_err(|m| {
+            field_error(
+                if m.contains("rate_limit") {
+                    "rate_limit"
+                } else {
+                    "plan"
+                },
+                &m,
+            )
+        }),
+        None if rate_limit.is_some() => Err(field_error(
+            "plan",
+            "is required with rate_limit (\"plan\": \"enterprise\")",
+        )),
+        None => Ok(None),
+    }
 }
 
 /// `DELETE /v1/users/{id}`: the user and everything of theirs.

@@ -5,7 +5,7 @@
 //! (SQLite, or PostgreSQL while the listener is down), and in any case every
 //! `DZDESK_KEY_RELOAD_SECS`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -22,9 +22,12 @@ use crate::db::AnyConnection;
 pub const KEY_POLL: Duration = Duration::from_millis(250);
 
 pub struct KeyStore {
-    current: RwLock<(Arc<KeyRing>, Instant)>,
-    /// Set by [`KeyStore::invalidate`]: the next use re-reads the keys.
-    stale: AtomicBool,
+    /// The ring, when it was read, and the epoch its read began in.
+    current: RwLock<(Arc<KeyRing>, Instant, u64)>,
+    /// Bumped by [`KeyStore::invalidate`]: a ring read in an older epoch is
+    /// stale, and a slow read that began before a newer one can never
+    /// replace it (it would bring revoked keys back).
+    epoch: AtomicU64,
     reload_every: Duration,
     max_token_lifetime: chrono::Duration,
 }
@@ -36,8 +39,8 @@ impl KeyStore {
         max_token_lifetime: chrono::Duration,
     ) -> Self {
         Self {
-            current: RwLock::new((ring, Instant::now())),
-            stale: AtomicBool::new(false),
+            current: RwLock::new((ring, Instant::now(), 0)),
+            epoch: AtomicU64::new(0),
             reload_every,
             max_token_lifetime,
         }
@@ -46,24 +49,23 @@ impl KeyStore {
     /// The keys in memory, if not invalidated and younger than the reload
     /// interval. No I/O.
     pub fn cached(&self) -> Option<Arc<KeyRing>> {
-        if self.stale.load(Ordering::Acquire) {
-            return None;
-        }
-        let (ring, loaded) = self.snapshot();
-        (loaded.elapsed() < self.reload_every).then_some(ring)
+        let (ring, loaded, epoch) = self.snapshot();
+        let fresh = epoch == self.epoch.load(Ordering::Acquire);
+        (fresh && loaded.elapsed() < self.reload_every).then_some(ring)
     }
 
     /// The keys changed in the database (a rotation, a revoked key): stop
     /// using the ones in memory. Signing and verification re-read them.
     pub fn invalidate(&self) {
-        self.stale.store(true, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn snapshot(&self) -> (Arc<KeyRing>, Instant) {
-        match self.current.read() {
-            Ok(guard) => (guard.0.clone(), guard.1),
-            Err(poisoned) => (poisoned.get_ref().0.clone(), poisoned.get_ref().1),
-        }
+    fn snapshot(&self) -> (Arc<KeyRing>, Instant, u64) {
+        let guard = match self.current.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        (guard.0.clone(), guard.1, guard.2)
     }
 
     /// The keys, re-read first when invalidated or older than the reload
@@ -83,7 +85,7 @@ impl KeyStore {
     pub fn for_token(&self, conn: &mut AnyConnection, token: &str) -> anyhow::Result<Arc<KeyRing>> {
         let keys = self.current(conn)?;
         if names_unknown_key(token, &keys) {
-            let (ring, loaded) = self.snapshot();
+            let (ring, loaded, _) = self.snapshot();
             if loaded.elapsed() < Duration::from_secs(1) {
                 return Ok(ring);
             }
@@ -94,18 +96,27 @@ impl KeyStore {
 
     /// Re-reads the keys now. Blocking.
     pub fn reload(&self, conn: &mut AnyConnection) -> anyhow::Result<Arc<KeyRing>> {
-        // Cleared before the read: an invalidation that lands during it
-        // marks the result stale again.
-        self.stale.store(false, Ordering::Release);
+        // Noted before the read: an invalidation that lands during it leaves
+        // the result stale, and a read that began earlier than the one
+        // installed is never installed over it.
+        let epoch = self.epoch.load(Ordering::Acquire);
         let ring = Arc::new(KeyRing::load(
             conn,
             Utc::now().naive_utc(),
             self.max_token_lifetime,
         )?);
-        if let Ok(mut guard) = self.current.write() {
-            *guard = (ring.clone(), Instant::now());
-        }
+        self.install(ring.clone(), epoch);
         Ok(ring)
+    }
+
+    /// Installs a ring whose read began in `epoch`, unless the one in
+    /// memory was read later.
+    fn install(&self, ring: Arc<KeyRing>, epoch: u64) {
+        if let Ok(mut guard) = self.current.write() {
+            if epoch >= guard.2 {
+                *guard = (ring, Instant::now(), epoch);
+            }
+        }
     }
 }
 
@@ -141,5 +152,38 @@ pub async fn watch_forever(credentials: Credentials) {
             // The database is down: nothing can be re-read anyway.
             Err(e) => log::debug!("signing key check: {e:#}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::jwt::generate_key;
+
+    fn ring() -> Arc<KeyRing> {
+        let row = generate_key(Utc::now().naive_utc()).unwrap();
+        Arc::new(KeyRing::from_rows(&[row]).unwrap())
+    }
+
+    #[test]
+    fn an_invalidated_ring_is_not_served_and_a_slow_older_read_never_wins() {
+        let store = KeyStore::new(ring(), Duration::from_secs(60), chrono::Duration::hours(1));
+        assert!(store.cached().is_some());
+        // A read begins (epoch 0) ...
+        let slow_epoch = store.epoch.load(Ordering::Acquire);
+        // ... a rotation invalidates, and a newer read installs its ring.
+        store.invalidate();
+        assert!(store.cached().is_none());
+        let newer = ring();
+        store.install(newer.clone(), store.epoch.load(Ordering::Acquire));
+        assert!(Arc::ptr_eq(&store.cached().unwrap(), &newer));
+        // The slow read finishes last: it must not replace the newer ring.
+        store.install(ring(), slow_epoch);
+        assert!(Arc::ptr_eq(&store.cached().unwrap(), &newer));
+        // A read that began before an invalidation is installed but stale.
+        let before = store.epoch.load(Ordering::Acquire);
+        store.invalidate();
+        store.install(ring(), before);
+        assert!(store.cached().is_none());
     }
 }

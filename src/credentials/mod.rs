@@ -247,6 +247,21 @@ impl Credentials {
             .await
     }
 
+    /// [`Credentials::resolve`] for surfaces that take bearer credentials
+    /// only (RFC 6750: `/v1`, registration): a refresh token is refused
+    /// before any I/O, so made-up ones cost no query.
+    pub async fn resolve_bearer(
+        &self,
+        presented: &str,
+        client_ip: Option<IpAddr>,
+        now: DateTime<Utc>,
+    ) -> Result<Resolved, ResolveError> {
+        if Kind::of(presented) == Kind::RefreshToken {
+            return Ok(Resolved::Invalid);
+        }
+        self.resolve(presented, client_ip, now).await
+    }
+
     /// Read-your-writes after a change that can deactivate credentials:
     /// returns once this instance's view has applied it (see
     /// [`listener::fence`]).
@@ -430,6 +445,8 @@ fn access_token(claims: AccessClaims, status: Option<GrantStatus>) -> Resolved {
 pub fn key_usable(status: &ApiKeyStatus, now: DateTime<Utc>) -> bool {
     !status.revoked
         && !status.user_disabled
+        // A key minted by an OAuth access token dies with its grant.
+        && !status.parent_grant_revoked
         && status.expires_at.is_none_or(|at| at > now.naive_utc())
 }
 
@@ -539,6 +556,8 @@ mod tests {
             user_disabled: false,
             ip_allowlist: Default::default(),
             plan: Plan::Standard,
+            parent_grant: None,
+            parent_grant_revoked: false,
         }
     }
 

@@ -53,6 +53,9 @@ struct ViewState {
     /// More revoked jtis arrived than [`MAX_REVOKED_JTIS`]: the list is
     /// incomplete, so no access token is answered from here.
     jtis_overflowed: bool,
+    /// While overflowed: the latest `exp` of a jti the list could not hold.
+    /// Before it passes, a reload would overflow again.
+    overflow_until: i64,
     /// Fence markers seen lately (see [`RevocationView::wait_marker`]).
     markers: VecDeque<String>,
 }
@@ -170,6 +173,10 @@ impl RevocationView {
         match payload.split_once(':') {
             Some(("g", id)) => {
                 state.grants.remove(id);
+                // Keys minted by one of the grant's access tokens.
+                state
+                    .keys
+                    .retain(|_, s| s.parent_grant.as_deref() != Some(id));
             }
             Some(("c", id)) => state.grants.retain(|_, s| s.client_id != id),
             Some(("u", id)) => {
@@ -227,6 +234,11 @@ impl RevocationView {
             state.grants.clear();
             state.keys.clear();
             state.jtis_overflowed = revoked_jtis.len() > MAX_REVOKED_JTIS;
+            state.overflow_until = if state.jtis_overflowed {
+                revoked_jtis.values().copied().max().unwrap_or(i64::MAX)
+            } else {
+                0
+            };
             state.revoked_jtis = if state.jtis_overflowed {
                 HashMap::new()
             } else {
@@ -237,8 +249,10 @@ impl RevocationView {
     }
 
     /// Forgets revoked jtis whose tokens have expired anyway (`now`: epoch
-    /// seconds). Returns whether the list had overflowed and is now small
-    /// enough to be worth reloading in full (the listener reconnects).
+    /// seconds). Returns whether the list had overflowed and every jti it
+    /// could not hold has expired since, so that a reload would fit (the
+    /// listener reconnects); never sooner, or a flood of revocations would
+    /// make it reconnect every minute.
     pub fn prune(&self, now: i64) -> bool {
         let Ok(mut state) = self.state.write() else {
             return false;
@@ -246,7 +260,7 @@ impl RevocationView {
         state
             .revoked_jtis
             .retain(|_, exp| exp.saturating_add(JTI_GRACE_SECS) >= now);
-        state.jtis_overflowed && state.revoked_jtis.len() < MAX_REVOKED_JTIS / 2
+        state.jtis_overflowed && state.overflow_until.saturating_add(JTI_GRACE_SECS) < now
     }
 
     /// How many revoked jtis are held (for tests and logs).
@@ -271,9 +285,11 @@ impl RevocationView {
 impl ViewState {
     fn add_revoked_jti(&mut self, jti: &str, exp: i64) {
         if self.jtis_overflowed {
+            self.overflow_until = self.overflow_until.max(exp);
             return;
         }
         if self.revoked_jtis.len() >= MAX_REVOKED_JTIS && !self.revoked_jtis.contains_key(jti) {
+            self.overflow_until = self.revoked_jtis.values().copied().fold(exp, i64::max);
             log::warn!(
                 "revocation view: more than {MAX_REVOKED_JTIS} revoked access tokens; access tokens are checked against the database until the list shrinks"
             );
@@ -381,6 +397,8 @@ mod tests {
             user_disabled: false,
             ip_allowlist: Default::default(),
             plan: crate::domain::Plan::Standard,
+            parent_grant: None,
+            parent_grant_revoked: false,
         })
     }
 
@@ -442,10 +460,11 @@ mod tests {
 
     #[test]
     fn past_the_cap_access_tokens_go_to_the_database() {
-        let view = live_view();
+        let view = RevocationView::new();
+        view.went_live(HashMap::new());
         let g = view.generation().unwrap();
         view.remember("g1", "j", 0, &status("c1", None), g);
-        for i in 0..MAX_REVOKED_JTIS {
+        for i in 0..=MAX_REVOKED_JTIS {
             view.apply(&format!("j:jti{i}:{}", 10_000 + i));
         }
         assert!(view.revoked_jti_count() <= MAX_REVOKED_JTIS);
@@ -455,7 +474,15 @@ mod tests {
             view.lookup("g1", "j").is_none(),
             "an incomplete list cannot say a token is not revoked"
         );
-        assert!(view.prune(i64::MAX / 2), "worth a reload once small again");
+        let last_exp = 10_000 + MAX_REVOKED_JTIS as i64;
+        assert!(
+            !view.prune(last_exp),
+            "a reload before the dropped jtis expire would overflow again"
+        );
+        assert!(
+            view.prune(last_exp + JTI_GRACE_SECS + 1),
+            "worth a reload now"
+        );
         // A reload (the listener going live again) trusts the view again.
         view.went_live(HashMap::new());
         let g = view.generation().unwrap();

@@ -137,6 +137,7 @@ diesel::table! {
         last_used_at -> Nullable<Timestamp>,
         revoked_at -> Nullable<Timestamp>,
         parent_id -> Nullable<Text>,
+        parent_grant_id -> Nullable<Text>,
     }
 }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::credentials::Resolved;
+use crate::credentials::{Resolved, Subject};
 use crate::db::models::{Client, GrantRow};
 use crate::db::schema::clients;
 use crate::db::AnyConnection;
@@ -139,6 +139,10 @@ pub struct Registrar {
     /// Recorded on the client: when this user loses `admin` or is disabled,
     /// the client is disabled.
     pub user_id: Option<String>,
+    /// A client_credentials token registers: the registering client, whose
+    /// own owner the new client inherits (or a client could launder itself
+    /// out of its owner's demotion by registering another).
+    pub service_client: Option<String>,
 }
 
 /// The initial access token (RFC 7591 3): any active bearer credential we
@@ -151,8 +155,13 @@ pub fn initial_access(resolved: Option<Resolved>) -> Result<Registrar, Registrat
             if !caller.allows(Scope::Admin) {
                 return Err(RegistrationError::InsufficientScope);
             }
+            let service_client = match &caller.subject {
+                Subject::Service { client_id } => Some(client_id.clone()),
+                Subject::User { .. } => None,
+            };
             Ok(Registrar {
                 user_id: caller.user().map(str::to_owned),
+                service_client,
                 ceiling: caller.scopes,
             })
         }
@@ -278,7 +287,10 @@ pub fn register(
     now: DateTime<Utc>,
 ) -> Result<ClientInformation, RegistrationError> {
     let mut new = validate(meta, &registrar.ceiling)?;
-    new.registered_by = registrar.user_id.clone();
+    new.registered_by = match &registrar.service_client {
+        Some(client_id) => Client::find(conn, client_id)?.and_then(|c| c.registered_by),
+        None => registrar.user_id.clone(),
+    };
     let registered = store_client(conn, new, now.naive_utc())?;
     let mut info = ClientInformation::of(&registered.client, issuer);
     if let Some(m) = &meta.token_endpoint_auth_method {

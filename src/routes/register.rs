@@ -77,7 +77,7 @@ pub async fn register(
         Some(token) => Some(
             state
                 .credentials
-                .resolve(&token, state.client_ip(&req), now)
+                .resolve_bearer(&token, state.client_ip(&req), now)
                 .await
                 .map_err(|e| RegistrationError::Server(e.0))?,
         ),

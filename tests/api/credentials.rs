@@ -615,3 +615,70 @@ async fn the_revocation_view_heals_after_a_failed_fence() {
     app.set_disabled(&flow.email, true).await;
     assert_eq!(introspect(&flow, creds, &access).await, inactive());
 }
+
+#[tokio::test]
+async fn a_client_registered_by_a_service_inherits_its_owner_and_is_disabled_with_it() {
+    let flow = Flow::new(Role::Admin, "requests:read", false).await;
+    let app = &flow.app;
+    let (_, key) = key_for(app, &flow.user_id, "admin").await;
+    let mut meta = metadata(Some("admin"));
+    meta["grant_types"] = json!(["client_credentials"]);
+    meta.as_object_mut().unwrap().remove("redirect_uris");
+    // The admin's key registers a service with admin ...
+    let first: Value = register(app, &key, &meta).await.json().await.unwrap();
+    let (c1, s1) = (
+        first["client_id"].as_str().unwrap().to_owned(),
+        first["client_secret"].as_str().unwrap().to_owned(),
+    );
+    let resp = client_credentials(app, &c1, &s1).await;
+    let token: Value = resp.json().await.unwrap();
+    // ... whose own token registers a second one.
+    let second: Value = register(app, token["access_token"].as_str().unwrap(), &meta)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (c2, s2) = (
+        second["client_id"].as_str().unwrap().to_owned(),
+        second["client_secret"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(client_credentials(app, &c2, &s2).await.status(), 200);
+    // Disabling the admin disables both.
+    app.set_disabled(&flow.email, true).await;
+    for (id, secret) in [(&c1, &s1), (&c2, &s2)] {
+        error_is(
+            client_credentials(app, id, secret).await,
+            401,
+            "invalid_client",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_key_minted_by_an_app_token_dies_with_the_apps_grant() {
+    let flow = Flow::new(Role::Admin, "admin", false).await;
+    let app = &flow.app;
+    let tokens = flow.tokens("admin").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let made = api(
+        app,
+        Method::POST,
+        "/v1/api-keys",
+        Some(access),
+        Some(json!({"name": "from the app", "scopes": ["requests:read"]})),
+    )
+    .await;
+    let minted = made.data(201)["key"].as_str().unwrap().to_owned();
+    assert_eq!(me(app, &minted).await.status, 200);
+    // The app's grant is revoked (RFC 7009: its refresh token).
+    let resp = crate::introspect::call(
+        &app.address,
+        "/oauth/revoke",
+        Some((&flow.client_id, flow.secret.as_deref().unwrap())),
+        &[("token", tokens["refresh_token"].as_str().unwrap())],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    me(app, &minted).await.assert_error(401, "UNAUTHORIZED");
+}

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use chrono::{Duration, Utc};
 use diesel::prelude::*;
-use dzdesk_auth::api::keys::{create_for_user, NewKey};
+use dzdesk_auth::api::keys::{create_for_user, MintedBy, NewKey};
 use dzdesk_auth::db::schema::api_keys;
 use dzdesk_auth::domain::{Role, ScopeSet};
 use reqwest::{Method, StatusCode};
@@ -110,7 +110,7 @@ pub async fn key_for(app: &TestApp, user_id: &str, scopes: &str) -> (String, Str
         expires_in_days: None,
     };
     app.with_conn(move |conn| {
-        let created = create_for_user(conn, &user_id, &new, None, Utc::now()).unwrap();
+        let created = create_for_user(conn, &user_id, &new, MintedBy::Owner, Utc::now()).unwrap();
         (created.id, created.key)
     })
     .await
@@ -125,7 +125,7 @@ pub async fn key_expiring_for(app: &TestApp, user_id: &str, scopes: &str, days: 
         expires_in_days: Some(days),
     };
     app.with_conn(move |conn| {
-        create_for_user(conn, &user_id, &new, None, Utc::now())
+        create_for_user(conn, &user_id, &new, MintedBy::Owner, Utc::now())
             .unwrap()
             .key
     })

@@ -9,8 +9,12 @@ ALTER TABLE clients ADD COLUMN registered_by TEXT;
 CREATE INDEX clients_registered_by ON clients (registered_by) WHERE registered_by IS NOT NULL;
 
 -- The API key that minted this one: revoking a key revokes its children.
-ALTER TABLE api_keys ADD COLUMN parent_id TEXT REFERENCES api_keys (id) ON DELETE CASCADE;
+ALTER TABLE api_keys ADD COLUMN parent_id TEXT;
 CREATE INDEX api_keys_parent ON api_keys (parent_id) WHERE parent_id IS NOT NULL;
+-- The OAuth grant whose access token minted this key: while the grant is
+-- revoked or gone (the app was disconnected), the key is refused. No foreign
+-- keys here, so that SQLite can drop these columns again (down.sql).
+ALTER TABLE api_keys ADD COLUMN parent_grant_id TEXT;
 
 -- `keys rotate --revoke-previous`: a key believed stolen leaves the JWKS at
 -- once and every token it signed stops verifying.

@@ -1,7 +1,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::db::schema::{api_keys, users};
+use crate::db::schema::{api_keys, grants, users};
 use crate::db::AnyConnection;
 use crate::domain::{IpAllowlist, Plan, Role, ScopeSet};
 
@@ -24,6 +24,9 @@ pub struct ApiKeyRow {
     /// The API key that minted this one, if one did: revoking it revokes
     /// this one too.
     pub parent_id: Option<String>,
+    /// The OAuth grant whose access token minted this key, if one did:
+    /// the key works only while that grant is active.
+    pub parent_grant_id: Option<String>,
 }
 
 // Database methods
@@ -151,6 +154,9 @@ type StatusRow = (
     String,
     String,
     Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<NaiveDateTime>,
 );
 
 /// Everything that decides whether an API key may be used, and who it is:
@@ -172,6 +178,10 @@ pub struct ApiKeyStatus {
     pub ip_allowlist: IpAllowlist,
     /// The user's plan: every key of the account shares its budget.
     pub plan: Plan,
+    /// The grant that minted the key (see [`ApiKeyRow::parent_grant_id`]).
+    pub parent_grant: Option<String>,
+    /// That grant is revoked or gone.
+    pub parent_grant_revoked: bool,
 }
 
 impl ApiKeyStatus {
@@ -179,6 +189,7 @@ impl ApiKeyStatus {
     pub fn load(conn: &mut AnyConnection, key_hash: &str) -> QueryResult<Option<ApiKeyStatus>> {
         let row: Option<StatusRow> = api_keys::table
             .inner_join(users::table)
+            .left_join(grants::table.on(grants::id.nullable().eq(api_keys::parent_grant_id)))
             .filter(api_keys::key_hash.eq(key_hash))
             .select((
                 api_keys::id,
@@ -193,6 +204,9 @@ impl ApiKeyStatus {
                 users::ip_allowlist,
                 users::plan,
                 users::rate_limit,
+                api_keys::parent_grant_id,
+                grants::id.nullable(),
+                grants::revoked_at.nullable(),
             ))
             .first(conn)
             .optional()?;
@@ -215,7 +229,12 @@ impl ApiKeyStatus {
                 ip_allowlist,
                 _,
                 _,
+                parent_grant,
+                found_grant,
+                grant_revoked_at,
             )| {
+                let parent_grant_revoked =
+                    parent_grant.is_some() && (found_grant.is_none() || grant_revoked_at.is_some());
                 ApiKeyStatus {
                     key_id,
                     user_id,
@@ -228,6 +247,8 @@ impl ApiKeyStatus {
                     user_disabled: disabled,
                     ip_allowlist: IpAllowlist::from_stored(&ip_allowlist),
                     plan,
+                    parent_grant,
+                    parent_grant_revoked,
                 }
             },
         ))

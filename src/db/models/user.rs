@@ -46,6 +46,9 @@ pub struct UserChanges {
     pub email: Option<String>,
     pub role: Option<String>,
     pub password_hash: Option<String>,
+    pub plan: Option<String>,
+    /// Some(None): back to a plan without a custom limit.
+    pub rate_limit: Option<Option<i64>>,
     pub updated_at: NaiveDateTime,
 }
 

@@ -189,6 +189,9 @@ pub async fn update_user(
         .db
         .run(move |conn| users::update(conn, &principal, &path, &body, hash, Utc::now()))
         .await?;
+    // A demoted, disabled or deleted user's registered clients were
+    // disabled: stop answering for them from memory.
+    state.clients.clear();
     state.credentials.fence().await;
     log::info!("user {} changed through the API", user.id);
     Ok(api_ok(user))
@@ -207,6 +210,7 @@ pub async fn delete_user(
         .db
         .run(move |conn| users::delete(conn, &principal, &user_id, Utc::now()))
         .await?;
+    state.clients.clear();
     state.credentials.fence().await;
     log::info!("user {id} deleted through the API");
     Ok(api_ok(json!({ "id": id, "deleted": true })))

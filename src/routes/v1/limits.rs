@@ -63,7 +63,7 @@ pub(crate) async fn authenticate(
     let token = bearer(req).ok_or(Failure::Missing)?;
     let resolved = state
         .credentials
-        .resolve(&token, state.client_ip(req), Utc::now())
+        .resolve_bearer(&token, state.client_ip(req), Utc::now())
         .await
         .map_err(|e| {
             log::error!("/v1 authentication: {e}");

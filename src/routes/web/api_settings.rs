@@ -369,7 +369,9 @@ pub async fn create_key(
             let user_id = signed_in.user.id.clone();
             state
                 .db
-                .run(move |conn| keys::create_for_user(conn, &user_id, &new, None, Utc::now()))
+                .run(move |conn| {
+                    keys::create_for_user(conn, &user_id, &new, keys::MintedBy::Owner, Utc::now())
+                })
                 .await
         }
         Err(e) => Err(e),
