@@ -45,6 +45,19 @@ find_postgres() {
   fi
 }
 
+# Redis (the rate-limit tests): $TEST_REDIS_URL, else 127.0.0.1:6379, started
+# here if redis-server is installed. Without it those tests say so and skip
+# (under CI=true they fail).
+if [ -z "${TEST_REDIS_URL:-}" ] && ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  if command -v redis-server >/dev/null 2>&1; then
+    echo "Redis is not answering on 127.0.0.1:6379; starting redis-server" >&2
+    redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no --daemonize yes >&2
+    for _ in $(seq 1 30); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.5; done
+  else
+    echo "!! No Redis found: the Redis rate-limit tests will skip (apt-get install redis-server)" >&2
+  fi
+fi
+
 echo "==> module layers"
 python3 scripts/layers.py
 

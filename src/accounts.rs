@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use crate::auth::password;
 use crate::db::models::{CreateUserError, User};
 use crate::db::AnyConnection;
-use crate::domain::{Email, NewPassword, Role};
+use crate::domain::{Email, NewPassword, Plan, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -34,11 +34,14 @@ pub fn create_user(
     conn: &mut AnyConnection,
     email: &Email,
     role: Role,
+    plan: Plan,
     password: &NewPassword,
     now: NaiveDateTime,
 ) -> Result<User, AccountError> {
     let hash = password::hash_password(password)?;
-    let user = User::new(email, role, hash, now);
+    let mut user = User::new(email, role, hash, now);
+    user.plan = plan.name().to_owned();
+    user.rate_limit = plan.custom_limit().map(i64::from);
     user.insert(conn)?;
     Ok(user)
 }

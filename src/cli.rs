@@ -17,7 +17,7 @@ use crate::config::{ConfigError, Settings};
 use crate::credentials::jwt;
 use crate::db::models::{Client, User};
 use crate::db::{run_migrations, AnyConnection, Database};
-use crate::domain::{Email, NewPassword, Role};
+use crate::domain::{Email, NewPassword, Plan, Role};
 use crate::error::ApiError;
 use crate::oauth::clients::{self, ClientRequest, NewClient};
 use crate::startup::{Application, BuildError};
@@ -86,6 +86,14 @@ pub enum ClientCommand {
         #[arg(long)]
         id: String,
     },
+    /// Set the plan of a client's own account (its client_credentials
+    /// tokens); prints {"client_id", "plan", "rate_limit"}.
+    SetPlan {
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        plan: RequiredPlanArgs,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -113,6 +121,8 @@ pub struct ClientCreateArgs {
     /// see only their own tokens.
     #[arg(long)]
     introspect: bool,
+    #[command(flatten)]
+    plan: PlanArgs,
 }
 
 impl From<ClientCreateArgs> for ClientRequest {
@@ -157,6 +167,17 @@ pub enum UserCommand {
         /// Passwords are never taken as arguments: they would show in `ps`.
         #[arg(long, required = true)]
         password_stdin: bool,
+        #[command(flatten)]
+        plan: PlanArgs,
+    },
+    /// Set a user's plan (their API keys' and OAuth tokens' rate limit);
+    /// prints {"id", "plan", "rate_limit"}. Running instances apply it at
+    /// once.
+    SetPlan {
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        plan: RequiredPlanArgs,
     },
     /// Disable a user: they cannot sign in and every session ends at once.
     Disable {
@@ -168,6 +189,70 @@ pub enum UserCommand {
         #[arg(long)]
         email: String,
     },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum PlanArg {
+    Standard,
+    Professional,
+    Enterprise,
+}
+
+impl PlanArg {
+    fn name(self) -> &'static str {
+        match self {
+            PlanArg::Standard => "standard",
+            PlanArg::Professional => "professional",
+            PlanArg::Enterprise => "enterprise",
+        }
+    }
+}
+
+/// `--plan` and `--rate-limit` on `create` (default: standard).
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Rate-limit plan: standard (60 requests/minute, the default),
+    /// professional (300) or enterprise (--rate-limit).
+    #[arg(long, value_enum)]
+    plan: Option<PlanArg>,
+    /// Requests per minute (enterprise only, and required for it).
+    #[arg(long)]
+    rate_limit: Option<i64>,
+}
+
+impl PlanArgs {
+    fn plan(&self) -> Result<Plan, CliError> {
+        match (self.plan, self.rate_limit) {
+            (None, None) => Ok(Plan::Standard),
+            (None, Some(_)) => Err(CliError::Invalid(
+                "invalid --rate-limit: it needs --plan enterprise".into(),
+            )),
+            (Some(p), n) => Plan::parse(p.name(), n)
+                .map_err(|m| CliError::Invalid(format!("invalid --plan/--rate-limit: {m}"))),
+        }
+    }
+}
+
+/// `--plan` (required) and `--rate-limit` on `set-plan`.
+#[derive(Args, Debug)]
+pub struct RequiredPlanArgs {
+    /// standard (60 requests/minute), professional (300) or enterprise
+    /// (--rate-limit).
+    #[arg(long, value_enum)]
+    plan: PlanArg,
+    /// Requests per minute (enterprise only, and required for it).
+    #[arg(long)]
+    rate_limit: Option<i64>,
+}
+
+impl RequiredPlanArgs {
+    fn plan(&self) -> Result<Plan, CliError> {
+        PlanArgs {
+            plan: Some(self.plan),
+            rate_limit: self.rate_limit,
+        }
+        .plan()
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -296,16 +381,35 @@ fn serve() -> Result<(), CliError> {
 fn user(cmd: UserCommand) -> Result<(), CliError> {
     let now = Utc::now().naive_utc();
     match cmd {
-        UserCommand::Create { email, role, .. } => {
+        UserCommand::Create {
+            email, role, plan, ..
+        } => {
             // Validate everything before touching the database.
             let email = Email::parse(&email)
                 .map_err(|m| CliError::Invalid(format!("invalid --email: {m}")))?;
+            let plan = plan.plan()?;
             let password = NewPassword::parse(read_password_from_stdin()?)
                 .map_err(|m| CliError::Invalid(format!("invalid password: {m}")))?;
             let mut conn = open_connection()?;
-            let user = accounts::create_user(&mut conn, &email, role.into(), &password, now)
+            let user = accounts::create_user(&mut conn, &email, role.into(), plan, &password, now)
                 .map_err(account_error)?;
             println!("{}", serde_json::json!({ "id": user.id }));
+            Ok(())
+        }
+        UserCommand::SetPlan { email, plan } => {
+            let email = Email::parse(&email)
+                .map_err(|m| CliError::Invalid(format!("invalid --email: {m}")))?;
+            let plan = plan.plan()?;
+            let mut conn = open_connection()?;
+            let user = User::find_by_email(&mut conn, &email)
+                .map_err(|e| CliError::Failed(e.into()))?
+                .ok_or_else(|| CliError::Conflict("no user with this email".into()))?;
+            User::set_plan(&mut conn, &user.id, plan, now)
+                .map_err(|e| CliError::Failed(e.into()))?;
+            println!(
+                "{}",
+                serde_json::json!({ "id": user.id, "plan": plan.name(), "rate_limit": plan.limit() })
+            );
             Ok(())
         }
         UserCommand::Disable { email } => set_disabled(&email, true, now),
@@ -366,8 +470,24 @@ fn client(cmd: ClientCommand) -> Result<(), CliError> {
         ClientCommand::Create(args) => args,
         ClientCommand::Disable { id } => return set_client_disabled(&id, true),
         ClientCommand::Enable { id } => return set_client_disabled(&id, false),
+        ClientCommand::SetPlan { id, plan } => {
+            let plan = plan.plan()?;
+            let mut conn = open_connection()?;
+            let changed = Client::set_plan(&mut conn, &id, plan, Utc::now().naive_utc())
+                .map_err(|e| CliError::Failed(e.into()))?;
+            if !changed {
+                return Err(CliError::Conflict("no such client".into()));
+            }
+            println!(
+                "{}",
+                serde_json::json!({ "client_id": id, "plan": plan.name(), "rate_limit": plan.limit() })
+            );
+            return Ok(());
+        }
     };
-    let new = NewClient::parse(args.into()).map_err(CliError::Invalid)?;
+    let plan = args.plan.plan()?;
+    let mut new = NewClient::parse(args.into()).map_err(CliError::Invalid)?;
+    new.plan = plan;
     let mut conn = open_connection()?;
     let registered = clients::register(&mut conn, new, Utc::now().naive_utc())
         .map_err(|e| CliError::Failed(e.into()))?;

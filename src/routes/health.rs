@@ -11,6 +11,13 @@ pub async fn healthz() -> HttpResponse {
 /// Readiness: 200 when the database answers within two seconds, else 503.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.db.ping().await {
+        if state.limiter.degraded() {
+            // Still serving: each instance limits on its own meanwhile.
+            return HttpResponse::Ok().json(json!({
+                "status": "degraded",
+                "reason": "rate-limit store (Redis) unreachable: limits are counted per instance"
+            }));
+        }
         HttpResponse::Ok().json(json!({"status": "ready"}))
     } else {
         HttpResponse::ServiceUnavailable()

@@ -287,9 +287,16 @@ impl TestApp {
         tokio::task::spawn_blocking(move || {
             let mut conn = db.conn().expect("conn");
             let password = NewPassword::parse(PASSWORD.to_owned()).expect("password");
-            accounts::create_user(&mut conn, &email, role, &password, Utc::now().naive_utc())
-                .expect("create user")
-                .id
+            accounts::create_user(
+                &mut conn,
+                &email,
+                role,
+                dzdesk_auth::domain::Plan::Standard,
+                &password,
+                Utc::now().naive_utc(),
+            )
+            .expect("create user")
+            .id
         })
         .await
         .expect("join")

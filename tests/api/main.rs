@@ -19,6 +19,7 @@ mod logging;
 mod login;
 mod metadata;
 mod oauth_flow;
+mod ratelimits;
 mod refresh;
 mod register;
 mod settings_api;

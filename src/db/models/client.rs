@@ -135,6 +135,24 @@ impl Client {
         .execute(conn)
     }
 
+    /// Sets the plan of the client's own account (its client_credentials
+    /// tokens); false when no such client exists.
+    pub fn set_plan(
+        conn: &mut AnyConnection,
+        id: &str,
+        plan: Plan,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        diesel::update(clients::table.find(id))
+            .set((
+                clients::plan.eq(plan.name()),
+                clients::rate_limit.eq(plan.custom_limit().map(i64::from)),
+                clients::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .map(|n| n > 0)
+    }
+
     pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<Client>> {
         clients::table
             .find(id)

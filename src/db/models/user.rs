@@ -213,6 +213,23 @@ impl User {
         })
     }
 
+    /// Sets the account's plan; false when no such user exists.
+    pub fn set_plan(
+        conn: &mut AnyConnection,
+        id: &str,
+        plan: Plan,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        diesel::update(users::table.find(id))
+            .set((
+                users::plan.eq(plan.name()),
+                users::rate_limit.eq(plan.custom_limit().map(i64::from)),
+                users::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .map(|n| n > 0)
+    }
+
     pub fn set_ip_allowlist(
         conn: &mut AnyConnection,
         id: &str,

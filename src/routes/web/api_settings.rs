@@ -86,6 +86,8 @@ impl Draft {
 #[template(path = "api_settings.html")]
 struct SettingsPage<'a> {
     email: &'a str,
+    /// "Standard: 60 requests per minute".
+    plan: String,
     scope_options: Vec<ScopeOption>,
     expiry_options: Vec<ExpiryOption>,
     name: &'a str,
@@ -218,6 +220,11 @@ async fn settings_page(
         status,
         &SettingsPage {
             email: &signed_in.user.email,
+            plan: signed_in
+                .user
+                .plan()
+                .map_err(|e| WebError::internal(anyhow::anyhow!(e)))?
+                .describe(),
             scope_options: grantable(signed_in.user.role())
                 .map(|scope| ScopeOption {
                     scope,
