@@ -8,6 +8,9 @@
 #   BENCH_BIN=/path/to/dzdesk-auth SCENARIOS="introspect me_api_key" bench/run.sh
 #                                     # another build (bench/ab.sh compares two)
 #
+# The service's own settings pass through: DZDESK_RATE_LIMITS=off, or
+# DZDESK_REDIS_URL=redis://127.0.0.1:6379 for the shared limiter.
+#
 # Scenarios: healthz (the HTTP stack's baseline), introspect (RFC 7662 of one
 # access token by an internal service), me_api_key (GET /v1/me with
 # an API key: bearer extraction, key lookup, allowlist check), client_credentials (the
@@ -61,6 +64,13 @@ ibasic=$(printf '%s:%s' "$iid" "$isecret" | base64 -w0)
 # The refresh scenario: a user, and a client for the code and refresh grants.
 export BENCH_PASSWORD="bench-password-$(date +%s%N)"
 printf '%s' "$BENCH_PASSWORD" | "$bin" user create --email bench@example.com --role agent --password-stdin >/dev/null
+# An enterprise plan far above what the machine can serve, so the limit never
+# triggers and the scenario measures what checking it costs (builds without
+# plans skip this).
+if "$bin" user set-plan --help >/dev/null 2>&1; then
+  "$bin" user set-plan --email bench@example.com --plan enterprise --rate-limit 600000 >/dev/null
+  "$bin" client set-plan --id "$id" --plan enterprise --rate-limit 600000 >/dev/null
+fi
 rcreds=$("$bin" client create --name bench-refresh --scope "requests:read" --redirect-uri http://127.0.0.1/cb)
 rid=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])' <<<"$rcreds")
 rsecret=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' <<<"$rcreds")

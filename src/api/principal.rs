@@ -26,7 +26,7 @@ pub const NEEDS_ADMIN_TO_MANAGE: &str = "Changing API keys or the IP allowlist t
 /// key used from any other address gets 403 FORBIDDEN").
 pub fn principal_of(resolved: Resolved) -> Result<Principal, ApiError> {
     match resolved {
-        Resolved::Active(caller) if caller.is_bearer() => Ok(*caller),
+        Resolved::Active(caller) if caller.is_bearer() => Ok(caller),
         Resolved::IpRefused => Err(ApiError::Forbidden(
             "This API key may not be used from this IP address (see the account's IP allowlist)"
                 .into(),
@@ -109,7 +109,6 @@ mod tests {
                 grant_id: "g".into(),
             }),
             account: crate::credentials::Account {
-                key: "client:client_a".into(),
                 plan: crate::domain::Plan::Standard,
             },
             scopes: ScopeSet::parse(scopes).unwrap(),

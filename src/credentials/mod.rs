@@ -95,8 +95,6 @@ pub enum Credential {
 /// budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
-    /// `user:<id>` or `client:<id>`: the rate-limit key.
-    pub key: String,
     pub plan: Plan,
 }
 
@@ -135,6 +133,15 @@ impl Caller {
         }
     }
 
+    /// The account's rate-limit key: `user:<id>` or `client:<id>` (built
+    /// when asked: introspection never needs it).
+    pub fn account_key(&self) -> String {
+        match &self.subject {
+            Subject::User { id, .. } => format!("user:{id}"),
+            Subject::Service { client_id } => format!("client:{client_id}"),
+        }
+    }
+
     /// The API key used, if one was.
     pub fn api_key_id(&self) -> Option<&str> {
         match &self.credential {
@@ -151,8 +158,9 @@ impl Caller {
 
 /// The answer about a presented string.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // on the stack for one request: boxing would allocate
 pub enum Resolved {
-    Active(Box<Caller>),
+    Active(Caller),
     /// An API key that is usable, presented from an address its account's
     /// IP allowlist excludes (or from no known address).
     IpRefused,
@@ -424,19 +432,13 @@ fn access_token(claims: AccessClaims, status: Option<GrantStatus>) -> Resolved {
             scopes,
         ),
     };
-    let account = Account {
-        key: match &subject {
-            Subject::User { id, .. } => format!("user:{id}"),
-            Subject::Service { client_id } => format!("client:{client_id}"),
-        },
-        plan,
-    };
-    Resolved::Active(Box::new(Caller {
+    let account = Account { plan };
+    Resolved::Active(Caller {
         subject,
         credential: Credential::AccessToken(claims),
         account,
         scopes,
-    }))
+    })
 }
 
 /// Whether a key that exists may be used at `now`: not revoked, not
@@ -469,7 +471,7 @@ fn api_key(
     if !status.ip_allowlist.allows(client_ip) {
         return Resolved::IpRefused;
     }
-    Resolved::Active(Box::new(Caller {
+    Resolved::Active(Caller {
         subject: Subject::User {
             id: status.user_id.clone(),
             email: status.email.clone(),
@@ -480,12 +482,9 @@ fn api_key(
             created_at: status.created_at,
             expires_at: status.expires_at,
         },
-        account: Account {
-            key: format!("user:{}", status.user_id),
-            plan: status.plan,
-        },
+        account: Account { plan: status.plan },
         scopes: key_scopes(status),
-    }))
+    })
 }
 
 /// A refresh token: not rotated away, not expired, its grant active (RFC
@@ -511,11 +510,8 @@ fn refresh_token(
         .map_err(|e| ResolveError(anyhow::anyhow!("stored refresh token scopes: {e}")))?;
     let role = user.role();
     let plan = user.plan().map_err(|e| ResolveError(anyhow::anyhow!(e)))?;
-    Ok(Resolved::Active(Box::new(Caller {
-        account: Account {
-            key: format!("user:{}", user.id),
-            plan,
-        },
+    Ok(Resolved::Active(Caller {
+        account: Account { plan },
         scopes: scopes.split_by_role(role).0,
         subject: Subject::User {
             id: user.id,
@@ -527,7 +523,7 @@ fn refresh_token(
             created_at: row.created_at,
             expires_at: row.expires_at,
         },
-    })))
+    }))
 }
 
 #[cfg(test)]

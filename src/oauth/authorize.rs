@@ -369,7 +369,7 @@ impl Registrar for DbRegistrar<'_> {
         let allowed = self.client.scopes();
         let requested = match scope {
             Some(s) => ScopeSet::parse(&s.to_string()).map_err(|_| RegistrarError::Unspecified)?,
-            None => allowed.clone(),
+            None => allowed,
         };
         if requested.is_empty() || !allowed.covers(&requested) {
             return Err(RegistrarError::Unspecified);

@@ -14,6 +14,7 @@ use crate::credentials::{
 };
 use crate::db::models::{Client, GrantRow, RefreshTokenRow, RevokedAccessToken};
 use crate::db::AnyConnection;
+use crate::domain::ScopeSet;
 use crate::oauth::error::OAuthError;
 use crate::tokens;
 
@@ -81,7 +82,7 @@ pub async fn introspect(
         .await
         .map_err(|e| OAuthError::server(e.0))?;
     Ok(match resolved {
-        Resolved::Active(active) => answer(caller, *active, &credentials.audience.issuer),
+        Resolved::Active(active) => answer(caller, active, &credentials.audience.issuer),
         Resolved::IpRefused | Resolved::Invalid => Introspection::inactive(),
     })
 }
@@ -94,7 +95,7 @@ fn answer(caller: &Client, active: Caller, issuer: &str) -> Introspection {
             return Introspection::inactive();
         }
     }
-    let scope = Some(active.scopes.to_string());
+    let scopes = active.scopes;
     let username = match &active.subject {
         Subject::User { email, .. } => Some(email.clone()),
         Subject::Service { .. } => None,
@@ -103,7 +104,13 @@ fn answer(caller: &Client, active: Caller, issuer: &str) -> Introspection {
     match active.credential {
         Credential::AccessToken(claims) => Introspection {
             active: true,
-            scope,
+            // The token's own string when the role took nothing away (it
+            // was written canonically when signed); else what is left.
+            scope: Some(if ScopeSet::parse(&claims.scope) == Ok(scopes) {
+                claims.scope
+            } else {
+                scopes.to_string()
+            }),
             client_id: Some(claims.client_id),
             sub: Some(claims.sub),
             username,
@@ -121,7 +128,7 @@ fn answer(caller: &Client, active: Caller, issuer: &str) -> Introspection {
             ..
         } => Introspection {
             active: true,
-            scope,
+            scope: Some(scopes.to_string()),
             client_id: None,
             sub: user_id,
             username,
@@ -138,7 +145,7 @@ fn answer(caller: &Client, active: Caller, issuer: &str) -> Introspection {
             expires_at,
         } => Introspection {
             active: true,
-            scope,
+            scope: Some(scopes.to_string()),
             client_id: Some(client_id),
             sub: user_id,
             username,

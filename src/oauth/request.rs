@@ -81,7 +81,7 @@ pub struct TokenConfig {
 /// `invalid_scope`; absent means all of `allowed`.
 pub fn requested_scope(params: &FormParams, allowed: &ScopeSet) -> Result<ScopeSet, OAuthError> {
     let Some(raw) = params.get("scope") else {
-        return Ok(allowed.clone());
+        return Ok(*allowed);
     };
     let requested = ScopeSet::parse(raw).map_err(OAuthError::InvalidScope)?;
     if !allowed.covers(&requested) {

@@ -10,6 +10,7 @@
 
 pub mod gcra;
 pub mod redis;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

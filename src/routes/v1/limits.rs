@@ -101,7 +101,7 @@ pub async fn rate_limit(
     let auth = authenticate(&state, req.request()).await;
     let decision = if state.settings.rate_limits {
         let (key, limit) = match &auth {
-            Ok(p) => (p.account.key.clone(), p.account.plan.limit()),
+            Ok(p) => (p.account_key(), p.account.plan.limit()),
             Err(_) => (
                 state
                     .client_ip(req.request())

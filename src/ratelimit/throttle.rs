@@ -1,0 +1,400 @@
+//! Brute-force throttling: failed guesses counted per key, with locks that
+//! need no administrator to lift (none is permanent).
+//!
+//! An attempt *reserves* its failure before the password or secret is
+//! checked ([`Throttle::begin`]), atomically with checking every lock it is
+//! subject to; a success gives the reservation back ([`Throttle::succeeded`]).
+//! So fifty parallel wrong passwords get exactly as many guesses as the
+//! limit, never more (parallel checks bypassing a lockout is a known CVE
+//! class: Zitadel GHSA-7h8m-vrxx-vr4m, keycloak#31726).
+//!
+//! Pure state transitions ([`Counter`]) take the current time; the store is
+//! this process ([`Throttle`]) or Redis (the same transitions in Lua,
+//! `ratelimit::redis`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// How one kind of key is throttled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Failures within `window_secs` that lock the key.
+    pub max_failures: u32,
+    pub window_secs: i64,
+    /// The first lock's length; each further lock doubles it, up to
+    /// `max_lock_secs`. Equal for a fixed lock.
+    pub lock_secs: i64,
+    pub max_lock_secs: i64,
+}
+
+impl Policy {
+    /// Sign-in, per (account, address): 5 failures in 15 minutes lock the
+    /// pair for 1 minute, then 2, 4, ... up to an hour.
+    pub const SIGN_IN_PAIR: Policy = Policy {
+        max_failures: 5,
+        window_secs: 15 * 60,
+        lock_secs: 60,
+        max_lock_secs: 3600,
+    };
+    /// Sign-in, per address across accounts: 20 failures in 15 minutes,
+    /// then 15 minutes of 429.
+    pub const SIGN_IN_ADDRESS: Policy = Policy {
+        max_failures: 20,
+        window_secs: 15 * 60,
+        lock_secs: 15 * 60,
+        max_lock_secs: 15 * 60,
+    };
+    /// Sign-in, per account from any address (credential stuffing): 100
+    /// failures in an hour lock it for 15 minutes for everyone.
+    pub const SIGN_IN_ACCOUNT: Policy = Policy {
+        max_failures: 100,
+        window_secs: 3600,
+        lock_secs: 15 * 60,
+        max_lock_secs: 15 * 60,
+    };
+    /// Client authentication at the token endpoint, per (client_id,
+    /// address): as sign-in pairs. Never per client alone: a client_id is
+    /// public, and locking it for every address would hand anyone a switch
+    /// to turn a service off.
+    pub const CLIENT_PAIR: Policy = Policy::SIGN_IN_PAIR;
+    /// Client authentication, per address.
+    pub const CLIENT_ADDRESS: Policy = Policy::SIGN_IN_ADDRESS;
+
+    fn lock_for(&self, level: u32) -> i64 {
+        let doubled = self
+            .lock_secs
+            .checked_shl(level.min(32))
+            .unwrap_or(self.max_lock_secs);
+        doubled.clamp(self.lock_secs, self.max_lock_secs)
+    }
+}
+
+/// Escalation is remembered this long after a lock ends.
+pub const LEVEL_MEMORY_SECS: i64 = 24 * 3600;
+
+/// The state of one key (seconds since the epoch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub failures: u32,
+    pub window_start: i64,
+    pub locked_until: i64,
+    /// Locks so far (escalation).
+    pub level: u32,
+}
+
+impl Counter {
+    /// Seconds left on the lock, if locked at `now`.
+    pub fn locked(&self, now: i64) -> Option<i64> {
+        (self.locked_until > now).then(|| self.locked_until - now)
+    }
+
+    /// Counts one (provisional) failure at `now`. Returns the lock's length
+    /// when this failure locked the key.
+    pub fn fail(&mut self, now: i64, policy: &Policy) -> Option<i64> {
+        if now - self.window_start >= policy.window_secs {
+            self.failures = 0;
+            self.window_start = now;
+        }
+        self.failures += 1;
+        if self.failures < policy.max_failures {
+            return None;
+        }
+        let lock = policy.lock_for(self.level);
+        self.locked_until = now + lock;
+        self.level = self.level.saturating_add(1);
+        self.failures = 0;
+        self.window_start = now;
+        Some(lock)
+    }
+
+    /// Gives back one provisional failure (the guess was right).
+    pub fn give_back(&mut self) {
+        self.failures = self.failures.saturating_sub(1);
+    }
+
+    /// Whether nothing about the key is worth keeping at `now`.
+    fn is_dead(&self, now: i64, policy: &Policy) -> bool {
+        let window_over = now - self.window_start >= policy.window_secs;
+        let memory_over = self.level == 0 || now - self.locked_until >= LEVEL_MEMORY_SECS;
+        self.locked(now).is_none() && window_over && memory_over
+    }
+}
+
+/// One key an attempt is subject to.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub key: String,
+    pub policy: Policy,
+    /// A success resets this key (the pair), rather than giving back the
+    /// one provisional failure (the address, the account).
+    pub reset_on_success: bool,
+}
+
+/// What [`Throttle::begin`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// Go on and check the secret; then call `succeeded` or nothing.
+    Allowed {
+        /// Keys this attempt's failure just locked (to log).
+        locked_now: Vec<String>,
+    },
+    /// A lock is in force: refuse without checking anything.
+    Locked { key: String, retry_after: i64 },
+}
+
+/// Keys held at most; past it, dead ones go, then the oldest windows.
+pub const MAX_KEYS: usize = 100_000;
+
+/// The in-process store.
+#[derive(Default)]
+pub struct Throttle {
+    counters: Mutex<HashMap<String, (Counter, Policy)>>,
+}
+
+impl Throttle {
+    /// Checks every subject's lock and, if none holds, reserves one failure
+    /// on each, all under one lock (atomic).
+    pub fn begin(&self, subjects: &[Subject], now: i64) -> Begin {
+        let Ok(mut map) = self.counters.lock() else {
+            return Begin::Locked {
+                key: "throttle".into(),
+                retry_after: 60,
+            };
+        };
+        for s in subjects {
+            if let Some(left) = map.get(&s.key).and_then(|(c, _)| c.locked(now)) {
+                return Begin::Locked {
+                    key: s.key.clone(),
+                    retry_after: left,
+                };
+            }
+        }
+        if map.len() + subjects.len() > MAX_KEYS {
+            map.retain(|_, (c, p)| !c.is_dead(now, p));
+            if map.len() + subjects.len() > MAX_KEYS {
+                // A flood of distinct keys: drop the quietest windows.
+                let mut starts: Vec<i64> = map.values().map(|(c, _)| c.window_start).collect();
+                starts.sort_unstable();
+                let cut = starts[starts.len() / 4];
+                map.retain(|_, (c, _)| c.window_start > cut || c.locked(now).is_some());
+            }
+        }
+        let mut locked_now = Vec::new();
+        for s in subjects {
+            let (counter, _) = map
+                .entry(s.key.clone())
+                .or_insert((Counter::default(), s.policy));
+            if counter.fail(now, &s.policy).is_some() {
+                locked_now.push(s.key.clone());
+            }
+        }
+        Begin::Allowed { locked_now }
+    }
+
+    /// The attempt's secret was right: reset the pair, give back the rest.
+    pub fn succeeded(&self, subjects: &[Subject]) {
+        let Ok(mut map) = self.counters.lock() else {
+            return;
+        };
+        for s in subjects {
+            if let Some((c, _)) = map.get_mut(&s.key) {
+                if s.reset_on_success {
+                    // The lock a success itself may have set goes too.
+                    *c = Counter::default();
+                } else {
+                    c.give_back();
+                }
+            }
+        }
+    }
+
+    /// Whether `key` is locked at `now`, without counting anything.
+    pub fn locked(&self, key: &str, now: i64) -> Option<i64> {
+        self.counters
+            .lock()
+            .ok()?
+            .get(key)
+            .and_then(|(c, _)| c.locked(now))
+    }
+
+    /// Counts a failure already known (not reserved first): for the token
+    /// endpoint, whose successes must not pay for a reservation.
+    pub fn failed(&self, subjects: &[Subject], now: i64) -> Vec<String> {
+        match self.begin(subjects, now) {
+            Begin::Allowed { locked_now } => locked_now,
+            Begin::Locked { .. } => Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.counters.lock().map_or(0, |m| m.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The subjects of a sign-in attempt: the (account, address) pair, the
+/// address, the account. The account is the email as typed (trimmed,
+/// lowercased), so unknown emails are throttled exactly like real ones.
+pub fn sign_in_subjects(email: &str, address_key: &str) -> Vec<Subject> {
+    let account = email.trim().to_lowercase();
+    vec![
+        Subject {
+            key: format!("login:pair:{account}|{address_key}"),
+            policy: Policy::SIGN_IN_PAIR,
+            reset_on_success: true,
+        },
+        Subject {
+            key: format!("login:addr:{address_key}"),
+            policy: Policy::SIGN_IN_ADDRESS,
+            reset_on_success: false,
+        },
+        Subject {
+            key: format!("login:acct:{account}"),
+            policy: Policy::SIGN_IN_ACCOUNT,
+            reset_on_success: false,
+        },
+    ]
+}
+
+/// The subjects of a client authentication: (client_id, address) and the
+/// address. Never the client alone.
+pub fn client_subjects(client_id: &str, address_key: &str) -> Vec<Subject> {
+    vec![
+        Subject {
+            key: format!("client:pair:{client_id}|{address_key}"),
+            policy: Policy::CLIENT_PAIR,
+            reset_on_success: true,
+        },
+        Subject {
+            key: format!("client:addr:{address_key}"),
+            policy: Policy::CLIENT_ADDRESS,
+            reset_on_success: false,
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn five_failures_lock_the_pair_for_a_growing_time_capped_at_an_hour() {
+        let mut c = Counter::default();
+        let p = Policy::SIGN_IN_PAIR;
+        let mut now = NOW;
+        let mut locks = Vec::new();
+        for _ in 0..8 {
+            let mut lock = None;
+            for _ in 0..5 {
+                lock = c.fail(now, &p);
+            }
+            let lock = lock.expect("the fifth failure locks");
+            locks.push(lock);
+            now += lock;
+            assert!(c.locked(now).is_none(), "no lock is permanent");
+        }
+        assert_eq!(locks, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
+    }
+
+    #[test]
+    fn failures_outside_the_window_start_over() {
+        let mut c = Counter::default();
+        let p = Policy::SIGN_IN_PAIR;
+        for i in 0..4 {
+            assert!(c.fail(NOW + i, &p).is_none());
+        }
+        assert!(c.fail(NOW + 15 * 60 + 10, &p).is_none(), "a new window");
+    }
+
+    #[test]
+    fn parallel_reservations_never_exceed_the_limit() {
+        let t = std::sync::Arc::new(Throttle::default());
+        let subjects = sign_in_subjects("Ann@Example.com ", "ip:192.0.2.1");
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                let (t, s) = (t.clone(), subjects.clone());
+                std::thread::spawn(move || matches!(t.begin(&s, NOW), Begin::Allowed { .. }))
+            })
+            .collect();
+        let allowed = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|a| *a)
+            .count();
+        assert_eq!(allowed, 5);
+        // The right password is refused too while locked.
+        assert!(matches!(t.begin(&subjects, NOW + 1), Begin::Locked { .. }));
+        // Another address for the same account is not affected.
+        let elsewhere = sign_in_subjects("ann@example.com", "ip:198.51.100.7");
+        assert!(matches!(
+            t.begin(&elsewhere, NOW + 1),
+            Begin::Allowed { .. }
+        ));
+    }
+
+    #[test]
+    fn a_success_resets_its_pair_and_gives_back_the_rest() {
+        let t = Throttle::default();
+        let subjects = sign_in_subjects("ann@example.com", "ip:192.0.2.1");
+        for _ in 0..4 {
+            assert!(matches!(t.begin(&subjects, NOW), Begin::Allowed { .. }));
+        }
+        t.begin(&subjects, NOW);
+        // The fifth locked the pair; suppose it was right (it was let in).
+        t.succeeded(&subjects);
+        assert!(t.locked(&subjects[0].key, NOW).is_none());
+        for _ in 0..4 {
+            assert!(matches!(t.begin(&subjects, NOW), Begin::Allowed { .. }));
+        }
+    }
+
+    #[test]
+    fn twenty_failures_from_one_address_across_accounts_lock_the_address() {
+        let t = Throttle::default();
+        for i in 0..20 {
+            let s = sign_in_subjects(&format!("user{i}@example.com"), "ip:192.0.2.1");
+            assert!(matches!(t.begin(&s, NOW), Begin::Allowed { .. }), "{i}");
+        }
+        let s = sign_in_subjects("new@example.com", "ip:192.0.2.1");
+        match t.begin(&s, NOW + 60) {
+            Begin::Locked { key, retry_after } => {
+                assert!(key.starts_with("login:addr:"));
+                assert_eq!(retry_after, 15 * 60 - 60);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_hundred_failures_from_many_addresses_lock_the_account_for_everyone() {
+        let t = Throttle::default();
+        for i in 0..100 {
+            let s = sign_in_subjects(
+                "ann@example.com",
+                &format!("ip:10.0.{}.{}", i / 250, i % 250),
+            );
+            assert!(matches!(t.begin(&s, NOW), Begin::Allowed { .. }), "{i}");
+        }
+        let s = sign_in_subjects("ann@example.com", "ip:203.0.113.9");
+        match t.begin(&s, NOW) {
+            Begin::Locked { key, .. } => assert!(key.starts_with("login:acct:")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(t.begin(&s, NOW + 15 * 60), Begin::Allowed { .. }));
+    }
+
+    #[test]
+    fn the_store_is_bounded() {
+        let t = Throttle::default();
+        for i in 0..(MAX_KEYS / 2 + 10) {
+            let s = client_subjects("client_a", &format!("ip:{i}"));
+            t.failed(&s, NOW + i as i64);
+        }
+        assert!(t.len() <= MAX_KEYS, "{}", t.len());
+    }
+}
