@@ -14,6 +14,7 @@ use actix_web::{App, HttpServer};
 use crate::api::usage::UsageTracker;
 use crate::auth::csrf::CsrfKey;
 use crate::auth::password;
+use crate::auth::verifier::VerifierPool;
 use crate::config::Settings;
 use crate::credentials::keystore::{self, KeyStore};
 use crate::credentials::revocation_view::RevocationView;
@@ -38,6 +39,9 @@ pub enum BuildError {
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
+
+/// Sign-ins that may wait for the argon2 workers; past it, 503 at once.
+pub const PASSWORD_QUEUE: usize = 32;
 
 pub struct Application {
     local_addr: SocketAddr,
@@ -107,7 +111,11 @@ impl Application {
             .transpose()
             .map_err(|m| anyhow::anyhow!("DZDESK_REDIS_URL: {m}"))?;
         let limiter = Arc::new(Limiter::new(redis));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let passwords =
+            Arc::new(VerifierPool::new(cores, PASSWORD_QUEUE).map_err(anyhow::Error::from)?);
         let state = web::Data::new(AppState {
+            passwords,
             limiter,
             db: db.clone(),
             csrf: CsrfKey::new(keys.csrf),

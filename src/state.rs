@@ -10,6 +10,7 @@ use chrono::Utc;
 
 use crate::api::usage::UsageTracker;
 use crate::auth::csrf::CsrfKey;
+use crate::auth::verifier::VerifierPool;
 use crate::config::Settings;
 use crate::credentials::jwt::KeyRing;
 use crate::credentials::Credentials;
@@ -25,8 +26,11 @@ pub struct AppState {
     /// Who is calling: signing keys, the revocation view, the checks.
     pub credentials: Credentials,
     pub clients: ClientCache,
-    /// The `/v1` rate limits (Redis when configured, else in process).
+    /// The `/v1` rate limits and the brute-force throttle (Redis when
+    /// configured, else in process).
     pub limiter: Arc<Limiter>,
+    /// The argon2 workers that check sign-in passwords.
+    pub passwords: Arc<VerifierPool>,
     /// API-key uses not yet written to `last_used_at`.
     pub usage: Arc<UsageTracker>,
 }

@@ -4,6 +4,7 @@
 pub mod csrf;
 pub mod password;
 pub mod signin;
+pub mod verifier;
 
 /// The target of a post-sign-in redirect, if it is safe to follow: a local
 /// absolute path only. Anything that a browser could resolve to another

@@ -40,7 +40,7 @@ pub fn verify_password(password: &Password, phc: &str) -> bool {
 /// A hash of a random password with the same parameters as real ones, so that
 /// checking an unknown email costs one argon2 verification too and timing does
 /// not tell which emails exist.
-fn dummy_hash() -> &'static str {
+pub(crate) fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
     DUMMY.get_or_init(|| {
         let random = tokens::new_secret("");

@@ -1,12 +1,10 @@
-//! Checking an email and password and opening a session. Blocking (argon2 and
-//! diesel): run inside `Database::run`.
+//! Sign-in's database step: the user an email names. The password is
+//! checked apart, on the argon2 workers (`auth::verifier`), with no
+//! database connection held. Blocking: run inside `Database::run`.
 
-use chrono::NaiveDateTime;
-
-use crate::auth::password;
-use crate::db::models::{Session, User};
+use crate::db::models::User;
 use crate::db::AnyConnection;
-use crate::domain::{Email, Password};
+use crate::domain::Email;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignInError {
@@ -18,36 +16,12 @@ pub enum SignInError {
     Database(#[from] diesel::result::Error),
 }
 
-/// A successful sign-in: the user and the new session's cookie secret.
-#[derive(Debug)]
-pub struct SignedIn {
-    pub user: User,
-    pub session_secret: String,
-}
-
-/// Verifies the credentials and creates a session. Every failure path costs
-/// exactly one argon2 verification, like success does (no user enumeration by
-/// timing).
-pub fn sign_in(
-    conn: &mut AnyConnection,
-    email: &str,
-    password: &Password,
-    now: NaiveDateTime,
-) -> Result<SignedIn, SignInError> {
-    let user = match Email::parse(email) {
+/// The user an email names, if any (the connection is given back before
+/// argon2 runs; an unknown email is then checked against the dummy hash, so
+/// timing does not tell which emails exist).
+pub fn find_user(conn: &mut AnyConnection, email: &str) -> Result<Option<User>, SignInError> {
+    Ok(match Email::parse(email) {
         Ok(email) => User::find_by_email(conn, &email)?,
         Err(_) => None,
-    };
-    let Some(user) = user else {
-        password::verify_against_dummy(password);
-        return Err(SignInError::InvalidCredentials);
-    };
-    if !password::verify_password(password, &user.password_hash) || user.disabled {
-        return Err(SignInError::InvalidCredentials);
-    }
-    let session_secret = Session::create(conn, &user.id, now)?;
-    Ok(SignedIn {
-        user,
-        session_secret,
     })
 }

@@ -20,6 +20,11 @@ pub enum OAuthError {
     /// RFC 7009 2.2.1: revocation of this token type is not supported.
     #[error("{0}")]
     UnsupportedTokenType(String),
+    /// Too many failed client authentications from this address (429,
+    /// with `Retry-After` in seconds). RFC 6749 has no code for it; RFC
+    /// 6749 4.1.2.1's `temporarily_unavailable` says what it is.
+    #[error("too many failed client authentications: try again in {0} s")]
+    TooManyAttempts(i64),
     #[error("internal server error")]
     ServerError(#[source] anyhow::Error),
 }
@@ -34,6 +39,7 @@ impl OAuthError {
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::UnsupportedTokenType(_) => "unsupported_token_type",
+            OAuthError::TooManyAttempts(_) => "temporarily_unavailable",
             OAuthError::ServerError(_) => "server_error",
         }
     }

@@ -102,6 +102,7 @@ pub fn ip_key(ip: IpAddr) -> String {
 /// else this process.
 pub struct Limiter {
     local: LocalStore,
+    throttle: throttle::Throttle,
     redis: Option<redis::RedisStore>,
 }
 
@@ -109,6 +110,7 @@ impl Limiter {
     pub fn new(redis: Option<redis::RedisStore>) -> Self {
         Self {
             local: LocalStore::default(),
+            throttle: throttle::Throttle::default(),
             redis,
         }
     }
@@ -123,6 +125,68 @@ impl Limiter {
             }
         }
         self.local.check(key, limit, now)
+    }
+
+    /// Brute-force throttling ([`throttle`]): checks every subject's lock
+    /// and reserves a failure on each, atomically, in Redis when it answers
+    /// (so several instances agree), else in process.
+    pub async fn throttle_begin(
+        &self,
+        subjects: &[throttle::Subject],
+        now_secs: i64,
+    ) -> throttle::Begin {
+        if let Some(redis) = &self.redis {
+            if let Some(begin) = redis.throttle(subjects, false).await {
+                return begin;
+            }
+        }
+        self.throttle.begin(subjects, now_secs)
+    }
+
+    /// The guess was right: give the reservation back (reset the pair).
+    pub async fn throttle_succeeded(&self, subjects: &[throttle::Subject]) {
+        if let Some(redis) = &self.redis {
+            if redis.throttle(subjects, true).await.is_some() {
+                return;
+            }
+        }
+        self.throttle.succeeded(subjects);
+    }
+
+    /// Nothing is counted in this process's throttle: no key can be locked
+    /// here (one atomic load).
+    pub fn throttle_holds_nothing(&self) -> bool {
+        self.throttle.holds_nothing()
+    }
+
+    /// Whether `key` is locked in this process (the token endpoint's hot
+    /// path asks this, and only this, before a success).
+    pub fn locked_here(&self, key: &str, now_secs: i64) -> Option<i64> {
+        self.throttle.locked(key, now_secs)
+    }
+
+    /// Counts a failure already known (the token endpoint): in Redis when
+    /// it answers; remembered here too, so that this instance's hot path
+    /// sees the lock.
+    pub async fn throttle_failed(
+        &self,
+        subjects: &[throttle::Subject],
+        now_secs: i64,
+    ) -> throttle::Begin {
+        let begin = self.throttle_begin(subjects, now_secs).await;
+        if self.redis.is_some() {
+            if let throttle::Begin::Locked { key, retry_after } = &begin {
+                self.throttle.lock_for(key, now_secs + retry_after);
+            }
+            if let throttle::Begin::Allowed { locked_now } = &begin {
+                for key in locked_now {
+                    if let Some(s) = subjects.iter().find(|s| &s.key == key) {
+                        self.throttle.lock_for(key, now_secs + s.policy.lock_secs);
+                    }
+                }
+            }
+        }
+        begin
     }
 
     /// Redis is configured but not answering: decisions are made in

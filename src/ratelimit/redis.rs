@@ -14,6 +14,7 @@ use std::time::Instant;
 use redis::aio::MultiplexedConnection;
 
 use super::gcra::{self, Decision};
+use super::throttle::{Begin, Subject};
 use super::REDIS_TIMEOUT;
 
 /// KEYS[1]: the budget's key. ARGV[1]: the emission interval (µs); ARGV[2]:
@@ -34,6 +35,50 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.floor((new_t
 return {1, math.floor((window - (new_tat - now)) / interval), new_tat, 0}
 ";
 
+/// Brute-force throttling (`super::throttle`), the same transitions as
+/// `Counter`: KEYS are the subjects; per key, ARGV holds max_failures,
+/// window, lock, max_lock, reset_on_success (4 + 1 numbers), then ARGV[last]
+/// is the mode: 1 = begin (check every lock, then reserve a failure on each),
+/// 2 = succeeded. Begin returns {1, locked_now...} or {0, key index,
+/// retry_after}. Seconds, on Redis's clock.
+const THROTTLE_LUA: &str = r"
+local now = tonumber(redis.call('TIME')[1])
+local mode = tonumber(ARGV[#ARGV])
+local function arg(i, k) return tonumber(ARGV[(i - 1) * 5 + k]) end
+if mode == 2 then
+  for i = 1, #KEYS do
+    if arg(i, 5) == 1 then
+      redis.call('DEL', KEYS[i])
+    elseif tonumber(redis.call('HGET', KEYS[i], 'f') or '0') > 0 then
+      redis.call('HINCRBY', KEYS[i], 'f', -1)
+    end
+  end
+  return {1}
+end
+for i = 1, #KEYS do
+  local lu = tonumber(redis.call('HGET', KEYS[i], 'lu') or '0')
+  if lu > now then return {0, i, lu - now} end
+end
+local out = {1}
+for i = 1, #KEYS do
+  local maxf, window, lock, maxlock = arg(i, 1), arg(i, 2), arg(i, 3), arg(i, 4)
+  local v = redis.call('HMGET', KEYS[i], 'f', 'ws', 'lu', 'lv')
+  local f, ws, lu, lv = tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0'), tonumber(v[4] or '0')
+  if now - ws >= window then f = 0; ws = now end
+  f = f + 1
+  if f >= maxf then
+    local d = lock * (2 ^ math.min(lv, 32))
+    if d > maxlock then d = maxlock end
+    if d < lock then d = lock end
+    lu = now + d; lv = lv + 1; f = 0; ws = now
+    table.insert(out, i)
+  end
+  redis.call('HSET', KEYS[i], 'f', f, 'ws', ws, 'lu', lu, 'lv', lv)
+  redis.call('EXPIRE', KEYS[i], window + maxlock + 86400)
+end
+return out
+";
+
 /// Pause between attempts while Redis does not answer.
 const RETRY_MICROS: i64 = 1_000_000;
 
@@ -41,6 +86,7 @@ pub struct RedisStore {
     client: redis::Client,
     conn: RwLock<Option<MultiplexedConnection>>,
     script: redis::Script,
+    throttle: redis::Script,
     /// Key prefix (one key space per deployment, or per test).
     prefix: String,
     degraded: AtomicBool,
@@ -59,6 +105,7 @@ impl RedisStore {
             client,
             conn: RwLock::new(None),
             script: redis::Script::new(GCRA_LUA),
+            throttle: redis::Script::new(THROTTLE_LUA),
             prefix: prefix.to_owned(),
             degraded: AtomicBool::new(false),
             retry_at: AtomicI64::new(0),
@@ -108,6 +155,66 @@ impl RedisStore {
             }
             Ok(Err(e)) => {
                 // The connection may be broken: make a new one next time.
+                if let Ok(mut c) = self.conn.write() {
+                    *c = None;
+                }
+                self.failed(&format!("{e}"));
+                None
+            }
+            Err(_) => {
+                self.failed(&format!(
+                    "no answer within {} ms",
+                    REDIS_TIMEOUT.as_millis()
+                ));
+                None
+            }
+        }
+    }
+
+    /// [`super::throttle::Throttle::begin`] in Redis (`succeeded`: give
+    /// back instead), or None when Redis cannot answer in time.
+    pub async fn throttle(&self, subjects: &[Subject], succeeded: bool) -> Option<Begin> {
+        if self.degraded() && self.clock() < self.retry_at.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut invocation = self.throttle.prepare_invoke();
+        for s in subjects {
+            invocation
+                .key(format!("{}{}", self.prefix, s.key))
+                .arg(s.policy.max_failures)
+                .arg(s.policy.window_secs)
+                .arg(s.policy.lock_secs)
+                .arg(s.policy.max_lock_secs)
+                .arg(i64::from(s.reset_on_success));
+        }
+        invocation.arg(if succeeded { 2 } else { 1 });
+        let attempt = async {
+            let mut conn = self.connection().await?;
+            let reply: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+            Ok::<_, redis::RedisError>(reply)
+        };
+        match actix_web::rt::time::timeout(REDIS_TIMEOUT, attempt).await {
+            Ok(Ok(reply)) => {
+                self.recovered();
+                let index = |i: i64| usize::try_from(i - 1).ok().and_then(|i| subjects.get(i));
+                match reply.as_slice() {
+                    [0, i, left, ..] => Some(Begin::Locked {
+                        key: index(*i).map(|s| s.key.clone()).unwrap_or_default(),
+                        retry_after: *left,
+                    }),
+                    [1, locked @ ..] => Some(Begin::Allowed {
+                        locked_now: locked
+                            .iter()
+                            .filter_map(|i| index(*i).map(|s| s.key.clone()))
+                            .collect(),
+                    }),
+                    _ => {
+                        self.failed("unexpected reply from the throttle script");
+                        None
+                    }
+                }
+            }
+            Ok(Err(e)) => {
                 if let Ok(mut c) = self.conn.write() {
                     *c = None;
                 }

@@ -13,6 +13,7 @@
 //! `ratelimit::redis`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// How one kind of key is throttled.
@@ -149,6 +150,8 @@ pub const MAX_KEYS: usize = 100_000;
 #[derive(Default)]
 pub struct Throttle {
     counters: Mutex<HashMap<String, (Counter, Policy)>>,
+    /// How many keys `counters` holds, readable without the lock.
+    held: AtomicUsize,
 }
 
 impl Throttle {
@@ -188,6 +191,7 @@ impl Throttle {
                 locked_now.push(s.key.clone());
             }
         }
+        self.held.store(map.len(), Ordering::Release);
         Begin::Allowed { locked_now }
     }
 
@@ -217,6 +221,20 @@ impl Throttle {
             .and_then(|(c, _)| c.locked(now))
     }
 
+    /// Marks `key` locked until `until` here (a lock Redis reported), so
+    /// that this instance's hot path refuses without asking Redis.
+    pub fn lock_for(&self, key: &str, until: i64) {
+        if let Ok(mut map) = self.counters.lock() {
+            if map.len() < MAX_KEYS {
+                let entry = map
+                    .entry(key.to_owned())
+                    .or_insert((Counter::default(), Policy::CLIENT_PAIR));
+                entry.0.locked_until = entry.0.locked_until.max(until);
+            }
+            self.held.store(map.len(), Ordering::Release);
+        }
+    }
+
     /// Counts a failure already known (not reserved first): for the token
     /// endpoint, whose successes must not pay for a reservation.
     pub fn failed(&self, subjects: &[Subject], now: i64) -> Vec<String> {
@@ -228,6 +246,11 @@ impl Throttle {
 
     pub fn len(&self) -> usize {
         self.counters.lock().map_or(0, |m| m.len())
+    }
+
+    /// No key is held (so none is locked): one atomic load, no lock.
+    pub fn holds_nothing(&self) -> bool {
+        self.held.load(Ordering::Acquire) == 0
     }
 
     pub fn is_empty(&self) -> bool {

@@ -23,6 +23,8 @@ use crate::oauth::authorize::{
 use crate::oauth::error::OAuthError;
 use crate::oauth::introspect;
 use crate::oauth::token::{self, ClientAuth, FormParams, IssuedTokens};
+use crate::ratelimit::ip_key;
+use crate::ratelimit::throttle::{self, Begin};
 use crate::routes::web::session::MaybeSignedIn;
 use crate::routes::web::{render, see_other};
 use crate::state::AppState;
@@ -46,6 +48,7 @@ impl ResponseError for OAuthError {
     fn status_code(&self) -> StatusCode {
         match self {
             OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
+            OAuthError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             OAuthError::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -56,6 +59,11 @@ impl ResponseError for OAuthError {
             log::error!("token endpoint: {e:?}");
         }
         let mut resp = rfc_error(self.status_code(), self.code(), self.to_string());
+        if let OAuthError::TooManyAttempts(secs) = self {
+            if let Ok(v) = HeaderValue::from_str(&secs.max(&1).to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
         if matches!(self, OAuthError::InvalidClient(_)) {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -75,6 +83,7 @@ pub async fn token_post(
     let (params, authorization) = read_form(&req, &body)?;
     let grant = token::grant_type(&params)?;
     let auth = token::client_auth(authorization.as_deref(), &params)?;
+    let attempt = client_guard(&state, &req, &auth)?;
 
     // Hot path of service-to-service traffic: client_credentials with the
     // client and the keys in memory needs no database and no blocking-pool
@@ -106,6 +115,7 @@ pub async fn token_post(
             token::exchange(conn, &client, grant, &params, &keys, &cfg, Utc::now())
         })
         .await;
+    note_client_failure(&state, &attempt, &issued).await;
     if let Err(OAuthError::InvalidGrant(_)) = &issued {
         // A replayed code or a reused refresh token may just have revoked a
         // grant: let this instance's view catch up before answering.
@@ -176,6 +186,7 @@ pub async fn introspect_post(
     let auth = token::client_auth(authorization.as_deref(), &params)?;
     let token = token_param(&params)?;
     let client_ip = client_ip_param(&params)?;
+    let attempt = client_guard(&state, &req, &auth)?;
 
     // Hot path (other DZDESK services call this on every request): the
     // caller from the client cache and the token from memory (keys and
@@ -184,10 +195,12 @@ pub async fn introspect_post(
         Some(caller) => caller,
         None => {
             let st = state.clone();
-            state
+            let caller = state
                 .db
                 .run(move |conn| authenticated_confidential(conn, &st, &auth))
-                .await?
+                .await;
+            note_client_failure(&state, &attempt, &caller).await;
+            caller?
         }
     };
     let answer =
@@ -224,8 +237,9 @@ pub async fn revoke_post(
     let (params, authorization) = read_form(&req, &body)?;
     let auth = token::client_auth(authorization.as_deref(), &params)?;
     let token = token_param(&params)?;
+    let attempt = client_guard(&state, &req, &auth)?;
     let st = state.clone();
-    state
+    let revoked = state
         .db
         .run(move |conn| {
             let caller = authenticated_confidential(conn, &st, &auth)?;
@@ -240,13 +254,78 @@ pub async fn revoke_post(
                 Utc::now(),
             )
         })
-        .await?;
+        .await;
+    note_client_failure(&state, &attempt, &revoked).await;
+    revoked?;
     // Read-your-writes: the answer leaves once this instance's view has
     // applied the revocation.
     state.credentials.fence().await;
     let mut resp = HttpResponse::Ok().finish();
     no_store(&mut resp);
     Ok(resp)
+}
+
+/// Brute force at client authentication (token, introspection and
+/// revocation endpoints): a (client_id, address) pair or an address locked
+/// by failed authentications gets 429 before anything is checked, the right
+/// secret too. Never the client alone: a client_id is public. Returns the
+/// subjects to count a failure against.
+fn client_guard(
+    state: &AppState,
+    req: &HttpRequest,
+    auth: &ClientAuth,
+) -> Result<ClientAttempt, OAuthError> {
+    let attempt = ClientAttempt {
+        client_id: auth.client_id().to_owned(),
+        ip: state.client_ip(req),
+    };
+    // The hot path pays one atomic load while nothing is locked anywhere.
+    if state.limiter.throttle_holds_nothing() {
+        return Ok(attempt);
+    }
+    let now = Utc::now().timestamp();
+    if let Some(left) = attempt
+        .subjects()
+        .iter()
+        .find_map(|s| state.limiter.locked_here(&s.key, now))
+    {
+        return Err(OAuthError::TooManyAttempts(left));
+    }
+    Ok(attempt)
+}
+
+/// Who attempted a client authentication, from where.
+struct ClientAttempt {
+    client_id: String,
+    ip: Option<std::net::IpAddr>,
+}
+
+impl ClientAttempt {
+    fn subjects(&self) -> Vec<throttle::Subject> {
+        let address = self.ip.map_or_else(|| "ip:unknown".to_owned(), ip_key);
+        throttle::client_subjects(&self.client_id, &address)
+    }
+}
+
+/// Counts a failed client authentication (in Redis when configured) and
+/// logs the lock it may set.
+async fn note_client_failure<T>(
+    state: &AppState,
+    attempt: &ClientAttempt,
+    result: &Result<T, OAuthError>,
+) {
+    if !matches!(result, Err(OAuthError::InvalidClient(_))) {
+        return;
+    }
+    if let Begin::Allowed { locked_now } = state
+        .limiter
+        .throttle_failed(&attempt.subjects(), Utc::now().timestamp())
+        .await
+    {
+        for key in locked_now {
+            log::warn!("client authentication locked: {key}");
+        }
+    }
 }
 
 /// The cached client, if the presented credentials match it. No I/O.

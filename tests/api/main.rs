@@ -7,6 +7,7 @@ mod apps;
 mod authorize;
 mod bodies;
 mod browser;
+mod bruteforce;
 mod cli;
 mod code_grant;
 mod credentials;

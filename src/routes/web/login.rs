@@ -1,5 +1,6 @@
 //! `GET /login`, `POST /login`, `POST /logout`.
 
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -12,6 +13,8 @@ use crate::auth::signin::{self, SignInError};
 use crate::db::models::Session;
 use crate::domain::Password;
 use crate::error::WebError;
+use crate::ratelimit::ip_key;
+use crate::ratelimit::throttle::{self, Begin};
 use crate::routes::web::session::{
     cookie, looks_like_secret, removal, MaybeSignedIn, PRE_SESSION_COOKIE, SESSION_COOKIE,
 };
@@ -110,41 +113,119 @@ pub async fn login_post(
     }
 
     let next = local_redirect_target(&form.next).unwrap_or("/").to_owned();
-    let email = form.email;
-    let password = Password::new(form.password);
-    let now = Utc::now().naive_utc();
-    let email_for_check = email.clone();
-    let outcome = state
-        .db
-        .run(
-            move |conn| match signin::sign_in(conn, &email_for_check, &password, now) {
-                Ok(signed_in) => Ok(Ok(signed_in)),
-                Err(SignInError::InvalidCredentials) => Ok(Err(())),
-                Err(SignInError::Database(e)) => Err(WebError::from(e)),
-            },
-        )
-        .await?;
+    let email = form.email.clone();
+    let page = |status: StatusCode, error: &str| {
+        let page = LoginPage {
+            // The same token: it is still bound to this browser's pre-session.
+            csrf_token: &form.csrf_token,
+            next: local_redirect_target(&form.next).unwrap_or(""),
+            email: email.trim(),
+            error: Some(error),
+        };
+        render(status, &page)
+    };
 
-    match outcome {
-        Ok(signed_in) => {
-            log::info!("user {} signed in", signed_in.user.id);
+    // A place on the argon2 workers first: when they are all taken, answer
+    // at once, and count no guess.
+    let Ok(slot) = state.passwords.reserve() else {
+        let mut resp = page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many people are signing in right now. Try again in a moment.",
+        )?;
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return Ok(resp);
+    };
+    // Then the guess is reserved against every lock it is subject to
+    // (the account and address pair, the address, the account), so parallel
+    // guesses cannot overtake the limit.
+    let ip = state.client_ip(&req);
+    let address = ip.map_or_else(|| "ip:unknown".to_owned(), ip_key);
+    let subjects = throttle::sign_in_subjects(&email, &address);
+    let now_secs = Utc::now().timestamp();
+    match state.limiter.throttle_begin(&subjects, now_secs).await {
+        Begin::Locked { retry_after, .. } => {
+            // The same words for every lock, and for unknown emails too.
+            let mut resp = page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many sign-in attempts. Try again later.",
+            )?;
+            if let Ok(v) = HeaderValue::from_str(&retry_after.max(1).to_string()) {
+                resp.headers_mut().insert(RETRY_AFTER, v);
+            }
+            return Ok(resp);
+        }
+        Begin::Allowed { locked_now } => {
+            for key in locked_now {
+                let level = if key.starts_with("login:acct:") {
+                    log::Level::Warn
+                } else {
+                    log::Level::Info
+                };
+                log::log!(
+                    level,
+                    "sign-in locked ({}) for {} from {}",
+                    key.split(':').nth(1).unwrap_or("?"),
+                    mask_email(&email),
+                    ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string())
+                );
+            }
+        }
+    }
+
+    let lookup = email.clone();
+    let user = state
+        .db
+        .run(move |conn| {
+            signin::find_user(conn, &lookup).map_err(|e| match e {
+                SignInError::Database(e) => WebError::from(e),
+                SignInError::InvalidCredentials => WebError::internal(anyhow::anyhow!("lookup")),
+            })
+        })
+        .await?;
+    // The connection is back in the pool; argon2 runs on its workers (an
+    // unknown email costs one verification too).
+    let password = Password::new(form.password);
+    let verified = state
+        .passwords
+        .verify(
+            slot,
+            password,
+            user.as_ref().map(|u| u.password_hash.clone()),
+        )
+        .await;
+    match user.filter(|u| verified && !u.disabled) {
+        Some(user) => {
+            state.limiter.throttle_succeeded(&subjects).await;
+            let user_id = user.id.clone();
+            let now = Utc::now().naive_utc();
+            let session_secret = state
+                .db
+                .run(move |conn| Session::create(conn, &user_id, now).map_err(WebError::from))
+                .await?;
+            log::info!("user {} signed in", user.id);
             let mut resp = see_other(&next);
             let secure = state.secure_cookies();
-            resp.add_cookie(&cookie(SESSION_COOKIE, signed_in.session_secret, secure))
+            resp.add_cookie(&cookie(SESSION_COOKIE, session_secret, secure))
                 .and_then(|_| resp.add_cookie(&removal(PRE_SESSION_COOKIE, secure)))
                 .map_err(WebError::internal)?;
             Ok(resp)
         }
-        Err(()) => {
-            let page = LoginPage {
-                csrf_token: &form.csrf_token,
-                next: local_redirect_target(&form.next).unwrap_or(""),
-                email: email.trim(),
-                error: Some("Wrong email or password."),
-            };
-            // The same token: it is still bound to this browser's pre-session.
-            render(StatusCode::OK, &page)
+        None => page(StatusCode::OK, "Wrong email or password."),
+    }
+}
+
+/// `a***@example.com`: enough for an operator to tell accounts apart in a
+/// log, not enough to read the address.
+fn mask_email(raw: &str) -> String {
+    let raw = raw.trim();
+    match raw.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            let domain: String = domain.chars().take(64).collect();
+            format!("{first}***@{domain}")
         }
+        None => "***".to_owned(),
     }
 }
 
