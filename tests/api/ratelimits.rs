@@ -476,3 +476,57 @@ async fn when_redis_goes_away_limits_fall_back_to_the_process_and_readyz_says_de
     let ready: Value = resp.json().await.unwrap();
     assert_eq!(ready["status"], "degraded", "{ready}");
 }
+
+#[tokio::test]
+async fn two_instances_on_one_redis_share_the_sign_in_throttle() {
+    if !redis_or_skip(&test_redis_url(), "127.0.0.1:6379 or TEST_REDIS_URL") {
+        return;
+    }
+    let prefix = format!("dzdesk_test_{}:", dzdesk_auth::tokens::new_id(""));
+    let app = redis_app(&test_redis_url(), &prefix).await;
+    let (second, handle) = spawn_second_instance(&app).await;
+    app.create_user("ann@example.com", Role::Agent).await;
+    let sign_in = |base: String, password: &'static str| async move {
+        let browser = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let html = browser
+            .get(format!("{base}/login"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let token = crate::helpers::hidden_input(&html, "csrf_token").unwrap();
+        browser
+            .post(format!("{base}/login"))
+            .form(&[
+                ("email", "ann@example.com"),
+                ("password", password),
+                ("next", "/"),
+                ("csrf_token", token.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Five wrong guesses spread over both instances ...
+    for i in 0..5 {
+        let base = if i % 2 == 0 {
+            app.address.clone()
+        } else {
+            second.clone()
+        };
+        assert_eq!(sign_in(base, "not the password at all").await, 200, "{i}");
+    }
+    // ... lock the pair on both.
+    for base in [app.address.clone(), second.clone()] {
+        assert_eq!(sign_in(base, crate::helpers::PASSWORD).await, 429);
+    }
+    handle.stop(false).await;
+}
