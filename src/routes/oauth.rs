@@ -83,7 +83,7 @@ pub async fn token_post(
     let (params, authorization) = read_form(&req, &body)?;
     let grant = token::grant_type(&params)?;
     let auth = token::client_auth(authorization.as_deref(), &params)?;
-    let attempt = client_guard(&state, &req, &auth)?;
+    client_guard(&state, &req, &auth)?;
 
     // Hot path of service-to-service traffic: client_credentials with the
     // client and the keys in memory needs no database and no blocking-pool
@@ -101,6 +101,7 @@ pub async fn token_post(
         }
     }
 
+    let client_id = auth.client_id().to_owned();
     let state2 = state.clone();
     let issued: Result<IssuedTokens, OAuthError> = state
         .db
@@ -115,7 +116,7 @@ pub async fn token_post(
             token::exchange(conn, &client, grant, &params, &keys, &cfg, Utc::now())
         })
         .await;
-    note_client_failure(&state, &attempt, &issued).await;
+    note_client_failure(&state, &req, &client_id, &issued).await;
     if let Err(OAuthError::InvalidGrant(_)) = &issued {
         // A replayed code or a reused refresh token may just have revoked a
         // grant: let this instance's view catch up before answering.
@@ -186,7 +187,7 @@ pub async fn introspect_post(
     let auth = token::client_auth(authorization.as_deref(), &params)?;
     let token = token_param(&params)?;
     let client_ip = client_ip_param(&params)?;
-    let attempt = client_guard(&state, &req, &auth)?;
+    client_guard(&state, &req, &auth)?;
 
     // Hot path (other DZDESK services call this on every request): the
     // caller from the client cache and the token from memory (keys and
@@ -194,12 +195,13 @@ pub async fn introspect_post(
     let caller = match cached_client(&state, &auth).filter(|c| c.confidential) {
         Some(caller) => caller,
         None => {
+            let client_id = auth.client_id().to_owned();
             let st = state.clone();
             let caller = state
                 .db
                 .run(move |conn| authenticated_confidential(conn, &st, &auth))
                 .await;
-            note_client_failure(&state, &attempt, &caller).await;
+            note_client_failure(&state, &req, &client_id, &caller).await;
             caller?
         }
     };
@@ -237,7 +239,8 @@ pub async fn revoke_post(
     let (params, authorization) = read_form(&req, &body)?;
     let auth = token::client_auth(authorization.as_deref(), &params)?;
     let token = token_param(&params)?;
-    let attempt = client_guard(&state, &req, &auth)?;
+    client_guard(&state, &req, &auth)?;
+    let client_id = auth.client_id().to_owned();
     let st = state.clone();
     let revoked = state
         .db
@@ -255,7 +258,7 @@ pub async fn revoke_post(
             )
         })
         .await;
-    note_client_failure(&state, &attempt, &revoked).await;
+    note_client_failure(&state, &req, &client_id, &revoked).await;
     revoked?;
     // Read-your-writes: the answer leaves once this instance's view has
     // applied the revocation.
@@ -270,56 +273,44 @@ pub async fn revoke_post(
 /// by failed authentications gets 429 before anything is checked, the right
 /// secret too. Never the client alone: a client_id is public. Returns the
 /// subjects to count a failure against.
-fn client_guard(
-    state: &AppState,
-    req: &HttpRequest,
-    auth: &ClientAuth,
-) -> Result<ClientAttempt, OAuthError> {
-    let attempt = ClientAttempt {
-        client_id: auth.client_id().to_owned(),
-        ip: state.client_ip(req),
-    };
+fn client_guard(state: &AppState, req: &HttpRequest, auth: &ClientAuth) -> Result<(), OAuthError> {
     // The hot path pays one atomic load while nothing is locked anywhere.
     if state.limiter.throttle_holds_nothing() {
-        return Ok(attempt);
+        return Ok(());
     }
     let now = Utc::now().timestamp();
-    if let Some(left) = attempt
-        .subjects()
+    let subjects = client_subjects(state, req, auth.client_id());
+    match subjects
         .iter()
         .find_map(|s| state.limiter.locked_here(&s.key, now))
     {
-        return Err(OAuthError::TooManyAttempts(left));
+        Some(left) => Err(OAuthError::TooManyAttempts(left)),
+        None => Ok(()),
     }
-    Ok(attempt)
 }
 
-/// Who attempted a client authentication, from where.
-struct ClientAttempt {
-    client_id: String,
-    ip: Option<std::net::IpAddr>,
-}
-
-impl ClientAttempt {
-    fn subjects(&self) -> Vec<throttle::Subject> {
-        let address = self.ip.map_or_else(|| "ip:unknown".to_owned(), ip_key);
-        throttle::client_subjects(&self.client_id, &address)
-    }
+fn client_subjects(state: &AppState, req: &HttpRequest, client_id: &str) -> Vec<throttle::Subject> {
+    let address = state
+        .client_ip(req)
+        .map_or_else(|| "ip:unknown".to_owned(), ip_key);
+    throttle::client_subjects(client_id, &address)
 }
 
 /// Counts a failed client authentication (in Redis when configured) and
 /// logs the lock it may set.
 async fn note_client_failure<T>(
     state: &AppState,
-    attempt: &ClientAttempt,
+    req: &HttpRequest,
+    client_id: &str,
     result: &Result<T, OAuthError>,
 ) {
     if !matches!(result, Err(OAuthError::InvalidClient(_))) {
         return;
     }
+    let subjects = client_subjects(state, req, client_id);
     if let Begin::Allowed { locked_now } = state
         .limiter
-        .throttle_failed(&attempt.subjects(), Utc::now().timestamp())
+        .throttle_failed(&subjects, Utc::now().timestamp())
         .await
     {
         for key in locked_now {

@@ -204,11 +204,11 @@ async fn oauth_json_errors(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let path = req.path().to_owned();
     let res = match AssertUnwindSafe(next.call(req)).catch_unwind().await {
         Ok(Ok(res)) => res,
         Err(_) => {
-            log::error!("handler panicked on {path}");
+            // The access log's line names the path.
+            log::error!("a handler of the OAuth JSON surface panicked");
             return Err(Panicked.into());
         }
         Ok(Err(e)) => {
