@@ -68,8 +68,8 @@ printf '%s' "$BENCH_PASSWORD" | "$bin" user create --email bench@example.com --r
 # triggers and the scenario measures what checking it costs (builds without
 # plans skip this).
 if "$bin" user set-plan --help >/dev/null 2>&1; then
-  "$bin" user set-plan --email bench@example.com --plan enterprise --rate-limit 600000 >/dev/null
-  "$bin" client set-plan --id "$id" --plan enterprise --rate-limit 600000 >/dev/null
+  "$bin" user set-plan --email bench@example.com --plan enterprise --rate-limit 60000000 >/dev/null
+  "$bin" client set-plan --id "$id" --plan enterprise --rate-limit 60000000 >/dev/null
 fi
 rcreds=$("$bin" client create --name bench-refresh --scope "requests:read" --redirect-uri http://127.0.0.1/cb)
 rid=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])' <<<"$rcreds")

@@ -11,8 +11,8 @@ pub enum Plan {
     Enterprise(u32),
 }
 
-/// The largest custom limit: ten thousand requests a second.
-pub const MAX_RATE_LIMIT: u32 = 600_000;
+/// The largest custom limit: one a microsecond (the GCRA's clock).
+pub const MAX_RATE_LIMIT: u32 = 60_000_000;
 
 impl Plan {
     pub fn name(self) -> &'static str {

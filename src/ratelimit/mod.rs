@@ -129,7 +129,9 @@ impl Limiter {
 
     /// Brute-force throttling ([`throttle`]): checks every subject's lock
     /// and reserves a failure on each, atomically, in Redis when it answers
-    /// (so several instances agree), else in process.
+    /// (so several instances agree), else in process. Locks Redis reports
+    /// are mirrored here with their real length, so that this instance's
+    /// hot path ([`Limiter::locked_here`]) refuses without asking Redis.
     pub async fn throttle_begin(
         &self,
         subjects: &[throttle::Subject],
@@ -137,6 +139,16 @@ impl Limiter {
     ) -> throttle::Begin {
         if let Some(redis) = &self.redis {
             if let Some(begin) = redis.throttle(subjects, false).await {
+                match &begin {
+                    throttle::Begin::Locked { key, retry_after } => {
+                        self.throttle.lock_for(key, now_secs + retry_after);
+                    }
+                    throttle::Begin::Allowed { locked_now } => {
+                        for (key, secs) in locked_now {
+                            self.throttle.lock_for(key, now_secs + secs);
+                        }
+                    }
+                }
                 return begin;
             }
         }
@@ -163,30 +175,6 @@ impl Limiter {
     /// path asks this, and only this, before a success).
     pub fn locked_here(&self, key: &str, now_secs: i64) -> Option<i64> {
         self.throttle.locked(key, now_secs)
-    }
-
-    /// Counts a failure already known (the token endpoint): in Redis when
-    /// it answers; remembered here too, so that this instance's hot path
-    /// sees the lock.
-    pub async fn throttle_failed(
-        &self,
-        subjects: &[throttle::Subject],
-        now_secs: i64,
-    ) -> throttle::Begin {
-        let begin = self.throttle_begin(subjects, now_secs).await;
-        if self.redis.is_some() {
-            if let throttle::Begin::Locked { key, retry_after } = &begin {
-                self.throttle.lock_for(key, now_secs + retry_after);
-            }
-            if let throttle::Begin::Allowed { locked_now } = &begin {
-                for key in locked_now {
-                    if let Some(s) = subjects.iter().find(|s| &s.key == key) {
-                        self.throttle.lock_for(key, now_secs + s.policy.lock_secs);
-                    }
-                }
-            }
-        }
-        begin
     }
 
     /// Redis is configured but not answering: decisions are made in

@@ -39,8 +39,8 @@ return {1, math.floor((window - (new_tat - now)) / interval), new_tat, 0}
 /// `Counter`: KEYS are the subjects; per key, ARGV holds max_failures,
 /// window, lock, max_lock, reset_on_success (4 + 1 numbers), then ARGV[last]
 /// is the mode: 1 = begin (check every lock, then reserve a failure on each),
-/// 2 = succeeded. Begin returns {1, locked_now...} or {0, key index,
-/// retry_after}. Seconds, on Redis's clock.
+/// 2 = succeeded. Begin returns {1, (index, lock seconds) of each key it
+/// locked...} or {0, key index, retry_after}. Seconds, on Redis's clock.
 const THROTTLE_LUA: &str = r"
 local now = tonumber(redis.call('TIME')[1])
 local mode = tonumber(ARGV[#ARGV])
@@ -72,6 +72,7 @@ for i = 1, #KEYS do
     if d < lock then d = lock end
     lu = now + d; lv = lv + 1; f = 0; ws = now
     table.insert(out, i)
+    table.insert(out, d)
   end
   redis.call('HSET', KEYS[i], 'f', f, 'ws', ws, 'lu', lu, 'lv', lv)
   redis.call('EXPIRE', KEYS[i], window + maxlock + 86400)
@@ -155,13 +156,13 @@ impl RedisStore {
             }
             Ok(Err(e)) => {
                 // The connection may be broken: make a new one next time.
-                if let Ok(mut c) = self.conn.write() {
-                    *c = None;
-                }
+                self.drop_connection();
                 self.failed(&format!("{e}"));
                 None
             }
             Err(_) => {
+                // A half-open connection never errors: make a new one.
+                self.drop_connection();
                 self.failed(&format!(
                     "no answer within {} ms",
                     REDIS_TIMEOUT.as_millis()
@@ -204,8 +205,11 @@ impl RedisStore {
                     }),
                     [1, locked @ ..] => Some(Begin::Allowed {
                         locked_now: locked
-                            .iter()
-                            .filter_map(|i| index(*i).map(|s| s.key.clone()))
+                            .chunks(2)
+                            .filter_map(|pair| match pair {
+                                [i, secs] => index(*i).map(|s| (s.key.clone(), *secs)),
+                                _ => None,
+                            })
                             .collect(),
                     }),
                     _ => {
@@ -215,19 +219,25 @@ impl RedisStore {
                 }
             }
             Ok(Err(e)) => {
-                if let Ok(mut c) = self.conn.write() {
-                    *c = None;
-                }
+                self.drop_connection();
                 self.failed(&format!("{e}"));
                 None
             }
             Err(_) => {
+                // A half-open connection never errors: make a new one.
+                self.drop_connection();
                 self.failed(&format!(
                     "no answer within {} ms",
                     REDIS_TIMEOUT.as_millis()
                 ));
                 None
             }
+        }
+    }
+
+    fn drop_connection(&self) {
+        if let Ok(mut c) = self.conn.write() {
+            *c = None;
         }
     }
 

@@ -136,8 +136,9 @@ pub struct Subject {
 pub enum Begin {
     /// Go on and check the secret; then call `succeeded` or nothing.
     Allowed {
-        /// Keys this attempt's failure just locked (to log).
-        locked_now: Vec<String>,
+        /// Keys this attempt's failure just locked, with the lock's length
+        /// in seconds (to log, and to mirror).
+        locked_now: Vec<(String, i64)>,
     },
     /// A lock is in force: refuse without checking anything.
     Locked { key: String, retry_after: i64 },
@@ -152,6 +153,7 @@ pub struct Throttle {
     counters: Mutex<HashMap<String, (Counter, Policy)>>,
     /// How many keys `counters` holds, readable without the lock.
     held: AtomicUsize,
+    calls: AtomicUsize,
 }
 
 impl Throttle {
@@ -172,23 +174,26 @@ impl Throttle {
                 };
             }
         }
-        if map.len() + subjects.len() > MAX_KEYS {
+        // Now and then, and whenever full: forget what is dead, so that the
+        // hot path's "nothing held" shortcut comes back once locks expire.
+        let calls = self.calls.fetch_add(1, Ordering::Relaxed);
+        if calls % 1024 == 0 || map.len() + subjects.len() > MAX_KEYS {
             map.retain(|_, (c, p)| !c.is_dead(now, p));
-            if map.len() + subjects.len() > MAX_KEYS {
-                // A flood of distinct keys: drop the quietest windows.
-                let mut starts: Vec<i64> = map.values().map(|(c, _)| c.window_start).collect();
-                starts.sort_unstable();
-                let cut = starts[starts.len() / 4];
-                map.retain(|_, (c, _)| c.window_start > cut || c.locked(now).is_some());
-            }
+        }
+        if map.len() + subjects.len() > MAX_KEYS {
+            // A flood of distinct keys: drop the quietest windows.
+            let mut starts: Vec<i64> = map.values().map(|(c, _)| c.window_start).collect();
+            starts.sort_unstable();
+            let cut = starts[starts.len() / 4];
+            map.retain(|_, (c, _)| c.window_start > cut || c.locked(now).is_some());
         }
         let mut locked_now = Vec::new();
         for s in subjects {
             let (counter, _) = map
                 .entry(s.key.clone())
                 .or_insert((Counter::default(), s.policy));
-            if counter.fail(now, &s.policy).is_some() {
-                locked_now.push(s.key.clone());
+            if let Some(secs) = counter.fail(now, &s.policy) {
+                locked_now.push((s.key.clone(), secs));
             }
         }
         self.held.store(map.len(), Ordering::Release);
@@ -235,9 +240,8 @@ impl Throttle {
         }
     }
 
-    /// Counts a failure already known (not reserved first): for the token
-    /// endpoint, whose successes must not pay for a reservation.
-    pub fn failed(&self, subjects: &[Subject], now: i64) -> Vec<String> {
+    /// Counts a failure already known (not reserved first).
+    pub fn failed(&self, subjects: &[Subject], now: i64) -> Vec<(String, i64)> {
         match self.begin(subjects, now) {
             Begin::Allowed { locked_now } => locked_now,
             Begin::Locked { .. } => Vec::new(),
@@ -258,11 +262,19 @@ impl Throttle {
     }
 }
 
+/// What names an account or client inside a key: a short digest of what
+/// was typed, so that a key is at most ~100 bytes however long the input
+/// (a 16 KiB "email" must not cost 16 KiB per counter, here or in Redis).
+fn digest(raw: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(raw.as_bytes())[..12])
+}
+
 /// The subjects of a sign-in attempt: the (account, address) pair, the
 /// address, the account. The account is the email as typed (trimmed,
 /// lowercased), so unknown emails are throttled exactly like real ones.
 pub fn sign_in_subjects(email: &str, address_key: &str) -> Vec<Subject> {
-    let account = email.trim().to_lowercase();
+    let account = digest(&email.trim().to_lowercase());
     vec![
         Subject {
             key: format!("login:pair:{account}|{address_key}"),
@@ -285,6 +297,7 @@ pub fn sign_in_subjects(email: &str, address_key: &str) -> Vec<Subject> {
 /// The subjects of a client authentication: (client_id, address) and the
 /// address. Never the client alone.
 pub fn client_subjects(client_id: &str, address_key: &str) -> Vec<Subject> {
+    let client_id = digest(client_id);
     vec![
         Subject {
             key: format!("client:pair:{client_id}|{address_key}"),

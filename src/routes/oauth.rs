@@ -296,8 +296,11 @@ fn client_subjects(state: &AppState, req: &HttpRequest, client_id: &str) -> Vec<
     throttle::client_subjects(client_id, &address)
 }
 
-/// Counts a failed client authentication (in Redis when configured) and
-/// logs the lock it may set.
+/// Counts a failed client authentication (in Redis when configured; a lock
+/// Redis reports is mirrored here for the hot path) and logs the lock it
+/// may set. Only failures count: a service's burst of parallel token
+/// requests must never lock itself, and a 256-bit client secret is not
+/// guessed by racing a handful of requests past the limit.
 async fn note_client_failure<T>(
     state: &AppState,
     req: &HttpRequest,
@@ -310,11 +313,17 @@ async fn note_client_failure<T>(
     let subjects = client_subjects(state, req, client_id);
     if let Begin::Allowed { locked_now } = state
         .limiter
-        .throttle_failed(&subjects, Utc::now().timestamp())
+        .throttle_begin(&subjects, Utc::now().timestamp())
         .await
     {
-        for key in locked_now {
-            log::warn!("client authentication locked: {key}");
+        for (_, secs) in locked_now {
+            log::warn!(
+                "client authentication locked for {secs} s: {} from {}",
+                client_id.escape_debug(),
+                state
+                    .client_ip(req)
+                    .map_or_else(|| "-".to_owned(), |ip| ip.to_string())
+            );
         }
     }
 }

@@ -156,7 +156,7 @@ pub async fn login_post(
             return Ok(resp);
         }
         Begin::Allowed { locked_now } => {
-            for key in locked_now {
+            for (key, secs) in locked_now {
                 let level = if key.starts_with("login:acct:") {
                     log::Level::Warn
                 } else {
@@ -164,9 +164,9 @@ pub async fn login_post(
                 };
                 log::log!(
                     level,
-                    "sign-in locked ({}) for {} from {}",
+                    "sign-in locked ({}, {secs} s) for {} from {}",
                     key.split(':').nth(1).unwrap_or("?"),
-                    mask_email(&email),
+                    mask_email(&email).escape_debug(),
                     ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string())
                 );
             }
