@@ -292,6 +292,15 @@ pub fn create_for_user(
         },
     };
     conn.transaction(|conn| {
+        // The minting key is re-read, locked, in this transaction: a key it
+        // mints never slips past a concurrent revocation's cascade.
+        if let MintedBy::Key(parent) = minted_by {
+            if !ApiKeyRow::is_live_locked(conn, parent, now)? {
+                return Err(ApiError::Unauthorized(
+                    crate::api::principal::INVALID_TOKEN.into(),
+                ));
+            }
+        }
         if ApiKeyRow::count_for_user(conn, user_id)? >= MAX_KEYS_PER_USER {
             return Err(ApiError::BadRequest(format!(
                 "An account can hold at most {MAX_KEYS_PER_USER} API keys: revoke one first"

@@ -291,7 +291,17 @@ pub fn register(
         Some(client_id) => Client::find(conn, client_id)?.and_then(|c| c.registered_by),
         None => registrar.user_id.clone(),
     };
-    let registered = store_client(conn, new, now.naive_utc())?;
+    // The owner is re-read, locked, in the insert's transaction: a client
+    // registered while its owner is being demoted or disabled is either
+    // refused here or disabled by that change's cascade, never missed.
+    let registered = conn.transaction(|conn| {
+        if let Some(owner) = &new.registered_by {
+            if !crate::db::models::User::is_enabled_admin_locked(conn, owner)? {
+                return Err(RegistrationError::InsufficientScope);
+            }
+        }
+        Ok(store_client(conn, new, now.naive_utc())?)
+    })?;
     let mut info = ClientInformation::of(&registered.client, issuer);
     if let Some(m) = &meta.token_endpoint_auth_method {
         info.token_endpoint_auth_method = m.clone();

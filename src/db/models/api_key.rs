@@ -58,6 +58,26 @@ impl ApiKeyRow {
             .get_result(conn)
     }
 
+    /// Whether the key `id` is neither revoked nor expired at `now`, read
+    /// with the row locked on PostgreSQL (as [`super::User::is_enabled_admin_locked`]),
+    /// so that a key it mints cannot slip past a concurrent revocation's
+    /// cascade.
+    pub fn is_live_locked(
+        conn: &mut AnyConnection,
+        id: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        let query = api_keys::table
+            .find(id)
+            .select((api_keys::revoked_at, api_keys::expires_at));
+        type Row = (Option<NaiveDateTime>, Option<NaiveDateTime>);
+        let row: Option<Row> = match conn {
+            AnyConnection::Postgresql(pg) => query.for_update().first(pg).optional()?,
+            AnyConnection::Sqlite(sqlite) => query.first(sqlite).optional()?,
+        };
+        Ok(matches!(row, Some((None, expires)) if expires.is_none_or(|e| e > now)))
+    }
+
     /// Revokes the user's key `id` and, in the same transaction, every key
     /// it minted (and theirs): a child never outlives its parent. False when
     /// the user has no such key (unknown, another user's, or already

@@ -213,6 +213,21 @@ impl User {
         })
     }
 
+    /// Whether the user is an enabled admin, read with the row locked for
+    /// the rest of the transaction on PostgreSQL (`FOR UPDATE`), so that a
+    /// concurrent demotion or disable either waits for this transaction (and
+    /// then sees what it wrote) or has already committed (and this read sees
+    /// it). SQLite serialises writers: a demotion committed after this read
+    /// makes this transaction's first write fail instead.
+    pub fn is_enabled_admin_locked(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
+        let query = users::table.find(id).select((users::role, users::disabled));
+        let row: Option<(Role, bool)> = match conn {
+            AnyConnection::Postgresql(pg) => query.for_update().first(pg).optional()?,
+            AnyConnection::Sqlite(sqlite) => query.first(sqlite).optional()?,
+        };
+        Ok(matches!(row, Some((Role::Admin, false))))
+    }
+
     /// Sets the account's plan; false when no such user exists.
     pub fn set_plan(
         conn: &mut AnyConnection,
