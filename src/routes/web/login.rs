@@ -23,6 +23,8 @@ use crate::state::AppState;
 use crate::tokens;
 
 pub const LOGIN_PURPOSE: &str = "login";
+/// How long a locked sign-in waits before its 429 (see `login_post`).
+pub const LOCKED_ANSWER_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
 pub const LOGOUT_PURPOSE: &str = "logout";
 
 #[derive(Template)]
@@ -145,6 +147,11 @@ pub async fn login_post(
     let now_secs = Utc::now().timestamp();
     match state.limiter.throttle_begin(&subjects, now_secs).await {
         Begin::Locked { retry_after, .. } => {
+            // A tarpit: a locked guess is answered after a pause, so that a
+            // flood of them holds connections instead of taking the CPU the
+            // other endpoints need (a human waiting for "try again later"
+            // does not notice a quarter of a second).
+            actix_web::rt::time::sleep(LOCKED_ANSWER_DELAY).await;
             // The same words for every lock, and for unknown emails too.
             let mut resp = page(
                 StatusCode::TOO_MANY_REQUESTS,
