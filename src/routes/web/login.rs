@@ -151,6 +151,9 @@ pub async fn login_post(
             // flood of them holds connections instead of taking the CPU the
             // other endpoints need (a human waiting for "try again later"
             // does not notice a quarter of a second).
+            // The argon2 place is not needed: free it first, or sleeping
+            // locked guesses would fill the queue for everyone.
+            drop(slot);
             actix_web::rt::time::sleep(LOCKED_ANSWER_DELAY).await;
             // The same words for every lock, and for unknown emails too.
             let mut resp = page(
