@@ -122,51 +122,50 @@ impl RedisStore {
         self.degraded.load(Ordering::Acquire)
     }
 
-    /// The decision from Redis, or None when it cannot give one in time.
-    pub async fn check(&self, key: &str, limit: u32) -> Option<Decision> {
+    /// Runs a script on Redis within [`REDIS_TIMEOUT`], or None: skipped
+    /// while degraded and not yet due for a retry; on an error or a timeout
+    /// the connection is dropped (a half-open one never errors) and the
+    /// failure recorded. The caller checks the reply's shape.
+    async fn invoke(&self, invocation: redis::ScriptInvocation<'_>) -> Option<Vec<i64>> {
         if self.degraded() && self.clock() < self.retry_at.load(Ordering::Acquire) {
             return None;
         }
-        let limit = limit.max(1);
         let attempt = async {
             let mut conn = self.connection().await?;
-            let reply: Vec<i64> = self
-                .script
-                .key(format!("{}{key}", self.prefix))
-                .arg(gcra::interval(limit))
-                .arg(limit)
-                .invoke_async(&mut conn)
-                .await?;
+            let reply: Vec<i64> = invocation.invoke_async(&mut conn).await?;
             Ok::<_, redis::RedisError>(reply)
         };
-        match actix_web::rt::time::timeout(REDIS_TIMEOUT, attempt).await {
-            Ok(Ok(reply)) if reply.len() == 4 => {
+        let why = match actix_web::rt::time::timeout(REDIS_TIMEOUT, attempt).await {
+            Ok(Ok(reply)) => return Some(reply),
+            Ok(Err(e)) => format!("{e}"),
+            Err(_) => format!("no answer within {} ms", REDIS_TIMEOUT.as_millis()),
+        };
+        self.drop_connection();
+        self.failed(&why);
+        None
+    }
+
+    /// The decision from Redis, or None when it cannot give one in time.
+    pub async fn check(&self, key: &str, limit: u32) -> Option<Decision> {
+        let limit = limit.max(1);
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(format!("{}{key}", self.prefix))
+            .arg(gcra::interval(limit))
+            .arg(limit);
+        match self.invoke(invocation).await?.as_slice() {
+            [allowed, remaining, reset_at, retry_after] => {
                 self.recovered();
                 Some(Decision {
-                    allowed: reply[0] == 1,
+                    allowed: *allowed == 1,
                     limit,
-                    remaining: u32::try_from(reply[1].max(0)).unwrap_or(u32::MAX),
-                    reset_at: reply[2],
-                    retry_after: reply[3],
+                    remaining: u32::try_from((*remaining).max(0)).unwrap_or(u32::MAX),
+                    reset_at: *reset_at,
+                    retry_after: *retry_after,
                 })
             }
-            Ok(Ok(_)) => {
+            _ => {
                 self.failed("unexpected reply from the rate-limit script");
-                None
-            }
-            Ok(Err(e)) => {
-                // The connection may be broken: make a new one next time.
-                self.drop_connection();
-                self.failed(&format!("{e}"));
-                None
-            }
-            Err(_) => {
-                // A half-open connection never errors: make a new one.
-                self.drop_connection();
-                self.failed(&format!(
-                    "no answer within {} ms",
-                    REDIS_TIMEOUT.as_millis()
-                ));
                 None
             }
         }
@@ -175,9 +174,6 @@ impl RedisStore {
     /// [`super::throttle::Throttle::begin`] in Redis (`succeeded`: give
     /// back instead), or None when Redis cannot answer in time.
     pub async fn throttle(&self, subjects: &[Subject], succeeded: bool) -> Option<Begin> {
-        if self.degraded() && self.clock() < self.retry_at.load(Ordering::Acquire) {
-            return None;
-        }
         let mut invocation = self.throttle.prepare_invoke();
         for s in subjects {
             invocation
@@ -189,50 +185,29 @@ impl RedisStore {
                 .arg(i64::from(s.reset_on_success));
         }
         invocation.arg(if succeeded { 2 } else { 1 });
-        let attempt = async {
-            let mut conn = self.connection().await?;
-            let reply: Vec<i64> = invocation.invoke_async(&mut conn).await?;
-            Ok::<_, redis::RedisError>(reply)
+        let reply = self.invoke(invocation).await?;
+        let index = |i: i64| usize::try_from(i - 1).ok().and_then(|i| subjects.get(i));
+        let begin = match reply.as_slice() {
+            [0, i, left, ..] => Begin::Locked {
+                key: index(*i).map(|s| s.key.clone()).unwrap_or_default(),
+                retry_after: *left,
+            },
+            [1, locked @ ..] => Begin::Allowed {
+                locked_now: locked
+                    .chunks(2)
+                    .filter_map(|pair| match pair {
+                        [i, secs] => index(*i).map(|s| (s.key.clone(), *secs)),
+                        _ => None,
+                    })
+                    .collect(),
+            },
+            _ => {
+                self.failed("unexpected reply from the throttle script");
+                return None;
+            }
         };
-        match actix_web::rt::time::timeout(REDIS_TIMEOUT, attempt).await {
-            Ok(Ok(reply)) => {
-                self.recovered();
-                let index = |i: i64| usize::try_from(i - 1).ok().and_then(|i| subjects.get(i));
-                match reply.as_slice() {
-                    [0, i, left, ..] => Some(Begin::Locked {
-                        key: index(*i).map(|s| s.key.clone()).unwrap_or_default(),
-                        retry_after: *left,
-                    }),
-                    [1, locked @ ..] => Some(Begin::Allowed {
-                        locked_now: locked
-                            .chunks(2)
-                            .filter_map(|pair| match pair {
-                                [i, secs] => index(*i).map(|s| (s.key.clone(), *secs)),
-                                _ => None,
-                            })
-                            .collect(),
-                    }),
-                    _ => {
-                        self.failed("unexpected reply from the throttle script");
-                        None
-                    }
-                }
-            }
-            Ok(Err(e)) => {
-                self.drop_connection();
-                self.failed(&format!("{e}"));
-                None
-            }
-            Err(_) => {
-                // A half-open connection never errors: make a new one.
-                self.drop_connection();
-                self.failed(&format!(
-                    "no answer within {} ms",
-                    REDIS_TIMEOUT.as_millis()
-                ));
-                None
-            }
-        }
+        self.recovered();
+        Some(begin)
     }
 
     fn drop_connection(&self) {
