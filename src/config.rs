@@ -46,6 +46,9 @@ pub struct Settings {
     /// Unauthenticated or failed-authentication `/v1` requests an address
     /// may make per minute (`DZDESK_AUTH_FAILURES_PER_MIN`, default 60).
     pub auth_failures_per_min: u32,
+    /// A Redis answer slower than this counts as a failure: the request is
+    /// decided in process (`DZDESK_REDIS_TIMEOUT_MS`, default 50 ms).
+    pub redis_timeout: std::time::Duration,
     /// `DZDESK_RATE_LIMITS=off` turns the `/v1` limits off (benchmarks; a
     /// service exposed to anyone keeps them on).
     pub rate_limits: bool,
@@ -126,6 +129,13 @@ impl Settings {
             .transpose()
             .map_err(|m| ConfigError::new("DZDESK_REDIS_URL", m))?;
         let redis_prefix = var("DZDESK_REDIS_PREFIX")?.unwrap_or_else(|| "dzdesk:".to_owned());
+        let redis_timeout = var("DZDESK_REDIS_TIMEOUT_MS")?
+            .map(|r| parse_count(&r, 1, 10_000))
+            .transpose()
+            .map_err(|m| ConfigError::new("DZDESK_REDIS_TIMEOUT_MS", m))?
+            .map_or(crate::ratelimit::REDIS_TIMEOUT, |ms| {
+                std::time::Duration::from_millis(ms as u64)
+            });
         let auth_failures_per_min = var("DZDESK_AUTH_FAILURES_PER_MIN")?
             .map(|r| parse_count(&r, 1, 100_000))
             .transpose()
@@ -149,6 +159,7 @@ impl Settings {
             redis_url,
             redis_prefix,
             auth_failures_per_min,
+            redis_timeout,
             rate_limits,
             database_url: DatabaseUrl::parse(
                 database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL),

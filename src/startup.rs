@@ -107,7 +107,9 @@ impl Application {
         let redis = settings
             .redis_url
             .as_ref()
-            .map(|url| RedisStore::new(url.expose(), &settings.redis_prefix))
+            .map(|url| {
+                RedisStore::new(url.expose(), &settings.redis_prefix, settings.redis_timeout)
+            })
             .transpose()
             .map_err(|m| anyhow::anyhow!("DZDESK_REDIS_URL: {m}"))?;
         let limiter = Arc::new(Limiter::new(redis));

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use gcra::Decision;
 
-/// A Redis answer slower than this counts as a failure: the request is
-/// decided in process instead.
+/// By default, a Redis answer slower than this counts as a failure: the
+/// request is decided in process instead (`DZDESK_REDIS_TIMEOUT_MS`).
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(50);
 /// Keys held in process at most (across shards); past it the keys with
 /// the most budget left are dropped first.

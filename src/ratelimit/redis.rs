@@ -2,7 +2,8 @@
 //! computation as [`super::gcra::decide`], on Redis's own clock), so that
 //! every instance shares one budget with one atomic round trip per request.
 //!
-//! Unreachable or slower than [`super::REDIS_TIMEOUT`]: the caller decides
+//! Unreachable or slower than its timeout (`DZDESK_REDIS_TIMEOUT_MS`, default
+//! [`super::REDIS_TIMEOUT`]): the caller decides
 //! in process. One warning is logged when Redis goes away and one info line
 //! when it is back; meanwhile it is retried at most once a second, so a dead
 //! Redis costs no request its timeout.
@@ -15,7 +16,7 @@ use redis::aio::MultiplexedConnection;
 
 use super::gcra::{self, Decision};
 use super::throttle::{Begin, Subject};
-use super::REDIS_TIMEOUT;
+use std::time::Duration;
 
 /// KEYS[1]: the budget's key. ARGV[1]: the emission interval (µs); ARGV[2]:
 /// the limit. Returns {allowed, remaining, reset_at (µs), retry_after (µs)}.
@@ -86,6 +87,9 @@ const RETRY_MICROS: i64 = 1_000_000;
 pub struct RedisStore {
     client: redis::Client,
     conn: RwLock<Option<MultiplexedConnection>>,
+    /// One connection attempt at a time: while Redis comes back, a burst of
+    /// requests makes one attempt, not one each.
+    connecting: tokio::sync::Mutex<()>,
     script: redis::Script,
     throttle: redis::Script,
     /// Key prefix (one key space per deployment, or per test).
@@ -95,22 +99,26 @@ pub struct RedisStore {
     /// clock of ours).
     retry_at: AtomicI64,
     started: Instant,
+    /// Slower than this is a failure (`DZDESK_REDIS_TIMEOUT_MS`).
+    timeout: Duration,
 }
 
 impl RedisStore {
     /// `url`: `redis://host:port/db`. Connects lazily (a service whose Redis
     /// is down still starts, degraded).
-    pub fn new(url: &str, prefix: &str) -> Result<Self, String> {
+    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
         Ok(Self {
             client,
             conn: RwLock::new(None),
+            connecting: tokio::sync::Mutex::new(()),
             script: redis::Script::new(GCRA_LUA),
             throttle: redis::Script::new(THROTTLE_LUA),
             prefix: prefix.to_owned(),
             degraded: AtomicBool::new(false),
             retry_at: AtomicI64::new(0),
             started: Instant::now(),
+            timeout,
         })
     }
 
@@ -122,7 +130,7 @@ impl RedisStore {
         self.degraded.load(Ordering::Acquire)
     }
 
-    /// Runs a script on Redis within [`REDIS_TIMEOUT`], or None: skipped
+    /// Runs a script on Redis within its timeout, or None: skipped
     /// while degraded and not yet due for a retry; on an error or a timeout
     /// the connection is dropped (a half-open one never errors) and the
     /// failure recorded. The caller checks the reply's shape.
@@ -135,10 +143,10 @@ impl RedisStore {
             let reply: Vec<i64> = invocation.invoke_async(&mut conn).await?;
             Ok::<_, redis::RedisError>(reply)
         };
-        let why = match actix_web::rt::time::timeout(REDIS_TIMEOUT, attempt).await {
+        let why = match actix_web::rt::time::timeout(self.timeout, attempt).await {
             Ok(Ok(reply)) => return Some(reply),
             Ok(Err(e)) => format!("{e}"),
-            Err(_) => format!("no answer within {} ms", REDIS_TIMEOUT.as_millis()),
+            Err(_) => format!("no answer within {} ms", self.timeout.as_millis()),
         };
         self.drop_connection();
         self.failed(&why);
@@ -216,8 +224,17 @@ impl RedisStore {
         }
     }
 
+    fn current(&self) -> Option<MultiplexedConnection> {
+        self.conn.read().ok().and_then(|c| c.clone())
+    }
+
     async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
-        if let Some(c) = self.conn.read().ok().and_then(|c| c.clone()) {
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let _one = self.connecting.lock().await;
+        // Another request may have connected while this one waited.
+        if let Some(c) = self.current() {
             return Ok(c);
         }
         let c = self.client.get_multiplexed_async_connection().await?;

@@ -389,6 +389,62 @@ async fn two_instances_on_one_redis_share_one_budget() {
     handle.stop(false).await;
 }
 
+/// The budget is counted atomically in Redis: 150 requests at once on one
+/// account, over both instances, let exactly the limit through.
+#[actix_web::test]
+async fn parallel_requests_on_two_instances_get_exactly_the_limit_through() {
+    if !redis_or_skip(&test_redis_url(), "127.0.0.1:6379 or TEST_REDIS_URL") {
+        return;
+    }
+    let prefix = format!("dzdesk_test_{}:", dzdesk_auth::tokens::new_id(""));
+    let url = test_redis_url();
+    // A debug build answering 150 requests at once on a busy test machine
+    // can take longer than 50 ms to read Redis's answer: this test is about
+    // atomicity, not about slowness (the fault test below is).
+    let app = spawn_app_custom(
+        move |s| {
+            s.redis_url = Some(RedisUrl::parse(&url).unwrap());
+            s.redis_prefix = prefix;
+            s.redis_timeout = Duration::from_secs(5);
+        },
+        |_| {},
+    )
+    .await;
+    let (second, handle) = spawn_second_instance(&app).await;
+    let user = app.create_user("ann@example.com", Role::Agent).await;
+    let (_, key) = key_for(&app, &user, "requests:read").await;
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let answers = futures_util::future::join_all((0..150).map(|i| {
+        let base = if i % 2 == 0 {
+            app.address.clone()
+        } else {
+            second.clone()
+        };
+        let (client, key) = (client.clone(), key.clone());
+        async move { limits(&client, &base, "/v1/me", Some(&key)).await }
+    }))
+    .await;
+    let ok: Vec<u32> = answers.iter().filter(|a| a.0 == 200).map(|a| a.2).collect();
+    // GCRA gives one request back a second (60 a minute): a slow run may
+    // see that many more, never others.
+    let refilled = started.elapsed().as_secs() as usize;
+    let codes: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert!(
+        (60..=60 + refilled).contains(&ok.len()),
+        "{} ok, {refilled} s: {codes:?}",
+        ok.len()
+    );
+    assert_eq!(ok.len() + codes.iter().filter(|c| **c == 429).count(), 150);
+    if ok.len() == 60 {
+        // Each allowed request was told a different Remaining: 59 down to 0.
+        let mut remaining = ok.clone();
+        remaining.sort_unstable();
+        assert_eq!(remaining, (0..60).collect::<Vec<u32>>());
+    }
+    handle.stop(false).await;
+}
+
 /// A redis-server of this test's own on a free port, stopped on drop.
 struct OwnRedis {
     child: Child,
