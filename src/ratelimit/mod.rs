@@ -156,13 +156,13 @@ impl Limiter {
     }
 
     /// The guess was right: give the reservation back (reset the pair).
-    pub async fn throttle_succeeded(&self, subjects: &[throttle::Subject]) {
+    pub async fn throttle_succeeded(&self, subjects: &[throttle::Subject], now_secs: i64) {
         if let Some(redis) = &self.redis {
             if redis.throttle(subjects, true).await.is_some() {
                 return;
             }
         }
-        self.throttle.succeeded(subjects);
+        self.throttle.succeeded(subjects, now_secs);
     }
 
     /// Nothing is counted in this process's throttle: no key can be locked

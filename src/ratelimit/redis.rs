@@ -50,8 +50,14 @@ if mode == 2 then
   for i = 1, #KEYS do
     if arg(i, 5) == 1 then
       redis.call('DEL', KEYS[i])
-    elseif tonumber(redis.call('HGET', KEYS[i], 'f') or '0') > 0 then
-      redis.call('HINCRBY', KEYS[i], 'f', -1)
+    else
+      local v = redis.call('HMGET', KEYS[i], 'f', 'lu')
+      local f, lu = tonumber(v[1] or '0'), tonumber(v[2] or '0')
+      if f >= arg(i, 1) and lu > now then
+        redis.call('HSET', KEYS[i], 'lu', 0)
+        redis.call('HINCRBY', KEYS[i], 'lv', -1)
+      end
+      if f > 0 then redis.call('HINCRBY', KEYS[i], 'f', -1) end
     end
   end
   return {1}
@@ -65,13 +71,13 @@ for i = 1, #KEYS do
   local maxf, window, lock, maxlock = arg(i, 1), arg(i, 2), arg(i, 3), arg(i, 4)
   local v = redis.call('HMGET', KEYS[i], 'f', 'ws', 'lu', 'lv')
   local f, ws, lu, lv = tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0'), tonumber(v[4] or '0')
-  if now - ws >= window then f = 0; ws = now end
+  if (f >= maxf and lu <= now) or now - ws >= window then f = 0; ws = now end
   f = f + 1
   if f >= maxf then
     local d = lock * (2 ^ math.min(lv, 32))
     if d > maxlock then d = maxlock end
     if d < lock then d = lock end
-    lu = now + d; lv = lv + 1; f = 0; ws = now
+    lu = now + d; lv = lv + 1
     table.insert(out, i)
     table.insert(out, d)
   end

@@ -8,6 +8,12 @@
 //! limit, never more (parallel checks bypassing a lockout is a known CVE
 //! class: Zitadel GHSA-7h8m-vrxx-vr4m, keycloak#31726).
 //!
+//! The reservation that reaches the limit locks the key at once, but the
+//! lock only stands if every reservation it counted fails: one given back
+//! while it holds lifts it (it was set by guesses still being checked, and
+//! one of them was right). So twenty people signing in at once from one
+//! office's address lock nothing.
+//!
 //! Pure state transitions ([`Counter`]) take the current time; the store is
 //! this process ([`Throttle`]) or Redis (the same transitions in Lua,
 //! `ratelimit::redis`).
@@ -89,10 +95,14 @@ impl Counter {
         (self.locked_until > now).then(|| self.locked_until - now)
     }
 
-    /// Counts one (provisional) failure at `now`. Returns the lock's length
-    /// when this failure locked the key.
+    /// Counts one (provisional) failure at `now`; the caller has checked
+    /// that the key is not locked. Returns the lock's length when this
+    /// failure locked the key. The count stays at the limit while the lock
+    /// holds (so that a give-back can tell the lock was provisional), and
+    /// starts over after it.
     pub fn fail(&mut self, now: i64, policy: &Policy) -> Option<i64> {
-        if now - self.window_start >= policy.window_secs {
+        let lock_over = self.failures >= policy.max_failures && self.locked(now).is_none();
+        if lock_over || now - self.window_start >= policy.window_secs {
             self.failures = 0;
             self.window_start = now;
         }
@@ -103,13 +113,17 @@ impl Counter {
         let lock = policy.lock_for(self.level);
         self.locked_until = now + lock;
         self.level = self.level.saturating_add(1);
-        self.failures = 0;
-        self.window_start = now;
         Some(lock)
     }
 
-    /// Gives back one provisional failure (the guess was right).
-    pub fn give_back(&mut self) {
+    /// Gives back one provisional failure (the guess was right). A lock
+    /// in force was set by this reservation's count, so it did not
+    /// deserve it: lifted, and its escalation step undone.
+    pub fn give_back(&mut self, now: i64, policy: &Policy) {
+        if self.failures >= policy.max_failures && self.locked(now).is_some() {
+            self.locked_until = 0;
+            self.level = self.level.saturating_sub(1);
+        }
         self.failures = self.failures.saturating_sub(1);
     }
 
@@ -201,7 +215,7 @@ impl Throttle {
     }
 
     /// The attempt's secret was right: reset the pair, give back the rest.
-    pub fn succeeded(&self, subjects: &[Subject]) {
+    pub fn succeeded(&self, subjects: &[Subject], now: i64) {
         let Ok(mut map) = self.counters.lock() else {
             return;
         };
@@ -211,7 +225,7 @@ impl Throttle {
                     // The lock a success itself may have set goes too.
                     *c = Counter::default();
                 } else {
-                    c.give_back();
+                    c.give_back(now, &s.policy);
                 }
             }
         }
@@ -374,11 +388,55 @@ mod tests {
         }
         t.begin(&subjects, NOW);
         // The fifth locked the pair; suppose it was right (it was let in).
-        t.succeeded(&subjects);
+        t.succeeded(&subjects, NOW);
         assert!(t.locked(&subjects[0].key, NOW).is_none());
         for _ in 0..4 {
             assert!(matches!(t.begin(&subjects, NOW), Begin::Allowed { .. }));
         }
+    }
+
+    #[test]
+    fn parallel_right_passwords_from_one_address_lock_nothing() {
+        let t = Throttle::default();
+        // Twenty colleagues behind one address sign in at once: every
+        // reservation is counted before any password is checked.
+        let people: Vec<_> = (0..20)
+            .map(|i| sign_in_subjects(&format!("user{i}@example.com"), "ip:192.0.2.1"))
+            .collect();
+        for s in &people {
+            assert!(matches!(t.begin(s, NOW), Begin::Allowed { .. }));
+        }
+        // The twentieth locked the address, provisionally: a twenty-first
+        // arriving now waits.
+        let late = sign_in_subjects("late@example.com", "ip:192.0.2.1");
+        assert!(matches!(t.begin(&late, NOW), Begin::Locked { .. }));
+        for s in &people {
+            t.succeeded(s, NOW + 1);
+        }
+        assert!(t.locked("login:addr:ip:192.0.2.1", NOW + 1).is_none());
+        assert!(matches!(t.begin(&late, NOW + 1), Begin::Allowed { .. }));
+        // And the lock a real flood earns is the first step, not the second.
+        let mut c = Counter::default();
+        let p = Policy::SIGN_IN_ADDRESS;
+        for _ in 0..20 {
+            c.fail(NOW, &p);
+        }
+        c.give_back(NOW, &p);
+        assert_eq!((c.level, c.locked(NOW)), (0, None));
+        assert_eq!(c.fail(NOW, &p), Some(15 * 60));
+    }
+
+    #[test]
+    fn a_lock_stands_when_every_counted_reservation_fails() {
+        let mut c = Counter::default();
+        let p = Policy::SIGN_IN_PAIR;
+        for _ in 0..5 {
+            c.fail(NOW, &p);
+        }
+        assert_eq!(c.locked(NOW + 59), Some(1));
+        // After the lock, counting starts over.
+        assert!(c.fail(NOW + 60, &p).is_none());
+        assert_eq!(c.failures, 1);
     }
 
     #[test]

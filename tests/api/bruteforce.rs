@@ -175,6 +175,36 @@ async fn a_success_resets_its_pairs_count() {
     );
 }
 
+/// Twenty colleagues behind one address sign in at once: each reservation
+/// is counted before any password is checked, so the address reaches its
+/// limit of 20, but every guess was right, so nothing stays locked: all are
+/// signed in, and so is a twenty-first just after.
+pub async fn colleagues_signing_in_at_once_lock_nothing(app: &TestApp) {
+    let mut people = Vec::new();
+    for i in 0..20 {
+        let email = format!("colleague{i}@example.com");
+        app.create_user(&email, Role::Agent).await;
+        people.push(email);
+    }
+    let outcomes = futures_util::future::join_all(people.iter().map(|email| async move {
+        let browser = browser_from("127.0.0.1");
+        outcome(sign_in(app, &browser, email, PASSWORD, None).await).await
+    }))
+    .await;
+    assert!(outcomes.iter().all(|o| *o == "ok"), "{outcomes:?}");
+    app.create_user("late@example.com", Role::Agent).await;
+    let late = browser_from("127.0.0.1");
+    assert_eq!(
+        outcome(sign_in(app, &late, "late@example.com", PASSWORD, None).await).await,
+        "ok"
+    );
+}
+
+#[tokio::test]
+async fn colleagues_signing_in_at_once_from_one_address_lock_nothing() {
+    colleagues_signing_in_at_once_lock_nothing(&spawn_app().await).await;
+}
+
 #[tokio::test]
 async fn twenty_failures_from_one_address_across_accounts_get_it_429() {
     let app = spawn_app().await;

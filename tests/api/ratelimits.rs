@@ -445,6 +445,23 @@ async fn parallel_requests_on_two_instances_get_exactly_the_limit_through() {
     handle.stop(false).await;
 }
 
+#[tokio::test]
+async fn colleagues_signing_in_at_once_lock_nothing_in_redis() {
+    if !redis_or_skip(&test_redis_url(), "127.0.0.1:6379 or TEST_REDIS_URL") {
+        return;
+    }
+    let prefix = format!("dzdesk_test_{}:", dzdesk_auth::tokens::new_id(""));
+    let app = redis_app(&test_redis_url(), &prefix).await;
+    crate::bruteforce::colleagues_signing_in_at_once_lock_nothing(&app).await;
+    let ready: Value = reqwest::get(app.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready", "decided in Redis, not in process");
+}
+
 /// A redis-server of this test's own on a free port, stopped on drop.
 struct OwnRedis {
     child: Child,

@@ -206,7 +206,10 @@ pub async fn login_post(
         .await;
     match user.filter(|u| verified && !u.disabled) {
         Some(user) => {
-            state.limiter.throttle_succeeded(&subjects).await;
+            state
+                .limiter
+                .throttle_succeeded(&subjects, Utc::now().timestamp())
+                .await;
             let user_id = user.id.clone();
             let now = Utc::now().naive_utc();
             let session_secret = state
