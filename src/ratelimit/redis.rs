@@ -37,27 +37,57 @@ return {1, math.floor((window - (new_tat - now)) / interval), new_tat, 0}
 ";
 
 /// Brute-force throttling (`super::throttle`), the same transitions as
-/// `Counter`: KEYS are the subjects; per key, ARGV holds max_failures,
-/// window, lock, max_lock, reset_on_success (4 + 1 numbers), then ARGV[last]
-/// is the mode: 1 = begin (check every lock, then reserve a failure on each),
-/// 2 = succeeded. Begin returns {1, (index, lock seconds) of each key it
-/// locked...} or {0, key index, retry_after}. Seconds, on Redis's clock.
+/// `Counter` (a ring of `STEPS + 1` step counts per key, fields s0..s15,
+/// with st, the step it was brought up to; lu, locked until; lv, the
+/// escalation level): KEYS are the subjects; per key, ARGV holds
+/// max_failures, window, lock, max_lock, reset_on_success (4 + 1 numbers),
+/// then ARGV[last] is the mode: 1 = begin (check every lock, then reserve a
+/// failure on each), 2 = succeeded. Begin returns {1, (index, lock seconds)
+/// of each key it locked...} or {0, key index, retry_after}. Seconds, on
+/// Redis's clock.
 const THROTTLE_LUA: &str = r"
 local now = tonumber(redis.call('TIME')[1])
 local mode = tonumber(ARGV[#ARGV])
 local function arg(i, k) return tonumber(ARGV[(i - 1) * 5 + k]) end
+local fields = {'st', 'lu', 'lv'}
+for r = 0, 15 do fields[#fields + 1] = 's' .. r end
+local function load(i)
+  local v = redis.call('HMGET', KEYS[i], unpack(fields))
+  local c = {st = tonumber(v[1] or '0'), lu = tonumber(v[2] or '0'), lv = tonumber(v[3] or '0'), s = {}, n = 0}
+  for r = 0, 15 do c.s[r] = tonumber(v[4 + r] or '0') end
+  local step = math.floor(now / math.max(math.floor(arg(i, 2) / 15), 1))
+  if step > c.st then
+    if step - c.st >= 16 then
+      for r = 0, 15 do c.s[r] = 0 end
+    else
+      for x = c.st + 1, step do c.s[x % 16] = 0 end
+    end
+    c.st = step
+  end
+  for r = 0, 15 do c.n = c.n + c.s[r] end
+  return c
+end
+local function save(i, c)
+  local args = {'st', c.st, 'lu', c.lu, 'lv', c.lv}
+  for r = 0, 15 do args[#args + 1] = 's' .. r; args[#args + 1] = c.s[r] end
+  redis.call('HSET', KEYS[i], unpack(args))
+  redis.call('EXPIRE', KEYS[i], arg(i, 2) + arg(i, 4) + 86400)
+end
 if mode == 2 then
   for i = 1, #KEYS do
     if arg(i, 5) == 1 then
       redis.call('DEL', KEYS[i])
-    else
-      local v = redis.call('HMGET', KEYS[i], 'f', 'lu')
-      local f, lu = tonumber(v[1] or '0'), tonumber(v[2] or '0')
-      if f >= arg(i, 1) and lu > now then
-        redis.call('HSET', KEYS[i], 'lu', 0)
-        redis.call('HINCRBY', KEYS[i], 'lv', -1)
+    elseif redis.call('EXISTS', KEYS[i]) == 1 then
+      local c = load(i)
+      if c.n >= arg(i, 1) and c.lu > now then
+        c.lu = 0
+        c.lv = math.max(c.lv - 1, 0)
       end
-      if f > 0 then redis.call('HINCRBY', KEYS[i], 'f', -1) end
+      for back = 0, 15 do
+        local r = (c.st - back) % 16
+        if c.s[r] > 0 then c.s[r] = c.s[r] - 1; break end
+      end
+      save(i, c)
     end
   end
   return {1}
@@ -68,21 +98,24 @@ for i = 1, #KEYS do
 end
 local out = {1}
 for i = 1, #KEYS do
-  local maxf, window, lock, maxlock = arg(i, 1), arg(i, 2), arg(i, 3), arg(i, 4)
-  local v = redis.call('HMGET', KEYS[i], 'f', 'ws', 'lu', 'lv')
-  local f, ws, lu, lv = tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0'), tonumber(v[4] or '0')
-  if (f >= maxf and lu <= now) or now - ws >= window then f = 0; ws = now end
-  f = f + 1
-  if f >= maxf then
-    local d = lock * (2 ^ math.min(lv, 32))
+  local maxf, lock, maxlock = arg(i, 1), arg(i, 3), arg(i, 4)
+  local c = load(i)
+  if c.n >= maxf then
+    for r = 0, 15 do c.s[r] = 0 end
+    c.n = 0
+  end
+  c.s[c.st % 16] = c.s[c.st % 16] + 1
+  c.n = c.n + 1
+  if c.n >= maxf then
+    local d = lock * (2 ^ math.min(c.lv, 32))
     if d > maxlock then d = maxlock end
     if d < lock then d = lock end
-    lu = now + d; lv = lv + 1
+    c.lu = now + d
+    c.lv = c.lv + 1
     table.insert(out, i)
     table.insert(out, d)
   end
-  redis.call('HSET', KEYS[i], 'f', f, 'ws', ws, 'lu', lu, 'lv', lv)
-  redis.call('EXPIRE', KEYS[i], window + maxlock + 86400)
+  save(i, c)
 end
 return out
 ";

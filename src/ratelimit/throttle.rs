@@ -79,11 +79,22 @@ impl Policy {
 /// Escalation is remembered this long after a lock ends.
 pub const LEVEL_MEMORY_SECS: i64 = 24 * 3600;
 
+/// A window is counted in this many steps (plus the one under way): a
+/// failure leaves the count between `window` and `window + window / STEPS`
+/// after it happened, never earlier. So any `max_failures` failures within
+/// the window lock the key, wherever they fall: a sliding window, not a
+/// fixed one that an attacker could straddle with twice the limit.
+pub const STEPS: i64 = 15;
+const RING: usize = STEPS as usize + 1;
+
 /// The state of one key (seconds since the epoch).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counter {
-    pub failures: u32,
-    pub window_start: i64,
+    /// Failures per step of `window / STEPS` seconds, a ring indexed by
+    /// step number modulo its length.
+    steps: [u16; RING],
+    /// The step `steps` was last brought up to.
+    step: i64,
     pub locked_until: i64,
     /// Locks so far (escalation).
     pub level: u32,
@@ -95,19 +106,44 @@ impl Counter {
         (self.locked_until > now).then(|| self.locked_until - now)
     }
 
+    fn step_of(now: i64, policy: &Policy) -> i64 {
+        now.div_euclid((policy.window_secs / STEPS).max(1))
+    }
+
+    /// Brings the ring up to `now`: steps that left the window are zeroed.
+    fn advance(&mut self, now: i64, policy: &Policy) {
+        let step = Self::step_of(now, policy);
+        if step <= self.step {
+            return;
+        }
+        if step - self.step >= RING as i64 {
+            self.steps = [0; RING];
+        } else {
+            for s in self.step + 1..=step {
+                self.steps[s.rem_euclid(RING as i64) as usize] = 0;
+            }
+        }
+        self.step = step;
+    }
+
+    /// Failures counted at `now`.
+    pub fn failures(&mut self, now: i64, policy: &Policy) -> u32 {
+        self.advance(now, policy);
+        self.steps.iter().map(|n| u32::from(*n)).sum()
+    }
+
     /// Counts one (provisional) failure at `now`; the caller has checked
     /// that the key is not locked. Returns the lock's length when this
-    /// failure locked the key. The count stays at the limit while the lock
-    /// holds (so that a give-back can tell the lock was provisional), and
-    /// starts over after it.
+    /// failure locked the key. The count stays while the lock holds (so
+    /// that a give-back can tell the lock was provisional), and starts over
+    /// after it.
     pub fn fail(&mut self, now: i64, policy: &Policy) -> Option<i64> {
-        let lock_over = self.failures >= policy.max_failures && self.locked(now).is_none();
-        if lock_over || now - self.window_start >= policy.window_secs {
-            self.failures = 0;
-            self.window_start = now;
+        if self.failures(now, policy) >= policy.max_failures && self.locked(now).is_none() {
+            self.steps = [0; RING];
         }
-        self.failures += 1;
-        if self.failures < policy.max_failures {
+        let here = self.step.rem_euclid(RING as i64) as usize;
+        self.steps[here] = self.steps[here].saturating_add(1);
+        if self.failures(now, policy) < policy.max_failures {
             return None;
         }
         let lock = policy.lock_for(self.level);
@@ -116,22 +152,27 @@ impl Counter {
         Some(lock)
     }
 
-    /// Gives back one provisional failure (the guess was right). A lock
-    /// in force was set by this reservation's count, so it did not
-    /// deserve it: lifted, and its escalation step undone.
+    /// Gives back one provisional failure (the guess was right): the
+    /// newest. A lock in force was set by this reservation's count, so it
+    /// did not deserve it: lifted, and its escalation step undone.
     pub fn give_back(&mut self, now: i64, policy: &Policy) {
-        if self.failures >= policy.max_failures && self.locked(now).is_some() {
+        if self.failures(now, policy) >= policy.max_failures && self.locked(now).is_some() {
             self.locked_until = 0;
             self.level = self.level.saturating_sub(1);
         }
-        self.failures = self.failures.saturating_sub(1);
+        for back in 0..RING as i64 {
+            let i = (self.step - back).rem_euclid(RING as i64) as usize;
+            if self.steps[i] > 0 {
+                self.steps[i] -= 1;
+                return;
+            }
+        }
     }
 
     /// Whether nothing about the key is worth keeping at `now`.
-    fn is_dead(&self, now: i64, policy: &Policy) -> bool {
-        let window_over = now - self.window_start >= policy.window_secs;
+    fn is_dead(&mut self, now: i64, policy: &Policy) -> bool {
         let memory_over = self.level == 0 || now - self.locked_until >= LEVEL_MEMORY_SECS;
-        self.locked(now).is_none() && window_over && memory_over
+        self.locked(now).is_none() && memory_over && self.failures(now, policy) == 0
     }
 }
 
@@ -195,11 +236,12 @@ impl Throttle {
             map.retain(|_, (c, p)| !c.is_dead(now, p));
         }
         if map.len() + subjects.len() > MAX_KEYS {
-            // A flood of distinct keys: drop the quietest windows.
-            let mut starts: Vec<i64> = map.values().map(|(c, _)| c.window_start).collect();
-            starts.sort_unstable();
-            let cut = starts[starts.len() / 4];
-            map.retain(|_, (c, _)| c.window_start > cut || c.locked(now).is_some());
+            // A flood of distinct keys: drop the least used quarter of
+            // the unlocked ones (the fewest failures counted).
+            let mut counts: Vec<u32> = map.values_mut().map(|(c, p)| c.failures(now, p)).collect();
+            counts.sort_unstable();
+            let cut = counts[counts.len() / 4];
+            map.retain(|_, (c, p)| c.failures(now, p) > cut || c.locked(now).is_some());
         }
         let mut locked_now = Vec::new();
         for s in subjects {
@@ -344,13 +386,34 @@ mod tests {
     }
 
     #[test]
-    fn failures_outside_the_window_start_over() {
+    fn failures_leave_the_count_after_the_window() {
         let mut c = Counter::default();
         let p = Policy::SIGN_IN_PAIR;
         for i in 0..4 {
             assert!(c.fail(NOW + i, &p).is_none());
         }
-        assert!(c.fail(NOW + 15 * 60 + 10, &p).is_none(), "a new window");
+        assert!(
+            c.fail(NOW + 16 * 60, &p).is_none(),
+            "the first four are gone"
+        );
+        assert_eq!(c.failures(NOW + 16 * 60, &p), 1);
+    }
+
+    #[test]
+    fn any_five_failures_within_fifteen_minutes_lock_wherever_they_fall() {
+        // A fixed window would let 4 + 4 through across its edge.
+        for policy in [Policy::SIGN_IN_PAIR, Policy::SIGN_IN_ACCOUNT] {
+            let span = policy.window_secs - 1;
+            for start in (0..2 * policy.window_secs).step_by(37) {
+                let mut c = Counter::default();
+                let n = i64::from(policy.max_failures);
+                let mut lock = None;
+                for k in 0..n {
+                    lock = c.fail(NOW + start + span * k / (n - 1), &policy);
+                }
+                assert!(lock.is_some(), "{policy:?} from {start}");
+            }
+        }
     }
 
     #[test]
@@ -436,7 +499,7 @@ mod tests {
         assert_eq!(c.locked(NOW + 59), Some(1));
         // After the lock, counting starts over.
         assert!(c.fail(NOW + 60, &p).is_none());
-        assert_eq!(c.failures, 1);
+        assert_eq!(c.failures(NOW + 60, &p), 1);
     }
 
     #[test]
