@@ -17,14 +17,20 @@
 # token endpoint: client lookup, secret check, ES256 signature), refresh (the
 # refresh_token grant with rotation: every request presents a token never used
 # before, so it is driven by examples/refresh_load.rs, which first runs the
-# real sign-in + consent + code exchange once per connection).
+# real sign-in + consent + code exchange once per connection); limits
+# (bench/limits.sh: /v1/me with an enterprise key whose limit never triggers,
+# with limits off, counted in process and counted in Redis, ROUNDS times,
+# with the ratios against "off"); flood (bench/flood.sh: RSS under a
+# 150-connection sign-in flood, and client_credentials while 64 connections
+# hammer POST /login against its rate without them). The last two start
+# servers of their own, after this one has stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pg=${BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
 conns=${CONNS:-32}
 duration=${DURATION:-10s}
-scenarios=${SCENARIOS:-healthz introspect me_api_key client_credentials refresh}
+scenarios=${SCENARIOS:-healthz introspect me_api_key client_credentials refresh limits flood}
 port=${PORT:-18181}
 oha=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 if [ ! -x "$oha" ]; then
@@ -116,4 +122,14 @@ if want client_credentials; then
 fi
 if want refresh; then
   "$driver" "http://127.0.0.1:$port" "$rid" "$rsecret" bench@example.com env:BENCH_PASSWORD "$conns" "${duration%s}"
+fi
+if want limits || want flood; then
+  kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true
+  server=
+fi
+if want limits; then
+  BENCH_BIN=$bin ROUNDS=${ROUNDS:-1} CONNS=$conns DURATION=$duration bench/limits.sh
+fi
+if want flood; then
+  BENCH_BIN=$bin DURATION=$duration bench/flood.sh
 fi
