@@ -87,13 +87,28 @@ impl LocalStore {
 }
 
 /// The key of an address's budget: IPv6 counts per /64 (one customer's
-/// network), IPv4 per address.
+/// network), IPv4 per address. IPv6 addresses that carry an IPv4 one count
+/// as that IPv4 address: NAT64's well-known prefix (RFC 6052 2.1,
+/// 64:ff9b::/96, where every IPv4 client would otherwise share one /64),
+/// 6to4 (RFC 3056 2, 2002::/16, where one IPv4 host would own 65,536 /64s)
+/// and Teredo (RFC 4380 4, 2001::/32, client address inverted in the last
+/// 32 bits).
 pub fn ip_key(ip: IpAddr) -> String {
     match ip.to_canonical() {
         IpAddr::V4(v4) => format!("ip:{v4}"),
         IpAddr::V6(v6) => {
             let s = v6.segments();
-            format!("ip6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            let v4 =
+                |hi: u16, lo: u16| std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                format!("ip:{}", v4(s[6], s[7]))
+            } else if s[0] == 0x2002 {
+                format!("ip:{}", v4(s[1], s[2]))
+            } else if s[0] == 0x2001 && s[1] == 0 {
+                format!("ip:{}", v4(!s[6], !s[7]))
+            } else {
+                format!("ip6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
         }
     }
 }
@@ -129,23 +144,43 @@ impl Limiter {
 
     /// Brute-force throttling ([`throttle`]): checks every subject's lock
     /// and reserves a failure on each, atomically, in Redis when it answers
-    /// (so several instances agree), else in process. Locks Redis reports
-    /// are mirrored here with their real length, so that this instance's
-    /// hot path ([`Limiter::locked_here`]) refuses without asking Redis.
+    /// (so several instances agree), else in process. A lock this process
+    /// holds (counted here while Redis was away, or mirrored) refuses
+    /// whatever Redis says: Redis coming back does not forgive it. Locks
+    /// Redis reports are mirrored here with their real length, so that this
+    /// instance's hot path ([`Limiter::locked_here`]) refuses without asking
+    /// Redis.
     pub async fn throttle_begin(
         &self,
         subjects: &[throttle::Subject],
         now_secs: i64,
     ) -> throttle::Begin {
+        if !self.throttle.holds_nothing() {
+            for s in subjects {
+                if let Some(left) = self.throttle.locked(&s.key, now_secs) {
+                    return throttle::Begin::Locked {
+                        key: s.key.clone(),
+                        retry_after: left,
+                    };
+                }
+            }
+        }
         if let Some(redis) = &self.redis {
             if let Some(begin) = redis.throttle(subjects, false).await {
+                let policy = |key: &str| {
+                    subjects
+                        .iter()
+                        .find(|s| s.key == key)
+                        .map_or(throttle::Policy::CLIENT_PAIR, |s| s.policy)
+                };
                 match &begin {
                     throttle::Begin::Locked { key, retry_after } => {
-                        self.throttle.lock_for(key, now_secs + retry_after);
+                        self.throttle
+                            .lock_for(key, now_secs + retry_after, policy(key));
                     }
-                    throttle::Begin::Allowed { locked_now } => {
+                    throttle::Begin::Allowed { locked_now, .. } => {
                         for (key, secs) in locked_now {
-                            self.throttle.lock_for(key, now_secs + secs);
+                            self.throttle.lock_for(key, now_secs + secs, policy(key));
                         }
                     }
                 }
@@ -155,14 +190,24 @@ impl Limiter {
         self.throttle.begin(subjects, now_secs)
     }
 
-    /// The guess was right: give the reservation back (reset the pair).
-    pub async fn throttle_succeeded(&self, subjects: &[throttle::Subject], now_secs: i64) {
-        if let Some(redis) = &self.redis {
-            if redis.throttle(subjects, true).await.is_some() {
-                return;
+    /// The guess was right: give the reservation back (reset the pair), in
+    /// the store that took it (`shared`: Redis). A Redis that cannot be
+    /// reached now keeps the reservation as a failure, which errs on the
+    /// safe side.
+    pub async fn throttle_succeeded(
+        &self,
+        subjects: &[throttle::Subject],
+        now_secs: i64,
+        shared: bool,
+    ) {
+        match &self.redis {
+            Some(redis) if shared => {
+                if redis.throttle(subjects, true).await.is_some() {
+                    self.throttle.lift_mirrors(subjects, now_secs);
+                }
             }
+            _ => self.throttle.succeeded(subjects, now_secs),
         }
-        self.throttle.succeeded(subjects, now_secs);
     }
 
     /// Nothing is counted in this process's throttle: no key can be locked
@@ -200,6 +245,27 @@ mod tests {
         assert_eq!(
             ip_key("::ffff:192.0.2.1".parse().unwrap()),
             ip_key("192.0.2.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_carrying_an_ipv4_one_count_as_it() {
+        let v4 = ip_key("192.0.2.33".parse().unwrap());
+        // NAT64: two IPv4 clients behind one translator are two budgets.
+        assert_eq!(ip_key("64:ff9b::c000:221".parse().unwrap()), v4);
+        assert_ne!(ip_key("64:ff9b::c000:222".parse().unwrap()), v4);
+        // 6to4: one IPv4 host's 65,536 /64s are one budget.
+        assert_eq!(ip_key("2002:c000:221:1::1".parse().unwrap()), v4);
+        assert_eq!(ip_key("2002:c000:221:ffff::1".parse().unwrap()), v4);
+        // Teredo (RFC 4380 4): the client's address, inverted.
+        assert_eq!(
+            ip_key("2001:0:4136:e378:8000:63bf:3fff:fdde".parse().unwrap()),
+            v4
+        );
+        // Any other IPv6 address: its /64.
+        assert_eq!(
+            ip_key("2001:db8::1".parse().unwrap()),
+            "ip6:2001:db8:0:0::/64"
         );
     }
 

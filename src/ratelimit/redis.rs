@@ -8,7 +8,7 @@
 //! when it is back; meanwhile it is retried at most once a second, so a dead
 //! Redis costs no request its timeout.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::RwLock;
 use std::time::Instant;
 
@@ -71,7 +71,13 @@ local function save(i, c)
   local args = {'st', c.st, 'lu', c.lu, 'lv', c.lv}
   for r = 0, 15 do args[#args + 1] = 's' .. r; args[#args + 1] = c.s[r] end
   redis.call('HSET', KEYS[i], unpack(args))
-  redis.call('EXPIRE', KEYS[i], arg(i, 2) + arg(i, 4) + 86400)
+  -- Kept while it counts: a window and a step after its last failure, or,
+  -- once it has locked, a day past its lock's end (the escalation's memory,
+  -- throttle::LEVEL_MEMORY_SECS); no longer, or a flood of typed emails
+  -- would fill Redis.
+  local ttl = arg(i, 2) + math.floor(arg(i, 2) / 15) + 1
+  if c.lv > 0 then ttl = math.max(ttl, c.lu - now + 86400) end
+  redis.call('EXPIRE', KEYS[i], ttl)
 end
 if mode == 2 then
   for i = 1, #KEYS do
@@ -122,6 +128,11 @@ return out
 
 /// Pause between attempts while Redis does not answer.
 const RETRY_MICROS: i64 = 1_000_000;
+/// Late answers in a row that mark Redis unavailable. One late answer (a
+/// fork, a busy worker) decides only its own request in process: degrading
+/// the whole instance on it would hand anyone who can slow one reply a
+/// second of per-instance budgets.
+const LATE_IN_A_ROW: u32 = 3;
 
 pub struct RedisStore {
     client: redis::Client,
@@ -134,6 +145,8 @@ pub struct RedisStore {
     /// Key prefix (one key space per deployment, or per test).
     prefix: String,
     degraded: AtomicBool,
+    /// Late answers since the last one in time.
+    late: AtomicU32,
     /// While degraded: when Redis may be tried again (µs on a monotonic
     /// clock of ours).
     retry_at: AtomicI64,
@@ -155,6 +168,7 @@ impl RedisStore {
             throttle: redis::Script::new(THROTTLE_LUA),
             prefix: prefix.to_owned(),
             degraded: AtomicBool::new(false),
+            late: AtomicU32::new(0),
             retry_at: AtomicI64::new(0),
             started: Instant::now(),
             timeout,
@@ -170,9 +184,10 @@ impl RedisStore {
     }
 
     /// Runs a script on Redis within its timeout, or None: skipped
-    /// while degraded and not yet due for a retry; on an error or a timeout
-    /// the connection is dropped (a half-open one never errors) and the
-    /// failure recorded. The caller checks the reply's shape.
+    /// while degraded and not yet due for a retry; a late answer leaves
+    /// its request to the process; on an error, or [`LATE_IN_A_ROW`] late
+    /// answers, the connection is dropped (a half-open one never errors)
+    /// and the failure recorded. The caller checks the reply's shape.
     async fn invoke(&self, invocation: redis::ScriptInvocation<'_>) -> Option<Vec<i64>> {
         if self.degraded() && self.clock() < self.retry_at.load(Ordering::Acquire) {
             return None;
@@ -183,10 +198,22 @@ impl RedisStore {
             Ok::<_, redis::RedisError>(reply)
         };
         let why = match actix_web::rt::time::timeout(self.timeout, attempt).await {
-            Ok(Ok(reply)) => return Some(reply),
+            Ok(Ok(reply)) => {
+                self.late.store(0, Ordering::Release);
+                return Some(reply);
+            }
             Ok(Err(e)) => format!("{e}"),
-            Err(_) => format!("no answer within {} ms", self.timeout.as_millis()),
+            Err(_) => {
+                if self.late.fetch_add(1, Ordering::AcqRel) + 1 < LATE_IN_A_ROW {
+                    return None;
+                }
+                format!(
+                    "no answer within {} ms, {LATE_IN_A_ROW} times in a row",
+                    self.timeout.as_millis()
+                )
+            }
         };
+        self.late.store(0, Ordering::Release);
         self.drop_connection();
         self.failed(&why);
         None
@@ -240,6 +267,7 @@ impl RedisStore {
                 retry_after: *left,
             },
             [1, locked @ ..] => Begin::Allowed {
+                shared: true,
                 locked_now: locked
                     .chunks(2)
                     .filter_map(|pair| match pair {

@@ -169,6 +169,16 @@ impl Counter {
         }
     }
 
+    /// How much the key is worth keeping when the store is full (lower
+    /// goes first).
+    fn worth(&mut self, now: i64, policy: &Policy) -> (u8, i64) {
+        match self.locked(now) {
+            Some(_) => (2, self.locked_until),
+            None if self.level > 0 => (1, i64::from(self.failures(now, policy))),
+            None => (0, i64::from(self.failures(now, policy))),
+        }
+    }
+
     /// Whether nothing about the key is worth keeping at `now`.
     fn is_dead(&mut self, now: i64, policy: &Policy) -> bool {
         let memory_over = self.level == 0 || now - self.locked_until >= LEVEL_MEMORY_SECS;
@@ -194,6 +204,9 @@ pub enum Begin {
         /// Keys this attempt's failure just locked, with the lock's length
         /// in seconds (to log, and to mirror).
         locked_now: Vec<(String, i64)>,
+        /// The reservation is in Redis (else in this process): a success
+        /// gives it back there, and only there.
+        shared: bool,
     },
     /// A lock is in force: refuse without checking anything.
     Locked { key: String, retry_after: i64 },
@@ -236,12 +249,18 @@ impl Throttle {
             map.retain(|_, (c, p)| !c.is_dead(now, p));
         }
         if map.len() + subjects.len() > MAX_KEYS {
-            // A flood of distinct keys: drop the least used quarter of
-            // the unlocked ones (the fewest failures counted).
-            let mut counts: Vec<u32> = map.values_mut().map(|(c, p)| c.failures(now, p)).collect();
-            counts.sort_unstable();
-            let cut = counts[counts.len() / 4];
-            map.retain(|_, (c, p)| c.failures(now, p) > cut || c.locked(now).is_some());
+            // A flood of distinct keys: down to three quarters in one pass
+            // (so the next pass is a quarter of the store away), the least
+            // worth keeping first: plain counts by how few failures they
+            // hold, then escalation memory, then locks, soonest over first.
+            let excess = map.len() + subjects.len() - MAX_KEYS * 3 / 4;
+            let mut ranks: Vec<(u8, i64)> =
+                map.values_mut().map(|(c, p)| c.worth(now, p)).collect();
+            if !ranks.is_empty() {
+                let nth = excess.min(ranks.len() - 1);
+                let cut = ranks.select_nth_unstable(nth).1.to_owned();
+                map.retain(|_, (c, p)| c.worth(now, p) > cut);
+            }
         }
         let mut locked_now = Vec::new();
         for s in subjects {
@@ -253,7 +272,10 @@ impl Throttle {
             }
         }
         self.held.store(map.len(), Ordering::Release);
-        Begin::Allowed { locked_now }
+        Begin::Allowed {
+            locked_now,
+            shared: false,
+        }
     }
 
     /// The attempt's secret was right: reset the pair, give back the rest.
@@ -273,6 +295,22 @@ impl Throttle {
         }
     }
 
+    /// A success Redis took back: the mirrors of its locks here (entries
+    /// that count no failure of their own) are lifted too, since Redis may
+    /// just have lifted a provisional lock. Locks counted here stay.
+    pub fn lift_mirrors(&self, subjects: &[Subject], now: i64) {
+        let Ok(mut map) = self.counters.lock() else {
+            return;
+        };
+        for s in subjects {
+            if let Some((c, p)) = map.get_mut(&s.key) {
+                if c.locked(now).is_some() && c.failures(now, p) == 0 {
+                    c.locked_until = 0;
+                }
+            }
+        }
+    }
+
     /// Whether `key` is locked at `now`, without counting anything.
     pub fn locked(&self, key: &str, now: i64) -> Option<i64> {
         self.counters
@@ -284,12 +322,12 @@ impl Throttle {
 
     /// Marks `key` locked until `until` here (a lock Redis reported), so
     /// that this instance's hot path refuses without asking Redis.
-    pub fn lock_for(&self, key: &str, until: i64) {
+    pub fn lock_for(&self, key: &str, until: i64, policy: Policy) {
         if let Ok(mut map) = self.counters.lock() {
             if map.len() < MAX_KEYS {
                 let entry = map
                     .entry(key.to_owned())
-                    .or_insert((Counter::default(), Policy::CLIENT_PAIR));
+                    .or_insert((Counter::default(), policy));
                 entry.0.locked_until = entry.0.locked_until.max(until);
             }
             self.held.store(map.len(), Ordering::Release);
@@ -535,6 +573,37 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(t.begin(&s, NOW + 15 * 60), Begin::Allowed { .. }));
+    }
+
+    #[test]
+    fn a_full_store_of_locks_evicts_once_then_serves_at_full_speed() {
+        let t = Throttle::default();
+        // Every /64 of a flood locked: nothing dead to drop.
+        for i in 0..MAX_KEYS {
+            let s = [Subject {
+                key: format!("login:addr:ip6:{i}"),
+                policy: Policy::SIGN_IN_ADDRESS,
+                reset_on_success: false,
+            }];
+            for _ in 0..20 {
+                t.begin(&s, NOW);
+            }
+        }
+        assert!(t.len() <= MAX_KEYS);
+        let started = std::time::Instant::now();
+        for i in 0..2_000 {
+            t.begin(
+                &client_subjects("c", &format!("ip:10.0.{}.{}", i / 250, i % 250)),
+                NOW,
+            );
+        }
+        assert!(t.len() <= MAX_KEYS);
+        // One eviction pass, not one per call (53 ms each before).
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

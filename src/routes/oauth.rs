@@ -311,7 +311,7 @@ async fn note_client_failure<T>(
         return;
     }
     let subjects = client_subjects(state, req, client_id);
-    if let Begin::Allowed { locked_now } = state
+    if let Begin::Allowed { locked_now, .. } = state
         .limiter
         .throttle_begin(&subjects, Utc::now().timestamp())
         .await

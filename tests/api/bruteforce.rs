@@ -14,7 +14,7 @@ const LOCKED: &str = "Too many sign-in attempts. Try again later.";
 const WRONG_PAGE: &str = "Wrong email or password.";
 
 /// A browser (cookie jar) whose requests leave from `from`.
-fn browser_from(from: &str) -> reqwest::Client {
+pub fn browser_from(from: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(Policy::none())
@@ -25,7 +25,7 @@ fn browser_from(from: &str) -> reqwest::Client {
 
 /// GET /login then POST it, optionally saying (through the trusted proxy)
 /// which address the browser is at.
-async fn sign_in(
+pub async fn sign_in(
     app: &TestApp,
     browser: &reqwest::Client,
     email: &str,
@@ -54,7 +54,7 @@ async fn sign_in(
 }
 
 /// What a sign-in answer was: "ok" (signed in), "wrong", "locked".
-async fn outcome(resp: Response) -> &'static str {
+pub async fn outcome(resp: Response) -> &'static str {
     match resp.status().as_u16() {
         303 => "ok",
         200 => {

@@ -509,6 +509,19 @@ impl OwnRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// SIGSTOP (`pause`) or SIGCONT: a Redis that holds its connections
+    /// open and answers nothing, like one stuck in a fork or swapping.
+    fn signal(&self, pause: bool) {
+        let status = Command::new("kill")
+            .args([
+                if pause { "-STOP" } else { "-CONT" },
+                &self.child.id().to_string(),
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
 }
 
 impl Drop for OwnRedis {
@@ -548,6 +561,114 @@ async fn when_redis_goes_away_limits_fall_back_to_the_process_and_readyz_says_de
     assert_eq!(resp.status(), 200);
     let ready: Value = resp.json().await.unwrap();
     assert_eq!(ready["status"], "degraded", "{ready}");
+}
+
+#[tokio::test]
+async fn a_redis_that_stops_answering_is_left_after_three_late_answers_and_used_again_after() {
+    if !redis_or_skip("", "server") {
+        return;
+    }
+    let redis = OwnRedis::start();
+    let app = redis_app(&redis.url(), "dzdesk_test:").await;
+    let user = app.create_user("ann@example.com", Role::Agent).await;
+    let (_, key) = key_for(&app, &user, "requests:read").await;
+    assert_eq!(me(&app, &key).await.status, 200);
+    redis.signal(true);
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        let (status, limit, _, _, _) =
+            limits(&app.client, &app.address, "/v1/me", Some(&key)).await;
+        assert_eq!((status, limit), (200, 60), "{i}");
+    }
+    // Three answers waited 50 ms each; the rest were decided in process at
+    // once.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let ready: Value = reqwest::get(app.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    redis.signal(false);
+    // Retried once a second: back to shared budgets without a restart.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        me(&app, &key).await;
+        let ready: Value = reqwest::get(app.url("/readyz"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["status"] == "ready" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Locks counted in process while Redis was away still hold once it
+/// answers again (else each stall would give every instance a fresh five
+/// guesses).
+#[tokio::test]
+async fn a_lock_counted_while_redis_was_away_holds_when_it_is_back() {
+    use crate::bruteforce::{browser_from, outcome, sign_in};
+    if !redis_or_skip("", "server") {
+        return;
+    }
+    let redis = OwnRedis::start();
+    let app = redis_app(&redis.url(), "dzdesk_test:").await;
+    app.create_user("ann@example.com", Role::Agent).await;
+    let here = browser_from("127.0.0.1");
+    let wrong = "not the password at all";
+    assert_eq!(
+        outcome(sign_in(&app, &here, "ann@example.com", wrong, None).await).await,
+        "wrong"
+    );
+    redis.signal(true);
+    for i in 0..5 {
+        assert_eq!(
+            outcome(sign_in(&app, &here, "ann@example.com", wrong, None).await).await,
+            "wrong",
+            "{i}"
+        );
+    }
+    assert_eq!(
+        outcome(sign_in(&app, &here, "ann@example.com", wrong, None).await).await,
+        "locked"
+    );
+    redis.signal(false);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        outcome(
+            sign_in(
+                &app,
+                &here,
+                "ann@example.com",
+                crate::helpers::PASSWORD,
+                None
+            )
+            .await
+        )
+        .await,
+        "locked",
+        "Redis saw one failure; this process saw the lock"
+    );
+    // The refusal asked no one; a /v1 request tries Redis again.
+    reqwest::get(app.url("/v1/me")).await.unwrap();
+    let ready: Value = reqwest::get(app.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready", "Redis is used again");
 }
 
 #[tokio::test]

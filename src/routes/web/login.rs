@@ -145,7 +145,7 @@ pub async fn login_post(
     let address = ip.map_or_else(|| "ip:unknown".to_owned(), ip_key);
     let subjects = throttle::sign_in_subjects(&email, &address);
     let now_secs = Utc::now().timestamp();
-    match state.limiter.throttle_begin(&subjects, now_secs).await {
+    let shared = match state.limiter.throttle_begin(&subjects, now_secs).await {
         Begin::Locked { retry_after, .. } => {
             // A tarpit: a locked guess is answered after a pause, so that a
             // flood of them holds connections instead of taking the CPU the
@@ -165,7 +165,7 @@ pub async fn login_post(
             }
             return Ok(resp);
         }
-        Begin::Allowed { locked_now } => {
+        Begin::Allowed { locked_now, shared } => {
             for (key, secs) in locked_now {
                 let level = if key.starts_with("login:acct:") {
                     log::Level::Warn
@@ -180,8 +180,9 @@ pub async fn login_post(
                     ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string())
                 );
             }
+            shared
         }
-    }
+    };
 
     let lookup = email.clone();
     let user = state
@@ -208,7 +209,7 @@ pub async fn login_post(
         Some(user) => {
             state
                 .limiter
-                .throttle_succeeded(&subjects, Utc::now().timestamp())
+                .throttle_succeeded(&subjects, Utc::now().timestamp(), shared)
                 .await;
             let user_id = user.id.clone();
             let now = Utc::now().naive_utc();
