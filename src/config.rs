@@ -7,6 +7,10 @@ use std::net::SocketAddr;
 use crate::db::DatabaseUrl;
 use crate::domain::TrustedProxies;
 
+/// By default, a Redis answer slower than this counts as late: the request
+/// is decided in process instead (`DZDESK_REDIS_TIMEOUT_MS`).
+pub const DEFAULT_REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(50);
+
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://dzdesk-auth.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ISSUER: &str = "http://localhost:8080";
@@ -133,7 +137,7 @@ impl Settings {
             .map(|r| parse_count(&r, 1, 10_000))
             .transpose()
             .map_err(|m| ConfigError::new("DZDESK_REDIS_TIMEOUT_MS", m))?
-            .map_or(crate::ratelimit::REDIS_TIMEOUT, |ms| {
+            .map_or(DEFAULT_REDIS_TIMEOUT, |ms| {
                 std::time::Duration::from_millis(ms as u64)
             });
         let auth_failures_per_min = var("DZDESK_AUTH_FAILURES_PER_MIN")?

@@ -5,7 +5,7 @@
 //! The algorithm is GCRA ([`gcra`]). Counters live in Redis when
 //! `DZDESK_REDIS_URL` is set, so every instance shares one budget (one atomic
 //! round trip: a Lua script, [`redis`]); otherwise, or while Redis is
-//! unreachable or slower than [`REDIS_TIMEOUT`], in this process
+//! unreachable or slower than `DZDESK_REDIS_TIMEOUT_MS`, in this process
 //! ([`LocalStore`], bounded).
 
 pub mod gcra;
@@ -15,13 +15,9 @@ pub mod throttle;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use gcra::Decision;
 
-/// By default, a Redis answer slower than this counts as a failure: the
-/// request is decided in process instead (`DZDESK_REDIS_TIMEOUT_MS`).
-pub const REDIS_TIMEOUT: Duration = Duration::from_millis(50);
 /// Keys held in process at most (across shards); past it the keys with
 /// the most budget left are dropped first.
 pub const MAX_LOCAL_KEYS: usize = 100_000;

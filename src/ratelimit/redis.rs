@@ -2,11 +2,12 @@
 //! computation as [`super::gcra::decide`], on Redis's own clock), so that
 //! every instance shares one budget with one atomic round trip per request.
 //!
-//! Unreachable or slower than its timeout (`DZDESK_REDIS_TIMEOUT_MS`, default
-//! [`super::REDIS_TIMEOUT`]): the caller decides
-//! in process. One warning is logged when Redis goes away and one info line
-//! when it is back; meanwhile it is retried at most once a second, so a dead
-//! Redis costs no request its timeout.
+//! An answer later than its timeout (`DZDESK_REDIS_TIMEOUT_MS`, default 50
+//! ms) leaves that request to the process; an error or three late answers in
+//! a row, and every request is decided in process. One warning is logged
+//! when Redis goes away and one info line when it is back; meanwhile it is
+//! retried at most once a second, so a dead Redis costs no request its
+//! timeout.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::RwLock;

@@ -129,7 +129,7 @@ pub fn test_settings(url: &str) -> Settings {
         // A key space of its own for every test.
         redis_prefix: format!("dzdesk_test_{}:", tokens::new_id("")),
         auth_failures_per_min: 60,
-        redis_timeout: dzdesk_auth::ratelimit::REDIS_TIMEOUT,
+        redis_timeout: dzdesk_auth::config::DEFAULT_REDIS_TIMEOUT,
         rate_limits: true,
     }
 }
