@@ -93,7 +93,9 @@ echo "rss_after_kb=$(rss)"
 
 cc client_credentials_no_flood
 flood 64 "$(( ${duration%s} + 4 ))" > /tmp/flood64.$$ &
+f64=$!
 sleep 2
 cc client_credentials_under_login_flood_c64
-wait
+# This flood only: a bare `wait` would wait for the server too, forever.
+wait "$f64"
 cat /tmp/flood64.$$; rm -f /tmp/flood64.$$
