@@ -24,6 +24,12 @@ pub struct Settings {
     pub issuer: String,
     /// actix worker threads; `None`: one per core.
     pub workers: Option<usize>,
+    /// Headers, body and answer of one request within this, or 408 and the
+    /// connection closed (`DZDESK_REQUEST_TIMEOUT_SECS`, default 10).
+    pub request_timeout: std::time::Duration,
+    /// Open connections at most, across workers (`DZDESK_MAX_CONNECTIONS`,
+    /// default 4096): past it, new ones wait in the listen backlog.
+    pub max_connections: usize,
     /// Maximum connections in the database pool.
     pub db_pool_size: u32,
     /// `aud` of access tokens (default: the issuer).
@@ -121,6 +127,8 @@ impl Settings {
         let listen = var("DZDESK_LISTEN")?;
         let issuer = var("DZDESK_ISSUER")?;
         let workers = var("DZDESK_WORKERS")?;
+        let request_timeout = var("DZDESK_REQUEST_TIMEOUT_SECS")?;
+        let max_connections = var("DZDESK_MAX_CONNECTIONS")?;
         let pool = var("DZDESK_DB_POOL_SIZE")?;
         let audience = var("DZDESK_AUDIENCE")?;
         let access_ttl = var("DZDESK_ACCESS_TOKEN_TTL")?;
@@ -191,6 +199,18 @@ impl Settings {
             client_cache_secs: seconds(client_cache, "DZDESK_CLIENT_CACHE_SECS", 5, 0, 300)?,
             trusted_proxies: TrustedProxies::parse(trusted_proxies.as_deref().unwrap_or(""))
                 .map_err(|m| ConfigError::new("DZDESK_TRUSTED_PROXIES", m))?,
+            request_timeout: std::time::Duration::from_secs(seconds(
+                request_timeout,
+                "DZDESK_REQUEST_TIMEOUT_SECS",
+                10,
+                1,
+                3600,
+            )? as u64),
+            max_connections: max_connections
+                .map(|m| parse_count(&m, 1, 1_000_000))
+                .transpose()
+                .map_err(|m| ConfigError::new("DZDESK_MAX_CONNECTIONS", m))?
+                .unwrap_or(4096),
             workers: workers
                 .map(|w| parse_count(&w, 1, 256))
                 .transpose()

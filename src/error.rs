@@ -31,6 +31,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     RateLimited(String),
+    /// The request did not arrive in time: 408, code `BAD_REQUEST`.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("Internal server error")]
     Internal(#[source] anyhow::Error),
 }
@@ -47,7 +50,9 @@ impl std::fmt::Debug for ApiError {
 impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest(_) | ApiError::PayloadTooLarge(_) => "BAD_REQUEST",
+            ApiError::BadRequest(_)
+            | ApiError::PayloadTooLarge(_)
+            | ApiError::RequestTimeout(_) => "BAD_REQUEST",
             ApiError::Unauthorized(_) => "UNAUTHORIZED",
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::NotFound(_) => "NOT_FOUND",
@@ -101,6 +106,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -146,6 +152,8 @@ pub enum WebError {
     Forbidden,
     #[error("Page not found.")]
     NotFound,
+    #[error("The request took too long to arrive. Please try again.")]
+    RequestTimeout,
     #[error("Something went wrong on our side. Please try again.")]
     Internal(#[source] anyhow::Error),
 }
@@ -178,6 +186,7 @@ impl ResponseError for WebError {
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::Forbidden => StatusCode::FORBIDDEN,
             WebError::NotFound => StatusCode::NOT_FOUND,
+            WebError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -24,7 +24,7 @@ use crate::http::security_headers;
 use crate::maintenance;
 use crate::ratelimit::redis::RedisStore;
 use crate::ratelimit::Limiter;
-use crate::routes::surface::oauth_json_endpoint;
+use crate::routes::surface::{self, oauth_json_endpoint, RequestDeadline};
 use crate::routes::{health, oauth, register, static_files, v1, web as pages, well_known};
 use crate::state::{AppState, ClientCache, ServerKeys};
 use crate::telemetry::access_log;
@@ -85,6 +85,8 @@ impl Application {
         })?;
         let local_addr = listener.local_addr().map_err(anyhow::Error::from)?;
         let workers = settings.workers;
+        let request_timeout = settings.request_timeout;
+        let max_connections = settings.max_connections;
         let hsts = settings.issuer.starts_with("https://");
         let key_store = KeyStore::new(
             keys.signing,
@@ -132,6 +134,8 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .configure(pages::configure_extractors)
+                .app_data(RequestDeadline(request_timeout))
+                .wrap(from_fn(surface::deadline))
                 .wrap(security_headers(hsts))
                 .wrap(from_fn(access_log))
                 .route("/healthz", web::get().to(health::healthz))
@@ -206,10 +210,16 @@ impl Application {
         })
         .listen(listener)
         .map_err(anyhow::Error::from)?;
+        // actix counts connections per worker (and starts one worker per
+        // core unless told otherwise).
+        let worker_count = workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
         let server = match workers {
             Some(n) => server.workers(n),
             None => server,
         }
+        .max_connections(max_connections.div_ceil(worker_count).max(1))
         .shutdown_timeout(5)
         .run();
 

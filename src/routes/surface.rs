@@ -318,3 +318,78 @@ mod tests {
         assert_eq!(resp.status(), 200);
     }
 }
+
+/// The whole-request deadline (`DZDESK_REQUEST_TIMEOUT_SECS`), as app data
+/// for [`deadline`].
+#[derive(Debug, Clone, Copy)]
+pub struct RequestDeadline(pub std::time::Duration);
+
+/// A request that missed its deadline, answered in its surface's shape.
+#[derive(Debug)]
+struct TimedOut {
+    path: String,
+    secs: u64,
+}
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request did not arrive within {} s", self.secs)
+    }
+}
+
+impl ResponseError for TimedOut {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::REQUEST_TIMEOUT
+    }
+
+    /// Returned as an error (the request itself is gone with the cancelled
+    /// handler), so it adds the security headers itself, and closes the
+    /// connection: its body was never read to the end.
+    fn error_response(&self) -> HttpResponse {
+        let message = format!("The request did not arrive within {} s", self.secs);
+        let mut resp = if self.path == "/v1" || self.path.starts_with("/v1/") {
+            crate::error::ApiError::RequestTimeout(message).error_response()
+        } else if self.path.starts_with("/oauth/") {
+            RequestRefused::new(StatusCode::REQUEST_TIMEOUT, message).error_response()
+        } else {
+            crate::error::WebError::RequestTimeout.error_response()
+        };
+        for (name, value) in SECURITY_HEADERS {
+            resp.headers_mut().insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        resp.head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+        resp
+    }
+}
+
+/// Every request, its body included, is handled within the deadline, or
+/// answered 408 and its connection closed: a client sending one byte every
+/// two seconds held a socket for minutes, and a few hundred of them ran the
+/// process out of file descriptors. The handler is dropped at the deadline;
+/// database work it handed to the blocking pool runs to its end (commit or
+/// rollback), never half-written.
+pub async fn deadline(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let Some(RequestDeadline(limit)) = req.app_data::<RequestDeadline>().copied() else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    };
+    // Not the request itself: routing needs it unshared.
+    let path = req.path().to_owned();
+    match actix_web::rt::time::timeout(limit, next.call(req)).await {
+        Ok(res) => res.map(ServiceResponse::map_into_boxed_body),
+        Err(_) => Err(TimedOut {
+            path,
+            secs: limit.as_secs(),
+        }
+        .into()),
+    }
+}

@@ -130,6 +130,8 @@ pub fn test_settings(url: &str) -> Settings {
         redis_prefix: format!("dzdesk_test_{}:", tokens::new_id("")),
         auth_failures_per_min: 60,
         redis_timeout: dzdesk_auth::config::DEFAULT_REDIS_TIMEOUT,
+        request_timeout: std::time::Duration::from_secs(10),
+        max_connections: 4096,
         rate_limits: true,
     }
 }

@@ -24,6 +24,7 @@ mod ratelimits;
 mod refresh;
 mod register;
 mod settings_api;
+mod slow_clients;
 mod token;
 mod v1_keys;
 mod v1_users;

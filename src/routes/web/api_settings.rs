@@ -182,6 +182,7 @@ fn web_error(e: ApiError) -> WebError {
         ApiError::BadRequest(m) | ApiError::PayloadTooLarge(m) | ApiError::RateLimited(m) => {
             WebError::BadRequest(m)
         }
+        ApiError::RequestTimeout(_) => WebError::RequestTimeout,
         ApiError::Internal(e) => WebError::Internal(e),
     }
 }
