@@ -342,10 +342,38 @@ fn connection_error(e: impl std::fmt::Display) -> CliError {
     .into()
 }
 
+/// A SQLite file that cannot be opened for writing stops start-up with one
+/// line naming the path and the OS error: SQLite itself says only "unable to
+/// open database file", and the pool would retry it for seconds, four
+/// errors in the log and no path.
+fn check_sqlite_file(settings: &Settings) -> Result<(), CliError> {
+    let Some(path) = settings.database_url.sqlite_path() else {
+        return Ok(());
+    };
+    if path == ":memory:" || path.starts_with("file:") {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map(drop)
+        .map_err(|e| {
+            ConfigError::new(
+                "DATABASE_URL",
+                format!("cannot open the SQLite database {path:?} for writing: {e}"),
+            )
+            .into()
+        })
+}
+
 /// One migrated connection for a command. Configuration and connection
 /// errors name the variable (exit 2).
 fn open_connection() -> Result<AnyConnection, CliError> {
     let settings = Settings::from_env()?;
+    check_sqlite_file(&settings)?;
     let mut conn = Database::establish(&settings.database_url).map_err(connection_error)?;
     run_migrations(&mut conn)?;
     Ok(conn)
@@ -353,6 +381,7 @@ fn open_connection() -> Result<AnyConnection, CliError> {
 
 /// The pool for the service, migrated.
 fn connect(settings: &Settings) -> Result<Database, CliError> {
+    check_sqlite_file(settings)?;
     let db = Database::connect(&settings.database_url, settings.db_pool_size)
         .map_err(connection_error)?;
     db.migrate()?;

@@ -255,6 +255,32 @@ fn bad_configuration_stops_start_up_with_exit_2_naming_the_variable() {
     assert!(!file.exists(), "nothing half-created");
 }
 
+#[test]
+fn an_unopenable_sqlite_file_stops_serve_at_once_with_one_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir").join("x.db");
+    let a_directory = dir.path().to_path_buf();
+    for (path, why) in [
+        (missing, "No such file or directory"),
+        (a_directory, "Is a directory"),
+    ] {
+        let url = format!("sqlite://{}", path.display());
+        let started = std::time::Instant::now();
+        let out = run(&["serve"], &[("DATABASE_URL", &url)], None);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(lines[0].contains(&path.display().to_string()), "{err}");
+        assert!(lines[0].contains(why), "{err}");
+    }
+}
+
 fn create_client(db: &TestDatabase, extra: &[&str]) -> Output {
     let mut args = vec!["client", "create", "--name", "Zapier"];
     args.extend_from_slice(extra);
