@@ -305,3 +305,46 @@ async fn malformed_login_form_is_a_400_page() {
     let resp = app.post_form("/login", &[("email", &big)]).await;
     assert_eq!(resp.status(), 400);
 }
+
+#[tokio::test]
+async fn signing_in_again_ends_the_session_the_browser_came_with() {
+    let app = spawn_app().await;
+    let user_id = app.create_user(EMAIL, Role::Agent).await;
+    let first = app.login(EMAIL, PASSWORD, "").await;
+    let old = cookie_value(&first, "dzdesk_session").unwrap();
+    // The same browser posts a sign-in form again (one left open in another
+    // tab): its cookies are set by hand, so that both go with the post.
+    let bare = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = bare.get(app.url("/login")).send().await.unwrap();
+    let pre = cookie_value(&page, "dzdesk_pre").unwrap();
+    let token = hidden_input(&page.text().await.unwrap(), "csrf_token").unwrap();
+    let again = bare
+        .post(app.url("/login"))
+        .header("cookie", format!("dzdesk_pre={pre}; dzdesk_session={old}"))
+        .form(&[
+            ("email", EMAIL),
+            ("password", PASSWORD),
+            ("next", "/"),
+            ("csrf_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 303);
+    assert_ne!(cookie_value(&again, "dzdesk_session").unwrap(), old);
+    assert_eq!(
+        app.session_count(&user_id).await,
+        1,
+        "not two live sessions"
+    );
+    let replay = new_client()
+        .get(app.url("/"))
+        .header("cookie", format!("dzdesk_session={old}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&replay), "/login", "the old session is over");
+}

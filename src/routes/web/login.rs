@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use chrono::Utc;
+use diesel::Connection;
 use serde::Deserialize;
 
 use crate::auth::csrf::CsrfBinding;
@@ -213,9 +214,25 @@ pub async fn login_post(
                 .await;
             let user_id = user.id.clone();
             let now = Utc::now().naive_utc();
+            // The session this browser came with (a sign-in form left open
+            // in another tab, or another account) ends: one live session per
+            // browser, never two.
+            let previous = req
+                .cookie(SESSION_COOKIE)
+                .map(|c| c.value().to_owned())
+                .filter(|v| looks_like_secret(v, "dzsess_"))
+                .map(|secret| tokens::hash_secret(&secret));
             let session_secret = state
                 .db
-                .run(move |conn| Session::create(conn, &user_id, now).map_err(WebError::from))
+                .run(move |conn| {
+                    conn.transaction(|conn| {
+                        if let Some(id) = previous {
+                            Session::delete(conn, &id)?;
+                        }
+                        Session::create(conn, &user_id, now)
+                    })
+                    .map_err(WebError::from)
+                })
                 .await?;
             log::info!("user {} signed in", user.id);
             let mut resp = see_other(&next);
