@@ -151,17 +151,10 @@ impl Limiter {
         subjects: &[throttle::Subject],
         now_secs: i64,
     ) -> throttle::Begin {
-        if !self.throttle.holds_nothing() {
-            for s in subjects {
-                if let Some(left) = self.throttle.locked(&s.key, now_secs) {
-                    return throttle::Begin::Locked {
-                        key: s.key.clone(),
-                        retry_after: left,
-                    };
-                }
-            }
-        }
         if let Some(redis) = &self.redis {
+            if let Some(locked) = self.throttle.refusal(subjects, now_secs) {
+                return locked;
+            }
             if let Some(begin) = redis.throttle(subjects, false).await {
                 let policy = |key: &str| {
                     subjects

@@ -234,13 +234,8 @@ impl Throttle {
                 retry_after: 60,
             };
         };
-        for s in subjects {
-            if let Some(left) = map.get(&s.key).and_then(|(c, _)| c.locked(now)) {
-                return Begin::Locked {
-                    key: s.key.clone(),
-                    retry_after: left,
-                };
-            }
+        if let Some(locked) = first_lock(&map, subjects, now) {
+            return locked;
         }
         // Now and then, and whenever full: forget what is dead, so that the
         // hot path's "nothing held" shortcut comes back once locks expire.
@@ -276,6 +271,15 @@ impl Throttle {
             locked_now,
             shared: false,
         }
+    }
+
+    /// The first lock in force on any subject here, counting nothing (one
+    /// look under the lock; none at all while nothing is held).
+    pub fn refusal(&self, subjects: &[Subject], now: i64) -> Option<Begin> {
+        if self.holds_nothing() {
+            return None;
+        }
+        first_lock(&*self.counters.lock().ok()?, subjects, now)
     }
 
     /// The attempt's secret was right: reset the pair, give back the rest.
@@ -346,6 +350,21 @@ impl Throttle {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The first of `subjects` locked at `now` in `map`, as the refusal.
+fn first_lock(
+    map: &HashMap<String, (Counter, Policy)>,
+    subjects: &[Subject],
+    now: i64,
+) -> Option<Begin> {
+    subjects.iter().find_map(|s| {
+        let left = map.get(&s.key)?.0.locked(now)?;
+        Some(Begin::Locked {
+            key: s.key.clone(),
+            retry_after: left,
+        })
+    })
 }
 
 /// What names an account or client inside a key: a short digest of what

@@ -379,12 +379,7 @@ async fn two_instances_on_one_redis_share_one_budget() {
         let (status, _, remaining, _, _) = limits(&client, base, "/v1/me", Some(&key)).await;
         assert_eq!((status, remaining), (429, 0), "{base}");
     }
-    let ready: Value = reqwest::get(app.url("/readyz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = readiness(&app).await;
     assert_eq!(ready["status"], "ready");
     handle.stop(false).await;
 }
@@ -453,13 +448,15 @@ async fn colleagues_signing_in_at_once_lock_nothing_in_redis() {
     let prefix = format!("dzdesk_test_{}:", dzdesk_auth::tokens::new_id(""));
     let app = redis_app(&test_redis_url(), &prefix).await;
     crate::bruteforce::colleagues_signing_in_at_once_lock_nothing(&app).await;
-    let ready: Value = reqwest::get(app.url("/readyz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = readiness(&app).await;
     assert_eq!(ready["status"], "ready", "decided in Redis, not in process");
+}
+
+/// The body of `/readyz` (200 whether ready or degraded).
+async fn readiness(app: &TestApp) -> Value {
+    let resp = reqwest::get(app.url("/readyz")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
 }
 
 /// A redis-server of this test's own on a free port, stopped on drop.
@@ -557,9 +554,7 @@ async fn when_redis_goes_away_limits_fall_back_to_the_process_and_readyz_says_de
         "a dead Redis must not cost every request its timeout: {:?}",
         started.elapsed()
     );
-    let resp = reqwest::get(app.url("/readyz")).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let ready: Value = resp.json().await.unwrap();
+    let ready = readiness(&app).await;
     assert_eq!(ready["status"], "degraded", "{ready}");
 }
 
@@ -587,24 +582,14 @@ async fn a_redis_that_stops_answering_is_left_after_three_late_answers_and_used_
         "{:?}",
         started.elapsed()
     );
-    let ready: Value = reqwest::get(app.url("/readyz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = readiness(&app).await;
     assert_eq!(ready["status"], "degraded", "{ready}");
     redis.signal(false);
     // Retried once a second: back to shared budgets without a restart.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         me(&app, &key).await;
-        let ready: Value = reqwest::get(app.url("/readyz"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready = readiness(&app).await;
         if ready["status"] == "ready" {
             break;
         }
@@ -662,12 +647,7 @@ async fn a_lock_counted_while_redis_was_away_holds_when_it_is_back() {
     );
     // The refusal asked no one; a /v1 request tries Redis again.
     reqwest::get(app.url("/v1/me")).await.unwrap();
-    let ready: Value = reqwest::get(app.url("/readyz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = readiness(&app).await;
     assert_eq!(ready["status"], "ready", "Redis is used again");
 }
 
