@@ -122,6 +122,13 @@ fn var(name: &'static str) -> Result<Option<String>, ConfigError> {
 }
 
 impl Settings {
+    /// Production mode: the public issuer is `https://`. HTTPS is then
+    /// required (TLS here or at a trusted proxy), HSTS is sent, cookies are
+    /// `Secure`, and secrets at rest must be encrypted.
+    pub fn production(&self) -> bool {
+        self.issuer.starts_with("https://")
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         let database_url = var("DATABASE_URL")?;
         let listen = var("DZDESK_LISTEN")?;

@@ -87,7 +87,7 @@ impl Application {
         let workers = settings.workers;
         let request_timeout = settings.request_timeout;
         let max_connections = settings.max_connections;
-        let hsts = settings.issuer.starts_with("https://");
+        let hsts = settings.production();
         let key_store = KeyStore::new(
             keys.signing,
             Duration::from_secs(settings.key_reload_secs.max(0) as u64),

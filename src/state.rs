@@ -127,9 +127,9 @@ impl AppState {
             .client_ip(req.peer_addr(), forwarded.iter().map(|v| v.as_ref()))
     }
 
-    /// Cookies are `Secure` when the public issuer URL is https.
+    /// Cookies are `Secure` in production mode (an https issuer).
     pub fn secure_cookies(&self) -> bool {
-        self.settings.issuer.starts_with("https://")
+        self.settings.production()
     }
 }
 
