@@ -204,6 +204,9 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    // reqwest's rustls is built without a provider of its own (the tests'
+    // TLS client brings aws-lc-rs): install it before any client is built.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cfg = config()?;
     let tokens = seed(&cfg).await?;
     let cfg = std::sync::Arc::new(cfg);

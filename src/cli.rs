@@ -390,17 +390,28 @@ fn connect(settings: &Settings) -> Result<Database, CliError> {
 
 fn serve() -> Result<(), CliError> {
     let settings = Settings::from_env()?;
+    // A bad certificate or key stops start-up before anything else.
+    if let Some(files) = &settings.tls {
+        crate::tls::load(files)?;
+    }
     let db = connect(&settings)?;
     actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(settings, db)
+        let mut app = Application::build(settings, db)
             .await
             .map_err(|e| match e {
                 BuildError::Listen { .. } => {
                     CliError::Config(ConfigError::new("DZDESK_LISTEN", e.to_string()))
                 }
+                BuildError::Tls(e) => CliError::Config(e),
                 BuildError::Other(e) => CliError::Failed(e),
             })?;
-        log::info!("listening on http://{}", app.local_addr());
+        app.stop_on_signals()
+            .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot watch SIGTERM: {e}")))?;
+        let scheme = if app.is_tls() { "https" } else { "http" };
+        log::info!("listening on {scheme}://{}", app.local_addr());
+        if let Some(plain) = app.http_addr() {
+            log::info!("listening on http://{plain} (probes, and redirects to https)");
+        }
         app.run_until_stopped()
             .await
             .map_err(|e| CliError::Failed(e.into()))

@@ -3,6 +3,7 @@
 //! Every variable is documented in `.env.example`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use crate::db::DatabaseUrl;
 use crate::domain::TrustedProxies;
@@ -27,6 +28,10 @@ pub struct Settings {
     /// Headers, body and answer of one request within this, or 408 and the
     /// connection closed (`DZDESK_REQUEST_TIMEOUT_SECS`, default 10).
     pub request_timeout: std::time::Duration,
+    /// After SIGTERM or SIGINT, how long the service keeps accepting while
+    /// `/readyz` says 503, so load balancers stop sending first
+    /// (`DZDESK_SHUTDOWN_SECS`, default 10; 0 stops accepting at once).
+    pub shutdown_drain: std::time::Duration,
     /// Open connections at most, across workers (`DZDESK_MAX_CONNECTIONS`,
     /// default 4096): past it, new ones wait in the listen backlog.
     pub max_connections: usize,
@@ -59,9 +64,22 @@ pub struct Settings {
     /// A Redis answer slower than this counts as a failure: the request is
     /// decided in process (`DZDESK_REDIS_TIMEOUT_MS`, default 50 ms).
     pub redis_timeout: std::time::Duration,
+    /// `DZDESK_TLS_CERT` and `DZDESK_TLS_KEY`: the listener speaks TLS.
+    pub tls: Option<TlsFiles>,
+    /// `DZDESK_HTTP_LISTEN` (with TLS only): a second, plain-HTTP listener,
+    /// for probes (`/healthz`, `/readyz`) and redirects to https.
+    pub http_listen: Option<SocketAddr>,
     /// `DZDESK_RATE_LIMITS=off` turns the `/v1` limits off (benchmarks; a
     /// service exposed to anyone keeps them on).
     pub rate_limits: bool,
+}
+
+/// The PEM files of the TLS listener: the certificate chain (leaf first)
+/// and its private key (PKCS#8, SEC1 or PKCS#1). Re-read on SIGHUP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A `redis://` or `rediss://` URL. Its `Debug` never shows it: it may hold
@@ -136,6 +154,7 @@ impl Settings {
         let workers = var("DZDESK_WORKERS")?;
         let request_timeout = var("DZDESK_REQUEST_TIMEOUT_SECS")?;
         let max_connections = var("DZDESK_MAX_CONNECTIONS")?;
+        let shutdown = var("DZDESK_SHUTDOWN_SECS")?;
         let pool = var("DZDESK_DB_POOL_SIZE")?;
         let audience = var("DZDESK_AUDIENCE")?;
         let access_ttl = var("DZDESK_ACCESS_TOKEN_TTL")?;
@@ -143,6 +162,29 @@ impl Settings {
         let key_reload = var("DZDESK_KEY_RELOAD_SECS")?;
         let client_cache = var("DZDESK_CLIENT_CACHE_SECS")?;
         let trusted_proxies = var("DZDESK_TRUSTED_PROXIES")?;
+        let tls = match (var("DZDESK_TLS_CERT")?, var("DZDESK_TLS_KEY")?) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: PathBuf::from(cert.trim()),
+                key: PathBuf::from(key.trim()),
+            }),
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "DZDESK_TLS_KEY",
+                    "is not set, but DZDESK_TLS_CERT is: TLS needs both files",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "DZDESK_TLS_CERT",
+                    "is not set, but DZDESK_TLS_KEY is: TLS needs both files",
+                ))
+            }
+        };
+        let http_listen = var("DZDESK_HTTP_LISTEN")?
+            .map(|l| parse_listen(&l))
+            .transpose()
+            .map_err(|m| ConfigError::new("DZDESK_HTTP_LISTEN", m))?;
         let redis_url = var("DZDESK_REDIS_URL")?
             .map(|u| RedisUrl::parse(&u))
             .transpose()
@@ -174,7 +216,9 @@ impl Settings {
                     .map_err(|m| ConfigError::new(var, m))
                     .map(|n| n.map_or(default, |n| n as i64))
             };
-        Ok(Self {
+        let settings = Self {
+            tls,
+            http_listen,
             redis_url,
             redis_prefix,
             auth_failures_per_min,
@@ -213,6 +257,13 @@ impl Settings {
                 1,
                 3600,
             )? as u64),
+            shutdown_drain: std::time::Duration::from_secs(seconds(
+                shutdown,
+                "DZDESK_SHUTDOWN_SECS",
+                10,
+                0,
+                3600,
+            )? as u64),
             max_connections: max_connections
                 .map(|m| parse_count(&m, 1, 1_000_000))
                 .transpose()
@@ -227,7 +278,32 @@ impl Settings {
                 .transpose()
                 .map_err(|m| ConfigError::new("DZDESK_DB_POOL_SIZE", m))?
                 .map_or(10, |n| n as u32),
-        })
+        };
+        settings.check_transport()?;
+        Ok(settings)
+    }
+
+    /// Settings that could never serve anything are refused: production
+    /// mode answers only requests that arrived over TLS, here or at a
+    /// trusted proxy, so it needs one of them; a plain-HTTP second listener
+    /// makes sense only beside a TLS one.
+    pub fn check_transport(&self) -> Result<(), ConfigError> {
+        if self.production() && self.tls.is_none() && self.trusted_proxies.is_empty() {
+            return Err(ConfigError::new(
+                "DZDESK_ISSUER",
+                "is https://, but there is neither TLS here (DZDESK_TLS_CERT and \
+                 DZDESK_TLS_KEY) nor a TLS-terminating proxy (DZDESK_TRUSTED_PROXIES): \
+                 every request would be refused as not HTTPS",
+            ));
+        }
+        if self.http_listen.is_some() && self.tls.is_none() {
+            return Err(ConfigError::new(
+                "DZDESK_HTTP_LISTEN",
+                "is a second, plain-HTTP listener beside a TLS one: set DZDESK_TLS_CERT \
+                 and DZDESK_TLS_KEY, or use DZDESK_LISTEN",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -309,5 +385,44 @@ mod tests {
         assert_eq!(parse_count("4", 1, 8), Ok(4));
         assert!(parse_count("0", 1, 8).is_err());
         assert!(parse_count("x", 1, 8).is_err());
+    }
+
+    #[test]
+    fn an_https_issuer_needs_tls_or_a_trusted_proxy_and_a_plain_listener_needs_tls() {
+        let files = TlsFiles {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+        };
+        let settings = |issuer: &str, tls: Option<TlsFiles>, proxies: &str, http: bool| {
+            let mut s = Settings::from_env().unwrap();
+            s.issuer = issuer.into();
+            s.tls = tls;
+            s.trusted_proxies = TrustedProxies::parse(proxies).unwrap();
+            s.http_listen = http.then(|| "127.0.0.1:0".parse().unwrap());
+            s
+        };
+        let refused = |s: Settings| s.check_transport().unwrap_err().var;
+        assert_eq!(
+            refused(settings("https://a.example", None, "", false)),
+            "DZDESK_ISSUER"
+        );
+        assert!(
+            settings("https://a.example", Some(files.clone()), "", false)
+                .check_transport()
+                .is_ok()
+        );
+        assert!(settings("https://a.example", None, "10.0.0.1", false)
+            .check_transport()
+            .is_ok());
+        assert!(settings("http://localhost:8080", None, "", false)
+            .check_transport()
+            .is_ok());
+        assert_eq!(
+            refused(settings("http://localhost:8080", None, "", true)),
+            "DZDESK_HTTP_LISTEN"
+        );
+        assert!(settings("https://a.example", Some(files), "", true)
+            .check_transport()
+            .is_ok());
     }
 }

@@ -154,6 +154,10 @@ pub enum WebError {
     NotFound,
     #[error("The request took too long to arrive. Please try again.")]
     RequestTimeout,
+    /// A form sent over plain HTTP in production mode (its GET is
+    /// redirected to https instead).
+    #[error("This site is served over HTTPS only. Open it with https:// and try again.")]
+    HttpsRequired,
     #[error("Something went wrong on our side. Please try again.")]
     Internal(#[source] anyhow::Error),
 }
@@ -184,7 +188,7 @@ impl ResponseError for WebError {
     fn status_code(&self) -> StatusCode {
         match self {
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            WebError::Forbidden => StatusCode::FORBIDDEN,
+            WebError::Forbidden | WebError::HttpsRequired => StatusCode::FORBIDDEN,
             WebError::NotFound => StatusCode::NOT_FOUND,
             WebError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -3,8 +3,7 @@
 //! response, `no-store`, the bearer credential of a request, and the RFC
 //! 6749 5.2 error body.
 
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::middleware::DefaultHeaders;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
 
@@ -23,17 +22,18 @@ pub const SECURITY_HEADERS: [(&str, &str); 4] = [
     ("x-content-type-options", "nosniff"),
 ];
 
-/// [`SECURITY_HEADERS`] as a middleware, plus HSTS when the issuer is https.
-pub fn security_headers(hsts: bool) -> DefaultHeaders {
-    let headers = SECURITY_HEADERS
-        .iter()
-        .fold(DefaultHeaders::new(), |h, &(name, value)| {
-            h.add((name, value))
-        });
-    if hsts {
-        headers.add(("Strict-Transport-Security", "max-age=31536000"))
-    } else {
-        headers
+/// HSTS (RFC 6797 6.1), sent in production mode (an https issuer): a year.
+pub const HSTS: (&str, &str) = ("strict-transport-security", "max-age=31536000");
+
+/// Adds [`SECURITY_HEADERS`] (and [`HSTS`] if asked) where a handler has not
+/// set its own value.
+pub fn add_security_headers(headers: &mut HeaderMap, hsts: bool) {
+    let hsts = hsts.then_some(HSTS);
+    for (name, value) in SECURITY_HEADERS.iter().chain(hsts.iter()) {
+        let name = HeaderName::from_static(name);
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
     }
 }
 

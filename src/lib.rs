@@ -21,4 +21,5 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;

@@ -20,14 +20,15 @@ use crate::credentials::keystore::{self, KeyStore};
 use crate::credentials::revocation_view::RevocationView;
 use crate::credentials::{listener, Audience, Credentials};
 use crate::db::Database;
-use crate::http::security_headers;
 use crate::maintenance;
 use crate::ratelimit::redis::RedisStore;
 use crate::ratelimit::Limiter;
-use crate::routes::surface::{self, oauth_json_endpoint, RequestDeadline};
+use crate::routes::surface::{self, oauth_json_endpoint, Hsts, HttpsOnly, RequestDeadline};
 use crate::routes::{health, oauth, register, static_files, v1, web as pages, well_known};
 use crate::state::{AppState, ClientCache, ServerKeys};
 use crate::telemetry::access_log;
+use crate::tls::CertReloader;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -36,6 +37,9 @@ pub enum BuildError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The TLS files cannot be used (the variable and the file named).
+    #[error(transparent)]
+    Tls(crate::config::ConfigError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -45,6 +49,14 @@ pub const PASSWORD_QUEUE: usize = 32;
 
 pub struct Application {
     local_addr: SocketAddr,
+    /// The plain-HTTP listener beside a TLS one (`DZDESK_HTTP_LISTEN`).
+    http_addr: Option<SocketAddr>,
+    /// The TLS certificate, reloaded on SIGHUP.
+    tls: Option<(Arc<CertReloader>, Signal)>,
+    /// SIGTERM and SIGINT, once [`Application::stop_on_signals`] watches them.
+    signals: Option<(Signal, Signal)>,
+    /// `DZDESK_SHUTDOWN_SECS`.
+    drain: Duration,
     server: Server,
     db: Database,
     /// PostgreSQL only: where the revocation listener connects.
@@ -84,6 +96,34 @@ impl Application {
             source,
         })?;
         let local_addr = listener.local_addr().map_err(anyhow::Error::from)?;
+        let tls = settings
+            .tls
+            .clone()
+            .map(CertReloader::new)
+            .transpose()
+            .map_err(BuildError::Tls)?
+            .map(|certs| {
+                signal(SignalKind::hangup())
+                    .map(|hangups| (certs, hangups))
+                    .map_err(|e| anyhow::anyhow!("cannot watch SIGHUP: {e}"))
+            })
+            .transpose()?;
+        let http_listener = settings
+            .http_listen
+            .map(|addr| {
+                TcpListener::bind(addr).map_err(|source| BuildError::Listen { addr, source })
+            })
+            .transpose()?;
+        let http_addr = http_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
+            .map_err(anyhow::Error::from)?;
+        let https_only = HttpsOnly {
+            required: settings.production(),
+            trusted_proxies: settings.trusted_proxies.clone(),
+            issuer: settings.issuer.clone(),
+        };
         let workers = settings.workers;
         let request_timeout = settings.request_timeout;
         let max_connections = settings.max_connections;
@@ -94,6 +134,7 @@ impl Application {
             chrono::Duration::seconds(settings.access_token_ttl_secs),
         );
         let client_cache_secs = settings.client_cache_secs.max(0) as u64;
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let revocations = Arc::new(RevocationView::new());
         let listen_url = settings.database_url.postgres_url().map(str::to_owned);
         let usage = Arc::new(UsageTracker::new());
@@ -127,17 +168,22 @@ impl Application {
             credentials,
             clients: ClientCache::new(Duration::from_secs(client_cache_secs)),
             usage,
+            stopping: stopping.clone(),
         });
         let state_for_listener = state.clone();
+        let drain = state.settings.shutdown_drain;
 
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .configure(pages::configure_extractors)
                 .app_data(RequestDeadline(request_timeout))
+                .app_data(Hsts(hsts))
+                .app_data(https_only.clone())
+                .wrap(from_fn(surface::https_only))
                 .wrap(from_fn(surface::deadline))
-                .wrap(security_headers(hsts))
                 .wrap(from_fn(access_log))
+                .wrap(from_fn(surface::harden))
                 .route("/healthz", web::get().to(health::healthz))
                 .route("/readyz", web::get().to(health::readyz))
                 .route("/static/style.css", web::get().to(static_files::style_css))
@@ -208,8 +254,19 @@ impl Application {
                 )
                 .default_service(web::to(pages::not_found))
         })
-        .listen(listener)
+        .on_connect(surface::mark_tls);
+        let server = match &tls {
+            Some((certs, _)) => {
+                let config = certs.server_config().map_err(BuildError::Tls)?;
+                server.listen_rustls_0_23(listener, config)
+            }
+            None => server.listen(listener),
+        }
         .map_err(anyhow::Error::from)?;
+        let server = match http_listener {
+            Some(plain) => server.listen(plain).map_err(anyhow::Error::from)?,
+            None => server,
+        };
         // actix counts connections per worker (and starts one worker per
         // core unless told otherwise).
         let worker_count = workers.unwrap_or_else(|| {
@@ -220,17 +277,42 @@ impl Application {
             None => server,
         }
         .max_connections(max_connections.div_ceil(worker_count).max(1))
-        .shutdown_timeout(5)
+        // Signals are ours (`stop_on_signals`): readiness first, then a
+        // drain period, then the stop.
+        .disable_signals()
+        // A graceful stop waits for requests in flight: each finishes or
+        // misses its deadline within this.
+        .shutdown_timeout(request_timeout.as_secs() + 1)
         .run();
 
         Ok(Self {
             local_addr,
+            http_addr,
+            tls,
+            signals: None,
+            drain,
             server,
             db,
             listen_url,
             revocations,
             state: state_for_listener,
         })
+    }
+
+    /// SIGTERM and SIGINT stop the service gracefully (`serve` asks for
+    /// this; tests stop through [`Application::handle`]): `/readyz` answers
+    /// 503 at once while the listener still accepts, for
+    /// `DZDESK_SHUTDOWN_SECS`, so that load balancers stop sending; then the
+    /// listener closes and requests in flight complete; then
+    /// [`Application::run_until_stopped`] returns. A second signal ends the
+    /// drain period early. Watched from now on, so a signal that arrives
+    /// before the server runs is not lost (nor fatal).
+    pub fn stop_on_signals(&mut self) -> std::io::Result<()> {
+        self.signals = Some((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ));
+        Ok(())
     }
 
     /// The port the listener got (useful with port 0).
@@ -240,6 +322,16 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Whether the main listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The plain-HTTP listener beside the TLS one, if any.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The instance's revocation view (tests fence on it).
@@ -255,13 +347,26 @@ impl Application {
     /// Serves until stopped. Meanwhile, in the same task: the hourly sweep
     /// of expired rows, API-key usage writes, the signing-key watch, and
     /// (PostgreSQL) the revocation listener.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+    pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
         let usage = self.state.usage.clone();
         let db_for_flush = self.db.clone();
-        let sweeper = futures_util::future::join3(
+        let tls = self.tls.take();
+        let stopper = stop_on(
+            self.signals.take(),
+            self.drain,
+            self.state.stopping.clone(),
+            self.server.handle(),
+        );
+        let sweeper = futures_util::future::join4(
             maintenance::sweep_forever(self.db.clone()),
             maintenance::flush_usage_forever(self.db.clone(), usage.clone()),
             keystore::watch_forever(self.state.credentials.clone()),
+            async move {
+                match tls {
+                    Some((certs, hangups)) => certs.reload_on_sighup(hangups).await,
+                    None => futures_util::future::pending().await,
+                }
+            },
         );
         let listener = async {
             match self.listen_url {
@@ -284,8 +389,8 @@ impl Application {
                 None => futures_util::future::pending().await,
             }
         };
-        // Neither background future ever finishes: this ends with the server.
-        let background = Box::pin(futures_util::future::join(sweeper, listener));
+        // No background future ever finishes: this ends with the server.
+        let background = Box::pin(futures_util::future::join3(sweeper, listener, stopper));
         let result = match futures_util::future::select(self.server, background).await {
             futures_util::future::Either::Left((result, _)) => result,
             futures_util::future::Either::Right((_, server)) => server.await,
@@ -302,4 +407,36 @@ impl Application {
         }
         result
     }
+}
+
+/// Waits for the first of SIGTERM or SIGINT (forever without them), then
+/// stops the server: `stopping` set at once (`/readyz` 503), the drain
+/// period (cut short by a second signal), then a graceful stop. Never
+/// returns: the server's end ends the task that runs it.
+async fn stop_on(
+    signals: Option<(Signal, Signal)>,
+    drain: Duration,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    server: actix_web::dev::ServerHandle,
+) {
+    let Some((mut term, mut int)) = signals else {
+        return futures_util::future::pending().await;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    stopping.store(true, std::sync::atomic::Ordering::Release);
+    log::info!(
+        "{name}: stopping; /readyz answers 503, new connections are accepted for {} s more",
+        drain.as_secs()
+    );
+    tokio::select! {
+        _ = actix_web::rt::time::sleep(drain) => {}
+        _ = term.recv() => log::info!("SIGTERM again: draining cut short"),
+        _ = int.recv() => log::info!("SIGINT again: draining cut short"),
+    }
+    log::info!("listener closed; waiting for requests in flight");
+    server.stop(true).await;
+    futures_util::future::pending().await
 }

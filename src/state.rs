@@ -33,6 +33,9 @@ pub struct AppState {
     pub passwords: Arc<VerifierPool>,
     /// API-key uses not yet written to `last_used_at`.
     pub usage: Arc<UsageTracker>,
+    /// Set when a shutdown signal arrived: `/readyz` answers 503 while the
+    /// service drains.
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Registered clients kept in memory for `DZDESK_CLIENT_CACHE_SECS`, so the

@@ -6,14 +6,12 @@ use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 use futures_util::FutureExt;
 
 use crate::error::{ApiError, WebError};
-use crate::http::SECURITY_HEADERS;
 
 /// env_logger with `RUST_LOG`, or `default_filter` when it is unset.
 pub fn init_logging(default_filter: &str) {
@@ -62,8 +60,8 @@ pub async fn access_log(
     res
 }
 
-/// A request whose handler panicked. Rendered outside the other middlewares,
-/// so it adds the security headers itself.
+/// A request whose handler panicked. Rendered outside the other middlewares
+/// (`routes::surface::harden` adds the security headers).
 #[derive(Debug, thiserror::Error)]
 #[error("handler panicked")]
 struct Panicked {
@@ -77,17 +75,10 @@ impl ResponseError for Panicked {
 
     fn error_response(&self) -> HttpResponse {
         let cause = anyhow::anyhow!("handler panicked");
-        let mut resp = if self.api {
+        if self.api {
             ApiError::Internal(cause).error_response()
         } else {
             WebError::Internal(cause).error_response()
-        };
-        for (name, value) in SECURITY_HEADERS {
-            resp.headers_mut().insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
         }
-        resp
     }
 }

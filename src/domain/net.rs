@@ -125,6 +125,10 @@ impl TrustedProxies {
             .map(Self)
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     fn trusts(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|net| net.contains(&ip))
     }
@@ -156,6 +160,30 @@ impl TrustedProxies {
             }
         }
         Some(client)
+    }
+}
+
+impl TrustedProxies {
+    /// Whether a request that reached this process over plain TCP came to
+    /// a TLS-terminating proxy over https: only if the socket peer is a
+    /// trusted proxy and the last `X-Forwarded-Proto` value (the one the
+    /// nearest proxy wrote) is `https`. From anyone else the header is
+    /// ignored, as `X-Forwarded-For` is: a client could write it.
+    pub fn forwarded_https<'a>(
+        &self,
+        peer: Option<SocketAddr>,
+        forwarded_proto: impl Iterator<Item = &'a str>,
+    ) -> bool {
+        let Some(peer) = peer else {
+            return false;
+        };
+        if !self.trusts(normalize(peer.ip())) {
+            return false;
+        }
+        forwarded_proto
+            .flat_map(|h| h.split(','))
+            .last()
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
     }
 }
 
@@ -272,5 +300,29 @@ mod tests {
     fn trusted_proxies_refuse_garbage() {
         assert!(TrustedProxies::parse("10.0.0.0/8 nonsense").is_err());
         assert!(TrustedProxies::parse("").unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn forwarded_proto_counts_only_from_a_trusted_peer_and_only_its_last_value() {
+        let proxies = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        let proxy: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        let stranger: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        let https =
+            |peer, values: &[&str]| proxies.forwarded_https(Some(peer), values.iter().copied());
+        assert!(https(proxy, &["https"]));
+        assert!(https(proxy, &["HTTPS "]));
+        assert!(!https(proxy, &[]));
+        assert!(!https(proxy, &["http"]));
+        // The nearest proxy's value is the last one.
+        assert!(!https(proxy, &["https, http"]));
+        assert!(!https(proxy, &["https", "http"]));
+        assert!(https(proxy, &["http, https"]));
+        // An untrusted peer's claim, and no peer at all, count for nothing.
+        assert!(!https(stranger, &["https"]));
+        assert!(!proxies.forwarded_https(None, ["https"].into_iter()));
+        // IPv4-mapped IPv6 peers are the IPv4 address.
+        let mapped: SocketAddr = "[::ffff:10.1.2.3]:5000".parse().unwrap();
+        assert!(https(mapped, &["https"]));
+        assert!(!TrustedProxies::default().forwarded_https(Some(proxy), ["https"].into_iter()));
     }
 }

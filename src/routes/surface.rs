@@ -20,13 +20,13 @@ use std::panic::AssertUnwindSafe;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, UrlencodedError};
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpResponse, Resource, ResponseError};
 use futures_util::FutureExt;
 
-use crate::http::{rfc_error, SECURITY_HEADERS};
+use crate::http::{add_security_headers, rfc_error};
 use crate::oauth::error::OAuthError;
 use crate::oauth::registration::RegistrationError;
 
@@ -131,8 +131,7 @@ impl ResponseError for RequestRefused {
 }
 
 /// A handler of the OAuth JSON surface panicked: an opaque `server_error`.
-/// Returned as an error, so it passes the headers middleware by and adds the
-/// security headers itself.
+/// Returned as an error: [`harden`] adds the security headers.
 #[derive(Debug, thiserror::Error)]
 #[error("handler panicked")]
 struct Panicked;
@@ -144,14 +143,7 @@ impl ResponseError for Panicked {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        let mut resp = RequestRefused::new(status, describe(status)).error_response();
-        for (name, value) in SECURITY_HEADERS {
-            resp.headers_mut().insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
-        }
-        resp
+        RequestRefused::new(status, describe(status)).error_response()
     }
 }
 
@@ -343,23 +335,19 @@ impl ResponseError for TimedOut {
     }
 
     /// Returned as an error (the request itself is gone with the cancelled
-    /// handler), so it adds the security headers itself, and closes the
+    /// handler; [`harden`] adds the security headers), and closes the
     /// connection: its body was never read to the end.
     fn error_response(&self) -> HttpResponse {
         let message = format!("The request did not arrive within {} s", self.secs);
-        let mut resp = if self.path == "/v1" || self.path.starts_with("/v1/") {
-            crate::error::ApiError::RequestTimeout(message).error_response()
-        } else if self.path.starts_with("/oauth/") {
-            RequestRefused::new(StatusCode::REQUEST_TIMEOUT, message).error_response()
-        } else {
-            crate::error::WebError::RequestTimeout.error_response()
+        let mut resp = match Surface::of(&self.path) {
+            Surface::Api => crate::error::ApiError::RequestTimeout(message).error_response(),
+            Surface::OAuth => {
+                RequestRefused::new(StatusCode::REQUEST_TIMEOUT, message).error_response()
+            }
+            Surface::Browser | Surface::Probe => {
+                crate::error::WebError::RequestTimeout.error_response()
+            }
         };
-        for (name, value) in SECURITY_HEADERS {
-            resp.headers_mut().insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
-        }
         resp.head_mut()
             .set_connection_type(actix_web::http::ConnectionType::Close);
         resp
@@ -392,4 +380,158 @@ pub async fn deadline(
         }
         .into()),
     }
+}
+
+/// The surfaces of the service, by path: each answers in its own shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// `/v1`: the envelope.
+    Api,
+    /// `/oauth/...`: the RFC 6749 5.2 body.
+    OAuth,
+    /// `/healthz` and `/readyz`: for load balancers and orchestrators.
+    Probe,
+    /// Everything else: HTML pages.
+    Browser,
+}
+
+impl Surface {
+    pub fn of(path: &str) -> Self {
+        if path == "/v1" || path.starts_with("/v1/") {
+            Surface::Api
+        } else if path.starts_with("/oauth/") {
+            Surface::OAuth
+        } else if path == "/healthz" || path == "/readyz" {
+            Surface::Probe
+        } else {
+            Surface::Browser
+        }
+    }
+}
+
+/// Whether responses carry HSTS (production mode), as app data for
+/// [`harden`].
+#[derive(Debug, Clone, Copy)]
+pub struct Hsts(pub bool);
+
+/// The security headers (and HSTS in production mode) on every response,
+/// an error's included: an error returned through the middlewares (a
+/// deadline missed, a panic) is rendered later, without the request, so it
+/// is wrapped in one that adds them when it is.
+pub async fn harden(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let hsts = req.app_data::<Hsts>().is_some_and(|h| h.0);
+    match next.call(req).await {
+        Ok(mut res) => {
+            add_security_headers(res.headers_mut(), hsts);
+            Ok(res.map_into_boxed_body())
+        }
+        Err(inner) => Err(Hardened { inner, hsts }.into()),
+    }
+}
+
+#[derive(Debug)]
+struct Hardened {
+    inner: actix_web::Error,
+    hsts: bool,
+}
+
+impl std::fmt::Display for Hardened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl ResponseError for Hardened {
+    fn status_code(&self) -> StatusCode {
+        self.inner.as_response_error().status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut resp = self.inner.error_response();
+        add_security_headers(resp.headers_mut(), self.hsts);
+        resp
+    }
+}
+
+/// Marks a connection that arrived over TLS (`HttpServer::on_connect`): a
+/// plain one is a bare `TcpStream`, a TLS one is wrapped in rustls.
+#[derive(Debug, Clone, Copy)]
+pub struct ArrivedOverTls;
+
+pub fn mark_tls(connection: &dyn std::any::Any, extensions: &mut actix_web::dev::Extensions) {
+    if connection
+        .downcast_ref::<actix_web::rt::net::TcpStream>()
+        .is_none()
+    {
+        extensions.insert(ArrivedOverTls);
+    }
+}
+
+/// What production mode needs to tell an https request (app data for
+/// [`https_only`]): whether HTTPS is required at all, who may say a request
+/// came over https, and the public URL to send browsers to.
+#[derive(Debug, Clone)]
+pub struct HttpsOnly {
+    pub required: bool,
+    pub trusted_proxies: crate::domain::TrustedProxies,
+    pub issuer: String,
+}
+
+/// "All API requests must use HTTPS" (the DZDESK API page; RFC 6749 3.1 and
+/// 3.2: the authorization and token endpoints "MUST" use TLS). In production
+/// mode ([`HttpsOnly::required`]), a request that did not arrive over
+/// TLS, here or at a trusted proxy that says `X-Forwarded-Proto: https`, is
+/// refused before anything reads its credential: `/v1` 403 `FORBIDDEN`,
+/// `/oauth` 403 `invalid_request`, a browser page's GET or HEAD redirected to
+/// the https URL (other methods 403). Probes pass over plain HTTP.
+pub async fn https_only(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let secure = match req.app_data::<HttpsOnly>() {
+        Some(policy) if policy.required => {
+            req.conn_data::<ArrivedOverTls>().is_some()
+                || policy.trusted_proxies.forwarded_https(
+                    req.peer_addr(),
+                    req.headers()
+                        .get_all("x-forwarded-proto")
+                        .filter_map(|v| v.to_str().ok()),
+                )
+        }
+        _ => true,
+    };
+    let surface = Surface::of(req.path());
+    if secure || surface == Surface::Probe {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    }
+    const MESSAGE: &str = "HTTPS is required: send this request to the https:// URL";
+    let resp = match surface {
+        Surface::Api => crate::error::ApiError::Forbidden(MESSAGE.into()).error_response(),
+        Surface::OAuth => RequestRefused::new(StatusCode::FORBIDDEN, MESSAGE).error_response(),
+        Surface::Browser | Surface::Probe
+            if matches!(
+                *req.method(),
+                actix_web::http::Method::GET | actix_web::http::Method::HEAD
+            ) =>
+        {
+            let issuer = req
+                .app_data::<HttpsOnly>()
+                .map_or("", |p| p.issuer.as_str());
+            let target = format!(
+                "{issuer}{}",
+                req.uri().path_and_query().map_or("/", |p| p.as_str())
+            );
+            HttpResponse::MovedPermanently()
+                .insert_header((header::LOCATION, target))
+                .finish()
+        }
+        Surface::Browser | Surface::Probe => crate::error::WebError::HttpsRequired.error_response(),
+    };
+    Ok(req.into_response(resp).map_into_boxed_body())
 }

@@ -21,9 +21,13 @@ use reqwest::Response;
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Test logs stay silent unless `TEST_LOG` is set.
-fn init_test_logging() {
+/// Once per test process: reqwest's rustls needs a process-wide crypto
+/// provider (it is built without one of its own: the service's aws-lc-rs
+/// serves both), and the log when `TEST_LOG` is set.
+pub fn init_test_logging() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         if std::env::var_os("TEST_LOG").is_some() {
             let _ =
                 env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
@@ -132,6 +136,9 @@ pub fn test_settings(url: &str) -> Settings {
         redis_timeout: dzdesk_auth::config::DEFAULT_REDIS_TIMEOUT,
         request_timeout: std::time::Duration::from_secs(10),
         max_connections: 4096,
+        tls: None,
+        http_listen: None,
+        shutdown_drain: std::time::Duration::from_secs(10),
         rate_limits: true,
     }
 }
@@ -210,6 +217,7 @@ pub async fn spawn_second_instance(app: &TestApp) -> (String, ServerHandle) {
 
 /// A browser-like client: cookies on, redirects off.
 pub fn new_client() -> reqwest::Client {
+    init_test_logging();
     reqwest::Client::builder()
         .redirect(Policy::none())
         .cookie_store(true)

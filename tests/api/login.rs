@@ -96,18 +96,41 @@ async fn wrong_password_and_unknown_email_get_the_same_answer() {
 }
 
 #[tokio::test]
-async fn secure_cookies_when_the_issuer_is_https() {
-    let app = spawn_app_custom(|s| s.issuer = "https://auth.example.com".into(), |_| {}).await;
+async fn secure_host_prefixed_cookies_when_the_issuer_is_https() {
+    // Production mode behind a TLS-terminating proxy (this test plays it):
+    // every request says it came over https.
+    let app = spawn_app_custom(
+        |s| {
+            s.issuer = "https://auth.example.com".into();
+            s.trusted_proxies = dzdesk_auth::domain::TrustedProxies::parse("127.0.0.1").unwrap();
+        },
+        |_| {},
+    )
+    .await;
     app.create_user(EMAIL, Role::Agent).await;
-    let page = app.get("/login").await;
-    assert!(set_cookies(&page).iter().all(|c| c.contains("; Secure")));
+    let page = new_client()
+        .get(app.url("/login"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let cookies = set_cookies(&page);
+    assert!(!cookies.is_empty());
+    assert!(
+        cookies
+            .iter()
+            .all(|c| c.starts_with("__Host-") && c.contains("; Secure") && c.contains("; Path=/")),
+        "{cookies:?}"
+    );
     assert!(page.headers().contains_key("strict-transport-security"));
     // The cookie store will not send Secure cookies over http, so post by hand.
-    let pre = cookie_value(&page, "dzdesk_pre").unwrap();
+    let pre = cookie_value(&page, "__Host-dzdesk_pre").unwrap();
     let token = hidden_input(&page.text().await.unwrap(), "csrf_token").unwrap();
     let resp = new_client()
         .post(app.url("/login"))
-        .header("cookie", format!("dzdesk_pre={pre}"))
+        .header("x-forwarded-proto", "https")
+        .header("cookie", format!("__Host-dzdesk_pre={pre}"))
         .form(&[
             ("email", EMAIL),
             ("password", PASSWORD),
@@ -120,9 +143,10 @@ async fn secure_cookies_when_the_issuer_is_https() {
     assert_eq!(resp.status(), 303);
     let session = set_cookies(&resp)
         .into_iter()
-        .find(|c| c.starts_with("dzdesk_session="))
+        .find(|c| c.starts_with("__Host-dzdesk_session="))
         .unwrap();
     assert!(session.contains("; Secure") && session.contains("HttpOnly"));
+    assert!(!session.to_ascii_lowercase().contains("domain="));
 }
 
 #[tokio::test]

@@ -16,9 +16,7 @@ use crate::domain::Password;
 use crate::error::WebError;
 use crate::ratelimit::ip_key;
 use crate::ratelimit::throttle::{self, Begin};
-use crate::routes::web::session::{
-    cookie, looks_like_secret, removal, MaybeSignedIn, PRE_SESSION_COOKIE, SESSION_COOKIE,
-};
+use crate::routes::web::session::{MaybeSignedIn, OurCookie};
 use crate::routes::web::{render, see_other};
 use crate::state::AppState;
 use crate::tokens;
@@ -60,12 +58,6 @@ pub struct LogoutForm {
     csrf_token: String,
 }
 
-fn pre_session(req: &HttpRequest) -> Option<String> {
-    req.cookie(PRE_SESSION_COOKIE)
-        .map(|c| c.value().to_owned())
-        .filter(|v| looks_like_secret(v, "dzpre_"))
-}
-
 pub async fn login_get(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -76,7 +68,7 @@ pub async fn login_get(
     if signed_in.0.is_some() {
         return Ok(see_other(next.unwrap_or("/")));
     }
-    let (pre, is_new) = match pre_session(&req) {
+    let (pre, is_new) = match OurCookie::PreSession.value(&req, state.secure_cookies()) {
         Some(pre) => (pre, false),
         None => (tokens::new_secret("dzpre_"), true),
     };
@@ -90,7 +82,7 @@ pub async fn login_get(
     };
     let mut resp = render(StatusCode::OK, &page)?;
     if is_new {
-        resp.add_cookie(&cookie(PRE_SESSION_COOKIE, pre, state.secure_cookies()))
+        resp.add_cookie(&OurCookie::PreSession.set(pre, state.secure_cookies()))
             .map_err(WebError::internal)?;
     }
     Ok(resp)
@@ -104,13 +96,15 @@ pub async fn login_post(
     let form = form.into_inner();
     // CSRF: the token must be the one made for this browser's pre-session
     // cookie (OWASP CSRF Prevention Cheat Sheet). Checked before anything else.
-    let csrf_ok = pre_session(&req).is_some_and(|pre| {
-        state.csrf.verify(
-            CsrfBinding::PreSession(&pre),
-            LOGIN_PURPOSE,
-            &form.csrf_token,
-        )
-    });
+    let csrf_ok = OurCookie::PreSession
+        .value(&req, state.secure_cookies())
+        .is_some_and(|pre| {
+            state.csrf.verify(
+                CsrfBinding::PreSession(&pre),
+                LOGIN_PURPOSE,
+                &form.csrf_token,
+            )
+        });
     if !csrf_ok {
         return Err(WebError::Forbidden);
     }
@@ -217,10 +211,8 @@ pub async fn login_post(
             // The session this browser came with (a sign-in form left open
             // in another tab, or another account) ends: one live session per
             // browser, never two.
-            let previous = req
-                .cookie(SESSION_COOKIE)
-                .map(|c| c.value().to_owned())
-                .filter(|v| looks_like_secret(v, "dzsess_"))
+            let previous = OurCookie::Session
+                .value(&req, state.secure_cookies())
                 .map(|secret| tokens::hash_secret(&secret));
             let session_secret = state
                 .db
@@ -237,8 +229,8 @@ pub async fn login_post(
             log::info!("user {} signed in", user.id);
             let mut resp = see_other(&next);
             let secure = state.secure_cookies();
-            resp.add_cookie(&cookie(SESSION_COOKIE, session_secret, secure))
-                .and_then(|_| resp.add_cookie(&removal(PRE_SESSION_COOKIE, secure)))
+            resp.add_cookie(&OurCookie::Session.set(session_secret, secure))
+                .and_then(|_| resp.add_cookie(&OurCookie::PreSession.removal(secure)))
                 .map_err(WebError::internal)?;
             Ok(resp)
         }
@@ -269,7 +261,7 @@ pub async fn logout_post(
     let Some(signed_in) = signed_in.0 else {
         // Nothing to end; make sure the browser forgets any stale cookie.
         let mut resp = see_other("/login");
-        resp.add_cookie(&removal(SESSION_COOKIE, secure))
+        resp.add_cookie(&OurCookie::Session.removal(secure))
             .map_err(WebError::internal)?;
         return Ok(resp);
     };
@@ -287,7 +279,7 @@ pub async fn logout_post(
         .await?;
     log::info!("user {} signed out", signed_in.user.id);
     let mut resp = see_other("/login");
-    resp.add_cookie(&removal(SESSION_COOKIE, secure))
+    resp.add_cookie(&OurCookie::Session.removal(secure))
         .map_err(WebError::internal)?;
     Ok(resp)
 }

@@ -12,27 +12,61 @@ use crate::db::models::{Session, User};
 use crate::error::WebError;
 use crate::state::AppState;
 
-/// Holds the session secret (`dzsess_...`); the database holds its hash.
-pub const SESSION_COOKIE: &str = "dzdesk_session";
-/// Random value of a browser that has not signed in yet; CSRF tokens of the
-/// login form are bound to it.
-pub const PRE_SESSION_COOKIE: &str = "dzdesk_pre";
-
-/// Cookies of ours: HttpOnly, SameSite=Lax, path /, Secure over https.
-pub fn cookie(name: &'static str, value: String, secure: bool) -> Cookie<'static> {
-    Cookie::build(name, value)
-        .path("/")
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .secure(secure)
-        .finish()
+/// The cookies of ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OurCookie {
+    /// Holds the session secret (`dzsess_...`); the database holds its hash.
+    Session,
+    /// Random value (`dzpre_...`) of a browser that has not signed in yet;
+    /// CSRF tokens of the login form are bound to it.
+    PreSession,
 }
 
-/// A cookie that deletes `name` in the browser.
-pub fn removal(name: &'static str, secure: bool) -> Cookie<'static> {
-    let mut c = cookie(name, String::new(), secure);
-    c.make_removal();
-    c
+impl OurCookie {
+    /// In production mode (`secure`) the names carry the `__Host-` prefix
+    /// (RFC 6265bis 4.1.3.2): a browser takes such a cookie only with
+    /// Secure, Path=/ and no Domain, from a secure origin, so neither a
+    /// sibling subdomain nor a plain-HTTP page can set or shadow it.
+    pub fn name(self, secure: bool) -> &'static str {
+        match (self, secure) {
+            (OurCookie::Session, false) => "dzdesk_session",
+            (OurCookie::Session, true) => "__Host-dzdesk_session",
+            (OurCookie::PreSession, false) => "dzdesk_pre",
+            (OurCookie::PreSession, true) => "__Host-dzdesk_pre",
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            OurCookie::Session => "dzsess_",
+            OurCookie::PreSession => "dzpre_",
+        }
+    }
+
+    /// The cookie's value in `req`, if it looks like one of ours.
+    pub fn value(self, req: &HttpRequest, secure: bool) -> Option<String> {
+        req.cookie(self.name(secure))
+            .map(|c| c.value().to_owned())
+            .filter(|v| looks_like_secret(v, self.prefix()))
+    }
+
+    /// The cookie to set: HttpOnly, SameSite=Lax, path /, no Domain, Secure
+    /// in production mode.
+    pub fn set(self, value: String, secure: bool) -> Cookie<'static> {
+        Cookie::build(self.name(secure), value)
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .secure(secure)
+            .finish()
+    }
+
+    /// The cookie that deletes this one in the browser.
+    pub fn removal(self, secure: bool) -> Cookie<'static> {
+        let mut c = self.set(String::new(), secure);
+        c.make_removal();
+        c
+    }
 }
 
 /// A plausible secret of ours (prefix and length) before any database work.
@@ -75,11 +109,9 @@ impl FromRequest for MaybeSignedIn {
     type Future = LocalBoxFuture<'static, Result<Self, WebError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let secret = req
-            .cookie(SESSION_COOKIE)
-            .map(|c| c.value().to_owned())
-            .filter(|v| looks_like_secret(v, "dzsess_"));
         let state = req.app_data::<web::Data<AppState>>().cloned();
+        let secure = state.as_ref().is_some_and(|s| s.secure_cookies());
+        let secret = OurCookie::Session.value(req, secure);
         Box::pin(async move {
             let Some(secret) = secret else {
                 return Ok(MaybeSignedIn(None));
