@@ -212,6 +212,10 @@ impl Application {
                 .route("/login", web::get().to(pages::login::login_get))
                 .route("/login", web::post().to(pages::login::login_post))
                 .route("/logout", web::post().to(pages::login::logout_post))
+                .route(
+                    "/logout/everywhere",
+                    web::post().to(pages::login::logout_everywhere_post),
+                )
                 // Changing a path here means changing the server metadata too.
                 .route("/oauth/authorize", web::get().to(oauth::authorize))
                 .route("/oauth/authorize", web::post().to(oauth::authorize))

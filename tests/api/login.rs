@@ -372,3 +372,78 @@ async fn signing_in_again_ends_the_session_the_browser_came_with() {
         .unwrap();
     assert_eq!(location(&replay), "/login", "the old session is over");
 }
+
+/// The CSRF token of the "Sign out everywhere" form on the account page.
+async fn everywhere_token(app: &crate::helpers::TestApp, client: &reqwest::Client) -> String {
+    let home = client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(home.status(), 200, "not signed in");
+    let html = home.text().await.unwrap();
+    let form = html
+        .split("action=\"/logout/everywhere\"")
+        .nth(1)
+        .expect("a Sign out everywhere form");
+    hidden_input(form, "csrf_token").unwrap()
+}
+
+#[tokio::test]
+async fn sign_out_everywhere_ends_every_browser_session_and_keeps_grants_and_keys() {
+    use crate::oauth_flow::Flow;
+    use crate::v1_keys::{key_for, me};
+
+    // Browser A (the flow's client), browser B, and another user's browser.
+    let flow = Flow::new(Role::Agent, "requests:read", false).await;
+    let app = &flow.app;
+    let other = new_client();
+    let b = new_client();
+    assert_eq!(
+        app.login_with(&b, &flow.email, PASSWORD, "/")
+            .await
+            .status(),
+        303
+    );
+    app.create_user("bob@example.com", Role::Agent).await;
+    assert_eq!(
+        app.login_with(&other, "bob@example.com", PASSWORD, "/")
+            .await
+            .status(),
+        303
+    );
+    assert_eq!(app.session_count(&flow.user_id).await, 2);
+    let home = app.get("/").await.text().await.unwrap();
+    assert!(home.contains("Signed in on 2 browsers"), "{home}");
+    // An OAuth grant (its refresh token) and an API key.
+    let tokens = flow.tokens("requests:read").await;
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (_, key) = key_for(app, &flow.user_id, "requests:read").await;
+
+    // The plain sign-out token, or none, ends nothing.
+    let plain = app.logout_token().await;
+    for token in [plain.as_str(), ""] {
+        let resp = app
+            .post_form("/logout/everywhere", &[("csrf_token", token)])
+            .await;
+        assert_eq!(resp.status(), 403);
+    }
+    assert_eq!(app.session_count(&flow.user_id).await, 2);
+
+    let token = everywhere_token(app, &app.client).await;
+    let resp = app
+        .post_form("/logout/everywhere", &[("csrf_token", &token)])
+        .await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(location(&resp), "/login");
+    assert!(set_cookies(&resp)
+        .iter()
+        .any(|c| c.starts_with("dzdesk_session=;") || c.starts_with("dzdesk_session=\"\"")));
+    assert_eq!(app.session_count(&flow.user_id).await, 0);
+    for browser in [&app.client, &b] {
+        let home = browser.get(app.url("/")).send().await.unwrap();
+        assert_eq!(location(&home), "/login");
+    }
+    // Only this user's sessions: the other user is still signed in.
+    let bobs = other.get(app.url("/")).send().await.unwrap();
+    assert_eq!(bobs.status(), 200);
+    // Grants and keys stay.
+    assert_eq!(flow.refresh(&refresh, None).await.status(), 200);
+    assert_eq!(me(app, &key).await.status, 200);
+}

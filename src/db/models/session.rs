@@ -71,6 +71,25 @@ impl Session {
         diesel::delete(sessions::table.find(id)).execute(conn)
     }
 
+    /// Ends every browser session of `user_id` ("Sign out everywhere").
+    /// OAuth grants and API keys are not sessions: they stay.
+    pub fn delete_all_for_user(conn: &mut AnyConnection, user_id: &str) -> QueryResult<usize> {
+        diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)
+    }
+
+    /// The user's sessions that have not expired.
+    pub fn count_live_for_user(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<i64> {
+        sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::expires_at.gt(now))
+            .count()
+            .get_result(conn)
+    }
+
     pub fn count_for_user(conn: &mut AnyConnection, user_id: &str) -> QueryResult<i64> {
         sessions::table
             .filter(sessions::user_id.eq(user_id))

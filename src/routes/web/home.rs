@@ -1,13 +1,14 @@
-//! `GET /`: who is signed in, and the sign-out button.
+//! `GET /`: who is signed in, and the sign-out buttons.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
 
 use crate::auth::csrf::CsrfBinding;
+use crate::db::models::Session;
 use crate::domain::Scope;
 use crate::error::WebError;
-use crate::routes::web::login::LOGOUT_PURPOSE;
+use crate::routes::web::login::{LOGOUT_EVERYWHERE_PURPOSE, LOGOUT_PURPOSE};
 use crate::routes::web::session::MaybeSignedIn;
 use crate::routes::web::{render, see_other};
 use crate::state::AppState;
@@ -18,6 +19,9 @@ struct HomePage<'a> {
     email: &'a str,
     role: &'a str,
     logout_token: &'a str,
+    everywhere_token: &'a str,
+    /// Live browser sessions of the user, this one included.
+    sessions: i64,
 }
 
 pub async fn home(
@@ -27,15 +31,23 @@ pub async fn home(
     let Some(signed_in) = signed_in.0 else {
         return Ok(see_other("/login"));
     };
-    let token = state
-        .csrf
-        .token(CsrfBinding::Session(&signed_in.session_id), LOGOUT_PURPOSE);
+    let binding = CsrfBinding::Session(&signed_in.session_id);
+    let token = state.csrf.token(binding, LOGOUT_PURPOSE);
+    let everywhere = state.csrf.token(binding, LOGOUT_EVERYWHERE_PURPOSE);
+    let user_id = signed_in.user.id.clone();
+    let now = chrono::Utc::now().naive_utc();
+    let sessions = state
+        .db
+        .run(move |conn| Session::count_live_for_user(conn, &user_id, now).map_err(WebError::from))
+        .await?;
     render(
         StatusCode::OK,
         &HomePage {
             email: &signed_in.user.email,
             role: signed_in.user.role.as_str(),
             logout_token: &token,
+            everywhere_token: &everywhere,
+            sessions,
         },
     )
 }

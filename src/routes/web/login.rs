@@ -25,6 +25,7 @@ pub const LOGIN_PURPOSE: &str = "login";
 /// How long a locked sign-in waits before its 429 (see `login_post`).
 pub const LOCKED_ANSWER_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
 pub const LOGOUT_PURPOSE: &str = "logout";
+pub const LOGOUT_EVERYWHERE_PURPOSE: &str = "logout-everywhere";
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -280,6 +281,32 @@ pub async fn logout_post(
     log::info!("user {} signed out", signed_in.user.id);
     let mut resp = see_other("/login");
     resp.add_cookie(&OurCookie::Session.removal(secure))
+        .map_err(WebError::internal)?;
+    Ok(resp)
+}
+
+/// `POST /logout/everywhere` ("Sign out everywhere" on the account page):
+/// ends every browser session of the user, this one included, in one
+/// statement. OAuth grants and API keys stay: connected apps and
+/// Settings > API revoke those.
+pub async fn logout_everywhere_post(
+    state: web::Data<AppState>,
+    signed_in: MaybeSignedIn,
+    form: web::Form<LogoutForm>,
+) -> Result<HttpResponse, WebError> {
+    let signed_in =
+        signed_in.with_csrf(&state.csrf, LOGOUT_EVERYWHERE_PURPOSE, &form.csrf_token)?;
+    let user_id = signed_in.user.id.clone();
+    let ended = state
+        .db
+        .run(move |conn| Session::delete_all_for_user(conn, &user_id).map_err(WebError::from))
+        .await?;
+    log::info!(
+        "user {} signed out everywhere: {ended} sessions ended",
+        signed_in.user.id
+    );
+    let mut resp = see_other("/login");
+    resp.add_cookie(&OurCookie::Session.removal(state.secure_cookies()))
         .map_err(WebError::internal)?;
     Ok(resp)
 }
