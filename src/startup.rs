@@ -52,7 +52,11 @@ pub struct Application {
     /// The plain-HTTP listener beside a TLS one (`DZDESK_HTTP_LISTEN`).
     http_addr: Option<SocketAddr>,
     /// The TLS certificate, reloaded on SIGHUP.
-    tls: Option<(Arc<CertReloader>, Signal)>,
+    tls: Option<Arc<CertReloader>>,
+    /// SIGHUP, watched from the start: it reloads the certificate, and
+    /// without TLS it is logged and ignored (its default action would end
+    /// the process).
+    hangups: Option<Signal>,
     /// SIGTERM and SIGINT, once [`Application::stop_on_signals`] watches them.
     signals: Option<(Signal, Signal)>,
     /// `DZDESK_SHUTDOWN_SECS`.
@@ -101,13 +105,9 @@ impl Application {
             .clone()
             .map(CertReloader::new)
             .transpose()
-            .map_err(BuildError::Tls)?
-            .map(|certs| {
-                signal(SignalKind::hangup())
-                    .map(|hangups| (certs, hangups))
-                    .map_err(|e| anyhow::anyhow!("cannot watch SIGHUP: {e}"))
-            })
-            .transpose()?;
+            .map_err(BuildError::Tls)?;
+        let hangups = signal(SignalKind::hangup())
+            .map_err(|e| anyhow::anyhow!("cannot watch SIGHUP: {e}"))?;
         let http_listener = settings
             .http_listen
             .map(|addr| {
@@ -260,7 +260,7 @@ impl Application {
         })
         .on_connect(surface::mark_tls);
         let server = match &tls {
-            Some((certs, _)) => {
+            Some(certs) => {
                 let config = certs.server_config().map_err(BuildError::Tls)?;
                 server.listen_rustls_0_23(listener, config)
             }
@@ -293,6 +293,7 @@ impl Application {
             local_addr,
             http_addr,
             tls,
+            hangups: Some(hangups),
             signals: None,
             drain,
             server,
@@ -354,7 +355,8 @@ impl Application {
     pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
         let usage = self.state.usage.clone();
         let db_for_flush = self.db.clone();
-        let tls = self.tls.take();
+        let tls = self.tls.clone();
+        let hangups = self.hangups.take();
         let stopper = stop_on(
             self.signals.take(),
             self.drain,
@@ -366,9 +368,14 @@ impl Application {
             maintenance::flush_usage_forever(self.db.clone(), usage.clone()),
             keystore::watch_forever(self.state.credentials.clone()),
             async move {
-                match tls {
-                    Some((certs, hangups)) => certs.reload_on_sighup(hangups).await,
-                    None => futures_util::future::pending().await,
+                match (tls, hangups) {
+                    (Some(certs), Some(hangups)) => certs.reload_on_sighup(hangups).await,
+                    (None, Some(mut hangups)) => {
+                        while hangups.recv().await.is_some() {
+                            log::info!("SIGHUP: no TLS certificate to reload; ignored");
+                        }
+                    }
+                    (_, None) => futures_util::future::pending().await,
                 }
             },
         );

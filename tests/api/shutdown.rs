@@ -94,6 +94,10 @@ fn sigterm_drains_then_stops_and_requests_in_flight_complete() {
     let mut server = Server::start(&serve_env(&db, "2"));
     let port = server.port();
     assert_eq!(status_of(port, "/readyz"), Some(200));
+    // SIGHUP without TLS (an operator's habit) is logged, not fatal.
+    server.signal("-HUP");
+    assert!(server.wait_for("SIGHUP: no TLS certificate").is_some());
+    assert_eq!(status_of(port, "/readyz"), Some(200));
 
     let (socket, rest) = half_sent_token_request(port);
     let signalled = Instant::now();
