@@ -20,7 +20,7 @@ use crate::db::{run_migrations, AnyConnection, Database};
 use crate::domain::{Email, NewPassword, Plan, Role};
 use crate::error::ApiError;
 use crate::oauth::clients::{self, ClientRequest, NewClient};
-use crate::startup::{Application, BuildError};
+use crate::startup::{Application, BuildError, StopSignals};
 use crate::telemetry::init_logging;
 
 #[derive(Parser, Debug)]
@@ -394,19 +394,21 @@ fn serve() -> Result<(), CliError> {
     if let Some(files) = &settings.tls {
         crate::tls::load(files)?;
     }
-    let db = connect(&settings)?;
     actix_web::rt::System::new().block_on(async move {
+        let signals = StopSignals::watch()
+            .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot watch SIGTERM: {e}")))?;
+        // Blocking, on the runtime's thread: nothing else runs on it yet.
+        let db = connect(&settings)?;
         let mut app = Application::build(settings, db)
             .await
             .map_err(|e| match e {
-                BuildError::Listen { .. } => {
-                    CliError::Config(ConfigError::new("DZDESK_LISTEN", e.to_string()))
+                BuildError::Listen { var, .. } => {
+                    CliError::Config(ConfigError::new(var, e.to_string()))
                 }
                 BuildError::Tls(e) => CliError::Config(e),
                 BuildError::Other(e) => CliError::Failed(e),
             })?;
-        app.stop_on_signals()
-            .map_err(|e| CliError::Failed(anyhow::anyhow!("cannot watch SIGTERM: {e}")))?;
+        app.stop_on_signals(signals);
         let scheme = if app.is_tls() { "https" } else { "http" };
         log::info!("listening on {scheme}://{}", app.local_addr());
         if let Some(plain) = app.http_addr() {

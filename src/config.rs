@@ -296,11 +296,12 @@ impl Settings {
                  every request would be refused as not HTTPS",
             ));
         }
-        if self.http_listen.is_some() && self.tls.is_none() {
+        if self.http_listen.is_some() && (self.tls.is_none() || !self.production()) {
             return Err(ConfigError::new(
                 "DZDESK_HTTP_LISTEN",
-                "is a second, plain-HTTP listener beside a TLS one: set DZDESK_TLS_CERT \
-                 and DZDESK_TLS_KEY, or use DZDESK_LISTEN",
+                "is a second, plain-HTTP listener for probes and redirects beside a TLS one: \
+                 it needs DZDESK_TLS_CERT and DZDESK_TLS_KEY and an https:// DZDESK_ISSUER \
+                 (else it would serve everything in plain HTTP)",
             ));
         }
         Ok(())
@@ -421,8 +422,12 @@ mod tests {
             refused(settings("http://localhost:8080", None, "", true)),
             "DZDESK_HTTP_LISTEN"
         );
-        assert!(settings("https://a.example", Some(files), "", true)
+        assert!(settings("https://a.example", Some(files.clone()), "", true)
             .check_transport()
             .is_ok());
+        assert_eq!(
+            refused(settings("http://localhost:8080", Some(files), "", true)),
+            "DZDESK_HTTP_LISTEN"
+        );
     }
 }

@@ -34,6 +34,8 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 pub enum BuildError {
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The setting that named the address.
+        var: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -96,6 +98,7 @@ impl Application {
             .map_err(anyhow::Error::from)?;
 
         let listener = TcpListener::bind(settings.listen).map_err(|source| BuildError::Listen {
+            var: "DZDESK_LISTEN",
             addr: settings.listen,
             source,
         })?;
@@ -111,7 +114,11 @@ impl Application {
         let http_listener = settings
             .http_listen
             .map(|addr| {
-                TcpListener::bind(addr).map_err(|source| BuildError::Listen { addr, source })
+                TcpListener::bind(addr).map_err(|source| BuildError::Listen {
+                    var: "DZDESK_HTTP_LISTEN",
+                    addr,
+                    source,
+                })
             })
             .transpose()?;
         let http_addr = http_listener
@@ -257,8 +264,7 @@ impl Application {
                         .default_service(web::to(v1::not_found)),
                 )
                 .default_service(web::to(pages::not_found))
-        })
-        .on_connect(surface::mark_tls);
+        });
         let server = match &tls {
             Some(certs) => {
                 let config = certs.server_config().map_err(BuildError::Tls)?;
@@ -310,14 +316,10 @@ impl Application {
     /// `DZDESK_SHUTDOWN_SECS`, so that load balancers stop sending; then the
     /// listener closes and requests in flight complete; then
     /// [`Application::run_until_stopped`] returns. A second signal ends the
-    /// drain period early. Watched from now on, so a signal that arrives
-    /// before the server runs is not lost (nor fatal).
-    pub fn stop_on_signals(&mut self) -> std::io::Result<()> {
-        self.signals = Some((
-            signal(SignalKind::terminate())?,
-            signal(SignalKind::interrupt())?,
-        ));
-        Ok(())
+    /// drain period early. `signals` are watched since [`StopSignals::watch`],
+    /// so one that arrived during start-up is not lost (nor fatal).
+    pub fn stop_on_signals(&mut self, signals: StopSignals) {
+        self.signals = Some((signals.term, signals.int));
     }
 
     /// The port the listener got (useful with port 0).
@@ -408,15 +410,42 @@ impl Application {
         };
         // Uses seen since the last flush are written before stopping.
         let now = chrono::Utc::now().naive_utc() + crate::api::usage::WRITE_EVERY;
-        let flushed = db_for_flush
-            .run(move |conn| {
+        // Bounded: a database that stopped answering must not hold the exit.
+        let flushed = actix_web::rt::time::timeout(
+            Duration::from_secs(5),
+            db_for_flush.run(move |conn| {
                 maintenance::flush_usage(conn, &usage, now).map_err(anyhow::Error::from)
-            })
-            .await;
-        if let Err(e) = flushed {
-            log::warn!("writing API key usage at shutdown failed: {e:#}");
+            }),
+        )
+        .await;
+        match flushed {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => log::warn!("writing API key usage at shutdown failed: {e:#}"),
+            Err(_) => log::warn!("writing API key usage at shutdown took over 5 s: given up"),
         }
         result
+    }
+}
+
+/// SIGTERM and SIGINT, watched from the first moment of `serve`: before
+/// the database is opened or migrated, so that none of them kills the
+/// process half-started (their default action). SIGHUP too: it ends the
+/// process by default, and the service gives it a meaning (certificate
+/// reload) once built.
+pub struct StopSignals {
+    term: Signal,
+    int: Signal,
+    _hup: Signal,
+}
+
+impl StopSignals {
+    /// Call inside the runtime.
+    pub fn watch() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            _hup: signal(SignalKind::hangup())?,
+        })
     }
 }
 

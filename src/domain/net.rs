@@ -317,6 +317,8 @@ mod tests {
         assert!(!https(proxy, &["https, http"]));
         assert!(!https(proxy, &["https", "http"]));
         assert!(https(proxy, &["http, https"]));
+        // An unreadable last value (the caller passes it as "") is not https.
+        assert!(!https(proxy, &["https", ""]));
         // An untrusted peer's claim, and no peer at all, count for nothing.
         assert!(!https(stranger, &["https"]));
         assert!(!proxies.forwarded_https(None, ["https"].into_iter()));

@@ -276,6 +276,8 @@ mod tests {
     async fn a_panic_an_overflow_and_a_bare_405_get_the_rfc_body() {
         let app = init_service(
             App::new()
+                .app_data(Hsts(true))
+                .wrap(from_fn(harden))
                 .service(oauth_json_endpoint("/panic", 16).route(web::post().to(explode)))
                 .service(oauth_json_endpoint("/echo", 16).route(web::post().to(echo))),
         )
@@ -299,6 +301,10 @@ mod tests {
             assert_eq!(resp.headers().get("cache-control").unwrap(), "no-store");
             if status == 500 {
                 assert_eq!(resp.headers().get("x-frame-options").unwrap(), "DENY");
+                assert_eq!(
+                    resp.headers().get("strict-transport-security").unwrap(),
+                    "max-age=31536000"
+                );
             }
             let bytes = actix_web::body::to_bytes(resp.into_body()).await.unwrap();
             let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
@@ -456,20 +462,6 @@ impl ResponseError for Hardened {
     }
 }
 
-/// Marks a connection that arrived over TLS (`HttpServer::on_connect`): a
-/// plain one is a bare `TcpStream`, a TLS one is wrapped in rustls.
-#[derive(Debug, Clone, Copy)]
-pub struct ArrivedOverTls;
-
-pub fn mark_tls(connection: &dyn std::any::Any, extensions: &mut actix_web::dev::Extensions) {
-    if connection
-        .downcast_ref::<actix_web::rt::net::TcpStream>()
-        .is_none()
-    {
-        extensions.insert(ArrivedOverTls);
-    }
-}
-
 /// What production mode needs to tell an https request (app data for
 /// [`https_only`]): whether HTTPS is required at all, who may say a request
 /// came over https, and the public URL to send browsers to.
@@ -493,12 +485,15 @@ pub async fn https_only(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let secure = match req.app_data::<HttpsOnly>() {
         Some(policy) if policy.required => {
-            req.conn_data::<ArrivedOverTls>().is_some()
+            // True only on the rustls listener (actix's per-listener config).
+            req.app_config().secure()
                 || policy.trusted_proxies.forwarded_https(
                     req.peer_addr(),
+                    // An unreadable value counts as one that is not https:
+                    // dropping it would make an earlier one the last.
                     req.headers()
                         .get_all("x-forwarded-proto")
-                        .filter_map(|v| v.to_str().ok()),
+                        .map(|v| v.to_str().unwrap_or("")),
                 )
         }
         _ => true,
@@ -523,10 +518,12 @@ pub async fn https_only(
             let issuer = req
                 .app_data::<HttpsOnly>()
                 .map_or("", |p| p.issuer.as_str());
-            let target = format!(
-                "{issuer}{}",
-                req.uri().path_and_query().map_or("/", |p| p.as_str())
-            );
+            // The issuer, then the request's own path and query (an
+            // origin-form target; anything else, `*` say, goes to `/`).
+            let target = match req.uri().path_and_query().map(|p| p.as_str()) {
+                Some(p) if p.starts_with('/') => format!("{issuer}{p}"),
+                _ => format!("{issuer}/"),
+            };
             HttpResponse::MovedPermanently()
                 .insert_header((header::LOCATION, target))
                 .finish()
