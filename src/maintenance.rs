@@ -49,7 +49,7 @@ pub async fn sweep_forever(db: Database) {
     loop {
         tick.tick().await;
         let result = db
-            .run(|conn| sweep(conn, Utc::now().naive_utc()).map_err(anyhow::Error::from))
+            .run_unbounded(|conn| sweep(conn, Utc::now().naive_utc()).map_err(anyhow::Error::from))
             .await;
         match result {
             Ok(swept) if swept != Swept::default() => log::info!("swept {swept:?}"),

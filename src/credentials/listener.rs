@@ -58,7 +58,13 @@ async fn listen_once(
     view: &RevocationView,
     on_notification: &impl Fn(&str),
 ) -> anyhow::Result<()> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let mut config: tokio_postgres::Config = url.parse()?;
+    // A server that went away must not hold the listener longer than any
+    // request waits for it (`DZDESK_DB_TIMEOUT_MS`); a URL may say otherwise.
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(db.timeout());
+    }
+    let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     // Drives the connection and forwards notifications; ends on error.
     let driver = async move {
