@@ -423,9 +423,74 @@ impl Database {
 /// Arbitrary constant naming our migration lock among PostgreSQL advisory locks.
 const MIGRATION_LOCK_ID: i64 = 0x647a_6465_736b;
 
+/// Advisory lock ids of [`exclusively`]: one per thing that must be done
+/// once by whichever instance gets there first.
+#[derive(Clone, Copy, Debug)]
+pub enum Exclusive {
+    /// Creating the first signing key of an empty database.
+    FirstSigningKey,
+}
+
+impl Exclusive {
+    fn lock_id(self) -> i64 {
+        match self {
+            Exclusive::FirstSigningKey => 0x647a_6465_736c,
+        }
+    }
+}
+
+/// Runs `f` in a transaction that no other connection to the database runs
+/// at the same time: several instances starting at once on one database
+/// take turns, and each finds what the one before it committed. PostgreSQL:
+/// a transaction-scoped advisory lock (`pg_advisory_xact_lock`, released at
+/// commit or rollback); SQLite: `BEGIN IMMEDIATE`, which takes the write
+/// lock first (a deferred transaction that read before writing would fail
+/// with SQLITE_BUSY instead of waiting). Transactions inside `f` are
+/// savepoints. Blocking.
+pub fn exclusively<T>(
+    conn: &mut AnyConnection,
+    lock: Exclusive,
+    f: impl FnOnce(&mut AnyConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    exclusively_by(conn, lock.lock_id(), f)
+}
+
+fn exclusively_by<T>(
+    conn: &mut AnyConnection,
+    lock_id: i64,
+    f: impl FnOnce(&mut AnyConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    if let AnyConnection::Postgresql(_) = conn {
+        return conn.transaction(|conn| {
+            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({lock_id})")).execute(conn)?;
+            f(conn)
+        });
+    }
+    if let AnyConnection::Sqlite(lite) = conn {
+        AnsiTransactionManager::begin_transaction_sql(lite, "BEGIN IMMEDIATE")?;
+    }
+    // Through the multi-backend connection, whose transaction manager is
+    // the SQLite connection's: it now knows it is inside a transaction.
+    let result = f(conn);
+    if let AnyConnection::Sqlite(lite) = conn {
+        match &result {
+            Ok(_) => AnsiTransactionManager::commit_transaction(lite)?,
+            Err(_) => {
+                if let Err(e) = AnsiTransactionManager::rollback_transaction(lite) {
+                    log::warn!("rollback failed: {e}");
+                }
+            }
+        }
+    }
+    result
+}
+
 pub fn run_migrations(conn: &mut AnyConnection) -> anyhow::Result<()> {
     match conn {
         AnyConnection::Postgresql(pg) => {
+            // A session lock, not `exclusively`: each migration runs in a
+            // transaction of its own.
             diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))
                 .execute(pg)?;
             let result = pg
@@ -436,10 +501,16 @@ pub fn run_migrations(conn: &mut AnyConnection) -> anyhow::Result<()> {
                 .execute(pg)?;
             result
         }
-        AnyConnection::Sqlite(lite) => lite
-            .run_pending_migrations(SQLITE_MIGRATIONS)
-            .map(|_| ())
-            .map_err(|e| anyhow::anyhow!("SQLite migration failed: {e}")),
+        // Two instances starting at once on one file: the second waits for
+        // the write lock (busy_timeout), then finds nothing pending (each
+        // migration's own transaction is a savepoint inside this one).
+        AnyConnection::Sqlite(_) => exclusively_by(conn, MIGRATION_LOCK_ID, |conn| match conn {
+            AnyConnection::Sqlite(lite) => lite
+                .run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(|_| ())
+                .map_err(|e| anyhow::anyhow!("SQLite migration failed: {e}")),
+            AnyConnection::Postgresql(_) => anyhow::bail!("not a SQLite connection"),
+        }),
     }
 }
 
