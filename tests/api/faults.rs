@@ -1145,3 +1145,168 @@ async fn two_instances_starting_at_once_on_an_empty_database_share_one_signing_k
         }
     }
 }
+
+/// Redis killed under `/v1` load and a fresh one started on the same port
+/// (issue 12, "the same shape of test"): while it is away every answer
+/// arrives within the Redis timeout (plus a margin), never a 500, the limits
+/// are counted in process (an account's budget still runs out) and
+/// `/readyz` says "degraded"; within 5 s of the new Redis the limiter counts
+/// there again, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_load_limits_in_process_then_counts_in_the_new_redis() {
+    use crate::ratelimits::{limits, redis_or_skip, OwnRedis};
+    if !redis_or_skip("", "server") {
+        return;
+    }
+    let mut redis = OwnRedis::start();
+    let (url, port) = (redis.url(), redis.port());
+    let prefix = format!("dzdesk_test_{}:", dzdesk_auth::tokens::new_id(""));
+    let (url2, prefix2) = (url.clone(), prefix.clone());
+    let app = crate::helpers::spawn_app_custom(
+        move |s| {
+            s.redis_url = Some(dzdesk_auth::config::RedisUrl::parse(&url2).unwrap());
+            s.redis_prefix = prefix2;
+        },
+        |_| {},
+    )
+    .await;
+    let redis_timeout = app.settings.redis_timeout;
+    // The load's account never reaches its limit; `small` (Standard, 60 a
+    // minute) is spent while Redis is away, `fresh` shows where counting
+    // happens once it is back.
+    let mut keys = Vec::new();
+    for (email, plan) in [
+        ("load@example.com", Plan::Enterprise(1_000_000)),
+        ("small@example.com", Plan::Standard),
+        ("fresh@example.com", Plan::Standard),
+    ] {
+        let user = app.create_user(email, Role::Agent).await;
+        let id = user.clone();
+        app.with_conn(move |conn| {
+            dzdesk_auth::db::models::User::set_plan(conn, &id, plan, Utc::now().naive_utc())
+                .unwrap()
+        })
+        .await;
+        let (_, key) = crate::v1_keys::key_for(&app, &user, "requests:read").await;
+        keys.push((user, key));
+    }
+    let (load_key, small_key) = (keys[0].1.clone(), keys[1].1.clone());
+    let (fresh_user, fresh_key) = keys[2].clone();
+
+    let run = Arc::new(Run::default());
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let (base, key) = (app.address.clone(), load_key.clone());
+        let http = reqwest::Client::new();
+        tasks.push(tokio::spawn(run.clone().drive(
+            "/v1/me",
+            Surface::V1,
+            move || {
+                let (http, base, key) = (http.clone(), base.clone(), key.clone());
+                async move {
+                    Answer::of(
+                        http.get(format!("{base}/v1/me"))
+                            .bearer_auth(&key)
+                            .send()
+                            .await,
+                    )
+                    .await
+                }
+            },
+            |a: &Answer| (a.json()["success"] != true).then(|| a.body.clone()),
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let readiness = |app_url: String| async move {
+        reqwest::get(app_url)
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(readiness(app.url("/readyz")).await["status"], "ready");
+
+    run.phase.store(STOPPING, Ordering::Release);
+    redis.stop();
+    run.phase.store(DOWN, Ordering::Release);
+    let down_at = Instant::now();
+    // Counted in process meanwhile: a Standard account gets its 60, then 429.
+    let mut small = Vec::new();
+    for _ in 0..61 {
+        small.push(limits(&app.client, &app.address, "/v1/me", Some(&small_key)).await);
+    }
+    let degraded = readiness(app.url("/readyz")).await;
+    tokio::time::sleep(
+        (down_at + Duration::from_secs(3)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    run.phase.store(STARTING, Ordering::Release);
+    let _fresh_redis = OwnRedis::start_on(port);
+    let up_at = Instant::now();
+    run.phase.store(UP, Ordering::Release);
+    // The limiter tries Redis again at most a second after each failure:
+    // within 5 s an account's budget is counted in the new Redis.
+    let counted_key = format!("{prefix}user:{fresh_user}");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let back_after = loop {
+        let (status, ..) = limits(&app.client, &app.address, "/v1/me", Some(&fresh_key)).await;
+        assert_eq!(status, 200);
+        let in_redis: bool = match client.get_multiplexed_async_connection().await {
+            Ok(mut c) => redis::cmd("EXISTS")
+                .arg(&counted_key)
+                .query_async(&mut c)
+                .await
+                .unwrap_or(false),
+            Err(_) => false,
+        };
+        if in_redis {
+            break up_at.elapsed();
+        }
+        assert!(
+            up_at.elapsed() < RECOVERY,
+            "the limiter did not count in the new Redis within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ready = readiness(app.url("/readyz")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    run.stop.store(true, Ordering::Release);
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let outcomes = std::mem::take(&mut *run.outcomes.lock().unwrap());
+    let mut counts: BTreeMap<(&str, u16), usize> = BTreeMap::new();
+    for o in &outcomes {
+        let phase = if o.from == o.to {
+            PHASES[o.from as usize]
+        } else {
+            "transition"
+        };
+        *counts.entry((phase, o.status)).or_default() += 1;
+    }
+    println!("Redis killed for 3 s under /v1 load: {counts:?}; counted in the new Redis after {back_after:?}");
+    let bound = redis_timeout + Duration::from_millis(500);
+    for o in &outcomes {
+        assert!(
+            o.status == 200 && o.problem.is_none(),
+            "{} {:?}",
+            o.status,
+            o.problem
+        );
+        assert!(o.took <= bound, "answered after {:?}", o.took);
+    }
+    assert!(
+        counts.get(&("down", 200)).is_some_and(|n| *n > 10),
+        "{counts:?}"
+    );
+    let statuses: Vec<(u16, u32)> = small.iter().map(|l| (l.0, l.1)).collect();
+    assert!(
+        statuses[..60].iter().all(|s| *s == (200, 60)),
+        "the in-process budget: {statuses:?}"
+    );
+    assert_eq!(statuses[60].0, 429, "the in-process budget still limits");
+    assert_eq!(degraded["status"], "degraded", "{degraded}");
+    assert_eq!(ready["status"], "ready", "{ready}");
+}
