@@ -616,6 +616,56 @@ mod tests {
         }
     }
 
+    #[actix_web::test]
+    async fn work_whose_caller_gave_up_before_it_had_a_connection_is_never_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let url =
+            DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("t.db").display())).unwrap();
+        let db = Database::connect_with_timeout(&url, 1, Duration::from_secs(5)).unwrap();
+        // The only connection is busy for 300 ms.
+        let held = db.conn().unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        let work = db.run(move |_conn| {
+            flag.store(true, Ordering::SeqCst);
+            Ok::<_, anyhow::Error>(())
+        });
+        // The caller stops waiting (a request's deadline) after 50 ms.
+        let gave_up = actix_web::rt::time::timeout(Duration::from_millis(50), work).await;
+        assert!(gave_up.is_err());
+        release.join().unwrap();
+        // The connection is free now; the abandoned work had its chance.
+        db.run(|conn| conn.batch_execute("SELECT 1").map_err(anyhow::Error::from))
+            .await
+            .unwrap();
+        assert!(!ran.load(Ordering::SeqCst), "abandoned work ran");
+    }
+
+    #[actix_web::test]
+    async fn run_answers_within_its_timeout_when_no_connection_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url =
+            DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("t.db").display())).unwrap();
+        let db = Database::connect_with_timeout(&url, 1, Duration::from_millis(200)).unwrap();
+        let held = db.conn().unwrap();
+        let started = std::time::Instant::now();
+        let result = db
+            .run(|conn| conn.batch_execute("SELECT 1").map_err(anyhow::Error::from))
+            .await;
+        let err = result.unwrap_err();
+        assert!(is_unavailable(&err), "{err:#}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(held);
+    }
+
     #[test]
     fn errors_and_debug_never_repeat_the_url() {
         let err = DatabaseUrl::parse("mysql://user:hunter2@h/db").unwrap_err();

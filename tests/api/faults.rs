@@ -808,7 +808,16 @@ async fn postgres_stopping_under_load_gives_prompt_503s_and_recovers_without_a_r
         .await
         .unwrap();
     run.phase.store(DOWN, Ordering::Release);
-    tokio::time::sleep(OUTAGE).await;
+    let down_at = Instant::now();
+    // More /v1 requests from one address than it may fail authentication
+    // in a minute (60): a key that cannot be checked is no failed
+    // authentication, so every one is a 503, none a 429.
+    let burst = futures_util::future::join_all((0..70).map(|_| {
+        let (http, url, key) = (load.http.clone(), a.url("/v1/me"), api_key.clone());
+        async move { Answer::of(http.get(url).bearer_auth(&key).send().await).await }
+    }))
+    .await;
+    tokio::time::sleep(OUTAGE.saturating_sub(down_at.elapsed())).await;
     run.phase.store(STARTING, Ordering::Release);
     let pg2 = pg.clone();
     tokio::task::spawn_blocking(move || pg2.start_server())
@@ -956,6 +965,16 @@ async fn postgres_stopping_under_load_gives_prompt_503s_and_recovers_without_a_r
         revoked.len(),
         unknown.len()
     );
+    let burst_statuses: BTreeMap<u16, usize> = burst.iter().fold(BTreeMap::new(), |mut m, a| {
+        *m.entry(a.status).or_default() += 1;
+        m
+    });
+    println!("  70 /v1/me at once while down: {burst_statuses:?}");
+    for a in &burst {
+        if a.status != 503 || a.unavailable_problem(Surface::V1).is_some() {
+            failures.push(format!("/v1/me burst while down: {} {}", a.status, a.body));
+        }
+    }
     failures.dedup();
     assert!(
         failures.is_empty(),

@@ -111,10 +111,10 @@ pub async fn rate_limit(
             .map(ServiceResponse::map_into_boxed_body);
     };
     let auth = authenticate(&state, req.request()).await;
-    // A credential that could not be checked says nothing of the caller:
-    // it is no failed authentication to count against the address (a
-    // service behind one address would find its budget spent once the
-    // database is back), and there is no account to count against.
+    // A credential that could not be checked (the database is away) is no
+    // failed authentication to count against the address, and there is no
+    // account to count against: counted, a client with a good key would be
+    // told 429 RATE_LIMITED after 60 such answers instead of the truth (503).
     let unchecked = matches!(auth, Err(Failure::CheckFailed { .. }));
     let decision = if state.settings.rate_limits && !unchecked {
         let (key, limit) = match &auth {
