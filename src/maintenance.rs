@@ -101,7 +101,7 @@ pub async fn flush_usage_forever(db: Database, usage: Arc<UsageTracker>) {
         tick.tick().await;
         let usage = usage.clone();
         let result = db
-            .run(move |conn| {
+            .run_unbounded(move |conn| {
                 flush_usage(conn, &usage, Utc::now().naive_utc()).map_err(anyhow::Error::from)
             })
             .await;

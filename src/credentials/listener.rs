@@ -87,9 +87,11 @@ async fn listen_once(
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         // Loaded after LISTEN: a revocation committed meanwhile is either in
         // the list or in a notification still to come. One more than the
-        // cap tells the view the list does not fit.
+        // cap tells the view the list does not fit. Not bounded by the
+        // request timeout: a long list on a slow database may take longer,
+        // and the view is simply not trusted until it has it.
         let jtis = db
-            .run(|conn| {
+            .run_unbounded(|conn| {
                 RevokedAccessToken::live_jtis(conn, Utc::now().naive_utc(), MAX_REVOKED_JTIS + 1)
                     .map_err(anyhow::Error::from)
             })

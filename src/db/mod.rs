@@ -383,7 +383,8 @@ impl Database {
 
     /// [`Database::run`] without its deadline once `f` has started, for
     /// housekeeping whose work may take longer than a request should wait
-    /// (the hourly sweep). Taking the connection is still bounded.
+    /// (the hourly sweep, usage writes, the revocation listener's load of the
+    /// revoked jtis). Taking the connection is still bounded.
     pub async fn run_unbounded<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
