@@ -321,7 +321,7 @@ const VIEW_LIVE: &str = "revocation listener: live";
 
 /// What the load tasks share: the phase of the outage, every outcome, the
 /// tokens issued and revoked.
-/// Phases (0: before the outage).
+/// The phase starts at 0, before the outage.
 #[derive(Default)]
 struct Run {
     phase: AtomicU8,
@@ -422,7 +422,8 @@ enum Surface {
     Probe,
 }
 
-/// One request of a load task: what it sends and how its 200 must look.
+/// What the load tasks send with: an HTTP client and the service client's
+/// credentials.
 #[derive(Clone)]
 struct Load {
     http: reqwest::Client,
@@ -614,6 +615,7 @@ async fn postgres_stopping_under_load_gives_prompt_503s_and_recovers_without_a_r
     };
     let pg = Arc::new(pg);
     let url = pg.url();
+    let started = Instant::now();
     let timeout = DB_TIMEOUT_MS.to_string();
     let a = Service::start(
         &url,
@@ -632,7 +634,6 @@ async fn postgres_stopping_under_load_gives_prompt_503s_and_recovers_without_a_r
         ],
     )
     .await;
-    let started = Instant::now() - Duration::from_secs(3600);
     for s in [&a, &b] {
         s.wait_logged(started, VIEW_LIVE, Duration::from_secs(10))
             .await;
@@ -652,154 +653,9 @@ async fn postgres_stopping_under_load_gives_prompt_503s_and_recovers_without_a_r
     let t0 = access_token_of(&token(&load, &a.base).await).expect("a token from A");
     assert!(access_token_of(&token(&load, &b.base).await).is_some());
     assert_eq!(introspect(&load, &b.base, &t0).await.json()["active"], true);
-    let bad = tampered(&t0);
-
     let run = Arc::new(Run::default());
     run.issued.lock().unwrap().push(t0.clone());
-    let mut tasks = Vec::new();
-    for (name, base) in [("A token", a.base.clone()), ("B token", b.base.clone())] {
-        let (run2, load) = (run.clone(), load.clone());
-        tasks.push(tokio::spawn(run.clone().drive(
-            name,
-            Surface::OAuth,
-            move || {
-                let (load, base, run) = (load.clone(), base.clone(), run2.clone());
-                async move {
-                    let answer = token(&load, &base).await;
-                    if let Some(t) = access_token_of(&answer) {
-                        run.issued.lock().unwrap().push(t);
-                    }
-                    answer
-                }
-            },
-            |a: &Answer| {
-                access_token_of(a)
-                    .is_none()
-                    .then(|| format!("no access_token: {}", a.body))
-            },
-        )));
-    }
-    for (name, base, tok, expect) in [
-        ("A introspect", a.base.clone(), t0.clone(), true),
-        ("B introspect", b.base.clone(), t0.clone(), true),
-        ("B introspect tampered", b.base.clone(), bad.clone(), false),
-    ] {
-        let load = load.clone();
-        tasks.push(tokio::spawn(run.clone().drive(
-            name,
-            Surface::OAuth,
-            move || {
-                let (load, base, tok) = (load.clone(), base.clone(), tok.clone());
-                async move { introspect(&load, &base, &tok).await }
-            },
-            active_check(expect),
-        )));
-    }
-    {
-        // Revokes tokens issued meanwhile (never t0).
-        let (run2, load, base) = (run.clone(), load.clone(), a.base.clone());
-        tasks.push(tokio::spawn(run.clone().drive(
-            "A revoke",
-            Surface::OAuth,
-            move || {
-                let (load, base, run) = (load.clone(), base.clone(), run2.clone());
-                async move {
-                    let victim = {
-                        let issued = run.issued.lock().unwrap();
-                        issued
-                            .iter()
-                            .skip(1)
-                            .rev()
-                            .find(|t| {
-                                !run.revoked.lock().unwrap().contains(t)
-                                    && !run.revoke_unknown.lock().unwrap().contains(t)
-                            })
-                            .cloned()
-                    };
-                    let Some(victim) = victim else {
-                        return token(&load, &base).await;
-                    };
-                    let answer = Answer::of(
-                        load.http
-                            .post(format!("{base}/oauth/revoke"))
-                            .basic_auth(&load.client_id, Some(&load.secret))
-                            .form(&[("token", victim.as_str())])
-                            .send()
-                            .await,
-                    )
-                    .await;
-                    let list = if answer.status == 200 {
-                        &run.revoked
-                    } else {
-                        &run.revoke_unknown
-                    };
-                    list.lock().unwrap().push(victim);
-                    answer
-                }
-            },
-            |_: &Answer| None,
-        )));
-    }
-    {
-        let (load, base, key) = (load.clone(), a.base.clone(), api_key.clone());
-        tasks.push(tokio::spawn(run.clone().drive(
-            "A /v1/me",
-            Surface::V1,
-            move || {
-                let (load, base, key) = (load.clone(), base.clone(), key.clone());
-                async move {
-                    Answer::of(
-                        load.http
-                            .get(format!("{base}/v1/me"))
-                            .bearer_auth(&key)
-                            .send()
-                            .await,
-                    )
-                    .await
-                }
-            },
-            |a: &Answer| {
-                let body = a.json();
-                let ok = body["success"] == true && body["data"]["email"] == "ann@example.com";
-                (!ok).then(|| a.body.clone())
-            },
-        )));
-    }
-    {
-        let (browser, base) = (browser.clone(), a.base.clone());
-        tasks.push(tokio::spawn(
-            run.clone().drive(
-                "A /settings/api",
-                Surface::Page,
-                move || {
-                    let (browser, base) = (browser.clone(), base.clone());
-                    async move {
-                        Answer::of(browser.get(format!("{base}/settings/api")).send().await).await
-                    }
-                },
-                |a: &Answer| {
-                    let ok = a.content_type.starts_with("text/html")
-                        && a.body.contains("ann@example.com");
-                    (!ok).then(|| "not the settings page".to_owned())
-                },
-            ),
-        ));
-    }
-    for (name, path) in [("A /readyz", "/readyz"), ("A /healthz", "/healthz")] {
-        let (load, url) = (load.clone(), a.url(path));
-        tasks.push(tokio::spawn(run.clone().drive(
-            name,
-            Surface::Probe,
-            move || {
-                let (load, url) = (load.clone(), url.clone());
-                async move { Answer::of(load.http.get(&url).send().await).await }
-            },
-            |a: &Answer| {
-                let ok = matches!(a.json()["status"].as_str(), Some("ready" | "ok"));
-                (!ok).then(|| a.body.clone())
-            },
-        )));
-    }
+    let tasks = start_load(&run, &load, &a, &b, &t0, &api_key, &browser);
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     run.phase.store(STOPPING, Ordering::Release);
@@ -863,9 +719,228 @@ async fn postgres_stopping_under_load_gives_prompt_503s_and_recovers_without_a_r
     }
     println!("  revocation view live again after {live:?}");
 
+    let mut failures = outage_problems(&outcomes, &counts, up_at);
+    for s in [&a, &b] {
+        let log = text(&s.log);
+        if log.contains("panicked") {
+            failures.push(format!("a panic in the log of {}:\n{log}", s.base));
+        }
+    }
+
+    // Every token that got a 200 is still active, except those whose
+    // revocation got a 200: those stay revoked.
+    let issued = run.issued.lock().unwrap().clone();
+    let revoked = run.revoked.lock().unwrap().clone();
+    let unknown = run.revoke_unknown.lock().unwrap().clone();
+    assert!(!revoked.is_empty(), "no revocation got a 200");
+    for t in &issued {
+        if unknown.contains(t) {
+            continue;
+        }
+        let expect = !revoked.contains(t);
+        let answer = introspect(&load, &a.base, t).await;
+        if answer.json()["active"] != expect {
+            failures.push(format!("token expected active={expect}: {}", answer.body));
+        }
+    }
+    println!(
+        "  {} tokens issued, {} revoked with a 200, {} revocations unanswered (503): checked afterwards",
+        issued.len(),
+        revoked.len(),
+        unknown.len()
+    );
+    let burst_statuses: BTreeMap<u16, usize> = burst.iter().fold(BTreeMap::new(), |mut m, a| {
+        *m.entry(a.status).or_default() += 1;
+        m
+    });
+    println!("  70 /v1/me at once while down: {burst_statuses:?}");
+    for a in &burst {
+        if a.status != 503 || a.unavailable_problem(Surface::V1).is_some() {
+            failures.push(format!("/v1/me burst while down: {} {}", a.status, a.body));
+        }
+    }
+    failures.dedup();
+    assert!(
+        failures.is_empty(),
+        "{} problems:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The outage test's load: one task per endpoint, each sending its request
+/// again 20 ms after every answer (see [`Run::drive`]). `t0`: a token that
+/// is never revoked.
+fn start_load(
+    run: &Arc<Run>,
+    load: &Load,
+    a: &Service,
+    b: &Service,
+    t0: &str,
+    api_key: &str,
+    browser: &reqwest::Client,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let bad = tampered(t0);
+    let mut tasks = Vec::new();
+    for (name, base) in [("A token", a.base.clone()), ("B token", b.base.clone())] {
+        let (run2, load) = (run.clone(), load.clone());
+        tasks.push(tokio::spawn(run.clone().drive(
+            name,
+            Surface::OAuth,
+            move || {
+                let (load, base, run) = (load.clone(), base.clone(), run2.clone());
+                async move {
+                    let answer = token(&load, &base).await;
+                    if let Some(t) = access_token_of(&answer) {
+                        run.issued.lock().unwrap().push(t);
+                    }
+                    answer
+                }
+            },
+            |a: &Answer| {
+                access_token_of(a)
+                    .is_none()
+                    .then(|| format!("no access_token: {}", a.body))
+            },
+        )));
+    }
+    for (name, base, tok, expect) in [
+        ("A introspect", a.base.clone(), t0.to_owned(), true),
+        ("B introspect", b.base.clone(), t0.to_owned(), true),
+        ("B introspect tampered", b.base.clone(), bad.clone(), false),
+    ] {
+        let load = load.clone();
+        tasks.push(tokio::spawn(run.clone().drive(
+            name,
+            Surface::OAuth,
+            move || {
+                let (load, base, tok) = (load.clone(), base.clone(), tok.clone());
+                async move { introspect(&load, &base, &tok).await }
+            },
+            active_check(expect),
+        )));
+    }
+    {
+        // Revokes tokens issued meanwhile (never t0).
+        let (run2, load, base) = (run.clone(), load.clone(), a.base.clone());
+        tasks.push(tokio::spawn(run.clone().drive(
+            "A revoke",
+            Surface::OAuth,
+            move || {
+                let (load, base, run) = (load.clone(), base.clone(), run2.clone());
+                async move {
+                    let victim = {
+                        let issued = run.issued.lock().unwrap();
+                        issued
+                            .iter()
+                            .skip(1)
+                            .rev()
+                            .find(|t| {
+                                !run.revoked.lock().unwrap().contains(t)
+                                    && !run.revoke_unknown.lock().unwrap().contains(t)
+                            })
+                            .cloned()
+                    };
+                    let Some(victim) = victim else {
+                        return token(&load, &base).await;
+                    };
+                    let answer = Answer::of(
+                        load.http
+                            .post(format!("{base}/oauth/revoke"))
+                            .basic_auth(&load.client_id, Some(&load.secret))
+                            .form(&[("token", victim.as_str())])
+                            .send()
+                            .await,
+                    )
+                    .await;
+                    let list = if answer.status == 200 {
+                        &run.revoked
+                    } else {
+                        &run.revoke_unknown
+                    };
+                    list.lock().unwrap().push(victim);
+                    answer
+                }
+            },
+            |_: &Answer| None,
+        )));
+    }
+    {
+        let (load, base, key) = (load.clone(), a.base.clone(), api_key.to_owned());
+        tasks.push(tokio::spawn(run.clone().drive(
+            "A /v1/me",
+            Surface::V1,
+            move || {
+                let (load, base, key) = (load.clone(), base.clone(), key.clone());
+                async move {
+                    Answer::of(
+                        load.http
+                            .get(format!("{base}/v1/me"))
+                            .bearer_auth(&key)
+                            .send()
+                            .await,
+                    )
+                    .await
+                }
+            },
+            |a: &Answer| {
+                let body = a.json();
+                let ok = body["success"] == true && body["data"]["email"] == "ann@example.com";
+                (!ok).then(|| a.body.clone())
+            },
+        )));
+    }
+    {
+        let (browser, base) = (browser.clone(), a.base.clone());
+        tasks.push(tokio::spawn(
+            run.clone().drive(
+                "A /settings/api",
+                Surface::Page,
+                move || {
+                    let (browser, base) = (browser.clone(), base.clone());
+                    async move {
+                        Answer::of(browser.get(format!("{base}/settings/api")).send().await).await
+                    }
+                },
+                |a: &Answer| {
+                    let ok = a.content_type.starts_with("text/html")
+                        && a.body.contains("ann@example.com");
+                    (!ok).then(|| "not the settings page".to_owned())
+                },
+            ),
+        ));
+    }
+    for (name, path) in [("A /readyz", "/readyz"), ("A /healthz", "/healthz")] {
+        let (load, url) = (load.clone(), a.url(path));
+        tasks.push(tokio::spawn(run.clone().drive(
+            name,
+            Surface::Probe,
+            move || {
+                let (load, url) = (load.clone(), url.clone());
+                async move { Answer::of(load.http.get(&url).send().await).await }
+            },
+            |a: &Answer| {
+                let ok = matches!(a.json()["status"].as_str(), Some("ready" | "ok"));
+                (!ok).then(|| a.body.clone())
+            },
+        )));
+    }
+
+    tasks
+}
+
+/// What is wrong with the outage test's outcomes: a 500 or no answer, an
+/// answer of the wrong shape or later than the timeout plus the margin, a
+/// 200 that memory cannot prove while the database is down, anything but
+/// 200 from 5 s after it is back, an endpoint that was not asked in both.
+fn outage_problems(
+    outcomes: &[Outcome],
+    counts: &BTreeMap<(&str, &str, u16), usize>,
+    up_at: Instant,
+) -> Vec<String> {
     let mut failures = Vec::new();
     let bound = Duration::from_millis(DB_TIMEOUT_MS) + MARGIN;
-    for o in &outcomes {
+    for o in outcomes {
         let phase = format!("{}..{}", PHASES[o.from as usize], PHASES[o.to as usize]);
         if o.status == 500 || o.status == 0 {
             failures.push(format!(
@@ -936,52 +1011,7 @@ async fn postgres_stopping_under_load_gives_prompt_503s_and_recovers_without_a_r
     if !counts.contains_key(&("A /readyz", "down", 503)) {
         failures.push("/readyz never said 503 while the database was down".into());
     }
-    for s in [&a, &b] {
-        let log = text(&s.log);
-        if log.contains("panicked") {
-            failures.push(format!("a panic in the log of {}:\n{log}", s.base));
-        }
-    }
-
-    // Every token that got a 200 is still active, except those whose
-    // revocation got a 200: those stay revoked.
-    let issued = run.issued.lock().unwrap().clone();
-    let revoked = run.revoked.lock().unwrap().clone();
-    let unknown = run.revoke_unknown.lock().unwrap().clone();
-    assert!(!revoked.is_empty(), "no revocation got a 200");
-    for t in &issued {
-        if unknown.contains(t) {
-            continue;
-        }
-        let expect = !revoked.contains(t);
-        let answer = introspect(&load, &a.base, t).await;
-        if answer.json()["active"] != expect {
-            failures.push(format!("token expected active={expect}: {}", answer.body));
-        }
-    }
-    println!(
-        "  {} tokens issued, {} revoked with a 200, {} revocations unanswered (503): checked afterwards",
-        issued.len(),
-        revoked.len(),
-        unknown.len()
-    );
-    let burst_statuses: BTreeMap<u16, usize> = burst.iter().fold(BTreeMap::new(), |mut m, a| {
-        *m.entry(a.status).or_default() += 1;
-        m
-    });
-    println!("  70 /v1/me at once while down: {burst_statuses:?}");
-    for a in &burst {
-        if a.status != 503 || a.unavailable_problem(Surface::V1).is_some() {
-            failures.push(format!("/v1/me burst while down: {} {}", a.status, a.body));
-        }
-    }
-    failures.dedup();
-    assert!(
-        failures.is_empty(),
-        "{} problems:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    failures
 }
 
 /// A PostgreSQL that stops answering without closing anything (every
