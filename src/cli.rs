@@ -382,8 +382,12 @@ fn open_connection() -> Result<AnyConnection, CliError> {
 /// The pool for the service, migrated.
 fn connect(settings: &Settings) -> Result<Database, CliError> {
     check_sqlite_file(settings)?;
-    let db = Database::connect(&settings.database_url, settings.db_pool_size)
-        .map_err(connection_error)?;
+    let db = Database::connect_with_timeout(
+        &settings.database_url,
+        settings.db_pool_size,
+        settings.db_timeout,
+    )
+    .map_err(connection_error)?;
     db.migrate()?;
     Ok(db)
 }

@@ -37,6 +37,10 @@ pub struct Settings {
     pub max_connections: usize,
     /// Maximum connections in the database pool.
     pub db_pool_size: u32,
+    /// How long a request waits for the database: a pooled connection, a
+    /// new one, and its queries (`DZDESK_DB_TIMEOUT_MS`, default 2000).
+    /// Past it the request gets 503.
+    pub db_timeout: std::time::Duration,
     /// `aud` of access tokens (default: the issuer).
     pub audience: String,
     /// Lifetime of access tokens, seconds (default 3600).
@@ -156,6 +160,13 @@ impl Settings {
         let max_connections = var("DZDESK_MAX_CONNECTIONS")?;
         let shutdown = var("DZDESK_SHUTDOWN_SECS")?;
         let pool = var("DZDESK_DB_POOL_SIZE")?;
+        let db_timeout = var("DZDESK_DB_TIMEOUT_MS")?
+            .map(|r| parse_count(&r, 100, 60_000))
+            .transpose()
+            .map_err(|m| ConfigError::new("DZDESK_DB_TIMEOUT_MS", m))?
+            .map_or(crate::db::DEFAULT_TIMEOUT, |ms| {
+                std::time::Duration::from_millis(ms as u64)
+            });
         let audience = var("DZDESK_AUDIENCE")?;
         let access_ttl = var("DZDESK_ACCESS_TOKEN_TTL")?;
         let refresh_ttl = var("DZDESK_REFRESH_TOKEN_TTL")?;
@@ -219,6 +230,7 @@ impl Settings {
         let settings = Self {
             tls,
             http_listen,
+            db_timeout,
             redis_url,
             redis_prefix,
             auth_failures_per_min,

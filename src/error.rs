@@ -5,7 +5,10 @@
 //! - [`WebError`]: browser pages, as an HTML error page.
 //!
 //! Internal errors carry their cause (`anyhow`), which is logged with its whole
-//! chain; the client gets a generic message and no detail.
+//! chain; the client gets a generic message and no detail. A cause that says
+//! the database is unreachable ([`crate::db::is_unavailable`]) is no bug:
+//! `internal` makes it the surface's 503 instead (`SERVICE_UNAVAILABLE`, or
+//! the page saying so), with `Retry-After`.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -34,6 +37,11 @@ pub enum ApiError {
     /// The request did not arrive in time: 408, code `BAD_REQUEST`.
     #[error("{0}")]
     RequestTimeout(String),
+    /// The database is unreachable or did not answer in time: 503, code
+    /// `SERVICE_UNAVAILABLE` (spec, "Errors"). The cause is logged, never
+    /// shown.
+    #[error("The service is temporarily unavailable (its database does not answer); retry later")]
+    Unavailable(#[source] anyhow::Error),
     #[error("Internal server error")]
     Internal(#[source] anyhow::Error),
 }
@@ -42,6 +50,7 @@ impl std::fmt::Debug for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ApiError::Internal(e) => write!(f, "Internal({e:?})"),
+            ApiError::Unavailable(e) => write!(f, "Unavailable({e:?})"),
             other => write!(f, "{}({})", other.code(), other),
         }
     }
@@ -57,14 +66,24 @@ impl ApiError {
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::RateLimited(_) => "RATE_LIMITED",
+            ApiError::Unavailable(_) => "SERVICE_UNAVAILABLE",
             ApiError::Internal(_) => "SERVER_ERROR",
         }
     }
 
+    /// An error of ours: 500, or 503 when the database is unavailable.
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
-        ApiError::Internal(e.into())
+        let e = e.into();
+        if crate::db::is_unavailable(&e) {
+            ApiError::Unavailable(e)
+        } else {
+            ApiError::Internal(e)
+        }
     }
 }
+
+/// Seconds a client is told to wait before retrying a 503 (`Retry-After`).
+pub const RETRY_AFTER_UNAVAILABLE: &str = "1";
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -107,13 +126,16 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Internal(e) = self {
-            log::error!("internal error: {e:?}");
+        match self {
+            ApiError::Internal(e) => log::error!("internal error: {e:?}"),
+            ApiError::Unavailable(e) => crate::db::log_unavailable(e),
+            _ => {}
         }
         let mut resp = HttpResponse::build(self.status_code()).json(ErrorBody {
             success: false,
@@ -125,6 +147,12 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unauthorized(_)) {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(self, ApiError::Unavailable(_)) {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_UNAVAILABLE),
+            );
         }
         resp
     }
@@ -158,6 +186,9 @@ pub enum WebError {
     /// redirected to https instead).
     #[error("This site is served over HTTPS only. Open it with https:// and try again.")]
     HttpsRequired,
+    /// The database is unreachable or did not answer in time (503).
+    #[error("The service is temporarily unavailable. Please try again in a moment.")]
+    Unavailable(#[source] anyhow::Error),
     #[error("Something went wrong on our side. Please try again.")]
     Internal(#[source] anyhow::Error),
 }
@@ -166,14 +197,21 @@ impl std::fmt::Debug for WebError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             WebError::Internal(e) => write!(f, "Internal({e:?})"),
+            WebError::Unavailable(e) => write!(f, "Unavailable({e:?})"),
             other => write!(f, "{other}"),
         }
     }
 }
 
 impl WebError {
+    /// An error of ours: 500, or 503 when the database is unavailable.
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
-        WebError::Internal(e.into())
+        let e = e.into();
+        if crate::db::is_unavailable(&e) {
+            WebError::Unavailable(e)
+        } else {
+            WebError::Internal(e)
+        }
     }
 }
 
@@ -191,20 +229,23 @@ impl ResponseError for WebError {
             WebError::Forbidden | WebError::HttpsRequired => StatusCode::FORBIDDEN,
             WebError::NotFound => StatusCode::NOT_FOUND,
             WebError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let WebError::Internal(e) = self {
-            log::error!("internal error: {e:?}");
+        match self {
+            WebError::Internal(e) => log::error!("internal error: {e:?}"),
+            WebError::Unavailable(e) => crate::db::log_unavailable(e),
+            _ => {}
         }
         let status = self.status_code();
         let page = ErrorPage {
             title: status.canonical_reason().unwrap_or("Error"),
             message: self.to_string(),
         };
-        match page.render() {
+        let mut resp = match page.render() {
             Ok(body) => HttpResponse::build(status)
                 .content_type("text/html; charset=utf-8")
                 .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -215,7 +256,14 @@ impl ResponseError for WebError {
                     .content_type("text/plain; charset=utf-8")
                     .body(self.to_string())
             }
+        };
+        if matches!(self, WebError::Unavailable(_)) {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_UNAVAILABLE),
+            );
         }
+        resp
     }
 }
 
@@ -234,5 +282,29 @@ impl From<diesel::result::Error> for WebError {
 impl From<askama::Error> for WebError {
     fn from(e: askama::Error) -> Self {
         WebError::internal(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_database_is_503_and_a_bug_500() {
+        let e = ApiError::internal(RunError::TimedOut(crate::db::DEFAULT_TIMEOUT));
+        assert_eq!(e.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.code(), "SERVICE_UNAVAILABLE");
+        let resp = e.error_response();
+        assert_eq!(resp.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let e = ApiError::internal(anyhow::anyhow!("a row that does not parse"));
+        assert_eq!(e.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.code(), "SERVER_ERROR");
+
+        let page = WebError::from(RunError::TimedOut(crate::db::DEFAULT_TIMEOUT));
+        assert_eq!(page.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            WebError::internal(anyhow::anyhow!("bug")).status_code(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

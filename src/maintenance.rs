@@ -49,7 +49,7 @@ pub async fn sweep_forever(db: Database) {
     loop {
         tick.tick().await;
         let result = db
-            .run(|conn| sweep(conn, Utc::now().naive_utc()).map_err(anyhow::Error::from))
+            .run_unbounded(|conn| sweep(conn, Utc::now().naive_utc()).map_err(anyhow::Error::from))
             .await;
         match result {
             Ok(swept) if swept != Swept::default() => log::info!("swept {swept:?}"),
@@ -101,7 +101,7 @@ pub async fn flush_usage_forever(db: Database, usage: Arc<UsageTracker>) {
         tick.tick().await;
         let usage = usage.clone();
         let result = db
-            .run(move |conn| {
+            .run_unbounded(move |conn| {
                 flush_usage(conn, &usage, Utc::now().naive_utc()).map_err(anyhow::Error::from)
             })
             .await;

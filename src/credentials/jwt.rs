@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::db::models::SigningKeyRow;
-use crate::db::AnyConnection;
+use crate::db::{AnyConnection, Exclusive};
 use crate::tokens;
 
 /// RFC 9068 2.1: access tokens MUST carry `typ: at+jwt`.
@@ -155,7 +155,16 @@ impl KeyRing {
         let retired_after = now - max_token_lifetime - Duration::seconds(LEEWAY_SECS);
         let mut rows = SigningKeyRow::load_current(conn, retired_after)?;
         if !rows.iter().any(|r| r.retired_at.is_none()) {
-            rotate(conn, now, false)?;
+            // Instances starting at once on an empty database take turns:
+            // the first creates the key, the others find it (else each
+            // would create one, and two keys would sign at once).
+            crate::db::exclusively(conn, Exclusive::FirstSigningKey, |conn| {
+                let rows = SigningKeyRow::load_current(conn, retired_after)?;
+                if !rows.iter().any(|r| r.retired_at.is_none()) {
+                    rotate(conn, now, false)?;
+                }
+                Ok(())
+            })?;
             rows = SigningKeyRow::load_current(conn, retired_after)?;
         }
         Self::from_rows(&rows)

@@ -58,7 +58,13 @@ async fn listen_once(
     view: &RevocationView,
     on_notification: &impl Fn(&str),
 ) -> anyhow::Result<()> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let mut config: tokio_postgres::Config = url.parse()?;
+    // A server that went away must not hold the listener longer than any
+    // request waits for it (`DZDESK_DB_TIMEOUT_MS`); a URL may say otherwise.
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(db.timeout());
+    }
+    let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     // Drives the connection and forwards notifications; ends on error.
     let driver = async move {
@@ -81,9 +87,11 @@ async fn listen_once(
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         // Loaded after LISTEN: a revocation committed meanwhile is either in
         // the list or in a notification still to come. One more than the
-        // cap tells the view the list does not fit.
+        // cap tells the view the list does not fit. Not bounded by the
+        // request timeout: a long list on a slow database may take longer,
+        // and the view is simply not trusted until it has it.
         let jtis = db
-            .run(|conn| {
+            .run_unbounded(|conn| {
                 RevokedAccessToken::live_jtis(conn, Utc::now().naive_utc(), MAX_REVOKED_JTIS + 1)
                     .map_err(anyhow::Error::from)
             })

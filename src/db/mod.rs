@@ -12,6 +12,7 @@ pub mod schema;
 mod types;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -118,6 +119,8 @@ pub enum ConnectError {
 #[derive(Debug)]
 pub struct ConnectionManager {
     url: DatabaseUrl,
+    /// libpq's bound on opening a connection (`DZDESK_DB_TIMEOUT_MS`).
+    timeout: Duration,
 }
 
 impl ManageConnection for ConnectionManager {
@@ -127,7 +130,7 @@ impl ManageConnection for ConnectionManager {
     fn connect(&self) -> Result<AnyConnection, ConnectError> {
         match self.url.backend {
             Backend::Postgres => Ok(AnyConnection::Postgresql(PgConnection::establish(
-                &self.url.target,
+                &libpq_url(&self.url.target, self.timeout),
             )?)),
             Backend::Sqlite => {
                 let mut conn = SqliteConnection::establish(&self.url.target)?;
@@ -155,16 +158,113 @@ impl ManageConnection for ConnectionManager {
     }
 }
 
+/// The URL libpq opens: `url` with bounds on a server that went away or
+/// stopped answering, each only where the URL does not set it already.
+/// `connect_timeout` (whole seconds, at least 2 in libpq) bounds opening
+/// a connection; TCP keepalives and `tcp_user_timeout` let a connection to
+/// a peer that vanished fail within seconds instead of hanging a pool
+/// thread on it for the kernel's default of two hours. (A server process
+/// that is alive but does not answer is caught by [`Database::run`]'s
+/// deadline.)
+fn libpq_url(url: &str, timeout: Duration) -> String {
+    let connect_secs = timeout.as_millis().div_ceil(1000).max(2).to_string();
+    let params = [
+        ("connect_timeout", connect_secs.as_str()),
+        ("keepalives", "1"),
+        ("keepalives_idle", "5"),
+        ("keepalives_interval", "2"),
+        ("keepalives_count", "3"),
+        ("tcp_user_timeout", "15000"),
+    ];
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let given: Vec<&str> = query
+        .split('&')
+        .filter_map(|pair| pair.split('=').next())
+        .collect();
+    let mut out = url.to_owned();
+    for (key, value) in params {
+        if given.contains(&key) {
+            continue;
+        }
+        out.push(if out.contains('?') { '&' } else { '?' });
+        out.push_str(key);
+        out.push('=');
+        out.push_str(value);
+    }
+    out
+}
+
 pub type DbPool = Pool<ConnectionManager>;
 pub type DbConn = PooledConnection<ConnectionManager>;
+
+/// How long a request waits for the database by default
+/// (`DZDESK_DB_TIMEOUT_MS`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2000);
 
 /// Errors of [`Database::run`] that are not the closure's own.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// No connection within the timeout: every one is busy, or none can be
+    /// opened (the server is down or unreachable).
     #[error("no database connection available")]
     Pool(#[from] r2d2::PoolError),
+    /// The work did not finish within the timeout (a server that stopped
+    /// answering). It may still finish on its blocking thread, all of it or
+    /// nothing (a transaction commits or rolls back whole).
+    #[error("the database did not answer within {} ms", .0.as_millis())]
+    TimedOut(Duration),
     #[error("the database task panicked or was cancelled")]
     Blocking,
+}
+
+/// The database could not be reached or did not answer in time, somewhere
+/// in `err`'s chain: every surface answers this with 503 (the `/v1`
+/// envelope `SERVICE_UNAVAILABLE`, `temporarily_unavailable` on `/oauth`,
+/// a page for browsers; see `error.rs`, `oauth::error`) instead of 500.
+/// What counts: no connection within the timeout ([`RunError::Pool`]), work
+/// past it ([`RunError::TimedOut`]), a connection that could not be opened,
+/// and a query whose connection broke (diesel's `ClosedConnection`, set
+/// whenever libpq reports the connection bad, and `UnableToSendCommand`).
+/// Anything else (a constraint, a row that does not parse, a panic) is a
+/// bug of ours and stays a 500.
+pub fn is_unavailable(err: &anyhow::Error) -> bool {
+    err.chain().any(cause_is_unavailable)
+}
+
+/// Logs an unavailable database once a second at most, whatever the number
+/// of requests that met it (every surface's 503 calls this).
+pub fn log_unavailable(err: &anyhow::Error) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST.swap(now, Ordering::Relaxed) != now {
+        log::warn!("database unavailable, answering 503: {err:#}");
+    }
+}
+
+fn cause_is_unavailable(cause: &(dyn std::error::Error + 'static)) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+    if let Some(e) = cause.downcast_ref::<RunError>() {
+        return matches!(e, RunError::Pool(_) | RunError::TimedOut(_));
+    }
+    if let Some(e) = cause.downcast_ref::<DieselError>() {
+        return matches!(
+            e,
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _
+            )
+        );
+    }
+    if let Some(e) = cause.downcast_ref::<ConnectError>() {
+        return match e {
+            ConnectError::Connection(_) => true,
+            ConnectError::Query(q) => cause_is_unavailable(q),
+        };
+    }
+    cause.downcast_ref::<r2d2::PoolError>().is_some()
+        || cause.downcast_ref::<diesel::ConnectionError>().is_some()
 }
 
 /// The database handle every part of the service shares.
@@ -172,6 +272,8 @@ pub enum RunError {
 pub struct Database {
     pool: DbPool,
     backend: Backend,
+    /// How long a request waits for the database (`DZDESK_DB_TIMEOUT_MS`).
+    timeout: Duration,
 }
 
 impl fmt::Debug for Database {
@@ -182,16 +284,26 @@ impl fmt::Debug for Database {
     }
 }
 
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
-const PING_TIMEOUT: Duration = Duration::from_secs(2);
-
 impl Database {
-    /// Builds the pool and checks that one connection can be made now.
+    /// Builds the pool and checks that one connection can be made now, with
+    /// the default [`DEFAULT_TIMEOUT`].
     pub fn connect(url: &DatabaseUrl, max_size: u32) -> Result<Self, r2d2::PoolError> {
-        let pool = Self::builder(max_size).build(ConnectionManager { url: url.clone() })?;
+        Self::connect_with_timeout(url, max_size, DEFAULT_TIMEOUT)
+    }
+
+    /// Builds the pool and checks that one connection can be made now.
+    /// `timeout` bounds every wait for the database: a pooled connection,
+    /// opening one, and the work of [`Database::run`].
+    pub fn connect_with_timeout(
+        url: &DatabaseUrl,
+        max_size: u32,
+        timeout: Duration,
+    ) -> Result<Self, r2d2::PoolError> {
+        let pool = Self::builder(max_size, timeout).build(Self::manager(url, timeout))?;
         Ok(Self {
             pool,
             backend: url.backend,
+            timeout,
         })
     }
 
@@ -199,24 +311,42 @@ impl Database {
     /// a pool keeps helper threads that may still be opening connections
     /// when the process exits, and libpq crashes if torn down under them.
     pub fn establish(url: &DatabaseUrl) -> Result<AnyConnection, ConnectError> {
-        ConnectionManager { url: url.clone() }.connect()
+        Self::manager(url, DEFAULT_TIMEOUT).connect()
     }
 
     /// Builds the pool without connecting: for a service that must start (and
     /// say "not ready") while its database is down.
     pub fn connect_lazy(url: &DatabaseUrl, max_size: u32) -> Self {
-        let pool = Self::builder(max_size).build_unchecked(ConnectionManager { url: url.clone() });
+        let pool = Self::builder(max_size, DEFAULT_TIMEOUT)
+            .build_unchecked(Self::manager(url, DEFAULT_TIMEOUT));
         Self {
             pool,
             backend: url.backend,
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 
-    fn builder(max_size: u32) -> r2d2::Builder<ConnectionManager> {
+    fn manager(url: &DatabaseUrl, timeout: Duration) -> ConnectionManager {
+        ConnectionManager {
+            url: url.clone(),
+            timeout,
+        }
+    }
+
+    /// Every checkout is tested (r2d2's `test_on_check_out`, on by default,
+    /// said explicitly here): a connection the server closed while it sat
+    /// in the pool is replaced, not handed to a request.
+    fn builder(max_size: u32, timeout: Duration) -> r2d2::Builder<ConnectionManager> {
         Pool::builder()
             .max_size(max_size.max(1))
             .min_idle(Some(1))
-            .connection_timeout(CONNECTION_TIMEOUT)
+            .test_on_check_out(true)
+            .connection_timeout(timeout)
+    }
+
+    /// How long a request waits for the database.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn backend(&self) -> Backend {
@@ -231,31 +361,56 @@ impl Database {
 
     /// Runs `f` with a pooled connection on the blocking thread pool, never on
     /// an actix worker: both taking a connection and running a query block.
+    ///
+    /// Answers within the timeout (`DZDESK_DB_TIMEOUT_MS`), whatever the
+    /// database does: no connection by then is [`RunError::Pool`], work not
+    /// done by then [`RunError::TimedOut`] (a server that stopped answering
+    /// holds a query for as long as it likes). A caller that stopped waiting
+    /// (this timeout, or the request's own deadline) before a connection was
+    /// found leaves nothing behind: `f` is not run at all. Once `f` has
+    /// started it runs to its end on its thread.
     pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<RunError> + Send + 'static,
     {
-        let pool = self.pool.clone();
-        actix_web::rt::task::spawn_blocking(move || {
-            let mut conn = pool.get().map_err(RunError::from)?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(|_| RunError::Blocking)?
+        match actix_web::rt::time::timeout(self.timeout, self.run_unbounded(f)).await {
+            Ok(result) => result,
+            Err(_) => Err(RunError::TimedOut(self.timeout).into()),
+        }
     }
 
-    /// True when the database answers a trivial query within two seconds.
-    pub async fn ping(&self) -> bool {
+    /// [`Database::run`] without its deadline once `f` has started, for
+    /// housekeeping whose work may take longer than a request should wait
+    /// (the hourly sweep, usage writes, the revocation listener's load of the
+    /// revoked jtis). Taking the connection is still bounded.
+    pub async fn run_unbounded<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<RunError> + Send + 'static,
+    {
         let pool = self.pool.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
         actix_web::rt::task::spawn_blocking(move || {
-            pool.get_timeout(PING_TIMEOUT)
-                .ok()
-                .is_some_and(|mut conn| conn.batch_execute("SELECT 1").is_ok())
-        })
-        .await
-        .unwrap_or(false)
+            let result = match pool.get() {
+                // Nobody waits for the answer any more: do nothing.
+                Ok(_) if tx.is_closed() => return,
+                Ok(mut conn) => f(&mut conn),
+                Err(e) => Err(RunError::from(e).into()),
+            };
+            let _ = tx.send(result);
+        });
+        // Dropped without an answer: `f` panicked.
+        rx.await.map_err(|_| RunError::Blocking)?
+    }
+
+    /// True when the database answers a trivial query within the timeout.
+    pub async fn ping(&self) -> bool {
+        self.run(|conn| conn.batch_execute("SELECT 1").map_err(anyhow::Error::from))
+            .await
+            .is_ok()
     }
 
     /// Applies pending migrations (blocking). Safe with several instances
@@ -269,9 +424,74 @@ impl Database {
 /// Arbitrary constant naming our migration lock among PostgreSQL advisory locks.
 const MIGRATION_LOCK_ID: i64 = 0x647a_6465_736b;
 
+/// Advisory lock ids of [`exclusively`]: one per thing that must be done
+/// once by whichever instance gets there first.
+#[derive(Clone, Copy, Debug)]
+pub enum Exclusive {
+    /// Creating the first signing key of an empty database.
+    FirstSigningKey,
+}
+
+impl Exclusive {
+    fn lock_id(self) -> i64 {
+        match self {
+            Exclusive::FirstSigningKey => 0x647a_6465_736c,
+        }
+    }
+}
+
+/// Runs `f` in a transaction that no other connection to the database runs
+/// at the same time: several instances starting at once on one database
+/// take turns, and each finds what the one before it committed. PostgreSQL:
+/// a transaction-scoped advisory lock (`pg_advisory_xact_lock`, released at
+/// commit or rollback); SQLite: `BEGIN IMMEDIATE`, which takes the write
+/// lock first (a deferred transaction that read before writing would fail
+/// with SQLITE_BUSY instead of waiting). Transactions inside `f` are
+/// savepoints. Blocking.
+pub fn exclusively<T>(
+    conn: &mut AnyConnection,
+    lock: Exclusive,
+    f: impl FnOnce(&mut AnyConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    exclusively_by(conn, lock.lock_id(), f)
+}
+
+fn exclusively_by<T>(
+    conn: &mut AnyConnection,
+    lock_id: i64,
+    f: impl FnOnce(&mut AnyConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    if let AnyConnection::Postgresql(_) = conn {
+        return conn.transaction(|conn| {
+            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({lock_id})")).execute(conn)?;
+            f(conn)
+        });
+    }
+    if let AnyConnection::Sqlite(lite) = conn {
+        AnsiTransactionManager::begin_transaction_sql(lite, "BEGIN IMMEDIATE")?;
+    }
+    // Through the multi-backend connection, whose transaction manager is
+    // the SQLite connection's: it now knows it is inside a transaction.
+    let result = f(conn);
+    if let AnyConnection::Sqlite(lite) = conn {
+        match &result {
+            Ok(_) => AnsiTransactionManager::commit_transaction(lite)?,
+            Err(_) => {
+                if let Err(e) = AnsiTransactionManager::rollback_transaction(lite) {
+                    log::warn!("rollback failed: {e}");
+                }
+            }
+        }
+    }
+    result
+}
+
 pub fn run_migrations(conn: &mut AnyConnection) -> anyhow::Result<()> {
     match conn {
         AnyConnection::Postgresql(pg) => {
+            // A session lock, not `exclusively`: each migration runs in a
+            // transaction of its own.
             diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))
                 .execute(pg)?;
             let result = pg
@@ -282,10 +502,16 @@ pub fn run_migrations(conn: &mut AnyConnection) -> anyhow::Result<()> {
                 .execute(pg)?;
             result
         }
-        AnyConnection::Sqlite(lite) => lite
-            .run_pending_migrations(SQLITE_MIGRATIONS)
-            .map(|_| ())
-            .map_err(|e| anyhow::anyhow!("SQLite migration failed: {e}")),
+        // Two instances starting at once on one file: the second waits for
+        // the write lock (busy_timeout), then finds nothing pending (each
+        // migration's own transaction is a savepoint inside this one).
+        AnyConnection::Sqlite(_) => exclusively_by(conn, MIGRATION_LOCK_ID, |conn| match conn {
+            AnyConnection::Sqlite(lite) => lite
+                .run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(|_| ())
+                .map_err(|e| anyhow::anyhow!("SQLite migration failed: {e}")),
+            AnyConnection::Postgresql(_) => anyhow::bail!("not a SQLite connection"),
+        }),
     }
 }
 
@@ -335,6 +561,110 @@ mod tests {
         ] {
             assert!(DatabaseUrl::parse(url).is_err(), "{url} accepted");
         }
+    }
+
+    #[test]
+    fn libpq_gets_timeouts_unless_the_url_sets_them() {
+        let url = libpq_url("postgres://h/db", Duration::from_millis(2500));
+        assert!(url.starts_with("postgres://h/db?connect_timeout=3&keepalives=1&"));
+        assert!(url.contains("&tcp_user_timeout="), "{url}");
+        // Below libpq's minimum of 2 s, 2 s.
+        let url = libpq_url("postgres://h/db", Duration::from_millis(300));
+        assert!(url.contains("connect_timeout=2&"), "{url}");
+        let url = libpq_url(
+            "postgres://h/db?sslmode=disable&connect_timeout=9",
+            Duration::from_millis(2000),
+        );
+        assert!(url.starts_with("postgres://h/db?sslmode=disable&connect_timeout=9&keepalives=1"));
+        assert_eq!(url.matches("connect_timeout").count(), 1, "{url}");
+    }
+
+    #[test]
+    fn only_an_unreachable_database_counts_as_unavailable() {
+        use diesel::result::{DatabaseErrorKind, Error as DieselError};
+        let closed = || {
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection,
+                Box::new("server closed the connection unexpectedly".to_owned()),
+            )
+        };
+        let unavailable: Vec<anyhow::Error> = vec![
+            RunError::TimedOut(DEFAULT_TIMEOUT).into(),
+            closed().into(),
+            anyhow::Error::from(closed()).context("loading the grant"),
+            DieselError::DatabaseError(
+                DatabaseErrorKind::UnableToSendCommand,
+                Box::new("no connection to the server".to_owned()),
+            )
+            .into(),
+            ConnectError::from(diesel::ConnectionError::BadConnection("refused".into())).into(),
+        ];
+        for e in &unavailable {
+            assert!(is_unavailable(e), "{e:#}");
+        }
+        let bugs: Vec<anyhow::Error> = vec![
+            RunError::Blocking.into(),
+            DieselError::NotFound.into(),
+            DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                Box::new("duplicate key".to_owned()),
+            )
+            .into(),
+            anyhow::anyhow!("stored scopes do not parse"),
+        ];
+        for e in &bugs {
+            assert!(!is_unavailable(e), "{e:#}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn work_whose_caller_gave_up_before_it_had_a_connection_is_never_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let url =
+            DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("t.db").display())).unwrap();
+        let db = Database::connect_with_timeout(&url, 1, Duration::from_secs(5)).unwrap();
+        // The only connection is busy for 300 ms.
+        let held = db.conn().unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        let work = db.run(move |_conn| {
+            flag.store(true, Ordering::SeqCst);
+            Ok::<_, anyhow::Error>(())
+        });
+        // The caller stops waiting (a request's deadline) after 50 ms.
+        let gave_up = actix_web::rt::time::timeout(Duration::from_millis(50), work).await;
+        assert!(gave_up.is_err());
+        release.join().unwrap();
+        // The connection is free now; the abandoned work had its chance.
+        db.run(|conn| conn.batch_execute("SELECT 1").map_err(anyhow::Error::from))
+            .await
+            .unwrap();
+        assert!(!ran.load(Ordering::SeqCst), "abandoned work ran");
+    }
+
+    #[actix_web::test]
+    async fn run_answers_within_its_timeout_when_no_connection_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url =
+            DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("t.db").display())).unwrap();
+        let db = Database::connect_with_timeout(&url, 1, Duration::from_millis(200)).unwrap();
+        let held = db.conn().unwrap();
+        let started = std::time::Instant::now();
+        let result = db
+            .run(|conn| conn.batch_execute("SELECT 1").map_err(anyhow::Error::from))
+            .await;
+        let err = result.unwrap_err();
+        assert!(is_unavailable(&err), "{err:#}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(held);
     }
 
     #[test]

@@ -25,6 +25,13 @@ pub enum OAuthError {
     /// 6749 4.1.2.1's `temporarily_unavailable` says what it is.
     #[error("too many failed client authentications: try again in {0} s")]
     TooManyAttempts(i64),
+    /// The database is unreachable or did not answer in time (503). RFC
+    /// 6749 4.1.2.1: "temporarily_unavailable: The authorization server is
+    /// currently unable to handle the request due to a temporary
+    /// overloading or maintenance of the server." (RFC 6749 5.2 has no such
+    /// code for the token endpoint; the same word says what it is.)
+    #[error("the authorization server cannot reach its database; retry later")]
+    TemporarilyUnavailable(#[source] anyhow::Error),
     #[error("internal server error")]
     ServerError(#[source] anyhow::Error),
 }
@@ -39,13 +46,22 @@ impl OAuthError {
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::UnsupportedTokenType(_) => "unsupported_token_type",
-            OAuthError::TooManyAttempts(_) => "temporarily_unavailable",
+            OAuthError::TooManyAttempts(_) | OAuthError::TemporarilyUnavailable(_) => {
+                "temporarily_unavailable"
+            }
             OAuthError::ServerError(_) => "server_error",
         }
     }
 
+    /// An error of ours: `server_error`, or `temporarily_unavailable` when
+    /// the database is unavailable ([`crate::db::is_unavailable`]).
     pub fn server(e: impl Into<anyhow::Error>) -> Self {
-        OAuthError::ServerError(e.into())
+        let e = e.into();
+        if crate::db::is_unavailable(&e) {
+            OAuthError::TemporarilyUnavailable(e)
+        } else {
+            OAuthError::ServerError(e)
+        }
     }
 }
 
@@ -58,5 +74,19 @@ impl From<crate::db::RunError> for OAuthError {
 impl From<diesel::result::Error> for OAuthError {
     fn from(e: diesel::result::Error) -> Self {
         OAuthError::server(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_database_is_temporarily_unavailable_and_a_bug_server_error() {
+        let e = OAuthError::from(crate::db::RunError::TimedOut(crate::db::DEFAULT_TIMEOUT));
+        assert_eq!(e.code(), "temporarily_unavailable");
+        assert!(matches!(e, OAuthError::TemporarilyUnavailable(_)));
+        let e = OAuthError::server(anyhow::anyhow!("a row that does not parse"));
+        assert_eq!(e.code(), "server_error");
     }
 }

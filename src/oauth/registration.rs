@@ -45,6 +45,10 @@ pub enum RegistrationError {
     /// An API key used from outside its account's IP allowlist (403).
     #[error("this API key may not be used from this IP address")]
     AddressRefused,
+    /// The database is unreachable or did not answer in time (503, RFC
+    /// 6749 4.1.2.1's `temporarily_unavailable`, as at the token endpoint).
+    #[error("the authorization server cannot reach its database; retry later")]
+    Unavailable(#[source] anyhow::Error),
     #[error("internal server error")]
     Server(#[source] anyhow::Error),
 }
@@ -57,20 +61,32 @@ impl RegistrationError {
             RegistrationError::InvalidToken => "invalid_token",
             RegistrationError::InsufficientScope => "insufficient_scope",
             RegistrationError::AddressRefused => "access_denied",
+            RegistrationError::Unavailable(_) => "temporarily_unavailable",
             RegistrationError::Server(_) => "server_error",
+        }
+    }
+
+    /// An error of ours: `server_error`, or `temporarily_unavailable` when
+    /// the database is unavailable ([`crate::db::is_unavailable`]).
+    pub fn server(e: impl Into<anyhow::Error>) -> Self {
+        let e = e.into();
+        if crate::db::is_unavailable(&e) {
+            RegistrationError::Unavailable(e)
+        } else {
+            RegistrationError::Server(e)
         }
     }
 }
 
 impl From<diesel::result::Error> for RegistrationError {
     fn from(e: diesel::result::Error) -> Self {
-        RegistrationError::Server(e.into())
+        RegistrationError::server(e)
     }
 }
 
 impl From<crate::db::RunError> for RegistrationError {
     fn from(e: crate::db::RunError) -> Self {
-        RegistrationError::Server(e.into())
+        RegistrationError::server(e)
     }
 }
 

@@ -49,16 +49,25 @@ impl ResponseError for OAuthError {
         match self {
             OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
             OAuthError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            OAuthError::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             OAuthError::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let OAuthError::ServerError(e) = self {
-            log::error!("token endpoint: {e:?}");
+        match self {
+            OAuthError::ServerError(e) => log::error!("token endpoint: {e:?}"),
+            OAuthError::TemporarilyUnavailable(e) => crate::db::log_unavailable(e),
+            _ => {}
         }
         let mut resp = rfc_error(self.status_code(), self.code(), self.to_string());
+        if matches!(self, OAuthError::TemporarilyUnavailable(_)) {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(crate::error::RETRY_AFTER_UNAVAILABLE),
+            );
+        }
         if let OAuthError::TooManyAttempts(secs) = self {
             if let Ok(v) = HeaderValue::from_str(&secs.max(&1).to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);

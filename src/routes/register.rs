@@ -21,16 +21,25 @@ impl ResponseError for RegistrationError {
             RegistrationError::InsufficientScope | RegistrationError::AddressRefused => {
                 StatusCode::FORBIDDEN
             }
+            RegistrationError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             RegistrationError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let RegistrationError::Server(e) = self {
-            log::error!("registration endpoint: {e:?}");
+        match self {
+            RegistrationError::Server(e) => log::error!("registration endpoint: {e:?}"),
+            RegistrationError::Unavailable(e) => crate::db::log_unavailable(e),
+            _ => {}
         }
         let mut resp = rfc_error(self.status_code(), self.code(), self.to_string());
+        if matches!(self, RegistrationError::Unavailable(_)) {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(crate::error::RETRY_AFTER_UNAVAILABLE),
+            );
+        }
         // RFC 6750 3: bearer errors name themselves in WWW-Authenticate.
         let challenge = match self {
             RegistrationError::InvalidToken => Some("Bearer error=\"invalid_token\""),
@@ -79,7 +88,7 @@ pub async fn register(
                 .credentials
                 .resolve_bearer(&token, state.client_ip(&req), now)
                 .await
-                .map_err(|e| RegistrationError::Server(e.0))?,
+                .map_err(|e| RegistrationError::server(e.0))?,
         ),
         None => None,
     };

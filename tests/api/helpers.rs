@@ -121,6 +121,7 @@ pub fn test_settings(url: &str) -> Settings {
         issuer: "http://127.0.0.1".to_owned(),
         workers: Some(1),
         db_pool_size: 4,
+        db_timeout: dzdesk_auth::db::DEFAULT_TIMEOUT,
         audience: "http://127.0.0.1".to_owned(),
         access_token_ttl_secs: 3600,
         refresh_token_ttl_secs: 30 * 86_400,
@@ -157,8 +158,12 @@ where
     let test_db = TestDatabase::new();
     let mut settings = test_settings(&test_db.url);
     adjust(&mut settings);
-    let db = Database::connect(&settings.database_url, settings.db_pool_size)
-        .expect("connect test database");
+    let db = Database::connect_with_timeout(
+        &settings.database_url,
+        settings.db_pool_size,
+        settings.db_timeout,
+    )
+    .expect("connect test database");
     db.migrate().expect("migrate test database");
     let keys = ServerKeys::load(&db, &settings).await.expect("server keys");
     let app = Application::build_with(settings.clone(), db.clone(), keys, extra_v1)

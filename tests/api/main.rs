@@ -12,6 +12,7 @@ mod cli;
 mod code_grant;
 mod credentials;
 mod envelope;
+mod faults;
 mod health;
 mod helpers;
 mod https;

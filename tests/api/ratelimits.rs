@@ -18,7 +18,7 @@ use crate::oauth_flow::Flow;
 use crate::v1_keys::{api, client_from, key_for, me};
 
 /// The three headers of a `/v1` answer, parsed.
-async fn limits(
+pub(crate) async fn limits(
     client: &reqwest::Client,
     base: &str,
     path: &str,
@@ -64,7 +64,7 @@ fn test_redis_url() -> String {
 
 /// Whether the Redis tests can run here; without Redis they say so loudly
 /// and skip, except under CI=true, where Redis is mandatory.
-fn redis_or_skip(url: &str, what: &str) -> bool {
+pub(crate) fn redis_or_skip(url: &str, what: &str) -> bool {
     let addr = url
         .trim_start_matches("redis://")
         .split('/')
@@ -460,18 +460,23 @@ async fn readiness(app: &TestApp) -> Value {
 }
 
 /// A redis-server of this test's own on a free port, stopped on drop.
-struct OwnRedis {
+pub(crate) struct OwnRedis {
     child: Child,
     port: u16,
 }
 
 impl OwnRedis {
-    fn start() -> OwnRedis {
+    pub(crate) fn start() -> OwnRedis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        Self::start_on(port)
+    }
+
+    /// A fresh, empty redis-server on `port` (one killed before it).
+    pub(crate) fn start_on(port: u16) -> OwnRedis {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -498,11 +503,16 @@ impl OwnRedis {
         OwnRedis { child, port }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// SIGKILL: the process is gone, its connections reset.
+    pub(crate) fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

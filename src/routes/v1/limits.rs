@@ -32,7 +32,11 @@ pub(crate) enum Failure {
     Missing,
     Invalid,
     IpRefused(String),
-    Unavailable,
+    /// The credential could not be checked: the database is unavailable
+    /// (503), or a bug of ours (500); logged where it happened.
+    CheckFailed {
+        unavailable: bool,
+    },
 }
 
 impl Failure {
@@ -43,8 +47,11 @@ impl Failure {
             }
             Failure::Invalid => ApiError::Unauthorized(principal::INVALID_TOKEN.into()),
             Failure::IpRefused(m) => ApiError::Forbidden(m.clone()),
-            Failure::Unavailable => {
-                ApiError::internal(anyhow::anyhow!("the credential check failed"))
+            Failure::CheckFailed { unavailable: true } => {
+                ApiError::Unavailable(anyhow::anyhow!("the credential check failed"))
+            }
+            Failure::CheckFailed { unavailable: false } => {
+                ApiError::Internal(anyhow::anyhow!("the credential check failed"))
             }
         }
     }
@@ -66,8 +73,13 @@ pub(crate) async fn authenticate(
         .resolve_bearer(&token, state.client_ip(req), Utc::now())
         .await
         .map_err(|e| {
-            log::error!("/v1 authentication: {e}");
-            Failure::Unavailable
+            let unavailable = crate::db::is_unavailable(&e.0);
+            if unavailable {
+                crate::db::log_unavailable(&e.0);
+            } else {
+                log::error!("/v1 authentication: {e}");
+            }
+            Failure::CheckFailed { unavailable }
         })?;
     principal::principal_of(resolved).map_err(|e| match e {
         ApiError::Forbidden(m) => Failure::IpRefused(m),
@@ -99,7 +111,12 @@ pub async fn rate_limit(
             .map(ServiceResponse::map_into_boxed_body);
     };
     let auth = authenticate(&state, req.request()).await;
-    let decision = if state.settings.rate_limits {
+    // A credential that could not be checked (the database is away) is no
+    // failed authentication to count against the address, and there is no
+    // account to count against: counted, a client with a good key would be
+    // told 429 RATE_LIMITED after 60 such answers instead of the truth (503).
+    let unchecked = matches!(auth, Err(Failure::CheckFailed { .. }));
+    let decision = if state.settings.rate_limits && !unchecked {
         let (key, limit) = match &auth {
             Ok(p) => (p.account_key(), p.account.plan.limit()),
             Err(_) => (

@@ -183,6 +183,7 @@ fn web_error(e: ApiError) -> WebError {
             WebError::BadRequest(m)
         }
         ApiError::RequestTimeout(_) => WebError::RequestTimeout,
+        ApiError::Unavailable(e) => WebError::Unavailable(e),
         ApiError::Internal(e) => WebError::Internal(e),
     }
 }
