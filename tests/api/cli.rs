@@ -3,11 +3,13 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use crate::helpers::{TestDatabase, PASSWORD};
+use crate::helpers::{TestDatabase, PASSWORD, TEST_SECRETS_KEY};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dzdesk-auth");
 
-/// Runs the binary with a clean configuration environment.
+/// Runs the binary with a clean configuration environment and the test
+/// instances' `DZDESK_SECRETS_KEY` (`("DZDESK_SECRETS_KEY", "")` in `env`
+/// unsets it).
 pub fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
@@ -15,6 +17,8 @@ pub fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
         .env_remove("DZDESK_LISTEN")
         .env_remove("DZDESK_ISSUER")
         .env_remove("RUST_LOG")
+        .env_remove("DZDESK_SECRETS_KEY_OLD")
+        .env("DZDESK_SECRETS_KEY", TEST_SECRETS_KEY)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

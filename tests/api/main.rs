@@ -23,6 +23,7 @@ mod oauth_flow;
 mod ratelimits;
 mod refresh;
 mod register;
+mod secrets;
 mod settings_api;
 mod slow_clients;
 mod token;
