@@ -1,7 +1,8 @@
 //! The CLI run as a real process: output shapes and exit codes are a contract.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::io::{Read, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::helpers::{TestDatabase, PASSWORD, TEST_SECRETS_KEY};
 
@@ -36,7 +37,38 @@ pub fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
         }
     }
     drop(input);
-    child.wait_with_output().expect("wait")
+    wait_bounded(child, args)
+}
+
+/// The command's output; a failed test, not a hung run, if it has not exited
+/// within a minute (a `serve` that should have refused to start, say).
+fn wait_bounded(mut child: Child, args: &[&str]) -> Output {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        let mut pipe = pipe.expect("piped");
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    }
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("dzdesk-auth {args:?} did not exit within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout"),
+        stderr: stderr.join().expect("stderr"),
+    }
 }
 
 fn stdout(o: &Output) -> String {
