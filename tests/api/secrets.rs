@@ -456,8 +456,8 @@ async fn development_without_the_key_warns_once() {
     assert!(warnings[0].contains("WARN"), "{log:#?}");
     assert!(warnings[0].contains("unencrypted"), "{log:#?}");
 
-    // With a key, nothing to warn of (on a database of its own: the first
-    // run stored its secrets plain, and they are sealed at this start).
+    // With a key, nothing to warn of. (A database of its own: on the first
+    // one this start would encrypt the plain rows, and say so.)
     let db = TestDatabase::new();
     let log = serve_log(&db, Some(TEST_SECRETS_KEY)).await;
     assert!(
