@@ -12,7 +12,7 @@ import sys
 
 RANK = {
     "tokens": 0,
-    "domain": 1,
+    "domain": 1, "secrets": 1,
     "db": 2,
     "error": 3, "credentials": 3, "auth": 3, "config": 3, "ratelimit": 3,
     "oauth": 4, "api": 4, "accounts": 4, "http": 4, "tls": 4,

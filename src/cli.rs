@@ -1,5 +1,5 @@
 //! The command line: `serve` (default), `migrate`, `user create|disable|enable`,
-//! `client create`, `keys rotate`, `api-key create`.
+//! `client create`, `keys rotate`, `secrets rotate`, `api-key create`.
 //!
 //! Output shapes are a contract scripts depend on: `user create` prints exactly
 //! one JSON object `{"id": "user_..."}` on stdout, `api-key create`
@@ -16,10 +16,11 @@ use crate::api::keys::{self as api_keys, MintedBy, NewKey};
 use crate::config::{ConfigError, Settings};
 use crate::credentials::jwt;
 use crate::db::models::{Client, User};
-use crate::db::{run_migrations, AnyConnection, Database};
+use crate::db::{run_migrations, sealed, AnyConnection, Database};
 use crate::domain::{Email, NewPassword, Plan, Role};
 use crate::error::ApiError;
 use crate::oauth::clients::{self, ClientRequest, NewClient};
+use crate::secrets::KEY_VAR;
 use crate::startup::{Application, BuildError, StopSignals};
 use crate::telemetry::init_logging;
 
@@ -48,6 +49,19 @@ pub enum Command {
     /// Manage users' API keys.
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Manage the encryption of secrets at rest (DZDESK_SECRETS_KEY).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretsCommand {
+    /// Re-encrypt every stored private key and server secret under
+    /// DZDESK_SECRETS_KEY, reading those written under
+    /// DZDESK_SECRETS_KEY_OLD, in one transaction; prints
+    /// {"reencrypted": N}. Run it once every instance has both keys; then
+    /// DZDESK_SECRETS_KEY_OLD can go.
+    Rotate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -321,8 +335,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Keys(KeysCommand::Rotate { revoke_previous }) => {
             init_logging("warn");
-            let mut conn = open_connection()?;
-            let kid = jwt::rotate(&mut conn, Utc::now().naive_utc(), revoke_previous)?;
+            let settings = Settings::from_env()?;
+            let sealer = settings.sealer()?;
+            let mut conn = open_connection_with(&settings)?;
+            // A wrong key would seal the new key where no instance can read it.
+            sealed::prepare(&mut conn, sealer).map_err(|e| failure(e.into()))?;
+            let kid = jwt::rotate(&mut conn, sealer, Utc::now().naive_utc(), revoke_previous)
+                .map_err(failure)?;
             if revoke_previous {
                 log::warn!(
                     "signing keys other than {kid} revoked: every token they signed is refused"
@@ -331,6 +350,35 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             println!("{}", serde_json::json!({ "kid": kid }));
             Ok(())
         }
+        Command::Secrets(SecretsCommand::Rotate) => {
+            init_logging("warn");
+            let settings = Settings::from_env()?;
+            let sealer = settings.sealer()?;
+            if !sealer.is_on() {
+                return Err(ConfigError::new(
+                    KEY_VAR,
+                    "is not set: `secrets rotate` encrypts every stored secret under it",
+                )
+                .into());
+            }
+            let mut conn = open_connection_with(&settings)?;
+            let count = sealed::reseal_all(&mut conn, sealer).map_err(|e| failure(e.into()))?;
+            println!("{}", serde_json::json!({ "reencrypted": count }));
+            Ok(())
+        }
+    }
+}
+
+/// A failure that may be a configuration error: a stored secret that the
+/// keys set cannot open (its message names `DZDESK_SECRETS_KEY`), or a
+/// setting refused on the way (exit 2).
+fn failure(e: anyhow::Error) -> CliError {
+    if let Some(s) = sealed::secrets_error(&e) {
+        return CliError::Invalid(s.to_string());
+    }
+    match e.downcast::<ConfigError>() {
+        Ok(config) => config.into(),
+        Err(e) => CliError::Failed(e),
     }
 }
 
@@ -372,8 +420,11 @@ fn check_sqlite_file(settings: &Settings) -> Result<(), CliError> {
 /// One migrated connection for a command. Configuration and connection
 /// errors name the variable (exit 2).
 fn open_connection() -> Result<AnyConnection, CliError> {
-    let settings = Settings::from_env()?;
-    check_sqlite_file(&settings)?;
+    open_connection_with(&Settings::from_env()?)
+}
+
+fn open_connection_with(settings: &Settings) -> Result<AnyConnection, CliError> {
+    check_sqlite_file(settings)?;
     let mut conn = Database::establish(&settings.database_url).map_err(connection_error)?;
     run_migrations(&mut conn)?;
     Ok(conn)
@@ -394,7 +445,9 @@ fn connect(settings: &Settings) -> Result<Database, CliError> {
 
 fn serve() -> Result<(), CliError> {
     let settings = Settings::from_env()?;
-    // A bad certificate or key stops start-up before anything else.
+    // Production without DZDESK_SECRETS_KEY, or a bad certificate or key,
+    // stops start-up before the database is touched.
+    settings.sealer()?;
     if let Some(files) = &settings.tls {
         crate::tls::load(files)?;
     }
@@ -410,7 +463,7 @@ fn serve() -> Result<(), CliError> {
                     CliError::Config(ConfigError::new(var, e.to_string()))
                 }
                 BuildError::Tls(e) => CliError::Config(e),
-                BuildError::Other(e) => CliError::Failed(e),
+                BuildError::Other(e) => failure(e),
             })?;
         app.stop_on_signals(signals);
         let scheme = if app.is_tls() { "https" } else { "http" };

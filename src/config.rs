@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::db::DatabaseUrl;
 use crate::domain::TrustedProxies;
+use crate::secrets::{Sealer, SecretsKey, KEY_VAR, OLD_KEY_VAR};
 
 /// By default, a Redis answer slower than this counts as late: the request
 /// is decided in process instead (`DZDESK_REDIS_TIMEOUT_MS`).
@@ -76,6 +77,10 @@ pub struct Settings {
     /// `DZDESK_RATE_LIMITS=off` turns the `/v1` limits off (benchmarks; a
     /// service exposed to anyone keeps them on).
     pub rate_limits: bool,
+    /// Seals the private signing keys and server secrets at rest
+    /// (`DZDESK_SECRETS_KEY`, and `DZDESK_SECRETS_KEY_OLD` while rotating
+    /// it); its `Debug` shows no key. Read it through [`Settings::sealer`].
+    pub secrets: Sealer,
 }
 
 /// The PEM files of the TLS listener: the certificate chain (leaf first)
@@ -151,6 +156,22 @@ impl Settings {
         self.issuer.starts_with("https://")
     }
 
+    /// The sealer of secrets at rest, for whatever reads or writes them
+    /// (start-up, `keys rotate`, `secrets rotate`). Production mode refuses
+    /// to run without `DZDESK_SECRETS_KEY`: its signing keys would sit in
+    /// the database in the clear.
+    pub fn sealer(&self) -> Result<&Sealer, ConfigError> {
+        if self.production() && !self.secrets.is_on() {
+            return Err(ConfigError::new(
+                KEY_VAR,
+                "is required in production (an https DZDESK_ISSUER): it encrypts the signing \
+                 keys and server secrets in the database; generate one with \
+                 `openssl rand -base64 32` and back it up like the database",
+            ));
+        }
+        Ok(&self.secrets)
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         let database_url = var("DATABASE_URL")?;
         let listen = var("DZDESK_LISTEN")?;
@@ -218,6 +239,7 @@ impl Settings {
             Some("off") => false,
             Some(_) => return Err(ConfigError::new("DZDESK_RATE_LIMITS", "must be on or off")),
         };
+        let secrets = parse_secrets(var(KEY_VAR)?, var(OLD_KEY_VAR)?)?;
         let issuer = parse_issuer(issuer.as_deref().unwrap_or(DEFAULT_ISSUER))
             .map_err(|m| ConfigError::new("DZDESK_ISSUER", m))?;
         let seconds =
@@ -231,6 +253,7 @@ impl Settings {
             tls,
             http_listen,
             db_timeout,
+            secrets,
             redis_url,
             redis_prefix,
             auth_failures_per_min,
@@ -349,6 +372,26 @@ pub fn parse_issuer(raw: &str) -> Result<String, String> {
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
+/// `DZDESK_SECRETS_KEY` and `DZDESK_SECRETS_KEY_OLD`: each the base64 of 32
+/// bytes; the old one only beside a new one. Errors never echo a value.
+fn parse_secrets(key: Option<String>, old: Option<String>) -> Result<Sealer, ConfigError> {
+    let parse = |raw: Option<String>, var: &'static str| {
+        raw.map(|r| SecretsKey::parse(&r))
+            .transpose()
+            .map_err(|m| ConfigError::new(var, m))
+    };
+    let key = parse(key, KEY_VAR)?;
+    let old = parse(old, OLD_KEY_VAR)?;
+    if old.is_some() && key.is_none() {
+        return Err(ConfigError::new(
+            OLD_KEY_VAR,
+            "is set without DZDESK_SECRETS_KEY: while rotating, the new key goes there and the \
+             previous one here",
+        ));
+    }
+    Ok(Sealer::new(key, old))
+}
+
 fn parse_count(raw: &str, min: usize, max: usize) -> Result<usize, String> {
     match raw.trim().parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
@@ -391,6 +434,22 @@ mod tests {
         ] {
             assert!(parse_issuer(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn secrets_keys_are_32_bytes_of_base64_and_the_old_one_needs_a_new_one() {
+        use base64::Engine;
+        let key = || Some(base64::engine::general_purpose::STANDARD.encode([1u8; 32]));
+        assert!(!parse_secrets(None, None).unwrap().is_on());
+        assert!(parse_secrets(key(), None).unwrap().is_on());
+        assert!(parse_secrets(key(), key()).unwrap().is_on());
+        let err = parse_secrets(Some("c2hvcnQ=".into()), None).unwrap_err();
+        assert_eq!(err.var, "DZDESK_SECRETS_KEY");
+        assert!(!err.to_string().contains("c2hvcnQ"), "{err}");
+        let err = parse_secrets(key(), Some("nope!".into())).unwrap_err();
+        assert_eq!(err.var, "DZDESK_SECRETS_KEY_OLD");
+        let err = parse_secrets(None, key()).unwrap_err();
+        assert_eq!(err.var, "DZDESK_SECRETS_KEY_OLD");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod maintenance;
 pub mod oauth;
 pub mod ratelimit;
 pub mod routes;
+pub mod secrets;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

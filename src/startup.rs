@@ -137,6 +137,7 @@ impl Application {
         let hsts = settings.production();
         let key_store = KeyStore::new(
             keys.signing,
+            settings.secrets.clone(),
             Duration::from_secs(settings.key_reload_secs.max(0) as u64),
             chrono::Duration::seconds(settings.access_token_ttl_secs),
         );

@@ -15,7 +15,7 @@ use crate::config::Settings;
 use crate::credentials::jwt::KeyRing;
 use crate::credentials::Credentials;
 use crate::db::models::{Client, ServerSecret};
-use crate::db::Database;
+use crate::db::{sealed, Database};
 use crate::oauth::token::TokenConfig;
 use crate::ratelimit::Limiter;
 
@@ -153,15 +153,35 @@ impl std::fmt::Debug for ServerKeys {
 }
 
 impl ServerKeys {
+    /// Start-up: checks that every stored secret opens with
+    /// `DZDESK_SECRETS_KEY` (a wrong or missing key stops here, before
+    /// anything is served) and seals the plain ones (`db::sealed::prepare`),
+    /// then reads the keys, creating them on a fresh database. Production
+    /// mode without the key is refused; development without it is warned of
+    /// once.
     pub async fn load(db: &Database, settings: &Settings) -> anyhow::Result<Self> {
+        let sealer = settings.sealer()?.clone();
+        let on = sealer.is_on();
         let now = Utc::now().naive_utc();
         let lifetime = chrono::Duration::seconds(settings.access_token_ttl_secs);
-        db.run(move |conn| {
-            let csrf = ServerSecret::get_or_create(conn, "csrf", now)?;
-            let signing = Arc::new(KeyRing::load(conn, Utc::now().naive_utc(), lifetime)?);
-            Ok::<_, anyhow::Error>(Self { csrf, signing })
-        })
-        .await
+        let (keys, sealed) = db
+            .run(move |conn| {
+                let sealed = sealed::prepare(conn, &sealer)?;
+                let csrf = ServerSecret::get_or_create(conn, &sealer, "csrf", now)?;
+                let signing = Arc::new(KeyRing::load(conn, &sealer, now, lifetime)?);
+                Ok::<_, anyhow::Error>((Self { csrf, signing }, sealed))
+            })
+            .await?;
+        if sealed > 0 {
+            log::info!("encrypted {sealed} stored secrets with DZDESK_SECRETS_KEY");
+        }
+        if !on {
+            log::warn!(
+                "DZDESK_SECRETS_KEY is not set: signing keys and server secrets are stored \
+                 unencrypted (development only; production requires it)"
+            );
+        }
+        Ok(keys)
     }
 }
 

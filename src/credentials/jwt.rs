@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::db::models::SigningKeyRow;
+use crate::db::sealed::SealedError;
 use crate::db::{AnyConnection, Exclusive};
+use crate::secrets::Sealer;
 use crate::tokens;
 
 /// RFC 9068 2.1: access tokens MUST carry `typ: at+jwt`.
@@ -108,19 +110,21 @@ pub fn generate_key(now: NaiveDateTime) -> anyhow::Result<SigningKeyRow> {
 /// stay published until the tokens they signed have expired; with
 /// `revoke_previous` (a key believed stolen; seed: "Rotate compromised
 /// tokens") they are revoked instead: they leave the JWKS at once and every
-/// token they signed stops verifying, on every instance.
+/// token they signed stops verifying, on every instance. The private key is
+/// stored sealed with `sealer`.
 pub fn rotate(
     conn: &mut AnyConnection,
+    sealer: &Sealer,
     now: NaiveDateTime,
     revoke_previous: bool,
 ) -> anyhow::Result<String> {
     let row = generate_key(now)?;
     conn.transaction(|conn| {
-        row.insert_and_retire_others(conn, now)?;
+        row.insert_and_retire_others(conn, sealer, now)?;
         if revoke_previous {
             SigningKeyRow::revoke_all_except(conn, &row.kid, now)?;
         }
-        diesel::QueryResult::Ok(())
+        Ok::<_, SealedError>(())
     })?;
     Ok(row.kid)
 }
@@ -146,26 +150,28 @@ pub const MAX_VERIFIED: usize = 50_000;
 impl KeyRing {
     /// Loads the current keys, creating the first one on a fresh database.
     /// Retired keys are kept while a token they signed could still be valid
-    /// (`max_token_lifetime` + leeway).
+    /// (`max_token_lifetime` + leeway). Private keys are opened, and a new
+    /// one sealed, with `sealer`.
     pub fn load(
         conn: &mut AnyConnection,
+        sealer: &Sealer,
         now: NaiveDateTime,
         max_token_lifetime: Duration,
     ) -> anyhow::Result<Self> {
         let retired_after = now - max_token_lifetime - Duration::seconds(LEEWAY_SECS);
-        let mut rows = SigningKeyRow::load_current(conn, retired_after)?;
+        let mut rows = SigningKeyRow::load_current(conn, sealer, retired_after)?;
         if !rows.iter().any(|r| r.retired_at.is_none()) {
             // Instances starting at once on an empty database take turns:
             // the first creates the key, the others find it (else each
             // would create one, and two keys would sign at once).
             crate::db::exclusively(conn, Exclusive::FirstSigningKey, |conn| {
-                let rows = SigningKeyRow::load_current(conn, retired_after)?;
+                let rows = SigningKeyRow::load_current(conn, sealer, retired_after)?;
                 if !rows.iter().any(|r| r.retired_at.is_none()) {
-                    rotate(conn, now, false)?;
+                    rotate(conn, sealer, now, false)?;
                 }
                 Ok(())
             })?;
-            rows = SigningKeyRow::load_current(conn, retired_after)?;
+            rows = SigningKeyRow::load_current(conn, sealer, retired_after)?;
         }
         Self::from_rows(&rows)
     }

@@ -16,6 +16,7 @@ use crate::credentials::names_unknown_key;
 use crate::credentials::Credentials;
 use crate::db::models::SigningKeyRow;
 use crate::db::AnyConnection;
+use crate::secrets::Sealer;
 
 /// How often the signing keys' fingerprint is compared where no
 /// notification tells of a change.
@@ -30,17 +31,21 @@ pub struct KeyStore {
     epoch: AtomicU64,
     reload_every: Duration,
     max_token_lifetime: chrono::Duration,
+    /// Opens the private keys on every reload.
+    sealer: Sealer,
 }
 
 impl KeyStore {
     pub fn new(
         ring: Arc<KeyRing>,
+        sealer: Sealer,
         reload_every: Duration,
         max_token_lifetime: chrono::Duration,
     ) -> Self {
         Self {
             current: RwLock::new((ring, Instant::now(), 0)),
             epoch: AtomicU64::new(0),
+            sealer,
             reload_every,
             max_token_lifetime,
         }
@@ -102,6 +107,7 @@ impl KeyStore {
         let epoch = self.epoch.load(Ordering::Acquire);
         let ring = Arc::new(KeyRing::load(
             conn,
+            &self.sealer,
             Utc::now().naive_utc(),
             self.max_token_lifetime,
         )?);
@@ -167,7 +173,12 @@ mod tests {
 
     #[test]
     fn an_invalidated_ring_is_not_served_and_a_slow_older_read_never_wins() {
-        let store = KeyStore::new(ring(), Duration::from_secs(60), chrono::Duration::hours(1));
+        let store = KeyStore::new(
+            ring(),
+            Sealer::default(),
+            Duration::from_secs(60),
+            chrono::Duration::hours(1),
+        );
         assert!(store.cached().is_some());
         // A read begins (epoch 0) ...
         let slow_epoch = store.epoch.load(Ordering::Acquire);

@@ -9,6 +9,7 @@
 
 pub mod models;
 pub mod schema;
+pub mod sealed;
 mod types;
 
 use std::fmt;

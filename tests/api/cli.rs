@@ -1,13 +1,16 @@
 //! The CLI run as a real process: output shapes and exit codes are a contract.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::io::{Read, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::helpers::{TestDatabase, PASSWORD};
+use crate::helpers::{TestDatabase, PASSWORD, TEST_SECRETS_KEY};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dzdesk-auth");
 
-/// Runs the binary with a clean configuration environment.
+/// Runs the binary with a clean configuration environment and the test
+/// instances' `DZDESK_SECRETS_KEY` (`("DZDESK_SECRETS_KEY", "")` in `env`
+/// unsets it).
 pub fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
@@ -15,6 +18,8 @@ pub fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
         .env_remove("DZDESK_LISTEN")
         .env_remove("DZDESK_ISSUER")
         .env_remove("RUST_LOG")
+        .env_remove("DZDESK_SECRETS_KEY_OLD")
+        .env("DZDESK_SECRETS_KEY", TEST_SECRETS_KEY)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -32,7 +37,38 @@ pub fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
         }
     }
     drop(input);
-    child.wait_with_output().expect("wait")
+    wait_bounded(child, args)
+}
+
+/// The command's output; a failed test, not a hung run, if it has not exited
+/// within a minute (a `serve` that should have refused to start, say).
+fn wait_bounded(mut child: Child, args: &[&str]) -> Output {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        let mut pipe = pipe.expect("piped");
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    }
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("dzdesk-auth {args:?} did not exit within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout"),
+        stderr: stderr.join().expect("stderr"),
+    }
 }
 
 fn stdout(o: &Output) -> String {

@@ -20,7 +20,8 @@ async fn verify_claims(flow: &Flow, token: &str) -> Value {
     let token = token.to_owned();
     flow.app
         .with_conn(move |conn| {
-            let ring = KeyRing::load(conn, Utc::now().naive_utc(), Duration::hours(1)).unwrap();
+            let ring = KeyRing::load(conn, &s.secrets, Utc::now().naive_utc(), Duration::hours(1))
+                .unwrap();
             let claims = ring
                 .verify(&token, &s.issuer, &s.audience, Utc::now().timestamp())
                 .unwrap();

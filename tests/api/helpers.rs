@@ -20,6 +20,16 @@ use reqwest::Response;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// `DZDESK_SECRETS_KEY` of every test instance, and of the CLI the tests
+/// run (`cli::run`), so both read what the other sealed. Tests only.
+pub const TEST_SECRETS_KEY: &str = "zAbXovPgQe9cs2TpltKNfs9tdhi7muW1QyJdEViQum0=";
+
+/// The sealer of test instances (`TEST_SECRETS_KEY`).
+pub fn test_sealer() -> dzdesk_auth::secrets::Sealer {
+    let key = dzdesk_auth::secrets::SecretsKey::parse(TEST_SECRETS_KEY).expect("test key");
+    dzdesk_auth::secrets::Sealer::new(Some(key), None)
+}
+
 /// Test logs stay silent unless `TEST_LOG` is set.
 /// Once per test process: reqwest's rustls needs a process-wide crypto
 /// provider (it is built without one of its own: the service's aws-lc-rs
@@ -141,6 +151,7 @@ pub fn test_settings(url: &str) -> Settings {
         http_listen: None,
         shutdown_drain: std::time::Duration::from_secs(10),
         rate_limits: true,
+        secrets: test_sealer(),
     }
 }
 

@@ -26,6 +26,7 @@ use dzdesk_auth::domain::{Role, TrustedProxies};
 use crate::cli::run;
 use crate::helpers::{
     cookie_value, hidden_input, set_cookies, spawn_app_custom, TestApp, TestDatabase, PASSWORD,
+    TEST_SECRETS_KEY,
 };
 use crate::oauth_flow::{pkce, AuthRequest, Flow, REDIRECT};
 use crate::v1_keys::{api_with, key_for};
@@ -592,6 +593,8 @@ impl Server {
             .env_remove("DZDESK_ISSUER")
             .env("RUST_LOG", "info")
             .env("DZDESK_SHUTDOWN_SECS", "0")
+            .env("DZDESK_SECRETS_KEY", TEST_SECRETS_KEY)
+            .env_remove("DZDESK_SECRETS_KEY_OLD")
             .env_remove("DZDESK_TLS_CERT")
             .env_remove("DZDESK_TLS_KEY")
             .stdin(Stdio::null())

@@ -180,9 +180,10 @@ async fn introspection_needs_confidential_client_credentials() {
 
 /// Signs `claims` with the server's current key (for expiry and issuer cases).
 pub(crate) async fn sign_with_server_key(flow: &Flow, claims: AccessClaims) -> String {
+    let sealer = flow.app.settings.secrets.clone();
     flow.app
         .with_conn(move |conn| {
-            KeyRing::load(conn, Utc::now().naive_utc(), Duration::hours(1))
+            KeyRing::load(conn, &sealer, Utc::now().naive_utc(), Duration::hours(1))
                 .unwrap()
                 .sign(&claims)
                 .unwrap()
@@ -588,12 +589,13 @@ async fn a_token_signed_with_a_key_this_instance_has_not_loaded_yet_is_active() 
         serde_json::from_slice(&raw).unwrap()
     };
     // Another instance (here: the CLI's code) rotates and signs with the new key.
+    let sealer = flow.app.settings.secrets.clone();
     let resigned = flow
         .app
         .with_conn(move |conn| {
             let now = Utc::now().naive_utc();
-            dzdesk_auth::credentials::jwt::rotate(conn, now, false).unwrap();
-            KeyRing::load(conn, now, Duration::hours(1))
+            dzdesk_auth::credentials::jwt::rotate(conn, &sealer, now, false).unwrap();
+            KeyRing::load(conn, &sealer, now, Duration::hours(1))
                 .unwrap()
                 .sign(&claims)
                 .unwrap()

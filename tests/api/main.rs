@@ -25,6 +25,7 @@ mod oauth_flow;
 mod ratelimits;
 mod refresh;
 mod register;
+mod secrets;
 mod settings_api;
 mod shutdown;
 mod slow_clients;

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::cli::{create_user, run};
-use crate::helpers::{TestDatabase, PASSWORD};
+use crate::helpers::{TestDatabase, PASSWORD, TEST_SECRETS_KEY};
 use crate::https::Server;
 
 /// A token request sent up to half its body.
@@ -192,6 +192,8 @@ fn a_signal_during_start_up_is_not_fatal() {
             .env("DATABASE_URL", &db.url)
             .env("DZDESK_LISTEN", "127.0.0.1:0")
             .env("DZDESK_SHUTDOWN_SECS", "0")
+            .env("DZDESK_SECRETS_KEY", TEST_SECRETS_KEY)
+            .env_remove("DZDESK_SECRETS_KEY_OLD")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         let mut child = cmd.spawn().unwrap();

@@ -2,7 +2,9 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::db::schema::signing_keys;
+use crate::db::sealed::SealedError;
 use crate::db::AnyConnection;
+use crate::secrets::{Row, Sealer};
 
 /// An access-token signing key, shared by every instance on the database.
 #[derive(Queryable, Selectable, Insertable, Clone)]
@@ -10,6 +12,9 @@ use crate::db::AnyConnection;
 pub struct SigningKeyRow {
     pub kid: String,
     pub algorithm: String,
+    /// PKCS#8 DER. In memory only: in the database the column holds it
+    /// sealed by the [`Sealer`] (plain only without `DZDESK_SECRETS_KEY`);
+    /// the methods below seal it on insert and open it on load.
     pub private_key: Vec<u8>,
     pub public_jwk: String,
     pub created_at: NaiveDateTime,
@@ -33,12 +38,13 @@ impl std::fmt::Debug for SigningKeyRow {
 impl SigningKeyRow {
     /// Keys still worth loading: the active ones, and retired ones retired
     /// after `retired_after` (tokens they signed may still be valid); never
-    /// a revoked one.
+    /// a revoked one. Private keys opened with `sealer`.
     pub fn load_current(
         conn: &mut AnyConnection,
+        sealer: &Sealer,
         retired_after: NaiveDateTime,
-    ) -> QueryResult<Vec<SigningKeyRow>> {
-        signing_keys::table
+    ) -> Result<Vec<SigningKeyRow>, SealedError> {
+        let mut rows = signing_keys::table
             .filter(signing_keys::revoked_at.is_null())
             .filter(
                 signing_keys::retired_at
@@ -47,16 +53,26 @@ impl SigningKeyRow {
             )
             .order(signing_keys::created_at.desc())
             .select(SigningKeyRow::as_select())
-            .load(conn)
+            .load(conn)?;
+        for row in &mut rows {
+            let opened = sealer.open(Row::SigningKey(&row.kid), &row.private_key)?;
+            row.private_key = opened.secret.to_vec();
+        }
+        Ok(rows)
     }
 
-    /// Inserts `self` as the new signing key and retires every other active
-    /// key, in one transaction.
+    /// Inserts `self` (its private key sealed with `sealer`) as the new
+    /// signing key and retires every other active key, in one transaction.
     pub fn insert_and_retire_others(
         &self,
         conn: &mut AnyConnection,
+        sealer: &Sealer,
         now: NaiveDateTime,
-    ) -> QueryResult<()> {
+    ) -> Result<(), SealedError> {
+        let stored = SigningKeyRow {
+            private_key: sealer.seal(Row::SigningKey(&self.kid), &self.private_key)?,
+            ..self.clone()
+        };
         conn.transaction(|conn| {
             diesel::update(
                 signing_keys::table
@@ -66,10 +82,11 @@ impl SigningKeyRow {
             .set(signing_keys::retired_at.eq(now))
             .execute(conn)?;
             diesel::insert_into(signing_keys::table)
-                .values(self)
+                .values(&stored)
                 .execute(conn)
                 .map(|_| ())
         })
+        .map_err(SealedError::from)
     }
 
     /// Revokes every key but `kid` (`keys rotate --revoke-previous`).
