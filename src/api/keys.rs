@@ -2,7 +2,6 @@
 //! stored key may be used. Blocking where it takes a connection.
 
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
-use diesel::Connection;
 use rand::distr::Alphanumeric;
 use rand::RngExt;
 use serde::Serialize;
@@ -291,7 +290,7 @@ pub fn create_for_user(
             _ => None,
         },
     };
-    conn.transaction(|conn| {
+    crate::db::write_transaction(conn, |conn| {
         // The minting key is re-read, locked, in this transaction: a key it
         // mints never slips past a concurrent revocation's cascade.
         if let MintedBy::Key(parent) = minted_by {

@@ -7,7 +7,6 @@ use std::sync::RwLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{Duration, NaiveDateTime};
-use diesel::Connection;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{
     AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
@@ -119,7 +118,7 @@ pub fn rotate(
     revoke_previous: bool,
 ) -> anyhow::Result<String> {
     let row = generate_key(now)?;
-    conn.transaction(|conn| {
+    crate::db::write_transaction(conn, |conn| {
         row.insert_and_retire_others(conn, sealer, now)?;
         if revoke_previous {
             SigningKeyRow::revoke_all_except(conn, &row.kid, now)?;

@@ -13,7 +13,8 @@ pub mod sealed;
 mod types;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -376,9 +377,18 @@ impl Database {
         T: Send + 'static,
         E: From<RunError> + Send + 'static,
     {
-        match actix_web::rt::time::timeout(self.timeout, self.run_unbounded(f)).await {
+        let commitment = Arc::new(AtomicU8::new(WORKING));
+        let work = self.run_with(f, Some(commitment.clone()));
+        futures_util::pin_mut!(work);
+        match actix_web::rt::time::timeout(self.timeout, &mut work).await {
             Ok(result) => result,
-            Err(_) => Err(RunError::TimedOut(self.timeout).into()),
+            // Given up before `f` reached a COMMIT: it will roll back
+            // (`write_transaction`), so the 503 is true, nothing happened.
+            Err(_) if abandon(&commitment) => Err(RunError::TimedOut(self.timeout).into()),
+            // A COMMIT is under way: what happened is decided, so wait for
+            // it rather than answer 503 for work that took effect (a
+            // rotated refresh token whose successor the client never got).
+            Err(_) => work.await,
         }
     }
 
@@ -392,13 +402,25 @@ impl Database {
         T: Send + 'static,
         E: From<RunError> + Send + 'static,
     {
+        self.run_with(f, None).await
+    }
+
+    async fn run_with<T, E, F>(&self, f: F, commitment: Option<Arc<AtomicU8>>) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<RunError> + Send + 'static,
+    {
         let pool = self.pool.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         actix_web::rt::task::spawn_blocking(move || {
             let result = match pool.get() {
                 // Nobody waits for the answer any more: do nothing.
                 Ok(_) if tx.is_closed() => return,
-                Ok(mut conn) => f(&mut conn),
+                Ok(mut conn) => {
+                    let _caller = CallerGuard::install(commitment);
+                    f(&mut conn)
+                }
                 Err(e) => Err(RunError::from(e).into()),
             };
             let _ = tx.send(result);
@@ -437,6 +459,128 @@ impl Exclusive {
     fn lock_id(self) -> i64 {
         match self {
             Exclusive::FirstSigningKey => 0x647a_6465_736c,
+        }
+    }
+}
+
+/// Between [`Database::run`] and the work it runs on a blocking thread:
+/// whether the caller may still give up (answering 503), or a COMMIT has
+/// begun and the caller waits for it. Without it, work that outlived the
+/// caller's timeout committed after the client was told it failed.
+const WORKING: u8 = 0;
+const COMMITTING: u8 = 1;
+const ABANDONED: u8 = 2;
+
+thread_local! {
+    static CALLER: std::cell::RefCell<Option<Arc<AtomicU8>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The caller gives up, unless a COMMIT has begun.
+fn abandon(commitment: &AtomicU8) -> bool {
+    commitment
+        .compare_exchange(WORKING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+}
+
+/// Whether the work on this thread may commit: yes unless its caller gave
+/// up; once yes, the caller waits for the outcome.
+fn may_commit() -> bool {
+    CALLER.with(|caller| match &*caller.borrow() {
+        None => true,
+        Some(commitment) => {
+            match commitment.compare_exchange(
+                WORKING,
+                COMMITTING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => true,
+                Err(now) => now == COMMITTING,
+            }
+        }
+    })
+}
+
+/// Installs the commitment of the work on this thread, until dropped
+/// (blocking threads are reused).
+struct CallerGuard;
+
+impl CallerGuard {
+    fn install(commitment: Option<Arc<AtomicU8>>) -> Self {
+        CALLER.with(|caller| *caller.borrow_mut() = commitment);
+        CallerGuard
+    }
+}
+
+impl Drop for CallerGuard {
+    fn drop(&mut self) {
+        CALLER.with(|caller| *caller.borrow_mut() = None);
+    }
+}
+
+/// Runs `f` in a transaction that writes: on SQLite it begins with
+/// `BEGIN IMMEDIATE`, taking the write lock first, so that it waits for
+/// another writer (`busy_timeout`) instead of failing at once with
+/// "database is locked": SQLite does not wait when a transaction that has
+/// read tries to start writing while another connection writes. Inside a
+/// transaction already, a savepoint. PostgreSQL: a plain transaction. Every
+/// transaction of ours that writes goes through here. Blocking.
+pub fn write_transaction<T, E>(
+    conn: &mut AnyConnection,
+    f: impl FnOnce(&mut AnyConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    let outermost = match conn {
+        AnyConnection::Sqlite(lite) => AnsiTransactionManager::transaction_manager_status_mut(lite)
+            .transaction_depth()
+            .map_err(E::from)?
+            .is_none(),
+        AnyConnection::Postgresql(pg) => AnsiTransactionManager::transaction_manager_status_mut(pg)
+            .transaction_depth()
+            .map_err(E::from)?
+            .is_none(),
+    };
+    // The outermost transaction commits only if the caller of
+    // `Database::run` still waits for it (else it rolls back, and the 503
+    // the caller gave is true).
+    let guarded = |conn: &mut AnyConnection| -> Result<T, E> {
+        let value = f(conn)?;
+        if outermost && !may_commit() {
+            return Err(E::from(diesel::result::Error::RollbackTransaction));
+        }
+        Ok(value)
+    };
+    let AnyConnection::Sqlite(lite) = conn else {
+        return conn.transaction(guarded);
+    };
+    if !outermost {
+        return conn.transaction(guarded);
+    }
+    AnsiTransactionManager::begin_transaction_sql(lite, "BEGIN IMMEDIATE").map_err(E::from)?;
+    let result = guarded(conn);
+    let AnyConnection::Sqlite(lite) = conn else {
+        return result;
+    };
+    match result {
+        Ok(value) => match AnsiTransactionManager::commit_transaction(lite) {
+            Ok(()) => Ok(value),
+            Err(e) => {
+                // A failed COMMIT (SQLITE_BUSY) leaves the transaction open.
+                if let Err(rollback) = AnsiTransactionManager::rollback_transaction(lite) {
+                    log::debug!("rollback after a failed commit: {rollback}");
+                }
+                Err(E::from(e))
+            }
+        },
+        Err(e) => {
+            if let Err(rollback) = AnsiTransactionManager::rollback_transaction(lite) {
+                log::warn!("rollback failed: {rollback}");
+            }
+            Err(e)
         }
     }
 }

@@ -62,7 +62,7 @@ pub fn reseal_all(conn: &mut AnyConnection, sealer: &Sealer) -> Result<usize, Se
 }
 
 fn reseal(conn: &mut AnyConnection, sealer: &Sealer, mode: Reseal) -> Result<usize, SealedError> {
-    conn.transaction(|conn| {
+    crate::db::write_transaction(conn, |conn| {
         let mut changed = 0;
         let keys: Vec<(String, Vec<u8>)> = signing_keys::table
             .select((signing_keys::kid, signing_keys::private_key))

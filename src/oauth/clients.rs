@@ -3,8 +3,6 @@
 
 use chrono::NaiveDateTime;
 
-use diesel::Connection;
-
 use crate::credentials::prefixes;
 use crate::db::models::{Client, GrantRow};
 use crate::db::AnyConnection;
@@ -145,7 +143,7 @@ pub fn register(
         plan: new.plan.name().to_owned(),
         rate_limit: new.plan.custom_limit().map(i64::from),
     };
-    conn.transaction(|conn| {
+    crate::db::write_transaction(conn, |conn| {
         client.insert(conn)?;
         if grant_types.contains(&GrantType::ClientCredentials) {
             GrantRow {

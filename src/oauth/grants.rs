@@ -12,7 +12,6 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use diesel::Connection;
 use oxide_auth::frontends::simple::extensions::Pkce;
 use oxide_auth::primitives::grant::Value;
 
@@ -181,7 +180,7 @@ pub fn authorization_code(
         .then(|| new_refresh_row(&grant.id, &row.scopes, cfg, now));
     // Single use: the grant, the code's used_at and the refresh token commit
     // together, and only if `used_at IS NULL` still held.
-    let committed = conn.transaction(|conn| {
+    let committed = crate::db::write_transaction(conn, |conn| {
         grant.insert(conn)?;
         if !AuthorizationCodeRow::consume(conn, &code_id, &grant.id, now.naive_utc())? {
             return Err(TxError::Lost);
@@ -275,7 +274,7 @@ pub fn refresh_token(
     }
 
     let (token, next) = new_refresh_row(&grant.id, &row.scopes, cfg, now);
-    let committed = conn.transaction(|conn| {
+    let committed = crate::db::write_transaction(conn, |conn| {
         if !RefreshTokenRow::mark_used(conn, &row.id, now.naive_utc())? {
             return Err(TxError::Lost);
         }

@@ -310,7 +310,7 @@ pub fn register(
     // The owner is re-read, locked, in the insert's transaction: a client
     // registered while its owner is being demoted or disabled is either
     // refused here or disabled by that change's cascade, never missed.
-    let registered = conn.transaction(|conn| {
+    let registered = crate::db::write_transaction(conn, |conn| {
         if let Some(owner) = &new.registered_by {
             if !crate::db::models::User::is_enabled_admin_locked(conn, owner)? {
                 return Err(RegistrationError::InsufficientScope);
@@ -411,7 +411,7 @@ pub fn update(
         )));
     }
     let grant_types: Vec<&str> = new.grant_types.iter().map(|g| g.as_str()).collect();
-    conn.transaction(|conn| {
+    crate::db::write_transaction(conn, |conn| {
         diesel::update(clients::table.find(&client.id))
             .set((
                 clients::name.eq(&new.name),

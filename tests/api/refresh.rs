@@ -1,6 +1,7 @@
 //! POST /oauth/token with grant_type=refresh_token (RFC 6749 6, RFC 9700
 //! 4.14): rotation, reuse detection, scope narrowing, lifetime, concurrency.
 
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use dzdesk_auth::db::models::RefreshTokenRow;
 use dzdesk_auth::domain::Role;
@@ -201,4 +202,64 @@ async fn refresh_after_a_demotion_drops_scopes_the_role_no_longer_grants() {
         .await;
     let body: Value = flow.refresh(&token, None).await.json().await.unwrap();
     assert_eq!(body["scope"], "requests:read", "{body}");
+}
+
+/// A refresh answered 503 took no effect: the database was too slow (a lock
+/// held elsewhere past `DZDESK_DB_TIMEOUT_MS`), and the rotation that began
+/// meanwhile rolls back instead of committing after the client heard 503.
+/// The retry that `Retry-After` invites gets new tokens; before, it found
+/// its token already used, and the grant was revoked as stolen.
+#[tokio::test]
+async fn a_refresh_answered_503_took_no_effect_and_its_retry_succeeds() {
+    let app = spawn_app_custom(
+        |s| s.db_timeout = std::time::Duration::from_millis(300),
+        |_| {},
+    )
+    .await;
+    let flow = Flow::on(app, Role::Agent, SCOPE, false).await;
+    let first = flow.tokens(SCOPE).await;
+    let refresh = refresh_of(&first);
+
+    // Another connection holds what the rotation needs for 1.5 s: SQLite's
+    // write lock, or PostgreSQL's row locks on refresh_tokens.
+    let url = dzdesk_auth::db::DatabaseUrl::parse(&flow.app.database_url()).unwrap();
+    let blocker = dzdesk_auth::db::Database::connect(&url, 1).unwrap();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let mut conn = blocker.conn().unwrap();
+        let lock = if url.postgres_url().is_some() {
+            "BEGIN; SELECT id FROM refresh_tokens FOR UPDATE;"
+        } else {
+            "BEGIN IMMEDIATE;"
+        };
+        conn.batch_execute(lock).unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        conn.batch_execute("ROLLBACK").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let resp = flow.refresh(&refresh, None).await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    tokio::task::spawn_blocking(move || holder.join().unwrap())
+        .await
+        .unwrap();
+    // Give the abandoned rotation time to reach its COMMIT (and refuse it).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let id = tokens::hash_secret(&refresh);
+    let row = flow
+        .app
+        .with_conn(move |conn| RefreshTokenRow::find(conn, &id).unwrap().unwrap())
+        .await;
+    assert!(
+        row.used_at.is_none(),
+        "the rotation committed after the 503"
+    );
+
+    let retried = flow.refresh(&refresh, None).await;
+    assert_eq!(retried.status(), 200);
+    let next: Value = retried.json().await.unwrap();
+    assert_eq!(flow.refresh(&refresh_of(&next), None).await.status(), 200);
 }

@@ -1020,3 +1020,42 @@ async fn a_key_revoked_on_one_instance_is_refused_by_another() {
     on_second(other).await.assert_error(401, "UNAUTHORIZED");
     handle.stop(false).await;
 }
+
+/// SQLite: a transaction that reads before it writes (counting the user's
+/// keys, then inserting one) waits for another writer instead of failing at
+/// once with "database is locked" (a 500): every write transaction takes
+/// the write lock first (`BEGIN IMMEDIATE`). PostgreSQL has row locks and
+/// nothing to wait for here.
+#[tokio::test]
+async fn creating_a_key_while_another_connection_writes_waits_for_it() {
+    use diesel::connection::SimpleConnection;
+    let app = spawn_app().await;
+    let (_, key) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
+    let url = dzdesk_auth::db::DatabaseUrl::parse(&app.database_url()).unwrap();
+    if url.postgres_url().is_some() {
+        return;
+    }
+    let other = dzdesk_auth::db::Database::connect(&url, 1).unwrap();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        let mut conn = other.conn().unwrap();
+        conn.batch_execute("BEGIN IMMEDIATE; DELETE FROM sessions WHERE 1 = 0;")
+            .unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        conn.batch_execute("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let made = api(
+        &app,
+        Method::POST,
+        "/v1/api-keys",
+        Some(&key),
+        Some(json!({"name": "while busy", "scopes": ["requests:read"]})),
+    )
+    .await;
+    made.data(201);
+    tokio::task::spawn_blocking(move || writer.join().unwrap())
+        .await
+        .unwrap();
+}

@@ -88,7 +88,7 @@ impl ApiKeyRow {
         id: &str,
         now: NaiveDateTime,
     ) -> QueryResult<bool> {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let updated = diesel::update(
                 api_keys::table
                     .filter(api_keys::id.eq(id))

@@ -63,7 +63,7 @@ impl ConsentRow {
                 Err(e) => return Err(e),
             }
         }
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             // Write first: it takes the row lock (PostgreSQL) or the write
             // lock (SQLite) before the read, so a concurrent merge is seen
             // and no deferred SQLite transaction has to upgrade.
@@ -135,7 +135,7 @@ impl ConsentRow {
         now: NaiveDateTime,
     ) -> QueryResult<usize> {
         use crate::db::schema::{authorization_codes, grants};
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let revoked = diesel::update(
                 grants::table
                     .filter(grants::user_id.eq(user_id))

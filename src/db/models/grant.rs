@@ -34,7 +34,7 @@ impl GrantRow {
     /// PostgreSQL a failed statement aborts the enclosing transaction, whose
     /// COMMIT would then silently roll back.
     pub fn insert_if_missing(&self, conn: &mut AnyConnection) -> QueryResult<()> {
-        let inserted = conn.transaction(|conn| {
+        let inserted = crate::db::write_transaction(conn, |conn| {
             diesel::insert_into(grants::table)
                 .values(self)
                 .execute(conn)

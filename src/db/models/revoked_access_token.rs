@@ -20,7 +20,7 @@ impl RevokedAccessToken {
     /// Records the revocation; revoking twice is not an error.
     pub fn insert(&self, conn: &mut AnyConnection) -> QueryResult<()> {
         // Own (nested) transaction: see GrantRow::insert_if_missing.
-        let inserted = conn.transaction(|conn| {
+        let inserted = crate::db::write_transaction(conn, |conn| {
             diesel::insert_into(revoked_access_tokens::table)
                 .values(self)
                 .execute(conn)

@@ -36,7 +36,7 @@ impl Session {
             created_at: now,
             expires_at: now + SESSION_LIFETIME,
         };
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             diesel::delete(
                 sessions::table
                     .filter(sessions::user_id.eq(user_id))

@@ -73,7 +73,7 @@ impl SigningKeyRow {
             private_key: sealer.seal(Row::SigningKey(&self.kid), &self.private_key)?,
             ..self.clone()
         };
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             diesel::update(
                 signing_keys::table
                     .filter(signing_keys::retired_at.is_null())

@@ -157,7 +157,7 @@ impl User {
         changes: &UserChanges,
         spare_admins: bool,
     ) -> Result<bool, CreateUserError> {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let target = users::table
                 .filter(users::id.eq(id))
                 .filter(users::role.ne(excluded_role(spare_admins)));
@@ -201,7 +201,7 @@ impl User {
         spare_admins: bool,
         now: NaiveDateTime,
     ) -> QueryResult<bool> {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let target = users::table
                 .filter(users::id.eq(id))
                 .filter(users::role.ne(excluded_role(spare_admins)));
@@ -267,7 +267,7 @@ impl User {
         disabled: bool,
         now: NaiveDateTime,
     ) -> QueryResult<bool> {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let updated = diesel::update(users::table.find(id))
                 .set((users::disabled.eq(disabled), users::updated_at.eq(now)))
                 .execute(conn)?;

@@ -5,7 +5,6 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use chrono::Utc;
-use diesel::Connection;
 use serde::Deserialize;
 
 use crate::auth::csrf::CsrfBinding;
@@ -218,7 +217,7 @@ pub async fn login_post(
             let session_secret = state
                 .db
                 .run(move |conn| {
-                    conn.transaction(|conn| {
+                    crate::db::write_transaction(conn, |conn| {
                         if let Some(id) = previous {
                             Session::delete(conn, &id)?;
                         }
