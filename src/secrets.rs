@@ -139,6 +139,12 @@ pub enum SecretsError {
     Unreadable { row: String },
     #[error("the stored {row} is malformed: {why}")]
     Malformed { row: String, why: &'static str },
+    #[error(
+        "the stored {row} is not encrypted, but DZDESK_SECRETS_KEY is set: this service \
+         encrypts plain rows only at start-up, so this one was written since by something \
+         else; it is not used"
+    )]
+    Plain { row: String },
 }
 
 impl SecretsError {
@@ -227,6 +233,21 @@ impl Sealer {
             )
             .map_err(|_| SecretsError::malformed(row, "too long to encrypt"))?;
         Ok([PREFIX, &nonce, &sealed].concat())
+    }
+
+    /// [`Sealer::open`] for use: with a key set, a plain value is refused.
+    /// Plain rows are sealed at start-up (`db::sealed::prepare`, before any
+    /// is read for use), so one found afterwards was written by someone
+    /// else, perhaps a signing key of an attacker's choosing: never sign or
+    /// verify with it.
+    pub fn open_sealed(&self, row: Row<'_>, stored: &[u8]) -> Result<Opened, SecretsError> {
+        let opened = self.open(row, stored)?;
+        if self.is_on() && opened.sealed_with == SealedWith::Nothing {
+            return Err(SecretsError::Plain {
+                row: row.to_string(),
+            });
+        }
+        Ok(opened)
     }
 
     /// The secret stored as `stored` in `row`: a plain value as it is, a

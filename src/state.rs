@@ -164,8 +164,9 @@ impl ServerKeys {
         let on = sealer.is_on();
         let now = Utc::now().naive_utc();
         let lifetime = chrono::Duration::seconds(settings.access_token_ttl_secs);
+        // Start-up may take longer than a request should wait.
         let (keys, sealed) = db
-            .run(move |conn| {
+            .run_unbounded(move |conn| {
                 let sealed = sealed::prepare(conn, &sealer)?;
                 let csrf = ServerSecret::get_or_create(conn, &sealer, "csrf", now)?;
                 let signing = Arc::new(KeyRing::load(conn, &sealer, now, lifetime)?);
@@ -173,7 +174,11 @@ impl ServerKeys {
             })
             .await?;
         if sealed > 0 {
-            log::info!("encrypted {sealed} stored secrets with DZDESK_SECRETS_KEY");
+            log::warn!(
+                "encrypted {sealed} stored secrets that were not encrypted, with \
+                 DZDESK_SECRETS_KEY: expected once after the key is first set; otherwise \
+                 someone wrote plain rows into the database"
+            );
         }
         if !on {
             log::warn!(

@@ -614,3 +614,83 @@ async fn a_ciphertext_moved_to_another_row_is_detected() {
     let moved = moved.expect("refused");
     assert!(moved.contains("cannot be decrypted"), "{moved}");
 }
+
+/// The kid in a JWT's header (its signature is checked elsewhere).
+fn kid_of(token: &str) -> String {
+    let header = token.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+/// Someone with write access to the database plants a plain signing key of
+/// their own (newer than the real one) while the service runs with a key:
+/// the service never signs with it, nor publishes or trusts it. (Plain rows
+/// are sealed at start-up only; one found afterwards is not ours.)
+#[tokio::test]
+async fn a_plain_signing_key_planted_in_the_database_is_never_used() {
+    let app = spawn_app().await;
+    let creds = cc_client(&app).await;
+    let before = cc_token(&app.address, (&creds.0, &creds.1)).await;
+    assert_eq!(before.status(), 200);
+    let before: Value = before.json().await.unwrap();
+    let real_kid = kid_of(before["access_token"].as_str().unwrap());
+
+    let mut planted =
+        jwt::generate_key(Utc::now().naive_utc() + chrono::Duration::hours(1)).unwrap();
+    planted.kid = "planted-kid-0001".into();
+    let row = planted.clone();
+    app.with_conn(move |conn| {
+        diesel::insert_into(signing_keys::table)
+            .values(&row)
+            .execute(conn)
+            .unwrap();
+    })
+    .await;
+    // Reloaded on every use in tests (DZDESK_KEY_RELOAD_SECS=0).
+    for _ in 0..3 {
+        let resp = cc_token(&app.address, (&creds.0, &creds.1)).await;
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.unwrap();
+        let token = body["access_token"].as_str().unwrap();
+        assert_eq!(kid_of(token), real_kid, "signed with the planted key");
+    }
+    let jwks: Value = app
+        .get("/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !jwks.to_string().contains("planted-kid-0001"),
+        "the planted key is published: {jwks}"
+    );
+    // A token the planter signs with it is not active.
+    let forged = {
+        use jsonwebtoken::{encode, EncodingKey, Header};
+        let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("planted-kid-0001".into());
+        header.typ = Some("at+jwt".into());
+        let mut claims: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(
+                    before["access_token"]
+                        .as_str()
+                        .unwrap()
+                        .split('.')
+                        .nth(1)
+                        .unwrap(),
+                )
+                .unwrap(),
+        )
+        .unwrap();
+        claims["jti"] = Value::String("forged-jti".into());
+        encode(
+            &header,
+            &claims,
+            &EncodingKey::from_ec_der(&planted.private_key),
+        )
+        .unwrap()
+    };
+    let active = introspect_at(&app.address, (&creds.0, &creds.1), &forged).await;
+    assert_eq!(active["active"], false, "{active}");
+}

@@ -62,7 +62,7 @@ impl ServerSecret {
             return Ok(None);
         };
         let row = Row::ServerSecret(name);
-        let opened = sealer.open(row, &stored)?;
+        let opened = sealer.open_sealed(row, &stored)?;
         <[u8; 32]>::try_from(opened.secret.as_slice())
             .map(Some)
             .map_err(|_| SecretsError::malformed(row, "not 32 bytes").into())

@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use crate::db::schema::signing_keys;
 use crate::db::sealed::SealedError;
 use crate::db::AnyConnection;
-use crate::secrets::{Row, Sealer};
+use crate::secrets::{Row, Sealer, SecretsError};
 
 /// An access-token signing key, shared by every instance on the database.
 #[derive(Queryable, Selectable, Insertable, Clone)]
@@ -54,11 +54,20 @@ impl SigningKeyRow {
             .order(signing_keys::created_at.desc())
             .select(SigningKeyRow::as_select())
             .load(conn)?;
-        for row in &mut rows {
-            let opened = sealer.open(Row::SigningKey(&row.kid), &row.private_key)?;
-            row.private_key = opened.secret.to_vec();
+        let mut usable = Vec::with_capacity(rows.len());
+        for mut row in rows.drain(..) {
+            match sealer.open_sealed(Row::SigningKey(&row.kid), &row.private_key) {
+                Ok(opened) => {
+                    row.private_key = opened.secret.to_vec();
+                    usable.push(row);
+                }
+                // Not written by this service (it seals at start-up): left
+                // out, so it signs and verifies nothing.
+                Err(e @ SecretsError::Plain { .. }) => log::error!("{e}"),
+                Err(e) => return Err(e.into()),
+            }
         }
-        Ok(rows)
+        Ok(usable)
     }
 
     /// Inserts `self` (its private key sealed with `sealer`) as the new
