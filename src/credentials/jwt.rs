@@ -105,6 +105,26 @@ pub fn generate_key(now: NaiveDateTime) -> anyhow::Result<SigningKeyRow> {
     })
 }
 
+/// The row's public JWK, if it is the public half of its private key under
+/// the row's kid.
+fn consistent_jwk(row: &SigningKeyRow) -> anyhow::Result<Jwk> {
+    use p256::pkcs8::DecodePrivateKey;
+    let jwk: Jwk = serde_json::from_str(&row.public_jwk)?;
+    let key = SigningKey::from_pkcs8_der(&row.private_key)
+        .map_err(|e| anyhow::anyhow!("its private key does not parse: {e}"))?;
+    let point = key.verifying_key().to_encoded_point(false);
+    let AlgorithmParameters::EllipticCurve(ec) = &jwk.algorithm else {
+        anyhow::bail!("its public key is not an EC key");
+    };
+    let matches = point.x().map(|x| URL_SAFE_NO_PAD.encode(x)).as_deref() == Some(ec.x.as_str())
+        && point.y().map(|y| URL_SAFE_NO_PAD.encode(y)).as_deref() == Some(ec.y.as_str())
+        && jwk.common.key_id.as_deref() == Some(row.kid.as_str());
+    if !matches {
+        anyhow::bail!("its public JWK is not its private key's, or names another kid");
+    }
+    Ok(jwk)
+}
+
 /// Generates a new key that signs from now on. Older keys are retired but
 /// stay published until the tokens they signed have expired; with
 /// `revoke_previous` (a key believed stolen; seed: "Rotate compromised
@@ -177,14 +197,28 @@ impl KeyRing {
 
     /// `rows` newest first (as `load_current` returns them).
     pub fn from_rows(rows: &[SigningKeyRow]) -> anyhow::Result<Self> {
-        let active = rows
+        // The public key published and trusted is the private key's own:
+        // the `public_jwk` column is not sealed, so a row whose JWK was
+        // changed to someone else's key (or whose kid differs) is left out.
+        let consistent: Vec<(&SigningKeyRow, Jwk)> = rows
             .iter()
-            .find(|r| r.retired_at.is_none() && r.algorithm == ALGORITHM)
+            .filter(|r| r.algorithm == ALGORITHM)
+            .filter_map(|row| match consistent_jwk(row) {
+                Ok(jwk) => Some((row, jwk)),
+                Err(e) => {
+                    log::error!("signing key {} left out: {e:#}", row.kid);
+                    None
+                }
+            })
+            .collect();
+        let active = consistent
+            .iter()
+            .map(|(row, _)| *row)
+            .find(|r| r.retired_at.is_none())
             .ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
         let mut verifying = HashMap::new();
         let mut keys = Vec::new();
-        for row in rows.iter().filter(|r| r.algorithm == ALGORITHM) {
-            let jwk: Jwk = serde_json::from_str(&row.public_jwk)?;
+        for (row, jwk) in consistent {
             verifying.insert(row.kid.clone(), DecodingKey::from_jwk(&jwk)?);
             keys.push(jwk);
         }
@@ -351,6 +385,34 @@ fn to_low_s(token: String) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_row_whose_public_jwk_is_not_its_private_keys_is_left_out() {
+        let now = chrono::Utc::now().naive_utc();
+        let real = generate_key(now).unwrap();
+        let other = generate_key(now).unwrap();
+        // The attacker's public key under the real row's kid and private key.
+        let mut forged = other.clone();
+        forged.kid = "forged-kid".into();
+        let mut swapped: Jwk = serde_json::from_str(&other.public_jwk).unwrap();
+        swapped.common.key_id = Some("forged-kid".into());
+        forged.public_jwk = serde_json::to_string(&swapped).unwrap();
+        forged.private_key = real.private_key.clone();
+        forged.created_at = now + Duration::hours(1);
+        // A JWK naming another kid is refused too.
+        let mut renamed = generate_key(now).unwrap();
+        renamed.kid = "renamed".into();
+        let ring = KeyRing::from_rows(&[forged, renamed, real.clone()]).unwrap();
+        assert_eq!(ring.signing_kid(), real.kid);
+        let kids: Vec<_> = ring
+            .jwks()
+            .keys
+            .iter()
+            .map(|k| k.common.key_id.clone().unwrap())
+            .collect();
+        assert_eq!(kids, [real.kid.clone()]);
+        assert!(KeyRing::from_rows(&[]).is_err());
+    }
     use super::*;
     use chrono::DateTime;
 
