@@ -410,7 +410,7 @@ mod tests {
             .iter()
             .map(|k| k.common.key_id.clone().unwrap())
             .collect();
-        assert_eq!(kids, [real.kid.clone()]);
+        assert_eq!(kids, vec![real.kid.clone()]);
         assert!(KeyRing::from_rows(&[]).is_err());
     }
     use super::*;
