@@ -191,8 +191,10 @@ fn is_public(meta: &ClientMetadata) -> Result<bool, RegistrationError> {
 }
 
 /// Validates metadata into a client to store. `ceiling`: the scopes the
-/// metadata may ask for at most.
-fn validate(meta: &ClientMetadata, ceiling: &ScopeSet) -> Result<NewClient, RegistrationError> {
+/// metadata may ask for at most. Public for the fuzz targets (`fuzz/`):
+/// it is the whole of what a registrant's JSON can reach before the
+/// database.
+pub fn validate(meta: &ClientMetadata, ceiling: &ScopeSet) -> Result<NewClient, RegistrationError> {
     let bad = |m: String| RegistrationError::InvalidClientMetadata(m);
     let public = is_public(meta)?;
     let grant_types = meta
