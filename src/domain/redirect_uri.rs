@@ -24,6 +24,13 @@ impl RedirectUri {
         if raw.len() > 2000 || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err("redirect URI is too long or contains whitespace".into());
         }
+        // RFC 3986 has no `\` (it is `%5C`), but URL parsers read it as `/`
+        // in http(s): `http://127.0.0.1\cb` is the path `/cb` to them and
+        // all authority to `matches`, which then let the loopback port
+        // exception accept `http://127.0.0.1\cb:5555`, the path `/cb:5555`.
+        if raw.contains('\\') {
+            return Err("redirect URI must not contain a backslash (write %5C)".into());
+        }
         let url = url::Url::parse(raw)
             .map_err(|e| format!("redirect URI is not an absolute URL: {e}"))?;
         // RFC 6749 3.1.2: "The endpoint URI MUST NOT include a fragment component."
@@ -239,6 +246,23 @@ mod tests {
         assert!(v6.matches("http://[::1]:5555/cb", true));
         assert!(!v6.matches("http://[0:0:0:0:0:0:0:1]:5555/cb", true));
         assert!(!v6.matches("http://[::1]5555/cb", true));
+    }
+
+    #[test]
+    fn backslashes_are_refused() {
+        // Found by the fuzz/redirect_uri property (a match must be the same
+        // URL but for the port): registered `http://127.0.0.1\cb` matched
+        // `http://127.0.0.1\cb:5555`, which a browser reads as `/cb:5555`.
+        for bad in [
+            "http://127.0.0.1\\cb",
+            "http://localhost:3000\\callback",
+            "https://app.example.com\\cb",
+            "https://app.example.com/cb\\x",
+        ] {
+            let err = RedirectUri::parse(bad).unwrap_err();
+            assert!(err.contains("backslash"), "{bad}: {err}");
+        }
+        assert!(RedirectUri::parse("https://app.example.com/c%5Cb").is_ok());
     }
 
     #[test]
