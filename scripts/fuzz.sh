@@ -42,12 +42,16 @@ for t in "${targets[@]}"; do
   cp -f "fuzz/seeds/$t"/* "$corpus"/
   before=$(find "$artifacts" -type f | wc -l)
   log=$(mktemp)
+  # A dictionary of the input's own words (JSON names, URI pieces, escapes)
+  # lets mutations reach the structure sooner.
+  dict=()
+  [ -f "fuzz/dicts/$t.dict" ] && dict=(-dict="$root/fuzz/dicts/$t.dict")
   echo "==> $t for $seconds s"
   rc=0
   # -timeout: an input slower than 10 s is a finding too. -max_len keeps
   # inputs to what the endpoints accept in practice (a 100-entry allowlist).
   cargo +nightly fuzz run "${flags[@]}" "$t" "$corpus" -- \
-    -max_total_time="$seconds" -timeout=10 -max_len=4096 \
+    -max_total_time="$seconds" -timeout=10 -max_len=4096 "${dict[@]}" \
     -artifact_prefix="$artifacts/" -print_final_stats=1 >"$log" 2>&1 || rc=$?
   execs=$(awk '/^stat::number_of_executed_units:/ { print $2 }' "$log" | tail -n 1)
   crashes=$(( $(find "$artifacts" -type f | wc -l) - before ))

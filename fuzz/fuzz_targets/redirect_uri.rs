@@ -2,7 +2,8 @@
 //! request's `redirect_uri` against a registered one (`matches`).
 //!
 //! Input: the registered URI, a newline, the requested one (absent: the
-//! registered one with another port); the last byte picks the port.
+//! registered one with another port, set by `url` and spliced into the
+//! text); the last byte picks the port and where it is spliced.
 //! Properties: a URI that parses keeps its exact text and re-parses equal;
 //! it always matches itself; without the loopback exception matching is
 //! exact string equality; and a requested URI that matches is itself a
@@ -76,10 +77,17 @@ fuzz_target!(|data: &[u8]| {
     match requested {
         Some(requested) => check_match(&registered, requested),
         None => {
+            let port = 1024 + u16::from(port_byte);
             // The registered URI with another port, spelled as `url` does.
             let mut other = url.clone();
-            if other.set_port(Some(1024 + u16::from(port_byte))).is_ok() {
+            if other.set_port(Some(port)).is_ok() {
                 check_match(&registered, other.as_str());
+            }
+            // And spliced into its text wherever the byte says: the port
+            // exception must find the authority where a browser does.
+            let at = usize::from(port_byte) % (raw.len() + 1);
+            if raw.is_char_boundary(at) {
+                check_match(&registered, &format!("{}:{port}{}", &raw[..at], &raw[at..]));
             }
         }
     }

@@ -2,8 +2,10 @@
 //! /oauth/register/{id}` (RFC 7591 2, RFC 7592 2.2): decoded by serde, then
 //! `registration::validate` against the registering credential's scopes.
 //!
-//! Input: the JSON body. It is validated under two ceilings, `admin` (which
-//! covers everything) and `requests:read requests:write`.
+//! Input: the JSON body (starting with `{`), or bytes that choose each
+//! field from the values the validator knows and some it must refuse. It is
+//! validated under two ceilings, `admin` (which covers everything) and
+//! `requests:read requests:write`.
 //! Properties: accepted metadata, written back as the metadata of the
 //! client it makes (as a client reads it and sends it again on update),
 //! re-validates to the same client; what is accepted keeps every rule:
@@ -113,8 +115,114 @@ fn check(meta: &ClientMetadata, ceiling: &ScopeSet) {
     );
 }
 
+/// The input's bytes as choices.
+struct Choices<'a>(std::slice::Iter<'a, u8>);
+
+impl Choices<'_> {
+    fn byte(&mut self) -> u8 {
+        self.0.next().copied().unwrap_or(0)
+    }
+
+    fn pick<'v>(&mut self, vocabulary: &[&'v str]) -> &'v str {
+        vocabulary[usize::from(self.byte()) % vocabulary.len()]
+    }
+
+    /// A field absent, null, empty, or a value: `None` when absent.
+    fn field(&mut self, list: bool, vocabulary: &[&str]) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        Some(match self.byte() % 4 {
+            0 => return None,
+            1 => Value::Null,
+            2 if list => Value::Array(Vec::new()),
+            2 => Value::String(String::new()),
+            _ if list => {
+                let n = 1 + self.byte() % 3;
+                Value::Array((0..n).map(|_| self.pick(vocabulary).into()).collect())
+            }
+            _ => self.pick(vocabulary).into(),
+        })
+    }
+}
+
+/// Metadata built from choices (inputs that do not start with `{`): each
+/// field absent, null, empty, or made of values the validator knows and
+/// some it must refuse, so that combinations that mutated JSON text rarely
+/// spells (an empty list, a public client_credentials client) come soon.
+fn generated(data: &[u8]) -> serde_json::Value {
+    let long_name = "n".repeat(101);
+    let fields: [(&str, bool, Vec<&str>); 7] = [
+        (
+            "redirect_uris",
+            true,
+            vec![
+                "https://app.example.com/cb",
+                "http://127.0.0.1/cb",
+                "http://[::1]:8080/cb?x=1",
+                "http://localhost:3000/cb",
+                "https://*.example.com/cb",
+                "http://app.example.com/cb",
+                "https://app.example.com/cb#f",
+                "",
+            ],
+        ),
+        (
+            "grant_types",
+            true,
+            vec![
+                "authorization_code",
+                "refresh_token",
+                "client_credentials",
+                "password",
+                "",
+            ],
+        ),
+        ("response_types", true, vec!["code", "token", ""]),
+        (
+            "token_endpoint_auth_method",
+            false,
+            vec![
+                "client_secret_basic",
+                "client_secret_post",
+                "none",
+                "private_key_jwt",
+            ],
+        ),
+        (
+            "client_name",
+            false,
+            vec!["App", "  padded  ", "bell\u{7}", "  ", &long_name],
+        ),
+        (
+            "scope",
+            false,
+            vec![
+                "requests:read",
+                "requests:read requests:write",
+                "admin",
+                "users:write users:read",
+                " ",
+                "openid",
+            ],
+        ),
+        ("client_id", false, vec!["client_1"]),
+    ];
+    let mut choices = Choices(data.iter());
+    let mut object = serde_json::Map::new();
+    for (name, list, vocabulary) in &fields {
+        if let Some(value) = choices.field(*list, vocabulary) {
+            object.insert((*name).to_owned(), value);
+        }
+    }
+    serde_json::Value::Object(object)
+}
+
 fuzz_target!(|data: &[u8]| {
-    let Ok(meta) = serde_json::from_slice::<ClientMetadata>(data) else {
+    let meta = if data.first() == Some(&b'{') {
+        serde_json::from_slice::<ClientMetadata>(data)
+    } else {
+        serde_json::from_value::<ClientMetadata>(generated(data))
+    };
+    let Ok(meta) = meta else {
         return;
     };
     for ceiling in ["admin", "requests:read requests:write"] {
