@@ -28,9 +28,8 @@ fn hop(raw: &str) -> Option<IpAddr> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
+    // Header values are bytes; the service reads them lossily (AppState::client_ip).
+    let text = String::from_utf8_lossy(data);
     let mut lines = text.split('\n');
     let Ok(proxies) = TrustedProxies::parse(lines.next().unwrap_or_default()) else {
         return;
