@@ -93,13 +93,22 @@ fn parse_entry(raw: &str) -> Result<IpNet, String> {
     if entry.contains('/') {
         let net: IpNet = entry.parse().map_err(|_| invalid())?;
         // A mapped IPv4 network in IPv6 form would never match the
-        // normalised (IPv4) client address.
+        // normalised (IPv4) client address. Below /96 it is an IPv6 network
+        // that spans all of the mapped range, and an IPv6 network never
+        // matches an IPv4 client: refused, rather than accepted naming an
+        // address it cannot match (or widened to every IPv4 address).
         let net = match net {
             IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
                 Some(v4) if v6.prefix_len() >= 96 => {
                     IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).map_err(|_| invalid())?
                 }
-                _ => net,
+                Some(_) => {
+                    let shown: String = entry.chars().take(60).collect();
+                    return Err(format!(
+                        "entries: '{shown}' is an IPv4 address in IPv6 form: its prefix must be /96 or longer (or write the IPv4 network)"
+                    ));
+                }
+                None => net,
             },
             v4 => v4,
         };
@@ -129,7 +138,8 @@ impl TrustedProxies {
         self.0.is_empty()
     }
 
-    fn trusts(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` (normalised, see [`normalize`]) is a trusted proxy.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|net| net.contains(&ip))
     }
 
@@ -250,6 +260,26 @@ mod tests {
             IpAllowlist::parse_entries(&["::ffff:127.0.0.2", "::ffff:10.0.0.0/104"]).unwrap();
         assert_eq!(list.entries(), ["127.0.0.2/32", "10.0.0.0/8"]);
         assert!(list.allows(Some(ip("127.0.0.2"))));
+    }
+
+    #[test]
+    fn a_mapped_address_with_a_prefix_shorter_than_96_is_refused() {
+        // Found by fuzz/allowlist: `::ffff:10.0.0.0/52` was accepted, and
+        // allowed neither 10.0.0.0 nor any IPv4 client.
+        for bad in ["::ffff:10.0.0.0/52", "::ffff:10.0.0.0/95", "::ffff:0:0/0"] {
+            let err = IpAllowlist::parse_entries(&[bad]).unwrap_err();
+            assert!(
+                err.contains(&format!("'{bad}'")) && err.contains("/96"),
+                "{err}"
+            );
+            assert!(TrustedProxies::parse(bad).is_err(), "{bad}");
+        }
+        // An IPv6 network over the mapped range still is one, for IPv6 only.
+        let v6 = IpAllowlist::parse_entries(&["::/64"]).unwrap();
+        assert!(v6.allows(Some(ip("::1"))));
+        assert!(!v6.allows(Some(ip("::ffff:10.0.0.1"))));
+        let mapped = IpAllowlist::parse_entries(&["::ffff:10.0.0.0/96"]).unwrap();
+        assert_eq!(mapped.entries(), ["0.0.0.0/0"]);
     }
 
     #[test]

@@ -24,6 +24,13 @@ impl RedirectUri {
         if raw.len() > 2000 || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err("redirect URI is too long or contains whitespace".into());
         }
+        // RFC 3986 has no `\` (it is `%5C`), but URL parsers read it as `/`
+        // in http(s): `http://127.0.0.1\cb` is the path `/cb` to them and
+        // all authority to `matches`, which then let the loopback port
+        // exception accept `http://127.0.0.1\cb:5555`, the path `/cb:5555`.
+        if raw.contains('\\') {
+            return Err("redirect URI must not contain a backslash (write %5C)".into());
+        }
         let url = url::Url::parse(raw)
             .map_err(|e| format!("redirect URI is not an absolute URL: {e}"))?;
         // RFC 6749 3.1.2: "The endpoint URI MUST NOT include a fragment component."
@@ -37,7 +44,13 @@ impl RedirectUri {
         match url.scheme() {
             "https" if url.host().is_some() => {}
             // RFC 8252 7.3 / RFC 9700 2.1: plain http only for loopback.
-            "http" if loopback => {}
+            "http" if loopback && splits_as_parsed(raw, &url) => {}
+            "http" if loopback => {
+                return Err(
+                    "loopback redirect URIs must be written plainly: http://HOST[:PORT]/path, HOST as 127.0.0.1, [::1] or localhost"
+                        .into(),
+                )
+            }
             "http" => {
                 return Err(
                     "http redirect URIs are allowed only on loopback (127.0.0.1, [::1], localhost)"
@@ -87,6 +100,20 @@ impl RedirectUri {
             _ => false,
         }
     }
+}
+
+/// Whether [`split_port`] finds in `raw` the scheme and host that `url`
+/// (the URL parser, as a browser) found. The loopback port exception of
+/// [`RedirectUri::matches`] works on the text; a registration it would
+/// misread, such as `http:[::1]//x/t://127.0.0.1/cb` (no `//` after the
+/// scheme, another `://` in the path: the "port" went into the path) or
+/// `http://@127.0.0.1/cb`, is refused instead.
+fn splits_as_parsed(raw: &str, url: &url::Url) -> bool {
+    let Some((scheme, host)) = split_port(raw).and_then(|s| s.origin.split_once("://")) else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case(url.scheme())
+        && url.host_str().is_some_and(|h| h.eq_ignore_ascii_case(host))
 }
 
 /// A URI split textually around its port: `scheme://host`, the port, and
@@ -239,6 +266,49 @@ mod tests {
         assert!(v6.matches("http://[::1]:5555/cb", true));
         assert!(!v6.matches("http://[0:0:0:0:0:0:0:1]:5555/cb", true));
         assert!(!v6.matches("http://[::1]5555/cb", true));
+    }
+
+    #[test]
+    fn backslashes_are_refused() {
+        // Found by the fuzz/redirect_uri property (a match must be the same
+        // URL but for the port): registered `http://127.0.0.1\cb` matched
+        // `http://127.0.0.1\cb:5555`, which a browser reads as `/cb:5555`.
+        for bad in [
+            "http://127.0.0.1\\cb",
+            "http://localhost:3000\\callback",
+            "https://app.example.com\\cb",
+            "https://app.example.com/cb\\x",
+        ] {
+            let err = RedirectUri::parse(bad).unwrap_err();
+            assert!(err.contains("backslash"), "{bad}: {err}");
+        }
+        assert!(RedirectUri::parse("https://app.example.com/c%5Cb").is_ok());
+    }
+
+    #[test]
+    fn loopback_redirects_must_be_written_as_the_port_exception_reads_them() {
+        // Found by fuzz/redirect_uri: registered
+        // `http:[::1]//[:::00]/t://127.0.0.1/c7/cb` (host [::1] to a
+        // browser) matched the same with `:1057` spliced into its path.
+        for bad in [
+            "http:[::1]//[:::00]/t://127.0.0.1/c7/cb",
+            "http:127.0.0.1/cb",
+            "http:///127.0.0.1/cb",
+            "http://@127.0.0.1/cb",
+            "http://127.1/cb",
+            "http://[0:0:0:0:0:0:0:1]/cb",
+            "http://127.0.0.1:080/cb",
+        ] {
+            let err = RedirectUri::parse(bad).unwrap_err();
+            assert!(err.contains("plainly"), "{bad}: {err}");
+        }
+        for ok in [
+            "HTTP://LOCALHOST:3000/cb",
+            "http://[::1]/cb",
+            "http://127.0.0.1",
+        ] {
+            assert!(RedirectUri::parse(ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]

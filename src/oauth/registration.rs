@@ -207,10 +207,21 @@ fn is_public(meta: &ClientMetadata) -> Result<bool, RegistrationError> {
 }
 
 /// Validates metadata into a client to store. `ceiling`: the scopes the
-/// metadata may ask for at most.
-fn validate(meta: &ClientMetadata, ceiling: &ScopeSet) -> Result<NewClient, RegistrationError> {
+/// metadata may ask for at most. Public for the fuzz targets (`fuzz/`):
+/// it is the whole of what a registrant's JSON can reach before the
+/// database.
+pub fn validate(meta: &ClientMetadata, ceiling: &ScopeSet) -> Result<NewClient, RegistrationError> {
     let bad = |m: String| RegistrationError::InvalidClientMetadata(m);
     let public = is_public(meta)?;
+    // RFC 7591 2: omitted means `authorization_code`. An empty list asks
+    // for no grant at all; passed on, `NewClient::parse` would read it as
+    // the operator's default and register authorization_code and
+    // refresh_token, which nobody asked for.
+    if meta.grant_types.as_ref().is_some_and(Vec::is_empty) {
+        return Err(bad(
+            "grant_types may not be empty (omit it for authorization_code)".into(),
+        ));
+    }
     let grant_types = meta
         .grant_types
         .clone()
@@ -450,4 +461,34 @@ pub fn update(
 pub fn delete(conn: &mut AnyConnection, client: &Client) -> Result<(), RegistrationError> {
     diesel::delete(clients::table.find(&client.id)).execute(conn)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(json: &str) -> ClientMetadata {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn an_empty_grant_types_list_is_refused_not_read_as_a_default() {
+        // Found by the fuzz/registration property (the grant types are the
+        // ones asked for): `[]` registered authorization_code and
+        // refresh_token.
+        let ceiling = ScopeSet::from_iter([Scope::Admin]);
+        for json in [
+            r#"{"redirect_uris": ["https://app.example.com/cb"], "grant_types": []}"#,
+            r#"{"redirect_uris": ["https://app.example.com/cb"], "grant_types": [], "response_types": []}"#,
+        ] {
+            let err = validate(&meta(json), &ceiling).unwrap_err();
+            assert_eq!(err.code(), "invalid_client_metadata", "{json}");
+            assert!(err.to_string().contains("grant_types"), "{err}");
+        }
+        let omitted = meta(r#"{"redirect_uris": ["https://app.example.com/cb"]}"#);
+        assert_eq!(
+            validate(&omitted, &ceiling).unwrap().grant_types,
+            [GrantType::AuthorizationCode]
+        );
+    }
 }

@@ -56,6 +56,12 @@ impl FormParams {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }
+
+    /// Every parameter, in no particular order (the fuzz targets compare
+    /// what was parsed with the body).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
 }
 
 /// What the token endpoint hands out.

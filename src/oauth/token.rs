@@ -67,8 +67,14 @@ pub fn client_auth(
                 .split_once(':')
                 .ok_or_else(|| OAuthError::InvalidClient("malformed Basic credentials".into()))?;
             // RFC 6749 2.3.1: id and secret are form-urlencoded before they
-            // go into the Basic header, so decode them.
-            Some((form_decode(id.as_bytes())?, form_decode(secret.as_bytes())?))
+            // go into the Basic header, so decode them. One that is not
+            // UTF-8 once decoded is as malformed as the rest (`invalid_client`
+            // and its 401), not an error in the request body.
+            let decode = |part: &str| {
+                form_decode(part.as_bytes())
+                    .map_err(|_| OAuthError::InvalidClient("malformed Basic credentials".into()))
+            };
+            Some((decode(id)?, decode(secret)?))
         }
         None => None,
     };
@@ -202,6 +208,17 @@ mod tests {
                 secret: "p:ss".into()
             }
         );
+    }
+
+    #[test]
+    fn basic_credentials_that_decode_to_invalid_utf8_are_invalid_client() {
+        // Found by fuzz/basic_auth: `%B0` in the id was "the request body is
+        // not valid UTF-8" (invalid_request).
+        for (id, secret) in [("my%B0client", "s"), ("c", "%FF%FE")] {
+            let err = client_auth(Some(&basic(id, secret)), &params("")).unwrap_err();
+            assert_eq!(err.code(), "invalid_client", "{id}:{secret}");
+            assert_eq!(err.to_string(), "malformed Basic credentials");
+        }
     }
 
     #[test]
