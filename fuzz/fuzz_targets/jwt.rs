@@ -46,6 +46,11 @@ fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
         let mut row = generate_key(Default::default()).expect("a key");
+        // The fixed kid in the row and in its JWK alike: a ring leaves out
+        // a key whose JWK names another kid.
+        let mut jwk: serde_json::Value = serde_json::from_str(&row.public_jwk).expect("our JWK");
+        jwk["kid"] = KID.into();
+        row.public_jwk = jwk.to_string();
         row.kid = KID.to_owned();
         Keys {
             ring: KeyRing::from_rows(std::slice::from_ref(&row)).expect("a ring"),
