@@ -483,10 +483,13 @@ pub async fn https_only(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let secure = match req.app_data::<HttpsOnly>() {
-        Some(policy) if policy.required => {
+    // The issuer to send a refused request to: production mode, not over
+    // https, and not a probe. Taken out here, while the request is borrowed.
+    let surface = Surface::of(req.path());
+    let refused = match req.app_data::<HttpsOnly>() {
+        Some(policy) if policy.required && surface != Surface::Probe => {
             // True only on the rustls listener (actix's per-listener config).
-            req.app_config().secure()
+            let secure = req.app_config().secure()
                 || policy.trusted_proxies.forwarded_https(
                     req.peer_addr(),
                     // An unreadable value counts as one that is not https:
@@ -494,17 +497,17 @@ pub async fn https_only(
                     req.headers()
                         .get_all("x-forwarded-proto")
                         .map(|v| v.to_str().unwrap_or("")),
-                )
+                );
+            (!secure).then(|| policy.issuer.clone())
         }
-        _ => true,
+        _ => None,
     };
-    let surface = Surface::of(req.path());
-    if secure || surface == Surface::Probe {
+    let Some(issuer) = refused else {
         return next
             .call(req)
             .await
             .map(ServiceResponse::map_into_boxed_body);
-    }
+    };
     const MESSAGE: &str = "HTTPS is required: send this request to the https:// URL";
     let resp = match surface {
         Surface::Api => crate::error::ApiError::Forbidden(MESSAGE.into()).error_response(),
@@ -515,9 +518,6 @@ pub async fn https_only(
                 actix_web::http::Method::GET | actix_web::http::Method::HEAD
             ) =>
         {
-            let issuer = req
-                .app_data::<HttpsOnly>()
-                .map_or("", |p| p.issuer.as_str());
             // The issuer, then the request's own path and query (an
             // origin-form target; anything else, `*` say, goes to `/`).
             let target = match req.uri().path_and_query().map(|p| p.as_str()) {
