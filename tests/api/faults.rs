@@ -522,26 +522,36 @@ fn tampered(token: &str) -> String {
 /// confidential service client (client_credentials, may introspect every
 /// token) and a user on a plan whose limit never triggers, with an API key.
 /// Returns (client_id, secret, API key).
+/// A confidential client_credentials client that may introspect every
+/// token, made directly: (id, secret).
+fn service_client(
+    conn: &mut dzdesk_auth::db::AnyConnection,
+    now: chrono::NaiveDateTime,
+) -> (String, String) {
+    let client = register(
+        conn,
+        NewClient::parse(ClientRequest {
+            name: "Service".into(),
+            redirect_uris: vec!["https://app.example/cb".into()],
+            scope: "requests:read".into(),
+            public: false,
+            grant_types: vec!["client_credentials".into()],
+            require_pkce: false,
+            introspect: true,
+        })
+        .unwrap(),
+        now,
+    )
+    .unwrap();
+    (client.client.id, client.secret.unwrap())
+}
+
 async fn fixtures(url: &str) -> (String, String, String) {
     let url = DatabaseUrl::parse(url).unwrap();
     tokio::task::spawn_blocking(move || {
         let mut conn = Database::establish(&url).expect("connect");
         let now = Utc::now().naive_utc();
-        let client = register(
-            &mut conn,
-            NewClient::parse(ClientRequest {
-                name: "Service".into(),
-                redirect_uris: vec!["https://app.example/cb".into()],
-                scope: "requests:read".into(),
-                public: false,
-                grant_types: vec!["client_credentials".into()],
-                require_pkce: false,
-                introspect: true,
-            })
-            .unwrap(),
-            now,
-        )
-        .unwrap();
+        let (client_id, client_secret) = service_client(&mut conn, now);
         let user = dzdesk_auth::accounts::create_user(
             &mut conn,
             &Email::parse("ann@example.com").unwrap(),
@@ -563,7 +573,7 @@ async fn fixtures(url: &str) -> (String, String, String) {
             Utc::now(),
         )
         .unwrap();
-        (client.client.id, client.secret.unwrap(), key.key)
+        (client_id, client_secret, key.key)
     })
     .await
     .unwrap()
@@ -638,7 +648,7 @@ async fn postgres_stopping_under_load_gives_prompt_503s_and_recovers_without_a_r
         s.wait_logged(started, VIEW_LIVE, Duration::from_secs(10))
             .await;
     }
-    let http = reqwest::Client::builder()
+    let http = crate::helpers::client_builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
@@ -1042,7 +1052,7 @@ async fn a_postgres_that_stops_answering_costs_no_request_more_than_the_timeout(
     .await;
     let (client_id, secret, api_key) = fixtures(&url).await;
     let load = Load {
-        http: reqwest::Client::builder()
+        http: crate::helpers::client_builder()
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap(),
@@ -1136,7 +1146,7 @@ async fn two_instances_starting_at_once_on_an_empty_database_share_one_signing_k
     for round in 0..4 {
         let db = TestDatabase::new();
         let (a, b) = tokio::join!(Service::start(&db.url, &[]), Service::start(&db.url, &[]));
-        let http = reqwest::Client::new();
+        let http = crate::helpers::client_builder().build().unwrap();
         for s in [&a, &b] {
             let ready = http.get(s.url("/readyz")).send().await.unwrap();
             assert_eq!(ready.status(), 200, "round {round}: {}", text(&s.log));
@@ -1152,22 +1162,8 @@ async fn two_instances_starting_at_once_on_an_empty_database_share_one_signing_k
                 .get_result(&mut conn)
                 .unwrap();
             let secrets: i64 = server_secrets::table.count().get_result(&mut conn).unwrap();
-            let client = register(
-                &mut conn,
-                NewClient::parse(ClientRequest {
-                    name: "Service".into(),
-                    redirect_uris: vec!["https://app.example/cb".into()],
-                    scope: "requests:read".into(),
-                    public: false,
-                    grant_types: vec!["client_credentials".into()],
-                    require_pkce: false,
-                    introspect: true,
-                })
-                .unwrap(),
-                Utc::now().naive_utc(),
-            )
-            .unwrap();
-            (current, secrets, client.client.id, client.secret.unwrap())
+            let (client_id, secret) = service_client(&mut conn, Utc::now().naive_utc());
+            (current, secrets, client_id, secret)
         })
         .await
         .unwrap();
@@ -1246,7 +1242,7 @@ async fn redis_killed_under_load_limits_in_process_then_counts_in_the_new_redis(
     let mut tasks = Vec::new();
     for _ in 0..3 {
         let (base, key) = (app.address.clone(), load_key.clone());
-        let http = reqwest::Client::new();
+        let http = crate::helpers::client_builder().build().unwrap();
         tasks.push(tokio::spawn(run.clone().drive(
             "/v1/me",
             Surface::V1,
@@ -1267,7 +1263,7 @@ async fn redis_killed_under_load_limits_in_process_then_counts_in_the_new_redis(
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let readiness = |app_url: String| async move {
-        reqwest::get(app_url)
+        crate::helpers::http_get(app_url)
             .await
             .unwrap()
             .json::<Value>()
