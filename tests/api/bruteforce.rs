@@ -15,7 +15,7 @@ const WRONG_PAGE: &str = "Wrong email or password.";
 
 /// A browser (cookie jar) whose requests leave from `from`.
 pub fn browser_from(from: &str) -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::helpers::client_builder()
         .cookie_store(true)
         .redirect(Policy::none())
         .local_address(from.parse::<std::net::IpAddr>().unwrap())
@@ -271,7 +271,7 @@ async fn a_hundred_failures_from_many_addresses_lock_the_account_for_everyone() 
 }
 
 async fn token(app: &TestApp, from: &str, id: &str, secret: &str) -> Response {
-    reqwest::Client::builder()
+    crate::helpers::client_builder()
         .local_address(from.parse::<std::net::IpAddr>().unwrap())
         .build()
         .unwrap()

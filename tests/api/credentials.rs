@@ -379,7 +379,7 @@ async fn revoke_previous_kills_every_token_of_the_old_key_on_every_instance_for_
             let (base, access) = (base.clone(), access.clone());
             async move {
                 api_with(
-                    &reqwest::Client::new(),
+                    &crate::helpers::client_builder().build().unwrap(),
                     &base,
                     Method::GET,
                     "/v1/me",
@@ -395,7 +395,7 @@ async fn revoke_previous_kills_every_token_of_the_old_key_on_every_instance_for_
         .await;
         assert!(refused, "{base}: the old key's token still works");
         assert_eq!(introspect_at(&base, creds, &access).await, inactive());
-        let jwks: Value = reqwest::get(format!("{base}/.well-known/jwks.json"))
+        let jwks: Value = crate::helpers::http_get(format!("{base}/.well-known/jwks.json"))
             .await
             .unwrap()
             .json()
@@ -525,7 +525,7 @@ async fn revoking_a_key_revokes_the_keys_it_minted_and_theirs() {
         let base = app.address.clone();
         async move {
             let reply = api_with(
-                &reqwest::Client::new(),
+                &crate::helpers::client_builder().build().unwrap(),
                 &base,
                 Method::POST,
                 "/v1/api-keys",

@@ -41,7 +41,7 @@ async fn readyz_is_503_when_the_database_is_down() {
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
 
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client_builder().build().unwrap();
     let live = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(live.status(), 200);
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();

@@ -231,10 +231,23 @@ pub async fn spawn_second_instance(app: &TestApp) -> (String, ServerHandle) {
     (address, handle)
 }
 
-/// A browser-like client: cookies on, redirects off.
-pub fn new_client() -> reqwest::Client {
+/// Every test's reqwest client starts here: reqwest's rustls has no crypto
+/// provider of its own, so building a client before the process-wide one
+/// is installed panics ("No provider set"), in whichever test builds the
+/// first client.
+pub fn client_builder() -> reqwest::ClientBuilder {
     init_test_logging();
     reqwest::Client::builder()
+}
+
+/// `reqwest::get` through [`client_builder`].
+pub async fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    client_builder().build()?.get(url).send().await
+}
+
+/// A browser-like client: cookies on, redirects off.
+pub fn new_client() -> reqwest::Client {
+    client_builder()
         .redirect(Policy::none())
         .cookie_store(true)
         .build()

@@ -80,7 +80,7 @@ impl TestCa {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-        reqwest::Client::builder()
+        crate::helpers::client_builder()
             .use_preconfigured_tls(config)
             .redirect(Policy::none())
             .cookie_store(true)
@@ -196,7 +196,7 @@ async fn signing_in_over_tls_sets_a_host_prefixed_secure_session_cookie() {
 
 /// A plain-HTTP client whose requests leave from `from` (a loopback address).
 fn plain_from(from: &str) -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::helpers::client_builder()
         .local_address(from.parse::<IpAddr>().unwrap())
         .redirect(Policy::none())
         .build()

@@ -65,7 +65,7 @@ async fn oauth2_crate_with_chromium_runs_code_pkce_and_refresh() {
         .set_auth_uri(AuthUrl::new(app.url("/oauth/authorize")).unwrap())
         .set_token_uri(TokenUrl::new(app.url("/oauth/token")).unwrap())
         .set_redirect_uri(RedirectUrl::new(redirect.clone()).unwrap());
-    let http = reqwest::Client::builder()
+    let http = crate::helpers::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

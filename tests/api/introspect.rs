@@ -38,7 +38,9 @@ pub(crate) async fn call(
     creds: Option<(&str, &str)>,
     form: &[(&str, &str)],
 ) -> Response {
-    let mut req = reqwest::Client::new()
+    let mut req = crate::helpers::client_builder()
+        .build()
+        .unwrap()
         .post(format!("{base}{path}"))
         .form(form);
     if let Some((id, secret)) = creds {

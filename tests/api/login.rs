@@ -338,7 +338,7 @@ async fn signing_in_again_ends_the_session_the_browser_came_with() {
     let old = cookie_value(&first, "dzdesk_session").unwrap();
     // The same browser posts a sign-in form again (one left open in another
     // tab): its cookies are set by hand, so that both go with the post.
-    let bare = reqwest::Client::builder()
+    let bare = crate::helpers::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

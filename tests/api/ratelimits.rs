@@ -369,7 +369,7 @@ async fn two_instances_on_one_redis_share_one_budget() {
     let (second, handle) = spawn_second_instance(&app).await;
     let user = app.create_user("ann@example.com", Role::Agent).await;
     let (_, key) = key_for(&app, &user, "requests:read").await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client_builder().build().unwrap();
     for i in 0..60 {
         let base = if i % 2 == 0 { &app.address } else { &second };
         let (status, limit, remaining, _, _) = limits(&client, base, "/v1/me", Some(&key)).await;
@@ -408,7 +408,7 @@ async fn parallel_requests_on_two_instances_get_exactly_the_limit_through() {
     let (second, handle) = spawn_second_instance(&app).await;
     let user = app.create_user("ann@example.com", Role::Agent).await;
     let (_, key) = key_for(&app, &user, "requests:read").await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client_builder().build().unwrap();
     let started = std::time::Instant::now();
     let answers = futures_util::future::join_all((0..150).map(|i| {
         let base = if i % 2 == 0 {
@@ -454,7 +454,7 @@ async fn colleagues_signing_in_at_once_lock_nothing_in_redis() {
 
 /// The body of `/readyz` (200 whether ready or degraded).
 async fn readiness(app: &TestApp) -> Value {
-    let resp = reqwest::get(app.url("/readyz")).await.unwrap();
+    let resp = crate::helpers::http_get(app.url("/readyz")).await.unwrap();
     assert_eq!(resp.status(), 200);
     resp.json().await.unwrap()
 }
@@ -656,7 +656,7 @@ async fn a_lock_counted_while_redis_was_away_holds_when_it_is_back() {
         "Redis saw one failure; this process saw the lock"
     );
     // The refusal asked no one; a /v1 request tries Redis again.
-    reqwest::get(app.url("/v1/me")).await.unwrap();
+    crate::helpers::http_get(app.url("/v1/me")).await.unwrap();
     let ready = readiness(&app).await;
     assert_eq!(ready["status"], "ready", "Redis is used again");
 }
@@ -671,7 +671,7 @@ async fn two_instances_on_one_redis_share_the_sign_in_throttle() {
     let (second, handle) = spawn_second_instance(&app).await;
     app.create_user("ann@example.com", Role::Agent).await;
     let sign_in = |base: String, password: &'static str| async move {
-        let browser = reqwest::Client::builder()
+        let browser = crate::helpers::client_builder()
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -432,7 +432,7 @@ async fn serve_log(db: &TestDatabase, key: Option<&str>) -> Vec<String> {
         )
         .await;
         assert_eq!(resp.status(), 401);
-        let jwks = reqwest::get(format!("{base}/.well-known/jwks.json"))
+        let jwks = crate::helpers::http_get(format!("{base}/.well-known/jwks.json"))
             .await
             .unwrap();
         assert_eq!(jwks.status(), 200);

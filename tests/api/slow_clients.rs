@@ -117,7 +117,7 @@ async fn fifty_slow_sockets_leave_healthz_fast() {
         slow.push(tokio::spawn(answer_to_dribble(stream)));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client_builder().build().unwrap();
     for i in 0..10 {
         let started = Instant::now();
         let resp = client.get(app.url("/healthz")).send().await.unwrap();
@@ -150,7 +150,7 @@ async fn past_the_connection_cap_new_connections_wait_until_one_closes() {
         );
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client_builder().build().unwrap();
     let waiting = tokio::time::timeout(
         Duration::from_millis(700),
         client.get(app.url("/healthz")).send(),

@@ -47,7 +47,7 @@ impl Reply {
 
 /// A client whose requests leave from `from` (a loopback address).
 pub fn client_from(from: &str) -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::helpers::client_builder()
         .local_address(from.parse::<IpAddr>().unwrap())
         .build()
         .unwrap()
@@ -994,7 +994,7 @@ async fn a_key_revoked_on_one_instance_is_refused_by_another() {
         let base = second.clone();
         async move {
             api_with(
-                &reqwest::Client::new(),
+                &crate::helpers::client_builder().build().unwrap(),
                 &base,
                 Method::GET,
                 "/v1/me",
