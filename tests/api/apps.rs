@@ -48,7 +48,9 @@ async fn the_page_lists_granted_clients_and_revoke_ends_every_token() {
     assert!(html.contains("Test App"));
     assert!(html.contains(&format!("data-client-id=\"{}\"", flow.client_id)));
     assert!(html.contains(r#"data-scope="requests:write""#));
-    let token = hidden_input(&html, "csrf_token").unwrap();
+    // The revoke form's token (the header's Sign out form has its own).
+    let form = html.find(r#"action="/settings/apps/revoke""#).unwrap();
+    let token = hidden_input(&html[form..], "csrf_token").unwrap();
     // A code issued (remembered consent) but not redeemed before the revoke.
     let pending = flow
         .code(&crate::oauth_flow::AuthRequest::new(&flow.client_id, None))

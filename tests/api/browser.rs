@@ -144,7 +144,7 @@ async fn browser_signs_in_and_out_through_the_login_page() {
     // The stylesheet loaded under the CSP.
     let color = c
         .execute(
-            "return getComputedStyle(document.querySelector('button')).backgroundColor",
+            "return getComputedStyle(document.querySelector('#sign-out-everywhere')).backgroundColor",
             vec![],
         )
         .await

@@ -22,6 +22,7 @@ mod logging;
 mod login;
 mod metadata;
 mod oauth_flow;
+mod pages;
 mod ratelimits;
 mod refresh;
 mod register;

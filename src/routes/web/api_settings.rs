@@ -16,6 +16,7 @@ use crate::auth::csrf::CsrfBinding;
 use crate::domain::IpAllowlist;
 use crate::domain::{Role, Scope};
 use crate::error::{ApiError, WebError};
+use crate::routes::web::nav::{Nav, Section};
 use crate::routes::web::session::{MaybeSignedIn, SignedIn};
 use crate::routes::web::{render, see_other, FORM_LIMIT_BYTES};
 use crate::state::AppState;
@@ -85,7 +86,7 @@ impl Draft {
 #[derive(Template)]
 #[template(path = "api_settings.html")]
 struct SettingsPage<'a> {
-    email: &'a str,
+    nav: Nav,
     /// "Standard: 60 requests per minute".
     plan: String,
     scope_options: Vec<ScopeOption>,
@@ -106,7 +107,7 @@ struct SettingsPage<'a> {
 #[derive(Template)]
 #[template(path = "api_key_created.html")]
 struct CreatedPage<'a> {
-    email: &'a str,
+    nav: Nav,
     created: &'a CreatedKey,
     expires: String,
 }
@@ -221,7 +222,7 @@ async fn settings_page(
     render(
         status,
         &SettingsPage {
-            email: &signed_in.user.email,
+            nav: Nav::new(state, signed_in, Section::ApiKeys),
             plan: signed_in
                 .user
                 .plan()
@@ -415,7 +416,7 @@ pub async fn create_key(
     render(
         StatusCode::OK,
         &CreatedPage {
-            email: &signed_in.user.email,
+            nav: Nav::new(&state, &signed_in, Section::ApiKeys),
             expires: created
                 .expires_at
                 .as_deref()

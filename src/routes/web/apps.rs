@@ -11,6 +11,7 @@ use crate::auth::csrf::CsrfBinding;
 use crate::db::models::{ConnectedApp, ConsentRow};
 use crate::domain::{Scope, ScopeSet};
 use crate::error::WebError;
+use crate::routes::web::nav::{Nav, Section};
 use crate::routes::web::session::MaybeSignedIn;
 use crate::routes::web::{render, see_other};
 use crate::state::AppState;
@@ -27,7 +28,7 @@ struct AppView {
 #[derive(Template)]
 #[template(path = "apps.html")]
 struct AppsPage<'a> {
-    email: &'a str,
+    nav: Nav,
     apps: Vec<AppView>,
     csrf_token: &'a str,
     revoked: bool,
@@ -78,7 +79,7 @@ pub async fn apps_get(
     render(
         StatusCode::OK,
         &AppsPage {
-            email: &signed_in.user.email,
+            nav: Nav::new(&state, &signed_in, Section::ConnectedApps),
             apps: apps.into_iter().map(view).collect(),
             csrf_token: &token,
             revoked: query.revoked.is_some(),

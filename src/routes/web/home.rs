@@ -8,7 +8,8 @@ use crate::auth::csrf::CsrfBinding;
 use crate::db::models::Session;
 use crate::domain::Scope;
 use crate::error::WebError;
-use crate::routes::web::login::{LOGOUT_EVERYWHERE_PURPOSE, LOGOUT_PURPOSE};
+use crate::routes::web::login::LOGOUT_EVERYWHERE_PURPOSE;
+use crate::routes::web::nav::{Nav, Section};
 use crate::routes::web::session::MaybeSignedIn;
 use crate::routes::web::{render, see_other};
 use crate::state::AppState;
@@ -16,9 +17,8 @@ use crate::state::AppState;
 #[derive(Template)]
 #[template(path = "home.html")]
 struct HomePage<'a> {
-    email: &'a str,
+    nav: Nav,
     role: &'a str,
-    logout_token: &'a str,
     everywhere_token: &'a str,
     /// Live browser sessions of the user, this one included.
     sessions: i64,
@@ -32,7 +32,6 @@ pub async fn home(
         return Ok(see_other("/login"));
     };
     let binding = CsrfBinding::Session(&signed_in.session_id);
-    let token = state.csrf.token(binding, LOGOUT_PURPOSE);
     let everywhere = state.csrf.token(binding, LOGOUT_EVERYWHERE_PURPOSE);
     let user_id = signed_in.user.id.clone();
     let now = chrono::Utc::now().naive_utc();
@@ -43,9 +42,8 @@ pub async fn home(
     render(
         StatusCode::OK,
         &HomePage {
-            email: &signed_in.user.email,
+            nav: Nav::new(&state, &signed_in, Section::Account),
             role: signed_in.user.role.as_str(),
-            logout_token: &token,
             everywhere_token: &everywhere,
             sessions,
         },

@@ -4,6 +4,7 @@ pub mod api_settings;
 pub mod apps;
 pub mod home;
 pub mod login;
+pub mod nav;
 pub mod session;
 
 use actix_web::http::header;
