@@ -440,7 +440,7 @@ pub fn rotate(
 ) -> Result<Rotated, ApiError> {
     let user_id = principal.credential_manager()?;
     // Not found: rotate_key answers 404 with nothing to hand on.
-    if let Some(row) = ApiKeyRow::find_locked(conn, id, Some(user_id))? {
+    if let Some(row) = ApiKeyRow::find_for_user(conn, user_id, id)? {
         let scopes = ScopeSet::parse(&row.scopes)
             .map_err(|e| ApiError::internal(anyhow::anyhow!("stored key scopes: {e}")))?;
         may_hand_on(principal, &scopes)?;

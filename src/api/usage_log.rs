@@ -69,6 +69,9 @@ impl UsageEntry {
         client_ip: Option<IpAddr>,
         duration_ms: u32,
     ) -> Self {
+        // To the microsecond, as PostgreSQL keeps it and cursors name it.
+        let at = DateTime::from_timestamp_micros(at.and_utc().timestamp_micros())
+            .map_or(at, |t| t.naive_utc());
         Self {
             key_id: key_id.to_owned(),
             at,
@@ -353,7 +356,9 @@ pub fn recent(
     let key = ApiKeyRow::find_for_user(conn, user_id, key_id)?
         .ok_or_else(|| ApiError::NotFound("No such API key".into()))?;
     let rows = UsageRow::page(conn, key_id, &UsageQuery::default(), RECENT_ROWS)?;
-    let times = UsageRow::times_since(conn, key_id, chart_start(now))?;
+    // The newest requests only, as many as retention keeps per key: a key
+    // busier than that between two sweeps shows its latest hours whole.
+    let times = UsageRow::times_since(conn, key_id, chart_start(now), MAX_ROWS_PER_KEY)?;
     Ok(KeyUsage {
         key_name: key.name,
         key_prefix: key.prefix,

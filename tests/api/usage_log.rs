@@ -383,27 +383,45 @@ async fn the_usage_page_shows_the_last_requests_and_an_hourly_svg_chart() {
     assert_eq!(resp.status(), 404);
 }
 
+/// The retention sweep on a bare database (no service running: its own
+/// hourly sweep, which runs at start, would race the assertions).
 #[tokio::test]
 async fn the_sweep_keeps_30_days_and_at_most_10000_rows_per_key() {
-    let app = spawn_app().await;
-    // To the microsecond, as PostgreSQL keeps it.
-    let now = chrono::DateTime::from_timestamp_micros(Utc::now().timestamp_micros())
-        .unwrap()
-        .naive_utc();
-    let busy: Vec<NewUsageRow> = (0..10_005)
-        .map(|i| {
-            row(
-                "key_busy",
-                now - chrono::Duration::seconds(i),
-                "/v1/me",
-                200,
-            )
-        })
-        .collect();
-    insert(&app, busy).await;
-    insert(
-        &app,
-        vec![
+    let test_db = crate::helpers::TestDatabase::new();
+    let db = dzdesk_auth::db::Database::connect(
+        &dzdesk_auth::db::DatabaseUrl::parse(&test_db.url).unwrap(),
+        2,
+    )
+    .unwrap();
+    db.migrate().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let conn = &mut db.conn().unwrap();
+        let rows_of = |conn: &mut dzdesk_auth::db::AnyConnection, key: &str| -> Vec<UsageRow> {
+            api_key_usage::table
+                .filter(api_key_usage::key_id.eq(key.to_owned()))
+                .order(api_key_usage::id.asc())
+                .select(UsageRow::as_select())
+                .load(conn)
+                .unwrap()
+        };
+        // To the microsecond, as PostgreSQL keeps it.
+        let now = chrono::DateTime::from_timestamp_micros(Utc::now().timestamp_micros())
+            .unwrap()
+            .naive_utc();
+        let busy: Vec<NewUsageRow> = (0..10_005)
+            .map(|i| {
+                row(
+                    "key_busy",
+                    now - chrono::Duration::seconds(i),
+                    "/v1/me",
+                    200,
+                )
+            })
+            .collect();
+        for chunk in busy.chunks(1000) {
+            assert_eq!(UsageRow::insert_batch(conn, chunk).unwrap(), chunk.len());
+        }
+        let old = [
             row("key_old", now - chrono::Duration::days(31), "/v1/a", 200),
             row(
                 "key_old",
@@ -413,29 +431,31 @@ async fn the_sweep_keeps_30_days_and_at_most_10000_rows_per_key() {
             ),
             row("key_old", now - chrono::Duration::days(29), "/v1/c", 200),
             row("key_old", now, "/v1/d", 200),
-        ],
-    )
-    .await;
-    let swept = app
-        .with_conn(move |conn| dzdesk_auth::maintenance::sweep(conn, now).unwrap())
-        .await;
-    assert_eq!(swept.usage_log, 5 + 2);
-    let busy = rows_of(&app, "key_busy").await;
-    assert_eq!(busy.len(), 10_000);
-    // The newest kept: the oldest left is 9,999 seconds old.
-    let oldest = busy.iter().map(|r| r.at).min().unwrap();
-    assert_eq!(oldest, now - chrono::Duration::seconds(9_999));
-    let old: Vec<String> = rows_of(&app, "key_old")
-        .await
-        .into_iter()
-        .map(|r| r.path)
-        .collect();
-    assert_eq!(old, ["/v1/c", "/v1/d"]);
-    // Nothing more to do.
-    let swept = app
-        .with_conn(move |conn| dzdesk_auth::maintenance::sweep(conn, now).unwrap())
-        .await;
-    assert_eq!(swept.usage_log, 0);
+        ];
+        UsageRow::insert_batch(conn, &old).unwrap();
+
+        let swept = dzdesk_auth::maintenance::sweep(conn, now).unwrap();
+        assert_eq!(swept.usage_log, 5 + 2);
+        let busy = rows_of(conn, "key_busy");
+        assert_eq!(busy.len(), 10_000);
+        // The newest kept: the oldest left is 9,999 seconds old.
+        let oldest = busy.iter().map(|r| r.at).min().unwrap();
+        assert_eq!(oldest, now - chrono::Duration::seconds(9_999));
+        let old: Vec<String> = rows_of(conn, "key_old")
+            .into_iter()
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(old, ["/v1/c", "/v1/d"]);
+        // Nothing more to do.
+        assert_eq!(
+            dzdesk_auth::maintenance::sweep(conn, now)
+                .unwrap()
+                .usage_log,
+            0
+        );
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

@@ -104,16 +104,19 @@ impl UsageRow {
         q.load(conn)
     }
 
-    /// When `key_id` was used at or after `since` (for the hourly chart;
-    /// at most the per-key retention cap of rows).
+    /// When `key_id` was used at or after `since`, the newest `max` times
+    /// at most (for the hourly chart: memory stays bounded between sweeps).
     pub fn times_since(
         conn: &mut AnyConnection,
         key_id: &str,
         since: NaiveDateTime,
+        max: i64,
     ) -> QueryResult<Vec<NaiveDateTime>> {
         api_key_usage::table
             .filter(api_key_usage::key_id.eq(key_id))
             .filter(api_key_usage::at.ge(since))
+            .order((api_key_usage::at.desc(), api_key_usage::id.desc()))
+            .limit(max)
             .select(api_key_usage::at)
             .load(conn)
     }
