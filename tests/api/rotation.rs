@@ -625,3 +625,74 @@ async fn settings_rotates_a_key_shows_the_new_one_once_and_marks_the_old_one() {
     assert_eq!(resp.status(), 400);
     assert_eq!(me(&app, &old).await.status, 200);
 }
+
+#[tokio::test]
+async fn browser_rotates_a_key_at_once_and_opens_its_usage_page() {
+    use crate::browser::{click, start_browser, type_into};
+    use fantoccini::Locator;
+
+    let app = spawn_app().await;
+    let user_id = app.create_user("ann@example.com", Role::Agent).await;
+    let (id, old) = named_key(&app, &user_id, "deploy", "requests:read", None).await;
+    assert_eq!(me(&app, &old).await.status, 200);
+    let Some(browser) = start_browser().await else {
+        return;
+    };
+    let c = &browser.client;
+    c.goto(&app.url("/settings/api")).await.unwrap();
+    type_into(c, "input[name=email]", "ann@example.com").await;
+    type_into(c, "input[name=password]", PASSWORD).await;
+    click(c, "button[type=submit]").await;
+    c.wait().for_element(Locator::Css("#create")).await.unwrap();
+
+    // The usage page: the request made above, and the chart.
+    click(c, "a.usage-link").await;
+    c.wait()
+        .for_element(Locator::Css("#hourly-chart"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        // Written within about a second: reload until the row is there.
+        if c.find(Locator::Css("#usage-table")).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no usage row after 3 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c.refresh().await.unwrap();
+    }
+    let table = c
+        .find(Locator::Css("#usage-table"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(table.contains("/v1/me") && table.contains("200"), "{table}");
+    c.find(Locator::Css("#back-to-settings"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("#create")).await.unwrap();
+
+    // Rotate, at once: the new key is shown once; the old one is refused.
+    c.find(Locator::Css(&format!("#grace-{id}")))
+        .await
+        .unwrap()
+        .select_by_value("0")
+        .await
+        .unwrap();
+    click(c, "form.rotate-key button").await;
+    let shown = c
+        .wait()
+        .for_element(Locator::Css("#new-api-key"))
+        .await
+        .unwrap();
+    let new_key = shown.text().await.unwrap().trim().to_owned();
+    assert!(new_key.starts_with("dzd_"), "{new_key}");
+    browser.client.clone().close().await.unwrap();
+    assert_eq!(me(&app, &new_key).await.status, 200);
+    me(&app, &old).await.assert_error(401, "UNAUTHORIZED");
+}
