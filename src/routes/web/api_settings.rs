@@ -735,3 +735,40 @@ pub async fn save_allowlist(
         Err(e) => Err(web_error(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chart_scales_bars_to_the_busiest_hour_and_labels_every_sixth() {
+        let now = DateTime::parse_from_rfc3339("2026-12-06T10:20:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut counts = [0u32; 24];
+        counts[0] = 1;
+        counts[12] = 50;
+        counts[23] = 100;
+        let chart = HourlyChart::new(&counts, now);
+        assert_eq!((chart.total, chart.max), (151, 100));
+        assert_eq!(chart.bars.len(), 24);
+        assert_eq!(chart.bars[23].height, HourlyChart::PLOT_HEIGHT);
+        assert_eq!(chart.bars[12].height, HourlyChart::PLOT_HEIGHT / 2);
+        assert_eq!(chart.bars[0].height, 1, "a non-zero hour always shows");
+        assert_eq!(chart.bars[5].height, 0);
+        assert!(chart
+            .bars
+            .iter()
+            .all(|b| b.y + b.height == HourlyChart::BASELINE));
+        assert_eq!(chart.bars[0].hour, "11:00 UTC");
+        assert_eq!(chart.bars[23].hour, "10:00 UTC");
+        let labels: Vec<&str> = chart.labels.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(labels, ["11:00", "17:00", "23:00", "05:00", "10:00"]);
+        // The last bar ends inside the 620-unit view box.
+        let last = chart.bars.last().unwrap();
+        assert!(last.x + HourlyChart::BAR <= 620);
+
+        let empty = HourlyChart::new(&[0; 24], now);
+        assert!(empty.bars.iter().all(|b| b.height == 0));
+    }
+}
