@@ -20,7 +20,9 @@
 # real sign-in + consent + code exchange once per connection); limits
 # (bench/limits.sh: /v1/me with an enterprise key whose limit never triggers,
 # with limits off, counted in process and counted in Redis, ROUNDS times,
-# with the ratios against "off"); flood (bench/flood.sh: RSS under a
+# with the ratios against "off"); usage_log (bench/usage_log.sh: the same
+# /v1/me with DZDESK_USAGE_LOG=off and on, ROUNDS times, and the ratio on/off);
+# flood (bench/flood.sh: RSS under a
 # 150-connection sign-in flood, and client_credentials while 64 connections
 # hammer POST /login against its rate without them). The last two start
 # servers of their own, after this one has stopped.
@@ -30,7 +32,7 @@ cd "$(dirname "$0")/.."
 pg=${BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
 conns=${CONNS:-32}
 duration=${DURATION:-10s}
-scenarios=${SCENARIOS:-healthz introspect me_api_key client_credentials refresh limits flood}
+scenarios=${SCENARIOS:-healthz introspect me_api_key client_credentials refresh limits usage_log flood}
 port=${PORT:-18181}
 oha=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 if [ ! -x "$oha" ]; then
@@ -123,12 +125,15 @@ fi
 if want refresh; then
   "$driver" "http://127.0.0.1:$port" "$rid" "$rsecret" bench@example.com env:BENCH_PASSWORD "$conns" "${duration%s}"
 fi
-if want limits || want flood; then
+if want limits || want usage_log || want flood; then
   kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true
   server=
 fi
 if want limits; then
   BENCH_BIN=$bin ROUNDS=${ROUNDS:-1} CONNS=$conns DURATION=$duration bench/limits.sh
+fi
+if want usage_log; then
+  BENCH_BIN=$bin ROUNDS=${ROUNDS:-1} CONNS=$conns DURATION=$duration bench/usage_log.sh
 fi
 if want flood; then
   BENCH_BIN=$bin DURATION=$duration bench/flood.sh

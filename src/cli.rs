@@ -1,5 +1,5 @@
 //! The command line: `serve` (default), `migrate`, `user create|disable|enable`,
-//! `client create`, `keys rotate`, `secrets rotate`, `api-key create`.
+//! `client create`, `keys rotate`, `secrets rotate`, `api-key create|rotate`.
 //!
 //! Output shapes are a contract scripts depend on: `user create` prints exactly
 //! one JSON object `{"id": "user_..."}` on stdout, `api-key create`
@@ -81,6 +81,18 @@ pub enum ApiKeyCommand {
         /// Days until the key expires (default: never).
         #[arg(long)]
         expires_in_days: Option<i64>,
+    },
+    /// Rotate an API key: a new key with the same name, scopes and expiry;
+    /// prints {"id": "key_...", "key": "dzd_..."} (shown this once). The old
+    /// key keeps working for the grace period, then is refused on every
+    /// running instance (with 0: within about a second).
+    Rotate {
+        /// The id of the key to replace (key_...).
+        #[arg(long)]
+        id: String,
+        /// Hours the old key keeps working: 0 (at once) to 168 (default 24).
+        #[arg(long, default_value_t = api_keys::Grace::DEFAULT_HOURS)]
+        grace_hours: i64,
     },
 }
 
@@ -517,12 +529,15 @@ fn user(cmd: UserCommand) -> Result<(), CliError> {
 }
 
 fn api_key(cmd: ApiKeyCommand) -> Result<(), CliError> {
-    let ApiKeyCommand::Create {
-        email,
-        name,
-        scopes,
-        expires_in_days,
-    } = cmd;
+    let (email, name, scopes, expires_in_days) = match cmd {
+        ApiKeyCommand::Create {
+            email,
+            name,
+            scopes,
+            expires_in_days,
+        } => (email, name, scopes, expires_in_days),
+        ApiKeyCommand::Rotate { id, grace_hours } => return rotate_api_key(&id, grace_hours),
+    };
     // Validate everything before touching the database, with the API's rules.
     let email =
         Email::parse(&email).map_err(|m| CliError::Invalid(format!("invalid --email: {m}")))?;
@@ -560,6 +575,33 @@ fn api_key(cmd: ApiKeyCommand) -> Result<(), CliError> {
     println!(
         "{}",
         serde_json::json!({ "id": created.id, "key": created.key })
+    );
+    Ok(())
+}
+
+/// `api-key rotate`: exit 2 for a bad grace, 1 for a key that cannot be
+/// rotated (unknown, revoked, expired, or already being replaced).
+fn rotate_api_key(id: &str, grace_hours: i64) -> Result<(), CliError> {
+    let grace = api_keys::Grace::hours(grace_hours)
+        .map_err(|e| CliError::Invalid(format!("invalid --grace-hours: {e}")))?;
+    let mut conn = open_connection()?;
+    let rotated =
+        api_keys::rotate_key(&mut conn, None, id, grace, Utc::now()).map_err(|e| match e {
+            ApiError::NotFound(_) => {
+                CliError::Conflict("no such API key (or revoked or expired)".into())
+            }
+            ApiError::Conflict(m) | ApiError::BadRequest(m) => CliError::Conflict(m),
+            other => CliError::Failed(anyhow::anyhow!("{other:?}")),
+        })?;
+    log::warn!(
+        "API key {} replaced by {}; it works until {}",
+        rotated.old_id,
+        rotated.new.id,
+        rotated.old_works_until
+    );
+    println!(
+        "{}",
+        serde_json::json!({ "id": rotated.new.id, "key": rotated.new.key })
     );
     Ok(())
 }

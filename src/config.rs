@@ -12,6 +12,8 @@ use crate::secrets::{Sealer, SecretsKey, KEY_VAR, OLD_KEY_VAR};
 /// By default, a Redis answer slower than this counts as late: the request
 /// is decided in process instead (`DZDESK_REDIS_TIMEOUT_MS`).
 pub const DEFAULT_REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(50);
+/// The usage log's buffer is written at least this often.
+pub const DEFAULT_USAGE_LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://dzdesk-auth.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -77,6 +79,12 @@ pub struct Settings {
     /// `DZDESK_RATE_LIMITS=off` turns the `/v1` limits off (benchmarks; a
     /// service exposed to anyone keeps them on).
     pub rate_limits: bool,
+    /// `DZDESK_USAGE_LOG=off` stops recording `/v1` requests made with API
+    /// keys (the API usage log; default on).
+    pub usage_log: bool,
+    /// How often the usage log's buffer is written (1 s; not configurable
+    /// from the environment: tests lengthen it to see the shutdown flush).
+    pub usage_log_flush: std::time::Duration,
     /// Seals the private signing keys and server secrets at rest
     /// (`DZDESK_SECRETS_KEY`, and `DZDESK_SECRETS_KEY_OLD` while rotating
     /// it); its `Debug` shows no key. Read it through [`Settings::sealer`].
@@ -239,6 +247,11 @@ impl Settings {
             Some("off") => false,
             Some(_) => return Err(ConfigError::new("DZDESK_RATE_LIMITS", "must be on or off")),
         };
+        let usage_log = match var("DZDESK_USAGE_LOG")?.as_deref().map(str::trim) {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(_) => return Err(ConfigError::new("DZDESK_USAGE_LOG", "must be on or off")),
+        };
         let secrets = parse_secrets(var(KEY_VAR)?, var(OLD_KEY_VAR)?)?;
         let issuer = parse_issuer(issuer.as_deref().unwrap_or(DEFAULT_ISSUER))
             .map_err(|m| ConfigError::new("DZDESK_ISSUER", m))?;
@@ -259,6 +272,8 @@ impl Settings {
             auth_failures_per_min,
             redis_timeout,
             rate_limits,
+            usage_log,
+            usage_log_flush: DEFAULT_USAGE_LOG_FLUSH,
             database_url: DatabaseUrl::parse(
                 database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL),
             )

@@ -1,6 +1,7 @@
 //! Housekeeping: deletes authorization codes, refresh tokens and revoked-jti
-//! entries that can no longer matter, so the tables do not grow without bound;
-//! writes API keys' `last_used_at` from memory.
+//! entries that can no longer matter, and usage-log rows past their retention,
+//! so the tables do not grow without bound; writes API keys' `last_used_at`
+//! and the usage log from memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use chrono::{NaiveDateTime, Utc};
 use diesel::QueryResult;
 
 use crate::api::usage::UsageTracker;
+use crate::api::usage_log::{self, UsageLog};
 use crate::db::models::{ApiKeyRow, AuthorizationCodeRow, RefreshTokenRow, RevokedAccessToken};
 use crate::db::{AnyConnection, Database};
 
@@ -28,6 +30,8 @@ pub struct Swept {
     pub codes: usize,
     pub refresh_tokens: usize,
     pub revoked_access_tokens: usize,
+    /// API usage log rows past 30 days or 10,000 per key.
+    pub usage_log: usize,
 }
 
 /// Deletes codes and refresh tokens that expired more than [`retention`]
@@ -39,6 +43,7 @@ pub fn sweep(conn: &mut AnyConnection, now: NaiveDateTime) -> QueryResult<Swept>
         refresh_tokens: RefreshTokenRow::delete_expired(conn, before)?,
         // Past expiry a revoked access token fails on `exp` alone.
         revoked_access_tokens: RevokedAccessToken::delete_expired(conn, before)?,
+        usage_log: usage_log::sweep(conn, now)?,
     })
 }
 
@@ -108,5 +113,51 @@ pub async fn flush_usage_forever(db: Database, usage: Arc<UsageTracker>) {
         if let Err(e) = result {
             log::warn!("writing API key usage failed: {e:#}");
         }
+    }
+}
+
+/// Writes what the usage log has buffered, batch by batch (each one
+/// multi-row INSERT of at most `usage_log::MAX_BATCH` rows, on the blocking
+/// pool), until the buffer is empty; returns the rows written. A batch the
+/// database refuses, or that does not finish within `DZDESK_DB_TIMEOUT_MS`,
+/// is lost and counted (the buffer stays bounded).
+pub async fn write_usage_log(db: &Database, log: &Arc<UsageLog>) -> usize {
+    let mut written = 0;
+    loop {
+        let batch = log.take_batch();
+        if batch.is_empty() {
+            return written;
+        }
+        let n = batch.len();
+        let log2 = log.clone();
+        let result = db
+            .run(move |conn| {
+                Ok::<_, crate::db::RunError>(usage_log::write_batch(conn, &log2, batch))
+            })
+            .await;
+        match result {
+            Ok(w) => written += w,
+            Err(e) => log.lost(
+                n as u64,
+                Utc::now().timestamp(),
+                &format!("the database did not take a batch: {e}"),
+            ),
+        }
+    }
+}
+
+/// Writes the usage log's buffer every `every` (1 s) until the task is
+/// dropped.
+pub async fn write_usage_log_forever(db: Database, log: Arc<UsageLog>, every: Duration) {
+    if !log.is_enabled() {
+        return futures_util::future::pending().await;
+    }
+    // The first write one period after start (not at once).
+    let mut tick =
+        actix_web::rt::time::interval_at(actix_web::rt::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        write_usage_log(&db, &log).await;
     }
 }

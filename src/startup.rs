@@ -12,6 +12,7 @@ use actix_web::web::{self, ServiceConfig};
 use actix_web::{App, HttpServer};
 
 use crate::api::usage::UsageTracker;
+use crate::api::usage_log::UsageLog;
 use crate::auth::csrf::CsrfKey;
 use crate::auth::password;
 use crate::auth::verifier::VerifierPool;
@@ -146,6 +147,7 @@ impl Application {
         let revocations = Arc::new(RevocationView::new());
         let listen_url = settings.database_url.postgres_url().map(str::to_owned);
         let usage = Arc::new(UsageTracker::new());
+        let usage_log = Arc::new(UsageLog::new(settings.usage_log));
         let credentials = Credentials::new(
             db.clone(),
             key_store,
@@ -176,6 +178,7 @@ impl Application {
             credentials,
             clients: ClientCache::new(Duration::from_secs(client_cache_secs)),
             usage,
+            usage_log,
             stopping: stopping.clone(),
         });
         let state_for_listener = state.clone();
@@ -212,6 +215,14 @@ impl Application {
                 .route(
                     "/settings/api/keys/revoke",
                     web::post().to(pages::api_settings::revoke_key),
+                )
+                .route(
+                    "/settings/api/keys/rotate",
+                    web::post().to(pages::api_settings::rotate_key),
+                )
+                .route(
+                    "/settings/api/keys/{id}/usage",
+                    web::get().to(pages::api_settings::usage_get),
                 )
                 .route(
                     "/settings/api/allowlist",
@@ -357,6 +368,8 @@ impl Application {
     /// (PostgreSQL) the revocation listener.
     pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
         let usage = self.state.usage.clone();
+        let usage_log = self.state.usage_log.clone();
+        let usage_log_flush = self.state.settings.usage_log_flush;
         let db_for_flush = self.db.clone();
         let tls = self.tls.clone();
         let hangups = self.hangups.take();
@@ -366,9 +379,14 @@ impl Application {
             self.state.stopping.clone(),
             self.server.handle(),
         );
-        let sweeper = futures_util::future::join4(
+        let sweeper = futures_util::future::join5(
             maintenance::sweep_forever(self.db.clone()),
             maintenance::flush_usage_forever(self.db.clone(), usage.clone()),
+            maintenance::write_usage_log_forever(
+                self.db.clone(),
+                usage_log.clone(),
+                usage_log_flush,
+            ),
             keystore::watch_forever(self.state.credentials.clone()),
             async move {
                 match (tls, hangups) {
@@ -409,19 +427,23 @@ impl Application {
             futures_util::future::Either::Left((result, _)) => result,
             futures_util::future::Either::Right((_, server)) => server.await,
         };
-        // Uses seen since the last flush are written before stopping.
+        // Uses seen since the last flush (`last_used_at` and the usage log)
+        // are written before stopping.
         let now = chrono::Utc::now().naive_utc() + crate::api::usage::WRITE_EVERY;
         // Bounded: a database that stopped answering must not hold the exit.
-        let flushed = actix_web::rt::time::timeout(
-            Duration::from_secs(5),
-            db_for_flush.run(move |conn| {
-                maintenance::flush_usage(conn, &usage, now).map_err(anyhow::Error::from)
-            }),
-        )
+        let flushed = actix_web::rt::time::timeout(Duration::from_secs(5), async {
+            let last_used = db_for_flush
+                .run(move |conn| {
+                    maintenance::flush_usage(conn, &usage, now).map_err(anyhow::Error::from)
+                })
+                .await;
+            let logged = maintenance::write_usage_log(&db_for_flush, &usage_log).await;
+            (last_used, logged)
+        })
         .await;
         match flushed {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => log::warn!("writing API key usage at shutdown failed: {e:#}"),
+            Ok((Ok(_), logged)) => log::debug!("usage log: {logged} rows written at shutdown"),
+            Ok((Err(e), _)) => log::warn!("writing API key usage at shutdown failed: {e:#}"),
             Err(_) => log::warn!("writing API key usage at shutdown took over 5 s: given up"),
         }
         result

@@ -9,6 +9,7 @@ use actix_web::HttpRequest;
 use chrono::Utc;
 
 use crate::api::usage::UsageTracker;
+use crate::api::usage_log::UsageLog;
 use crate::auth::csrf::CsrfKey;
 use crate::auth::verifier::VerifierPool;
 use crate::config::Settings;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub passwords: Arc<VerifierPool>,
     /// API-key uses not yet written to `last_used_at`.
     pub usage: Arc<UsageTracker>,
+    /// `/v1` requests made with API keys, not yet written (the usage log).
+    pub usage_log: Arc<UsageLog>,
     /// Set when a shutdown signal arrived: `/readyz` answers 503 while the
     /// service drains.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,

@@ -159,6 +159,9 @@ pub struct KeyView {
     pub last_used_at: Option<String>,
     /// The key that minted this one: revoking that key revokes this one.
     pub parent_id: Option<String>,
+    /// Set when the key was rotated: the key that replaced it. It works
+    /// until `expires_at` (the end of its grace period).
+    pub replaced_by: Option<String>,
 }
 
 impl KeyView {
@@ -172,6 +175,7 @@ impl KeyView {
             expires_at: row.expires_at.map(timestamp),
             last_used_at: row.last_used_at.max(last_used).map(timestamp),
             parent_id: row.parent_id.clone(),
+            replaced_by: row.replaced_by.clone(),
         }
     }
 }
@@ -207,17 +211,7 @@ pub fn create(
     new: &NewKey,
     now: DateTime<Utc>,
 ) -> Result<CreatedKey, ApiError> {
-    let user_id = principal.credential_manager()?;
-    if let Some(missing) = new
-        .scopes
-        .iter()
-        .find(|s| !principal.scopes.covers(&ScopeSet::from_iter([*s])))
-    {
-        return Err(ApiError::Forbidden(format!(
-            "This credential does not hold the scope '{}', so it cannot give it to a key",
-            missing.as_str()
-        )));
-    }
+    let user_id = may_hand_on(principal, &new.scopes)?;
     // A key cannot outlive the key that made it, or an expiring key could
     // renew itself for ever.
     if let Credential::ApiKey {
@@ -247,6 +241,24 @@ pub fn create(
     create_for_user(conn, user_id, new, minted_by, now)
 }
 
+/// The permission rule of minting (and rotating) a key through `/v1`: a
+/// credential that may manage the user's keys (see
+/// [`Authorize::credential_manager`]) and holds every scope the key would
+/// hold (spec: "a key only what its creator holds"). Returns the user.
+fn may_hand_on<'p>(principal: &'p Principal, scopes: &ScopeSet) -> Result<&'p str, ApiError> {
+    let user_id = principal.credential_manager()?;
+    if let Some(missing) = scopes
+        .iter()
+        .find(|s| !principal.scopes.covers(&ScopeSet::from_iter([*s])))
+    {
+        return Err(ApiError::Forbidden(format!(
+            "This credential does not hold the scope '{}', so it cannot give it to a key",
+            missing.as_str()
+        )));
+    }
+    Ok(user_id)
+}
+
 /// What made a key, which it must not outlive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MintedBy<'a> {
@@ -270,7 +282,7 @@ pub fn create_for_user(
 ) -> Result<CreatedKey, ApiError> {
     let generated = generate();
     let now = now.naive_utc();
-    let row = ApiKeyRow {
+    let mut row = ApiKeyRow {
         id: tokens::new_id("key_"),
         user_id: user_id.to_owned(),
         name: new.name.clone(),
@@ -281,23 +293,26 @@ pub fn create_for_user(
         expires_at: new.expires_in_days.map(|d| now + Duration::days(d)),
         last_used_at: None,
         revoked_at: None,
-        parent_id: match minted_by {
-            MintedBy::Key(id) => Some(id.to_owned()),
-            _ => None,
-        },
+        parent_id: None,
         parent_grant_id: match minted_by {
             MintedBy::Grant(id) => Some(id.to_owned()),
             _ => None,
         },
+        replaced_by: None,
     };
     crate::db::write_transaction(conn, |conn| {
         // The minting key is re-read, locked, in this transaction: a key it
-        // mints never slips past a concurrent revocation's cascade.
+        // mints never slips past a concurrent revocation's cascade. A key
+        // minted by a rotated key (in its grace period) hangs off its
+        // successor, as the old key's other children do.
         if let MintedBy::Key(parent) = minted_by {
-            if !ApiKeyRow::is_live_locked(conn, parent, now)? {
-                return Err(ApiError::Unauthorized(
-                    crate::api::principal::INVALID_TOKEN.into(),
-                ));
+            match ApiKeyRow::live_parent_locked(conn, parent, now)? {
+                Some(parent) => row.parent_id = Some(parent),
+                None => {
+                    return Err(ApiError::Unauthorized(
+                        crate::api::principal::INVALID_TOKEN.into(),
+                    ))
+                }
             }
         }
         if ApiKeyRow::count_for_user(conn, user_id)? >= MAX_KEYS_PER_USER {
@@ -343,6 +358,176 @@ pub fn revoke(
     } else {
         Err(ApiError::NotFound("No such API key".into()))
     }
+}
+
+/// How long a rotated key keeps working (seed: "Rotate regularly"), in
+/// whole hours: 0 (at once) to [`Grace::MAX_HOURS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grace(i64);
+
+impl Grace {
+    pub const DEFAULT_HOURS: i64 = 24;
+    /// Seven days.
+    pub const MAX_HOURS: i64 = 168;
+
+    pub fn hours(hours: i64) -> Result<Self, ApiError> {
+        if (0..=Self::MAX_HOURS).contains(&hours) {
+            Ok(Self(hours))
+        } else {
+            Err(Self::invalid())
+        }
+    }
+
+    fn invalid() -> ApiError {
+        field_error(
+            "grace_hours",
+            &format!(
+                "must be a whole number of hours from 0 (at once) to {}",
+                Self::MAX_HOURS
+            ),
+        )
+    }
+
+    /// The optional body of `POST /v1/api-keys/{id}/rotate`: nothing (or
+    /// whitespace) for the default, else `{"grace_hours": H}`.
+    pub fn from_body(body: &[u8]) -> Result<Self, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(Self::DEFAULT_HOURS));
+        }
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|_| ApiError::BadRequest("Malformed JSON body".into()))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| ApiError::BadRequest("The body must be a JSON object".into()))?;
+        match obj.get("grace_hours") {
+            None | Some(Value::Null) => Ok(Self(Self::DEFAULT_HOURS)),
+            Some(v) => v.as_i64().ok_or_else(Self::invalid).and_then(Self::hours),
+        }
+    }
+
+    pub fn as_hours(self) -> i64 {
+        self.0
+    }
+
+    pub fn duration(self) -> Duration {
+        Duration::hours(self.0)
+    }
+}
+
+impl Default for Grace {
+    fn default() -> Self {
+        Self(Self::DEFAULT_HOURS)
+    }
+}
+
+/// A rotation: the new key (shown once) and until when the old one works.
+#[derive(Debug)]
+pub struct Rotated {
+    pub new: CreatedKey,
+    pub old_id: String,
+    pub old_works_until: String,
+}
+
+/// `POST /v1/api-keys/{id}/rotate`: the permission rule of minting a key
+/// (the caller manages the user's keys and holds the key's scopes), then
+/// [`rotate_key`] for the caller's user.
+pub fn rotate(
+    conn: &mut AnyConnection,
+    principal: &Principal,
+    id: &str,
+    grace: Grace,
+    now: DateTime<Utc>,
+) -> Result<Rotated, ApiError> {
+    let user_id = principal.credential_manager()?;
+    // Not found: rotate_key answers 404 with nothing to hand on.
+    if let Some(row) = ApiKeyRow::find_for_user(conn, user_id, id)? {
+        let scopes = ScopeSet::parse(&row.scopes)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("stored key scopes: {e}")))?;
+        may_hand_on(principal, &scopes)?;
+    }
+    rotate_key(conn, Some(user_id), id, grace, now)
+}
+
+/// Replaces the key `id` (of `owner`; None: whoever owns it, for the CLI)
+/// with a new key of the same name, scopes, expiry and lineage (the key or
+/// grant that minted it), in one transaction. The old key works until the
+/// grace ends (its `expires_at` becomes the earlier of its expiry and
+/// `now + grace`, enforced wherever a key is checked, at every request);
+/// the keys it minted now hang off the new key. 404 for a key that is
+/// unknown, another user's, revoked or expired; 409 for a key already
+/// replaced (in its grace period). Concurrent rotations of one key: the
+/// row is locked (PostgreSQL) or the write transaction is serial
+/// (SQLite), and the update is conditional besides, so exactly one wins.
+pub fn rotate_key(
+    conn: &mut AnyConnection,
+    owner: Option<&str>,
+    id: &str,
+    grace: Grace,
+    now: DateTime<Utc>,
+) -> Result<Rotated, ApiError> {
+    let now = now.naive_utc();
+    let generated = generate();
+    let new_id = tokens::new_id("key_");
+    let already = || {
+        ApiError::Conflict(
+            "This API key has already been rotated: it is being replaced and can only be revoked"
+                .into(),
+        )
+    };
+    let (row, works_until) = crate::db::write_transaction(conn, |conn| {
+        let old = ApiKeyRow::find_locked(conn, id, owner)?
+            .filter(|k| k.revoked_at.is_none())
+            .ok_or_else(|| ApiError::NotFound("No such API key".into()))?;
+        if old.expires_at.is_some_and(|e| e <= now) {
+            return Err(ApiError::NotFound("No such API key".into()));
+        }
+        if old.replaced_by.is_some() {
+            return Err(already());
+        }
+        ApiKeyRow::retire_replaced(conn, &old.user_id, now)?;
+        if ApiKeyRow::count_in_grace(conn, &old.user_id, now)? >= MAX_KEYS_PER_USER {
+            return Err(ApiError::BadRequest(format!(
+                "An account can have at most {MAX_KEYS_PER_USER} API keys being replaced at once: wait for their grace periods to end or revoke them"
+            )));
+        }
+        let grace_end = now + grace.duration();
+        let works_until = old.expires_at.map_or(grace_end, |e| e.min(grace_end));
+        let row = ApiKeyRow {
+            id: new_id.clone(),
+            user_id: old.user_id.clone(),
+            name: old.name.clone(),
+            key_hash: generated.hash.clone(),
+            prefix: generated.prefix.clone(),
+            scopes: old.scopes.clone(),
+            created_at: now,
+            expires_at: old.expires_at,
+            last_used_at: None,
+            revoked_at: None,
+            parent_id: old.parent_id.clone(),
+            parent_grant_id: old.parent_grant_id.clone(),
+            replaced_by: None,
+        };
+        row.insert(conn)?;
+        if !ApiKeyRow::mark_replaced(conn, &old.id, &new_id, works_until)? {
+            return Err(already());
+        }
+        Ok((row, works_until))
+    })?;
+    let scopes = ScopeSet::parse(&row.scopes)
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("stored key scopes: {e}")))?;
+    Ok(Rotated {
+        old_id: id.to_owned(),
+        old_works_until: timestamp(works_until),
+        new: CreatedKey {
+            id: row.id,
+            name: row.name,
+            key: generated.key,
+            prefix: row.prefix,
+            scopes: scopes.to_vec(),
+            expires_at: row.expires_at.map(timestamp),
+            created_at: timestamp(row.created_at),
+        },
+    })
 }
 
 #[cfg(test)]
@@ -417,5 +602,42 @@ mod tests {
             }
         }
         assert!(NewKey::from_json(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn grace_is_0_to_168_whole_hours_defaulting_to_24() {
+        assert_eq!(Grace::from_body(b"").unwrap(), Grace(24));
+        assert_eq!(Grace::from_body(b" \n").unwrap(), Grace(24));
+        assert_eq!(Grace::from_body(b"{}").unwrap(), Grace(24));
+        assert_eq!(
+            Grace::from_body(br#"{"grace_hours": 0}"#).unwrap(),
+            Grace(0)
+        );
+        assert_eq!(
+            Grace::from_body(br#"{"grace_hours": 168}"#).unwrap(),
+            Grace(168)
+        );
+        for body in [
+            r#"{"grace_hours": 169}"#,
+            r#"{"grace_hours": -1}"#,
+            r#"{"grace_hours": 1.5}"#,
+            r#"{"grace_hours": "24"}"#,
+            r#"{"grace_hours": true}"#,
+        ] {
+            match Grace::from_body(body.as_bytes()) {
+                Err(ApiError::BadRequest(m)) => {
+                    assert!(m.starts_with("grace_hours"), "{body}: {m}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            Grace::from_body(b"[1]"),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            Grace::from_body(b"{"),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 }

@@ -7,8 +7,11 @@ pub mod allowlist;
 pub mod keys;
 pub mod principal;
 pub mod usage;
+pub mod usage_log;
 pub mod users;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use chrono::{NaiveDateTime, SecondsFormat};
 
 use crate::error::ApiError;
@@ -21,4 +24,52 @@ pub fn field_error(field: &str, problem: &str) -> ApiError {
 /// RFC 3339 in UTC, to the second (`2026-11-28T06:34:51Z`).
 pub fn timestamp(t: NaiveDateTime) -> String {
     t.and_utc().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Page size when `limit` is not given, and the largest allowed (every
+/// paginated `/v1` listing).
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 100;
+
+/// `limit` of a paginated listing: 1 to [`MAX_LIMIT`], default
+/// [`DEFAULT_LIMIT`].
+pub fn page_limit(raw: Option<&str>) -> Result<i64, ApiError> {
+    match raw {
+        None => Ok(DEFAULT_LIMIT),
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                field_error(
+                    "limit",
+                    &format!("must be a whole number from 1 to {MAX_LIMIT}"),
+                )
+            }),
+    }
+}
+
+/// The opaque `cursor` of a listing for a position `after` (what the
+/// listing resumes after).
+pub fn encode_cursor(after: &str) -> String {
+    URL_SAFE_NO_PAD.encode(after)
+}
+
+/// The position a `cursor` of [`encode_cursor`] names; anything else is
+/// 400 naming `cursor`.
+pub fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
+    cursor
+        .map(|c| {
+            URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(bad_cursor)
+        })
+        .transpose()
+}
+
+/// 400 naming `cursor`.
+pub fn bad_cursor() -> ApiError {
+    field_error("cursor", "is not a cursor this API returned")
 }

@@ -27,7 +27,7 @@ pub const NEEDS_ADMIN_TO_MANAGE: &str = "Changing API keys or the IP allowlist t
 pub fn principal_of(resolved: Resolved) -> Result<Principal, ApiError> {
     match resolved {
         Resolved::Active(caller) if caller.is_bearer() => Ok(caller),
-        Resolved::IpRefused => Err(ApiError::Forbidden(
+        Resolved::IpRefused { .. } => Err(ApiError::Forbidden(
             "This API key may not be used from this IP address (see the account's IP allowlist)"
                 .into(),
         )),

@@ -2,23 +2,19 @@
 //! anything that makes or touches an admin also needs `admin`. Blocking
 //! (diesel, argon2): call on the pool.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::api::principal::{Authorize, Principal};
-use crate::api::{field_error, timestamp};
+use crate::api::{decode_cursor, encode_cursor, field_error, page_limit, timestamp};
 use crate::auth::password;
 use crate::db::models::{CreateUserError, User, UserChanges};
 use crate::db::AnyConnection;
 use crate::domain::{Email, NewPassword, Plan, Role, Scope};
 use crate::error::ApiError;
 
-/// Page size when `limit` is not given, and the largest allowed.
-pub const DEFAULT_LIMIT: i64 = 20;
-pub const MAX_LIMIT: i64 = 100;
+pub use crate::api::{DEFAULT_LIMIT, MAX_LIMIT};
 
 /// A user as the API shows it (never the password hash).
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -69,33 +65,13 @@ pub fn list(
     cursor: Option<&str>,
 ) -> Result<UserPage, ApiError> {
     principal.require(Scope::UsersRead)?;
-    let limit = match limit {
-        None => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                field_error(
-                    "limit",
-                    &format!("must be a whole number from 1 to {MAX_LIMIT}"),
-                )
-            })?,
-    };
-    let after = cursor
-        .map(|c| {
-            URL_SAFE_NO_PAD
-                .decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| field_error("cursor", "is not a cursor this API returned"))
-        })
-        .transpose()?;
+    let limit = page_limit(limit)?;
+    let after = decode_cursor(cursor)?;
     let mut users = User::page(conn, after.as_deref(), limit + 1)?;
     let more = users.len() as i64 > limit;
     users.truncate(limit as usize);
     let next_cursor = more
-        .then(|| users.last().map(|u| URL_SAFE_NO_PAD.encode(&u.id)))
+        .then(|| users.last().map(|u| encode_cursor(&u.id)))
         .flatten();
     Ok(UserPage {
         users: users

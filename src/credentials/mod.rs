@@ -162,8 +162,11 @@ impl Caller {
 pub enum Resolved {
     Active(Caller),
     /// An API key that is usable, presented from an address its account's
-    /// IP allowlist excludes (or from no known address).
-    IpRefused,
+    /// IP allowlist excludes (or from no known address). The key's id, for
+    /// its usage log.
+    IpRefused {
+        key_id: String,
+    },
     /// Missing, malformed, unknown, tampered, expired or revoked (the
     /// credential, its grant, client or user).
     Invalid,
@@ -469,7 +472,9 @@ fn api_key(
         return Resolved::Invalid;
     };
     if !status.ip_allowlist.allows(client_ip) {
-        return Resolved::IpRefused;
+        return Resolved::IpRefused {
+            key_id: status.key_id.clone(),
+        };
     }
     Resolved::Active(Caller {
         subject: Subject::User {
@@ -590,7 +595,10 @@ mod tests {
         let mut s = status();
         s.ip_allowlist = crate::domain::IpAllowlist::parse_entries(&["10.0.0.0/8"]).unwrap();
         let now = Utc::now();
-        assert!(matches!(api_key(Some(&s), None, now), Resolved::IpRefused));
+        assert!(matches!(
+            api_key(Some(&s), None, now),
+            Resolved::IpRefused { .. }
+        ));
         let inside = Some("10.1.2.3".parse().unwrap());
         assert!(matches!(
             api_key(Some(&s), inside, now),

@@ -138,6 +138,20 @@ diesel::table! {
         revoked_at -> Nullable<Timestamp>,
         parent_id -> Nullable<Text>,
         parent_grant_id -> Nullable<Text>,
+        replaced_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    api_key_usage (id) {
+        id -> BigInt,
+        key_id -> Text,
+        at -> Timestamp,
+        method -> Text,
+        path -> Text,
+        status -> Integer,
+        client_ip -> Nullable<Text>,
+        duration_ms -> Integer,
     }
 }
 
@@ -160,4 +174,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     signing_keys,
     revoked_access_tokens,
     api_keys,
+    api_key_usage,
 );

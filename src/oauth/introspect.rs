@@ -83,7 +83,7 @@ pub async fn introspect(
         .map_err(|e| OAuthError::server(e.0))?;
     Ok(match resolved {
         Resolved::Active(active) => answer(caller, active, &credentials.audience.issuer),
-        Resolved::IpRefused | Resolved::Invalid => Introspection::inactive(),
+        Resolved::IpRefused { .. } | Resolved::Invalid => Introspection::inactive(),
     })
 }
 

@@ -181,7 +181,7 @@ pub fn initial_access(resolved: Option<Resolved>) -> Result<Registrar, Registrat
                 ceiling: caller.scopes,
             })
         }
-        Some(Resolved::IpRefused) => Err(RegistrationError::AddressRefused),
+        Some(Resolved::IpRefused { .. }) => Err(RegistrationError::AddressRefused),
         _ => Err(RegistrationError::InvalidToken),
     }
 }

@@ -269,6 +269,13 @@ fn bad_configuration_stops_start_up_with_exit_2_naming_the_variable() {
             "DZDESK_ISSUER",
         ),
         (
+            vec![
+                ("DATABASE_URL", sqlite.as_str()),
+                ("DZDESK_USAGE_LOG", "maybe"),
+            ],
+            "DZDESK_USAGE_LOG",
+        ),
+        (
             vec![("DATABASE_URL", "mysql://root:hunter2@127.0.0.1/x")],
             "DATABASE_URL",
         ),

@@ -113,6 +113,8 @@ pub struct TestApp {
     pub db: Database,
     pub revocations: std::sync::Arc<dzdesk_auth::credentials::revocation_view::RevocationView>,
     handle: ServerHandle,
+    /// The task serving until stopped (see [`TestApp::stop`]).
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     // Dropped last: the server and pool go first.
     _test_db: TestDatabase,
 }
@@ -151,6 +153,8 @@ pub fn test_settings(url: &str) -> Settings {
         http_listen: None,
         shutdown_drain: std::time::Duration::from_secs(10),
         rate_limits: true,
+        usage_log: true,
+        usage_log_flush: dzdesk_auth::config::DEFAULT_USAGE_LOG_FLUSH,
         secrets: test_sealer(),
     }
 }
@@ -183,7 +187,7 @@ where
     let port = app.port();
     let handle = app.handle();
     let revocations = app.revocations();
-    tokio::spawn(app.run_until_stopped());
+    let running = tokio::spawn(app.run_until_stopped());
     if settings.database_url.postgres_url().is_some() {
         // Tests expect the revocation listener up, as in production.
         wait_live(&revocations).await;
@@ -195,6 +199,7 @@ where
         db,
         revocations,
         handle,
+        running: Some(running),
         _test_db: test_db,
     }
 }
@@ -298,6 +303,19 @@ pub fn assert_security_headers(resp: &Response) {
 }
 
 impl TestApp {
+    /// Stops the service gracefully and waits until `run_until_stopped`
+    /// has returned (its shutdown writes done). The database stays.
+    pub async fn stop(&mut self) {
+        self.handle.stop(true).await;
+        if let Some(running) = self.running.take() {
+            tokio::time::timeout(std::time::Duration::from_secs(30), running)
+                .await
+                .expect("stopped within 30 s")
+                .expect("join")
+                .expect("served");
+        }
+    }
+
     pub fn database_url(&self) -> String {
         self._test_db.url.clone()
     }

@@ -204,18 +204,73 @@ async fn every_page_fits_phone_and_desktop_widths_with_labelled_controls() {
         click(c, &format!("input[name=scopes][value='{scope}']")).await;
     }
     click(c, "#create").await;
-    c.wait()
+    let key = c
+        .wait()
         .for_element(Locator::Css("#new-api-key"))
+        .await
+        .unwrap()
+        .text()
         .await
         .unwrap();
     check_page(c, "api-key-created", Some("/settings/api")).await;
+    // A request with the key, and one refused for its scope, for the usage
+    // page (the path is long: it must wrap, not widen the page).
+    let me = app.url("/v1/me");
+    let long =
+        app.url("/v1/users/user_with_a_rather_long_identifier_that_does_not_exist_0123456789");
+    for url in [&me, &long] {
+        app.client
+            .get(url)
+            .bearer_auth(key.trim())
+            .send()
+            .await
+            .unwrap();
+    }
 
+    // The usage page of the key, once the log is written (about a second).
+    c.goto(&app.url("/settings/api")).await.unwrap();
+    click(c, "tr.api-key a.usage-link").await;
+    c.wait()
+        .for_element(Locator::Css("#hourly-chart"))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while c.find(Locator::Css("#usage-table")).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no usage row after 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        c.refresh().await.unwrap();
+    }
+    check_page(c, "key-usage", Some("/settings/api")).await;
+
+    // Rotate with a day's grace: the new key once, then the list shows the
+    // old key being replaced beside the new one.
     c.goto(&app.url("/settings/api")).await.unwrap();
     c.wait()
         .for_element(Locator::Css("tr.api-key"))
         .await
         .unwrap();
     check_page(c, "settings-api", Some("/settings/api")).await;
+    c.find(Locator::Css("tr.api-key form.rotate-key select"))
+        .await
+        .unwrap()
+        .select_by_value("24")
+        .await
+        .unwrap();
+    click(c, "tr.api-key form.rotate-key button").await;
+    c.wait()
+        .for_element(Locator::Css("#old-key-until"))
+        .await
+        .unwrap();
+    check_page(c, "api-key-rotated", Some("/settings/api")).await;
+    c.goto(&app.url("/settings/api")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("tr.api-key.replaced"))
+        .await
+        .unwrap();
+    check_page(c, "settings-api-rotating", Some("/settings/api")).await;
 
     // Sign out from the header.
     click(c, "header form[action='/logout'] button").await;

@@ -403,7 +403,7 @@ async fn browser_generates_uses_and_revokes_an_api_key() {
     assert_eq!(expires - created, chrono::Duration::days(30));
 
     // Revoke in the browser: the key stops working at once.
-    click(c, "tr.api-key form button").await;
+    click(c, "tr.api-key form.revoke-key button").await;
     c.wait()
         .for_element(Locator::Css("#revoked-notice"))
         .await

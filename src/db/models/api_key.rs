@@ -27,7 +27,15 @@ pub struct ApiKeyRow {
     /// The OAuth grant whose access token minted this key, if one did:
     /// the key works only while that grant is active.
     pub parent_grant_id: Option<String>,
+    /// The key that replaced this one by rotation: this one works until its
+    /// `expires_at` (the end of the grace period) and cannot be rotated
+    /// again.
+    pub replaced_by: Option<String>,
 }
+
+/// Successors followed at most from a rotated key (a guard against a
+/// corrupt table; real chains are bounded by the account's keys).
+const MAX_ROTATION_CHAIN: usize = 1_000;
 
 // Database methods
 impl ApiKeyRow {
@@ -49,33 +57,168 @@ impl ApiKeyRow {
             .load(conn)
     }
 
-    /// How many keys the user has that are not revoked.
+    /// The user's key `id`, in any state (revoked or expired included).
+    pub fn find_for_user(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        id: &str,
+    ) -> QueryResult<Option<ApiKeyRow>> {
+        api_keys::table
+            .filter(api_keys::id.eq(id))
+            .filter(api_keys::user_id.eq(user_id))
+            .select(ApiKeyRow::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    /// How many keys the user has that count against the key cap: not
+    /// revoked and not replaced by rotation (a key in its grace period, or
+    /// past it, does not block the rotation that replaced it).
     pub fn count_for_user(conn: &mut AnyConnection, user_id: &str) -> QueryResult<i64> {
         api_keys::table
             .filter(api_keys::user_id.eq(user_id))
             .filter(api_keys::revoked_at.is_null())
+            .filter(api_keys::replaced_by.is_null())
             .count()
             .get_result(conn)
     }
 
-    /// Whether the key `id` is neither revoked nor expired at `now`, read
-    /// with the row locked on PostgreSQL (as [`super::User::is_enabled_admin_locked`]),
+    /// How many of the user's rotated keys still work at `now` (in their
+    /// grace period).
+    pub fn count_in_grace(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<i64> {
+        api_keys::table
+            .filter(api_keys::user_id.eq(user_id))
+            .filter(api_keys::revoked_at.is_null())
+            .filter(api_keys::replaced_by.is_not_null())
+            .filter(api_keys::expires_at.gt(now))
+            .count()
+            .get_result(conn)
+    }
+
+    /// Marks revoked the user's rotated keys whose grace period ended
+    /// before `now` (they stopped working then; this only takes them off
+    /// the list). Their children were re-parented at rotation.
+    pub fn retire_replaced(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<usize> {
+        diesel::update(
+            api_keys::table
+                .filter(api_keys::user_id.eq(user_id))
+                .filter(api_keys::revoked_at.is_null())
+                .filter(api_keys::replaced_by.is_not_null())
+                .filter(api_keys::expires_at.le(now)),
+        )
+        .set(api_keys::revoked_at.eq(now))
+        .execute(conn)
+    }
+
+    /// The key `id` (of `user_id`, when given), read with the row locked on
+    /// PostgreSQL: rotation decides on it (SQLite's write transactions are
+    /// serial already).
+    pub fn find_locked(
+        conn: &mut AnyConnection,
+        id: &str,
+        user_id: Option<&str>,
+    ) -> QueryResult<Option<ApiKeyRow>> {
+        let query = || api_keys::table.find(id);
+        let row = match conn {
+            AnyConnection::Postgresql(pg) => query()
+                .select(ApiKeyRow::as_select())
+                .for_update()
+                .first(pg)
+                .optional()?,
+            AnyConnection::Sqlite(sqlite) => query()
+                .select(ApiKeyRow::as_select())
+                .first(sqlite)
+                .optional()?,
+        };
+        Ok(row.filter(|k| user_id.is_none_or(|u| k.user_id == u)))
+    }
+
+    /// Rotation, the old key's side: `id` is replaced by `new_id` and works
+    /// until `works_until`; the keys it minted now hang off `new_id` (a
+    /// rotation changes the secret, it revokes nothing). False when `id` was
+    /// replaced meanwhile. Run inside the rotation's transaction.
+    pub fn mark_replaced(
+        conn: &mut AnyConnection,
+        id: &str,
+        new_id: &str,
+        works_until: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        let updated = diesel::update(
+            api_keys::table
+                .filter(api_keys::id.eq(id))
+                .filter(api_keys::revoked_at.is_null())
+                .filter(api_keys::replaced_by.is_null()),
+        )
+        .set((
+            api_keys::replaced_by.eq(new_id),
+            // Written even when unchanged: the PostgreSQL trigger fires on
+            // it, so every instance forgets the cached status.
+            api_keys::expires_at.eq(works_until),
+        ))
+        .execute(conn)?;
+        if updated != 1 {
+            return Ok(false);
+        }
+        diesel::update(
+            api_keys::table
+                .filter(api_keys::parent_id.eq(id))
+                .filter(api_keys::revoked_at.is_null()),
+        )
+        .set(api_keys::parent_id.eq(new_id))
+        .execute(conn)?;
+        Ok(true)
+    }
+
+    /// The key that a key minted by `id` should hang off at `now`, read
+    /// with the rows locked on PostgreSQL (as [`super::User::is_enabled_admin_locked`]),
     /// so that a key it mints cannot slip past a concurrent revocation's
-    /// cascade.
-    pub fn is_live_locked(
+    /// cascade: `id` itself, or, when `id` was rotated, its successor (the
+    /// latest one not revoked). None when `id` is revoked or expired.
+    pub fn live_parent_locked(
         conn: &mut AnyConnection,
         id: &str,
         now: NaiveDateTime,
-    ) -> QueryResult<bool> {
-        let query = api_keys::table
-            .find(id)
-            .select((api_keys::revoked_at, api_keys::expires_at));
-        type Row = (Option<NaiveDateTime>, Option<NaiveDateTime>);
-        let row: Option<Row> = match conn {
-            AnyConnection::Postgresql(pg) => query.for_update().first(pg).optional()?,
-            AnyConnection::Sqlite(sqlite) => query.first(sqlite).optional()?,
+    ) -> QueryResult<Option<String>> {
+        type Row = (Option<NaiveDateTime>, Option<NaiveDateTime>, Option<String>);
+        fn read(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<Row>> {
+            let query = api_keys::table.find(id).select((
+                api_keys::revoked_at,
+                api_keys::expires_at,
+                api_keys::replaced_by,
+            ));
+            match conn {
+                AnyConnection::Postgresql(pg) => query.for_update().first(pg).optional(),
+                AnyConnection::Sqlite(sqlite) => query.first(sqlite).optional(),
+            }
+        }
+        let Some((None, expires, mut next)) = read(conn, id)? else {
+            return Ok(None);
         };
-        Ok(matches!(row, Some((None, expires)) if expires.is_none_or(|e| e > now)))
+        if expires.is_some_and(|e| e <= now) {
+            return Ok(None);
+        }
+        let mut parent = id.to_owned();
+        // Chains are acyclic (a successor is newer) and bounded by the
+        // account's keys; the bound only guards against a corrupt table.
+        for _ in 0..MAX_ROTATION_CHAIN {
+            let Some(successor) = next else { break };
+            match read(conn, &successor)? {
+                Some((None, _, after)) => {
+                    parent = successor;
+                    next = after;
+                }
+                _ => break,
+            }
+        }
+        Ok(Some(parent))
     }
 
     /// Revokes the user's key `id` and, in the same transaction, every key

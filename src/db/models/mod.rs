@@ -3,6 +3,7 @@
 //! pool).
 
 mod api_key;
+mod api_key_usage;
 mod authorization_code;
 mod client;
 mod consent;
@@ -15,6 +16,7 @@ mod signing_key;
 mod user;
 
 pub use api_key::{ApiKeyRow, ApiKeyStatus};
+pub use api_key_usage::{NewUsageRow, StatusFilter, UsageQuery, UsageRow};
 pub use authorization_code::AuthorizationCodeRow;
 pub use client::Client;
 pub use consent::{ConnectedApp, ConsentRow};

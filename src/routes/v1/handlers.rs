@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::api::keys::{self, NewKey};
 use crate::api::principal::{Authorize, Principal, Subject};
+use crate::api::usage_log::{self, UsageParams};
 use crate::api::{allowlist, users};
 use crate::error::{api_ok, api_success, ApiError};
 use crate::http::no_store;
@@ -94,6 +95,35 @@ pub async fn revoke_key(
     Ok(api_ok(json!({ "id": id, "revoked": true })))
 }
 
+/// `POST /v1/api-keys/{id}/rotate` with an optional `{"grace_hours": H}`:
+/// 201 with the new key, shown this once (the shape of `POST
+/// /v1/api-keys`). The old key works until the grace ends; with 0 it is
+/// refused from the answer on, here and on every instance.
+pub async fn rotate_key(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let grace = keys::Grace::from_body(&body)?;
+    let principal = auth.0;
+    let id = path.into_inner();
+    let rotated = state
+        .db
+        .run(move |conn| keys::rotate(conn, &principal, &id, grace, Utc::now()))
+        .await?;
+    state.credentials.fence().await;
+    log::info!(
+        "API key {} rotated: replaced by {}, works until {}",
+        rotated.old_id,
+        rotated.new.id,
+        rotated.old_works_until
+    );
+    let mut resp = api_success(StatusCode::CREATED, rotated.new);
+    no_store(&mut resp);
+    Ok(resp)
+}
+
 /// `GET /v1/ip-allowlist`.
 pub async fn get_allowlist(
     auth: Authenticated,
@@ -121,6 +151,37 @@ pub async fn put_allowlist(
         .await?;
     state.credentials.fence().await;
     Ok(api_ok(view))
+}
+
+#[derive(Deserialize)]
+pub struct UsageQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+    status: Option<String>,
+    since: Option<String>,
+}
+
+/// `GET /v1/api-keys/{id}/usage?limit=&cursor=&status=&since=`: the key's
+/// requests, newest first.
+pub async fn key_usage(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<UsageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = auth.0;
+    let q = query.into_inner();
+    let params = UsageParams {
+        limit: q.limit,
+        cursor: q.cursor,
+        status: q.status,
+        since: q.since,
+    };
+    let page = state
+        .db
+        .run(move |conn| usage_log::list(conn, &principal, &path, &params))
+        .await?;
+    Ok(api_ok(page))
 }
 
 #[derive(Deserialize)]

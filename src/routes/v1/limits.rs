@@ -19,6 +19,8 @@ use actix_web::{web, HttpMessage, ResponseError};
 use chrono::Utc;
 
 use crate::api::principal::{self, Principal};
+use crate::api::usage_log::UsageEntry;
+use crate::credentials::Resolved;
 use crate::error::ApiError;
 use crate::http::bearer;
 use crate::ratelimit::gcra::Decision;
@@ -31,7 +33,12 @@ use crate::state::AppState;
 pub(crate) enum Failure {
     Missing,
     Invalid,
-    IpRefused(String),
+    /// An API key used from outside its account's allowlist: the message,
+    /// and the key (its usage log records the 403).
+    IpRefused {
+        message: String,
+        key_id: String,
+    },
     /// The credential could not be checked: the database is unavailable
     /// (503), or a bug of ours (500); logged where it happened.
     CheckFailed {
@@ -46,7 +53,7 @@ impl Failure {
                 ApiError::Unauthorized("Missing token: send Authorization: Bearer <token>".into())
             }
             Failure::Invalid => ApiError::Unauthorized(principal::INVALID_TOKEN.into()),
-            Failure::IpRefused(m) => ApiError::Forbidden(m.clone()),
+            Failure::IpRefused { message, .. } => ApiError::Forbidden(message.clone()),
             Failure::CheckFailed { unavailable: true } => {
                 ApiError::Unavailable(anyhow::anyhow!("the credential check failed"))
             }
@@ -81,8 +88,12 @@ pub(crate) async fn authenticate(
             }
             Failure::CheckFailed { unavailable }
         })?;
-    principal::principal_of(resolved).map_err(|e| match e {
-        ApiError::Forbidden(m) => Failure::IpRefused(m),
+    let refused_key = match &resolved {
+        Resolved::IpRefused { key_id } => Some(key_id.clone()),
+        _ => None,
+    };
+    principal::principal_of(resolved).map_err(|e| match (e, refused_key) {
+        (ApiError::Forbidden(message), Some(key_id)) => Failure::IpRefused { message, key_id },
         _ => Failure::Invalid,
     })
 }
@@ -110,7 +121,16 @@ pub async fn rate_limit(
             .await
             .map(ServiceResponse::map_into_boxed_body);
     };
+    let started = std::time::Instant::now();
     let auth = authenticate(&state, req.request()).await;
+    // The usage log: every answer to a request made with an API key that
+    // resolved (429 and the allowlist's 403 included).
+    let used_key = match &auth {
+        Ok(p) => p.api_key_id().map(str::to_owned),
+        Err(Failure::IpRefused { key_id, .. }) => Some(key_id.clone()),
+        Err(_) => None,
+    }
+    .filter(|_| state.usage_log.is_enabled());
     // A credential that could not be checked (the database is away) is no
     // failed authentication to count against the address, and there is no
     // account to count against: counted, a client with a good key would be
@@ -139,6 +159,12 @@ pub async fn rate_limit(
             if let Ok(v) = HeaderValue::from_str(&decision.retry_after_secs().to_string()) {
                 resp.headers_mut().insert(RETRY_AFTER, v);
             }
+            if let Some(key_id) = &used_key {
+                let entry = pending_use(&state, req.request(), key_id);
+                state
+                    .usage_log
+                    .record(finished(entry, resp.status().as_u16(), started));
+            }
             return Ok(req.into_response(resp));
         }
         Some(decision)
@@ -151,9 +177,44 @@ pub async fn rate_limit(
         }
     }
     req.extensions_mut().insert(Authentication(auth));
-    let mut res = next.call(req).await?.map_into_boxed_body();
+    // Read before the call: the request must stay unshared for routing.
+    let pending = used_key.map(|key_id| pending_use(&state, req.request(), &key_id));
+    let res = next.call(req).await;
+    if let Some(entry) = pending {
+        let status = match &res {
+            Ok(res) => res.status(),
+            Err(e) => e.as_response_error().status_code(),
+        };
+        state
+            .usage_log
+            .record(finished(entry, status.as_u16(), started));
+    }
+    let mut res = res?.map_into_boxed_body();
     if let Some(d) = decision {
         set_headers(res.headers_mut(), &d);
     }
     Ok(res)
+}
+
+/// The usage-log entry of a request made with the API key `key_id`, its
+/// status and duration still to come. The path only, never the query
+/// string; the client address as the service resolves it.
+fn pending_use(state: &AppState, req: &actix_web::HttpRequest, key_id: &str) -> UsageEntry {
+    UsageEntry::new(
+        key_id,
+        Utc::now().naive_utc(),
+        req.method().as_str(),
+        req.path(),
+        0,
+        state.client_ip(req),
+        0,
+    )
+}
+
+/// `entry` with its answer's status and the time taken since `started`
+/// (queued by the caller: no I/O, `maintenance` writes it).
+fn finished(mut entry: UsageEntry, status: u16, started: std::time::Instant) -> UsageEntry {
+    entry.status = status;
+    entry.duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+    entry
 }

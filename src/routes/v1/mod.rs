@@ -26,6 +26,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .route("/api-keys", web::get().to(h::list_keys))
         .route("/api-keys", web::post().to(h::create_key))
         .route("/api-keys/{id}", web::delete().to(h::revoke_key))
+        .route("/api-keys/{id}/rotate", web::post().to(h::rotate_key))
+        .route("/api-keys/{id}/usage", web::get().to(h::key_usage))
         .route("/ip-allowlist", web::get().to(h::get_allowlist))
         .route("/ip-allowlist", web::put().to(h::put_allowlist))
         .route("/users", web::get().to(h::list_users))

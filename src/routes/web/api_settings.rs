@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::api::allowlist;
 use crate::api::field_error;
 use crate::api::keys::{self, CreatedKey, KeyView, NewKey, MAX_EXPIRY_DAYS};
+use crate::api::usage_log::{self, KeyUsage};
 use crate::auth::csrf::CsrfBinding;
 use crate::domain::IpAllowlist;
 use crate::domain::{Role, Scope};
@@ -24,6 +25,22 @@ use crate::state::AppState;
 pub const CREATE_KEY_PURPOSE: &str = "api-key-create";
 pub const REVOKE_KEY_PURPOSE: &str = "api-key-revoke";
 pub const ALLOWLIST_PURPOSE: &str = "api-allowlist";
+pub const ROTATE_KEY_PURPOSE: &str = "api-key-rotate";
+
+/// The grace choices of the Rotate form: (`grace_hours`, label); 24 h is
+/// the default.
+const GRACE_CHOICES: [(i64, &str); 4] = [
+    (0, "At once"),
+    (1, "1 hour"),
+    (24, "24 hours"),
+    (168, "7 days"),
+];
+
+struct GraceOption {
+    hours: i64,
+    label: &'static str,
+    selected: bool,
+}
 
 /// The expiry choices of the form: (`expires_in_days` value, label).
 const EXPIRY_CHOICES: [(&str, &str); 4] = [
@@ -53,6 +70,8 @@ struct KeyRowView {
     expires: String,
     expired: bool,
     last_used: String,
+    /// Rotated: the old key works until `expires` (its grace period).
+    replaced: bool,
 }
 
 /// Which form a validation error belongs to (it is shown next to it).
@@ -97,6 +116,8 @@ struct SettingsPage<'a> {
     entries_text: String,
     create_token: &'a str,
     revoke_token: &'a str,
+    rotate_token: &'a str,
+    grace_options: Vec<GraceOption>,
     allowlist_token: &'a str,
     create_error: Option<&'a str>,
     allowlist_error: Option<&'a str>,
@@ -110,6 +131,8 @@ struct CreatedPage<'a> {
     nav: Nav,
     created: &'a CreatedKey,
     expires: String,
+    /// After a rotation: until when the old key works.
+    old_works_until: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -163,6 +186,7 @@ fn key_row(key: KeyView, now: DateTime<Utc>) -> KeyRowView {
             .last_used_at
             .as_deref()
             .map_or_else(|| "Never".to_owned(), display_time),
+        replaced: key.replaced_by.is_some(),
         id: key.id,
         name: key.name,
         prefix: key.prefix,
@@ -180,9 +204,10 @@ fn web_error(e: ApiError) -> WebError {
     match e {
         ApiError::NotFound(_) => WebError::NotFound,
         ApiError::Forbidden(_) | ApiError::Unauthorized(_) => WebError::Forbidden,
-        ApiError::BadRequest(m) | ApiError::PayloadTooLarge(m) | ApiError::RateLimited(m) => {
-            WebError::BadRequest(m)
-        }
+        ApiError::BadRequest(m)
+        | ApiError::PayloadTooLarge(m)
+        | ApiError::RateLimited(m)
+        | ApiError::Conflict(m) => WebError::BadRequest(m),
         ApiError::RequestTimeout(_) => WebError::RequestTimeout,
         ApiError::Unavailable(e) => WebError::Unavailable(e),
         ApiError::Internal(e) => WebError::Internal(e),
@@ -211,6 +236,7 @@ async fn settings_page(
     let session = CsrfBinding::Session(&signed_in.session_id);
     let create_token = state.csrf.token(session, CREATE_KEY_PURPOSE);
     let revoke_token = state.csrf.token(session, REVOKE_KEY_PURPOSE);
+    let rotate_token = state.csrf.token(session, ROTATE_KEY_PURPOSE);
     let allowlist_token = state.csrf.token(session, ALLOWLIST_PURPOSE);
     let error_for = |kind: FormKind| {
         draft
@@ -251,6 +277,15 @@ async fn settings_page(
             entries,
             create_token: &create_token,
             revoke_token: &revoke_token,
+            rotate_token: &rotate_token,
+            grace_options: GRACE_CHOICES
+                .iter()
+                .map(|&(hours, label)| GraceOption {
+                    hours,
+                    label,
+                    selected: hours == keys::Grace::DEFAULT_HOURS,
+                })
+                .collect(),
             allowlist_token: &allowlist_token,
             create_error: error_for(FormKind::CreateKey),
             allowlist_error: error_for(FormKind::Allowlist),
@@ -422,8 +457,211 @@ pub async fn create_key(
                 .as_deref()
                 .map_or_else(|| "Never".to_owned(), display_time),
             created: &created,
+            old_works_until: None,
         },
     )
+}
+
+#[derive(Deserialize)]
+pub struct RotateForm {
+    #[serde(default)]
+    key_id: String,
+    #[serde(default)]
+    grace_hours: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// `POST /settings/api/keys/rotate`: replaces the key with a new one of
+/// the same name, scopes and expiry, shown this once; the old key works
+/// for the chosen grace period.
+pub async fn rotate_key(
+    state: web::Data<AppState>,
+    signed_in: MaybeSignedIn,
+    form: web::Form<RotateForm>,
+) -> Result<HttpResponse, WebError> {
+    let signed_in = signed_in.with_csrf(&state.csrf, ROTATE_KEY_PURPOSE, &form.csrf_token)?;
+    // A value that is no number gets the same message as one out of range.
+    let grace = keys::Grace::hours(form.grace_hours.trim().parse::<i64>().unwrap_or(-1))
+        .map_err(web_error)?;
+    let user_id = signed_in.user.id.clone();
+    let key_id = form.key_id.clone();
+    let rotated = state
+        .db
+        .run(move |conn| keys::rotate_key(conn, Some(&user_id), &key_id, grace, Utc::now()))
+        .await
+        .map_err(web_error)?;
+    state.credentials.fence().await;
+    log::info!(
+        "user {} rotated API key {} (now {}) in Settings > API",
+        signed_in.user.id,
+        rotated.old_id,
+        rotated.new.id
+    );
+    render(
+        StatusCode::OK,
+        &CreatedPage {
+            nav: Nav::new(&state, &signed_in, Section::ApiKeys),
+            expires: rotated
+                .new
+                .expires_at
+                .as_deref()
+                .map_or_else(|| "Never".to_owned(), display_time),
+            created: &rotated.new,
+            old_works_until: Some(display_time(&rotated.old_works_until)),
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "api_key_usage.html")]
+struct UsagePage<'a> {
+    nav: Nav,
+    key_id: &'a str,
+    usage: &'a KeyUsage,
+    rows: Vec<UsageRowView>,
+    chart: HourlyChart,
+}
+
+struct UsageRowView {
+    at: String,
+    method: String,
+    path: String,
+    status: i32,
+    client_ip: String,
+    duration_ms: i32,
+}
+
+/// `GET /settings/api/keys/{id}/usage`: the key's last 100 requests and
+/// its requests per hour over the last 24 hours (inline SVG, no script).
+pub async fn usage_get(
+    state: web::Data<AppState>,
+    signed_in: MaybeSignedIn,
+    path: web::Path<String>,
+) -> Result<HttpResponse, WebError> {
+    let key_id = path.into_inner();
+    let Some(signed_in) = signed_in.0 else {
+        return Ok(see_other("/login?next=%2Fsettings%2Fapi"));
+    };
+    let user_id = signed_in.user.id.clone();
+    let id = key_id.clone();
+    let now = Utc::now();
+    let usage = state
+        .db
+        .run(move |conn| usage_log::recent(conn, &user_id, &id, now))
+        .await
+        .map_err(web_error)?;
+    let rows = usage
+        .recent
+        .iter()
+        .map(|u| UsageRowView {
+            at: display_time_seconds(&u.at),
+            method: u.method.clone(),
+            path: u.path.clone(),
+            status: u.status,
+            client_ip: u.client_ip.clone().unwrap_or_else(|| "unknown".to_owned()),
+            duration_ms: u.duration_ms,
+        })
+        .collect();
+    let chart = HourlyChart::new(&usage.hourly, now);
+    render(
+        StatusCode::OK,
+        &UsagePage {
+            nav: Nav::new(&state, &signed_in, Section::ApiKeys),
+            key_id: &key_id,
+            usage: &usage,
+            rows,
+            chart,
+        },
+    )
+}
+
+/// `2026-11-28T06:34:51Z` as `2026-11-28 06:34:51 UTC`.
+fn display_time_seconds(rfc3339: &str) -> String {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| {
+            t.with_timezone(&Utc)
+                .format("%Y-%m-%d %H:%M:%S UTC")
+                .to_string()
+        })
+        .unwrap_or_else(|_| rfc3339.to_owned())
+}
+
+/// The geometry of the hourly bar chart (SVG user units).
+struct HourlyChart {
+    /// Requests in the 24 hours.
+    total: u32,
+    /// The tallest bar's count (the y scale's top).
+    max: u32,
+    bars: Vec<ChartBar>,
+    /// Hour labels under every sixth bar.
+    labels: Vec<ChartLabel>,
+}
+
+struct ChartBar {
+    x: u32,
+    y: u32,
+    height: u32,
+    count: u32,
+    /// "10:00 UTC".
+    hour: String,
+}
+
+struct ChartLabel {
+    x: u32,
+    text: String,
+}
+
+impl HourlyChart {
+    /// Bars are this wide, with a gap of `GAP`; the plot is `PLOT_HEIGHT`
+    /// tall above a baseline at `BASELINE`.
+    const BAR: u32 = 20;
+    const GAP: u32 = 4;
+    const LEFT: u32 = 36;
+    const PLOT_HEIGHT: u32 = 120;
+    const BASELINE: u32 = 140;
+
+    fn new(counts: &[u32; 24], now: DateTime<Utc>) -> Self {
+        let max = counts.iter().copied().max().unwrap_or(0);
+        let start = usage_log::chart_start(now);
+        let bars = counts
+            .iter()
+            .enumerate()
+            .map(|(i, &count)| {
+                let height = if max == 0 {
+                    0
+                } else {
+                    // At least one unit tall when not zero, so it shows.
+                    ((u64::from(count) * u64::from(Self::PLOT_HEIGHT)) / u64::from(max))
+                        .max(u64::from(count > 0)) as u32
+                };
+                ChartBar {
+                    x: Self::LEFT + i as u32 * (Self::BAR + Self::GAP),
+                    y: Self::BASELINE - height,
+                    height,
+                    count,
+                    hour: (start + chrono::Duration::hours(i as i64))
+                        .format("%H:00 UTC")
+                        .to_string(),
+                }
+            })
+            .collect::<Vec<_>>();
+        let labels = bars
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 6 == 0 || *i == 23)
+            .map(|(_, b)| ChartLabel {
+                x: b.x + Self::BAR / 2,
+                text: b.hour.trim_end_matches(" UTC").to_owned(),
+            })
+            .collect();
+        Self {
+            total: counts.iter().sum(),
+            max,
+            bars,
+            labels,
+        }
+    }
 }
 
 /// `POST /settings/api/keys/revoke`.
@@ -496,5 +734,42 @@ pub async fn save_allowlist(
             .await
         }
         Err(e) => Err(web_error(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chart_scales_bars_to_the_busiest_hour_and_labels_every_sixth() {
+        let now = DateTime::parse_from_rfc3339("2026-12-06T10:20:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut counts = [0u32; 24];
+        counts[0] = 1;
+        counts[12] = 50;
+        counts[23] = 100;
+        let chart = HourlyChart::new(&counts, now);
+        assert_eq!((chart.total, chart.max), (151, 100));
+        assert_eq!(chart.bars.len(), 24);
+        assert_eq!(chart.bars[23].height, HourlyChart::PLOT_HEIGHT);
+        assert_eq!(chart.bars[12].height, HourlyChart::PLOT_HEIGHT / 2);
+        assert_eq!(chart.bars[0].height, 1, "a non-zero hour always shows");
+        assert_eq!(chart.bars[5].height, 0);
+        assert!(chart
+            .bars
+            .iter()
+            .all(|b| b.y + b.height == HourlyChart::BASELINE));
+        assert_eq!(chart.bars[0].hour, "11:00 UTC");
+        assert_eq!(chart.bars[23].hour, "10:00 UTC");
+        let labels: Vec<&str> = chart.labels.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(labels, ["11:00", "17:00", "23:00", "05:00", "10:00"]);
+        // The last bar ends inside the 620-unit view box.
+        let last = chart.bars.last().unwrap();
+        assert!(last.x + HourlyChart::BAR <= 620);
+
+        let empty = HourlyChart::new(&[0; 24], now);
+        assert!(empty.bars.iter().all(|b| b.height == 0));
     }
 }

@@ -1,0 +1,509 @@
+//! The API usage log (seed: "Monitor usage: review API logs"): every `/v1`
+//! request made with an API key (a key that resolved: a valid key answered
+//! 2xx, 4xx, 403 for the allowlist or 429 alike; a string that is no valid
+//! key has no owner to show it to and is not logged) is recorded with its
+//! time, method, path (never the query string), status, client address and
+//! duration. Never a header or a body.
+//!
+//! Writing never costs a commit per request: [`UsageLog::record`] pushes
+//! onto a bounded in-memory queue (full: the entry is dropped and counted,
+//! with a warning at most once a minute), and `maintenance` takes batches of
+//! at most [`MAX_BATCH`] rows off it at least once a second, each one
+//! multi-row INSERT, off the request path, and once more at shutdown.
+//!
+//! Reading: `GET /v1/api-keys/{id}/usage` ([`list`]) and the per-key page of
+//! Settings > API ([`recent`], [`hourly_counts`]).
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Duration, NaiveDateTime, Timelike, Utc};
+use serde::Serialize;
+
+use crate::api::principal::{Authorize, Principal};
+use crate::api::{bad_cursor, decode_cursor, encode_cursor, field_error, page_limit, timestamp};
+use crate::db::models::{ApiKeyRow, NewUsageRow, StatusFilter, UsageQuery, UsageRow};
+use crate::db::AnyConnection;
+use crate::error::ApiError;
+
+/// Entries buffered at most; past it new ones are dropped (and counted).
+pub const QUEUE_CAPACITY: usize = 20_000;
+/// Rows per INSERT at most.
+pub const MAX_BATCH: usize = 1_000;
+/// Path characters kept (the rest is cut; the query string never is kept).
+pub const MAX_PATH_CHARS: usize = 200;
+/// Method characters kept (methods are tokens of any length).
+const MAX_METHOD_CHARS: usize = 16;
+/// Retention: rows older than this go...
+pub fn max_age() -> Duration {
+    Duration::days(30)
+}
+/// ...and past this many rows per key, the oldest go.
+pub const MAX_ROWS_PER_KEY: i64 = 10_000;
+/// A warning about dropped entries is logged at most this often (seconds).
+const WARN_EVERY_SECS: i64 = 60;
+
+/// One request to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageEntry {
+    pub key_id: String,
+    pub at: NaiveDateTime,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub client_ip: Option<IpAddr>,
+    pub duration_ms: u32,
+}
+
+impl UsageEntry {
+    /// An entry with the method and path bounded; `path` must already be
+    /// without its query string (the caller passes the URI's path).
+    pub fn new(
+        key_id: &str,
+        at: NaiveDateTime,
+        method: &str,
+        path: &str,
+        status: u16,
+        client_ip: Option<IpAddr>,
+        duration_ms: u32,
+    ) -> Self {
+        // To the microsecond, as PostgreSQL keeps it and cursors name it.
+        let at = DateTime::from_timestamp_micros(at.and_utc().timestamp_micros())
+            .map_or(at, |t| t.naive_utc());
+        Self {
+            key_id: key_id.to_owned(),
+            at,
+            method: bounded(method, MAX_METHOD_CHARS),
+            path: bounded(path, MAX_PATH_CHARS),
+            status,
+            client_ip,
+            duration_ms,
+        }
+    }
+
+    fn into_row(self) -> NewUsageRow {
+        NewUsageRow {
+            key_id: self.key_id,
+            at: self.at,
+            method: self.method,
+            path: self.path,
+            status: i32::from(self.status),
+            client_ip: self.client_ip.map(|ip| ip.to_string()),
+            duration_ms: i32::try_from(self.duration_ms).unwrap_or(i32::MAX),
+        }
+    }
+}
+
+/// At most `max` characters of `s` (a query string, were one passed, is
+/// cut off too).
+fn bounded(s: &str, max: usize) -> String {
+    let s = s.split('?').next().unwrap_or_default();
+    match s.char_indices().nth(max) {
+        Some((end, _)) => s[..end].to_owned(),
+        None => s.to_owned(),
+    }
+}
+
+/// The in-memory queue between requests and the batch writer.
+pub struct UsageLog {
+    enabled: bool,
+    queue: Mutex<VecDeque<UsageEntry>>,
+    dropped: AtomicU64,
+    /// Epoch seconds of the last warning about dropped entries.
+    warned_at: AtomicI64,
+}
+
+impl UsageLog {
+    /// `enabled`: `DZDESK_USAGE_LOG` (off: nothing is recorded).
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            queue: Mutex::new(VecDeque::new()),
+            dropped: AtomicU64::new(0),
+            warned_at: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Queues `entry`; a full queue drops it (counted, and a warning at most
+    /// once a minute). Never blocks on I/O.
+    pub fn record(&self, entry: UsageEntry) {
+        if !self.enabled {
+            return;
+        }
+        let now = entry.at.and_utc().timestamp();
+        let full = match self.queue.lock() {
+            Ok(mut queue) if queue.len() < QUEUE_CAPACITY => {
+                queue.push_back(entry);
+                false
+            }
+            _ => true,
+        };
+        if full {
+            self.lost(1, now, "the queue is full (the database does not keep up)");
+        }
+    }
+
+    /// Counts `n` entries lost, warning at most once a minute.
+    pub fn lost(&self, n: u64, now_secs: i64, why: &str) {
+        let total = self.dropped.fetch_add(n, Ordering::Relaxed) + n;
+        let last = self.warned_at.load(Ordering::Relaxed);
+        if now_secs.saturating_sub(last) >= WARN_EVERY_SECS
+            && self
+                .warned_at
+                .compare_exchange(last, now_secs, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::warn!("API usage log: entries dropped ({total} so far): {why}");
+        }
+    }
+
+    /// Entries lost so far (queue full, or a batch that failed to write).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Entries waiting.
+    pub fn len(&self) -> usize {
+        self.queue.lock().map_or(0, |q| q.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes up to [`MAX_BATCH`] entries, oldest first.
+    pub fn take_batch(&self) -> Vec<UsageEntry> {
+        match self.queue.lock() {
+            Ok(mut queue) => {
+                let n = queue.len().min(MAX_BATCH);
+                queue.drain(..n).collect()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Writes one batch taken off `log` in one INSERT; returns how many rows.
+/// A batch that fails is lost (counted in [`UsageLog::dropped`], warned of
+/// at most once a minute) rather than retried: the queue stays bounded.
+/// Blocking.
+pub fn write_batch(conn: &mut AnyConnection, log: &UsageLog, batch: Vec<UsageEntry>) -> usize {
+    let n = batch.len();
+    let rows: Vec<NewUsageRow> = batch.into_iter().map(UsageEntry::into_row).collect();
+    match UsageRow::insert_batch(conn, &rows) {
+        Ok(written) => written,
+        Err(e) => {
+            log.lost(
+                n as u64,
+                Utc::now().timestamp(),
+                &format!("writing a batch failed: {e}"),
+            );
+            0
+        }
+    }
+}
+
+/// Retention (the maintenance sweep): [`max_age`] or [`MAX_ROWS_PER_KEY`]
+/// rows per key, whichever is smaller. Blocking.
+pub fn sweep(conn: &mut AnyConnection, now: NaiveDateTime) -> diesel::QueryResult<usize> {
+    UsageRow::sweep(conn, now - max_age(), MAX_ROWS_PER_KEY)
+}
+
+/// A logged request as the API shows it.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct UsageView {
+    pub at: String,
+    pub method: String,
+    pub path: String,
+    pub status: i32,
+    pub client_ip: Option<String>,
+    pub duration_ms: i32,
+}
+
+impl UsageView {
+    fn of(row: UsageRow) -> Self {
+        Self {
+            at: timestamp(row.at),
+            method: row.method,
+            path: row.path,
+            status: row.status,
+            client_ip: row.client_ip,
+            duration_ms: row.duration_ms,
+        }
+    }
+}
+
+/// One page of `GET /v1/api-keys/{id}/usage`, newest first; `next_cursor`
+/// is null on the last page.
+#[derive(Debug, Serialize)]
+pub struct UsagePage {
+    pub usage: Vec<UsageView>,
+    pub next_cursor: Option<String>,
+}
+
+/// The query of `GET /v1/api-keys/{id}/usage`, as sent.
+#[derive(Debug, Default, Clone)]
+pub struct UsageParams {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+    pub status: Option<String>,
+    pub since: Option<String>,
+}
+
+/// `status=4xx|5xx|429`.
+fn parse_status(raw: &str) -> Result<StatusFilter, ApiError> {
+    match raw {
+        "4xx" => Ok(StatusFilter::ClientErrors),
+        "5xx" => Ok(StatusFilter::ServerErrors),
+        "429" => Ok(StatusFilter::RateLimited),
+        _ => Err(field_error("status", "must be 4xx, 5xx or 429")),
+    }
+}
+
+/// `since=` an RFC 3339 instant.
+fn parse_since(raw: &str) -> Result<NaiveDateTime, ApiError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc).naive_utc())
+        .map_err(|_| {
+            field_error(
+                "since",
+                "must be an RFC 3339 date and time, e.g. 2026-12-01T00:00:00Z",
+            )
+        })
+}
+
+/// The cursor's position: `<at in microseconds>.<row id>`.
+fn cursor_of(row: &UsageRow) -> String {
+    encode_cursor(&format!(
+        "{}.{}",
+        row.at.and_utc().timestamp_micros(),
+        row.id
+    ))
+}
+
+fn position_of(cursor: &str) -> Result<(NaiveDateTime, i64), ApiError> {
+    let (micros, id) = cursor.split_once('.').ok_or_else(bad_cursor)?;
+    let at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(bad_cursor)?;
+    let id = id.parse::<i64>().map_err(|_| bad_cursor())?;
+    Ok((at.naive_utc(), id))
+}
+
+/// `GET /v1/api-keys/{id}/usage`: the caller's user's key (any credential
+/// of the user may read it, as it may list the keys); another user's key is
+/// not found. `limit` and `cursor` as in the users API.
+pub fn list(
+    conn: &mut AnyConnection,
+    principal: &Principal,
+    key_id: &str,
+    params: &UsageParams,
+) -> Result<UsagePage, ApiError> {
+    let user_id = principal.user_id()?;
+    let limit = page_limit(params.limit.as_deref())?;
+    let before = decode_cursor(params.cursor.as_deref())?
+        .map(|c| position_of(&c))
+        .transpose()?;
+    let query = UsageQuery {
+        status: params.status.as_deref().map(parse_status).transpose()?,
+        since: params.since.as_deref().map(parse_since).transpose()?,
+        before,
+    };
+    if ApiKeyRow::find_for_user(conn, user_id, key_id)?.is_none() {
+        return Err(ApiError::NotFound("No such API key".into()));
+    }
+    let mut rows = UsageRow::page(conn, key_id, &query, limit + 1)?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = more.then(|| rows.last().map(cursor_of)).flatten();
+    Ok(UsagePage {
+        usage: rows.into_iter().map(UsageView::of).collect(),
+        next_cursor,
+    })
+}
+
+/// What the per-key page of Settings > API shows.
+#[derive(Debug)]
+pub struct KeyUsage {
+    pub key_name: String,
+    pub key_prefix: String,
+    /// The newest [`RECENT_ROWS`] requests.
+    pub recent: Vec<UsageView>,
+    /// Requests per hour over the last 24 hours, oldest first (see
+    /// [`hourly_counts`]).
+    pub hourly: [u32; 24],
+}
+
+/// Requests listed on the per-key page.
+pub const RECENT_ROWS: i64 = 100;
+
+/// The per-key page's data for `user_id`'s key `key_id`; another user's
+/// key is not found.
+pub fn recent(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    key_id: &str,
+    now: DateTime<Utc>,
+) -> Result<KeyUsage, ApiError> {
+    let key = ApiKeyRow::find_for_user(conn, user_id, key_id)?
+        .ok_or_else(|| ApiError::NotFound("No such API key".into()))?;
+    let rows = UsageRow::page(conn, key_id, &UsageQuery::default(), RECENT_ROWS)?;
+    // The newest requests only, as many as retention keeps per key: a key
+    // busier than that between two sweeps shows its latest hours whole.
+    let times = UsageRow::times_since(conn, key_id, chart_start(now), MAX_ROWS_PER_KEY)?;
+    Ok(KeyUsage {
+        key_name: key.name,
+        key_prefix: key.prefix,
+        recent: rows.into_iter().map(UsageView::of).collect(),
+        hourly: hourly_counts(&times, now),
+    })
+}
+
+/// The start of the chart's first hour: the top of the hour 23 hours
+/// before `now`'s.
+pub fn chart_start(now: DateTime<Utc>) -> NaiveDateTime {
+    let hour = now
+        .naive_utc()
+        .with_minute(0)
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap_or_else(|| now.naive_utc());
+    hour - Duration::hours(23)
+}
+
+/// Requests per clock hour (UTC) for the 24 hours ending with `now`'s
+/// hour: index 0 is the hour that began 23 hours before the current one,
+/// index 23 the current (partial) hour. Times outside (older, or after
+/// `now`: clock skew between instances) are not counted.
+pub fn hourly_counts(times: &[NaiveDateTime], now: DateTime<Utc>) -> [u32; 24] {
+    let start = chart_start(now);
+    let end = now.naive_utc();
+    let mut buckets = [0u32; 24];
+    for t in times {
+        if *t < start || *t > end {
+            continue;
+        }
+        let hour = (*t - start).num_hours();
+        if let Some(b) = usize::try_from(hour).ok().and_then(|h| buckets.get_mut(h)) {
+            *b = b.saturating_add(1);
+        }
+    }
+    buckets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> NaiveDateTime {
+        DateTime::parse_from_rfc3339(s).unwrap().naive_utc()
+    }
+
+    #[test]
+    fn requests_are_counted_per_clock_hour_of_the_last_24() {
+        let now = DateTime::parse_from_rfc3339("2026-12-06T10:20:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(chart_start(now), at("2026-12-05T11:00:00Z"));
+        let times = [
+            at("2026-12-05T10:59:59Z"), // before the first hour: not counted
+            at("2026-12-05T11:00:00Z"), // first hour
+            at("2026-12-05T11:59:59Z"), // first hour
+            at("2026-12-06T00:30:00Z"), // 13 hours after the start
+            at("2026-12-06T10:00:00Z"), // current hour
+            at("2026-12-06T10:20:00Z"), // now itself
+            at("2026-12-06T10:20:01Z"), // the future (skew): not counted
+        ];
+        let counts = hourly_counts(&times, now);
+        let mut expected = [0u32; 24];
+        expected[0] = 2;
+        expected[13] = 1;
+        expected[23] = 2;
+        assert_eq!(counts, expected);
+        assert_eq!(hourly_counts(&[], now), [0; 24]);
+    }
+
+    #[test]
+    fn the_first_hour_is_whole_at_the_top_of_the_hour() {
+        let now = DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let counts = hourly_counts(
+            &[at("2026-12-05T11:00:00Z"), at("2026-12-06T10:00:00Z")],
+            now,
+        );
+        assert_eq!(counts[0], 1);
+        assert_eq!(counts[23], 1);
+    }
+
+    #[test]
+    fn paths_and_methods_are_bounded_and_never_keep_a_query() {
+        let t = at("2026-12-06T10:00:00Z");
+        let e = UsageEntry::new("k", t, "GET", "/v1/me?token=secret", 200, None, 1);
+        assert_eq!(e.path, "/v1/me");
+        let long = format!("/v1/{}", "é".repeat(500));
+        let e = UsageEntry::new("k", t, &"X".repeat(100), &long, 404, None, 1);
+        assert_eq!(e.path.chars().count(), MAX_PATH_CHARS);
+        assert_eq!(e.method.len(), MAX_METHOD_CHARS);
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_batches_are_at_most_1000() {
+        let log = UsageLog::new(true);
+        let t = at("2026-12-06T10:00:00Z");
+        for _ in 0..QUEUE_CAPACITY + 5 {
+            log.record(UsageEntry::new("k", t, "GET", "/v1/me", 200, None, 1));
+        }
+        assert_eq!(log.len(), QUEUE_CAPACITY);
+        assert_eq!(log.dropped(), 5);
+        assert_eq!(log.take_batch().len(), MAX_BATCH);
+        assert_eq!(log.len(), QUEUE_CAPACITY - MAX_BATCH);
+
+        let off = UsageLog::new(false);
+        off.record(UsageEntry::new("k", t, "GET", "/v1/me", 200, None, 1));
+        assert!(off.is_empty());
+    }
+
+    #[test]
+    fn filters_and_cursors_are_validated_naming_the_field() {
+        assert_eq!(parse_status("429").unwrap(), StatusFilter::RateLimited);
+        assert_eq!(parse_status("4xx").unwrap(), StatusFilter::ClientErrors);
+        assert_eq!(parse_status("5xx").unwrap(), StatusFilter::ServerErrors);
+        for bad in ["4XX", "200", "", "4xx,5xx"] {
+            match parse_status(bad) {
+                Err(ApiError::BadRequest(m)) => assert!(m.starts_with("status"), "{m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            parse_since("2026-12-01T00:00:00+01:00").unwrap(),
+            at("2026-11-30T23:00:00Z")
+        );
+        match parse_since("yesterday") {
+            Err(ApiError::BadRequest(m)) => assert!(m.starts_with("since"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let row = UsageRow {
+            id: 42,
+            key_id: "k".into(),
+            at: at("2026-12-06T10:00:00.123456Z"),
+            method: "GET".into(),
+            path: "/v1/me".into(),
+            status: 200,
+            client_ip: None,
+            duration_ms: 1,
+        };
+        let decoded = decode_cursor(Some(&cursor_of(&row))).unwrap().unwrap();
+        assert_eq!(position_of(&decoded).unwrap(), (row.at, 42));
+        assert!(matches!(position_of("x.1"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(position_of("1"), Err(ApiError::BadRequest(_))));
+    }
+}

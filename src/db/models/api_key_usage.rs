@@ -1,0 +1,162 @@
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::schema::api_key_usage;
+use crate::db::AnyConnection;
+
+/// One `/v1` request made with an API key (the API usage log), as written.
+#[derive(Insertable, Debug, Clone, PartialEq, Eq)]
+#[diesel(table_name = api_key_usage)]
+pub struct NewUsageRow {
+    pub key_id: String,
+    pub at: NaiveDateTime,
+    pub method: String,
+    /// Without the query string, bounded in length.
+    pub path: String,
+    pub status: i32,
+    pub client_ip: Option<String>,
+    pub duration_ms: i32,
+}
+
+/// A stored row of the usage log.
+#[derive(Queryable, Selectable, Debug, Clone, PartialEq, Eq)]
+#[diesel(table_name = api_key_usage)]
+pub struct UsageRow {
+    pub id: i64,
+    pub key_id: String,
+    pub at: NaiveDateTime,
+    pub method: String,
+    pub path: String,
+    pub status: i32,
+    pub client_ip: Option<String>,
+    pub duration_ms: i32,
+}
+
+/// Which answers a usage listing keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// 400 to 499.
+    ClientErrors,
+    /// 500 to 599.
+    ServerErrors,
+    /// 429 only.
+    RateLimited,
+}
+
+/// Which rows of one key a listing wants, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct UsageQuery {
+    pub status: Option<StatusFilter>,
+    /// At or after this instant.
+    pub since: Option<NaiveDateTime>,
+    /// Strictly before this `(at, id)` (the keyset cursor).
+    pub before: Option<(NaiveDateTime, i64)>,
+}
+
+// Database methods
+impl UsageRow {
+    /// Writes `rows` in one multi-row INSERT (one statement, one commit),
+    /// on the concrete connection: diesel's batch insert does not compile
+    /// through the multi-backend connection. The caller keeps batches
+    /// small (`api::usage_log::MAX_BATCH`), well within both backends'
+    /// bound-parameter limits (7 per row).
+    pub fn insert_batch(conn: &mut AnyConnection, rows: &[NewUsageRow]) -> QueryResult<usize> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let insert = || diesel::insert_into(api_key_usage::table).values(rows);
+        match conn {
+            AnyConnection::Postgresql(pg) => insert().execute(pg),
+            AnyConnection::Sqlite(sqlite) => insert().execute(sqlite),
+        }
+    }
+
+    /// Up to `limit` rows of `key_id` matching `query`, newest first
+    /// (`at`, then `id`, descending: the order of the index).
+    pub fn page(
+        conn: &mut AnyConnection,
+        key_id: &str,
+        query: &UsageQuery,
+        limit: i64,
+    ) -> QueryResult<Vec<UsageRow>> {
+        let mut q = api_key_usage::table
+            .filter(api_key_usage::key_id.eq(key_id.to_owned()))
+            .select(UsageRow::as_select())
+            .order((api_key_usage::at.desc(), api_key_usage::id.desc()))
+            .limit(limit)
+            .into_boxed();
+        q = match query.status {
+            None => q,
+            Some(StatusFilter::ClientErrors) => q.filter(api_key_usage::status.between(400, 499)),
+            Some(StatusFilter::ServerErrors) => q.filter(api_key_usage::status.between(500, 599)),
+            Some(StatusFilter::RateLimited) => q.filter(api_key_usage::status.eq(429)),
+        };
+        if let Some(since) = query.since {
+            q = q.filter(api_key_usage::at.ge(since));
+        }
+        if let Some((at, id)) = query.before {
+            q = q.filter(
+                api_key_usage::at
+                    .lt(at)
+                    .or(api_key_usage::at.eq(at).and(api_key_usage::id.lt(id))),
+            );
+        }
+        q.load(conn)
+    }
+
+    /// When `key_id` was used at or after `since`, the newest `max` times
+    /// at most (for the hourly chart: memory stays bounded between sweeps).
+    pub fn times_since(
+        conn: &mut AnyConnection,
+        key_id: &str,
+        since: NaiveDateTime,
+        max: i64,
+    ) -> QueryResult<Vec<NaiveDateTime>> {
+        api_key_usage::table
+            .filter(api_key_usage::key_id.eq(key_id))
+            .filter(api_key_usage::at.ge(since))
+            .order((api_key_usage::at.desc(), api_key_usage::id.desc()))
+            .limit(max)
+            .select(api_key_usage::at)
+            .load(conn)
+    }
+
+    /// Retention: deletes rows older than `before`, then, for every key
+    /// with more than `max_per_key` rows, its oldest beyond that many.
+    /// Returns how many rows went.
+    pub fn sweep(
+        conn: &mut AnyConnection,
+        before: NaiveDateTime,
+        max_per_key: i64,
+    ) -> QueryResult<usize> {
+        let mut deleted = diesel::delete(api_key_usage::table.filter(api_key_usage::at.lt(before)))
+            .execute(conn)?;
+        let crowded: Vec<String> = api_key_usage::table
+            .group_by(api_key_usage::key_id)
+            .having(diesel::dsl::count_star().gt(max_per_key))
+            .select(api_key_usage::key_id)
+            .load(conn)?;
+        for key_id in crowded {
+            // The newest row past the cap: it and everything older go.
+            let edge: Option<(NaiveDateTime, i64)> = api_key_usage::table
+                .filter(api_key_usage::key_id.eq(&key_id))
+                .order((api_key_usage::at.desc(), api_key_usage::id.desc()))
+                .select((api_key_usage::at, api_key_usage::id))
+                .offset(max_per_key)
+                .first(conn)
+                .optional()?;
+            let Some((at, id)) = edge else { continue };
+            deleted += diesel::delete(
+                api_key_usage::table
+                    .filter(api_key_usage::key_id.eq(&key_id))
+                    .filter(
+                        api_key_usage::at
+                            .lt(at)
+                            .or(api_key_usage::at.eq(at).and(api_key_usage::id.le(id))),
+                    ),
+            )
+            .execute(conn)?;
+        }
+        Ok(deleted)
+    }
+}
