@@ -112,6 +112,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: Database,
     pub revocations: std::sync::Arc<dzdesk_auth::credentials::revocation_view::RevocationView>,
+    /// `http://127.0.0.1:PORT` of the metrics listener, when
+    /// `metrics_listen` was set.
+    pub metrics: Option<String>,
     handle: ServerHandle,
     // Dropped last: the server and pool go first.
     _test_db: TestDatabase,
@@ -149,6 +152,7 @@ pub fn test_settings(url: &str) -> Settings {
         max_connections: 4096,
         tls: None,
         http_listen: None,
+        metrics_listen: None,
         shutdown_drain: std::time::Duration::from_secs(10),
         rate_limits: true,
         secrets: test_sealer(),
@@ -183,6 +187,7 @@ where
     let port = app.port();
     let handle = app.handle();
     let revocations = app.revocations();
+    let metrics = app.metrics_addr().map(|a| format!("http://{a}"));
     tokio::spawn(app.run_until_stopped());
     if settings.database_url.postgres_url().is_some() {
         // Tests expect the revocation listener up, as in production.
@@ -194,6 +199,7 @@ where
         client: new_client(),
         db,
         revocations,
+        metrics,
         handle,
         _test_db: test_db,
     }
