@@ -110,7 +110,8 @@ pub struct Metrics {
     throttled: [IntCounter; 4],
     signin_failures: IntCounter,
     signin_locks: [IntCounter; 3],
-    client_locks: [IntCounter; 3],
+    /// Pair, address (a client has no lock of its own: its id is public).
+    client_locks: [IntCounter; 2],
     pool_in_use: IntGauge,
     pool_idle: IntGauge,
     pool_max: IntGauge,
@@ -218,7 +219,7 @@ impl Metrics {
             "dzdesk_auth_client_auth_locks_total",
             "Client-authentication locks set, by what is locked",
             "scope",
-            SCOPES.map(scope_label),
+            [LockScope::Pair, LockScope::Address].map(scope_label),
         )?;
         let pool_in_use = gauge(
             &registry,
@@ -328,7 +329,11 @@ impl Metrics {
     }
 
     pub fn client_auth_locked(&self, scope: LockScope) {
-        self.client_locks[scope as usize].inc();
+        match scope {
+            LockScope::Pair => self.client_locks[0].inc(),
+            LockScope::Address => self.client_locks[1].inc(),
+            LockScope::Account => {}
+        }
     }
 
     /// The text exposition (format 0.0.4), gauges read now.
