@@ -93,9 +93,13 @@ pub async fn access_log(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let start = Instant::now();
-    let seen = req.app_data::<Observability>().cloned();
-    let id = request_id(&req, seen.as_ref().map(|o| &o.trusted_proxies));
-    let metrics = seen.and_then(|o| o.metrics);
+    let (id, metrics) = match req.app_data::<Observability>() {
+        Some(o) => (
+            request_id(&req, Some(&o.trusted_proxies)),
+            o.metrics.clone(),
+        ),
+        None => (request_id(&req, None), None),
+    };
     // Before the call: an error answer (a timeout, a panic) has no request
     // left to ask.
     let route = metrics.as_ref().map(|_| req.match_pattern());
