@@ -465,8 +465,9 @@ impl Database {
             let got = pool.get();
             if let Some(o) = observer.get() {
                 o.wait.observe(asked.elapsed().as_secs_f64());
-                // A caller that gave up already was counted by `run`.
-                if got.is_err() && !tx.is_closed() {
+                // Once per caller: whoever gives up first counts, this
+                // thread (no connection) or `run` (its deadline).
+                if got.is_err() && commitment.as_deref().is_none_or(abandon) {
                     o.timeouts.inc();
                 }
             }

@@ -327,6 +327,69 @@ async fn a_plan_429_and_a_client_auth_lock_are_counted_by_kind() {
 }
 
 #[tokio::test]
+async fn the_pool_gauges_and_a_database_timeout_are_counted() {
+    let app = spawn_app_custom(
+        |s| {
+            with_metrics(s);
+            s.db_pool_size = 1;
+            s.db_timeout = Duration::from_millis(300);
+        },
+        |_| {},
+    )
+    .await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let before = Scrape::of(&app).await;
+    assert_eq!(before.sum("dzdesk_auth_db_pool_max_connections", &[]), 1.0);
+    assert_eq!(
+        before.sum("dzdesk_auth_db_pool_connections_in_use", &[]),
+        0.0
+    );
+
+    // The only connection, held here: the service waits, then answers 503.
+    let db = app.db.clone();
+    let held = tokio::task::spawn_blocking(move || db.conn().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(app.get("/readyz").await.status(), 503);
+    let during = Scrape::of(&app).await;
+    assert_eq!(
+        during.sum("dzdesk_auth_db_pool_connections_in_use", &[]),
+        1.0
+    );
+    assert_eq!(
+        moved(&before, &during, "dzdesk_auth_db_timeouts_total", &[]),
+        1.0
+    );
+    let waited = moved(
+        &before,
+        &during,
+        "dzdesk_auth_db_pool_wait_seconds_sum",
+        &[],
+    );
+    assert!(waited >= 0.25, "{waited}");
+    // The wait landed in the buckets past 0.25 s, none below.
+    let fast = moved(
+        &before,
+        &during,
+        "dzdesk_auth_db_pool_wait_seconds_bucket",
+        &[("le", "0.1")],
+    );
+    assert_eq!(fast, 0.0);
+
+    drop(held);
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let after = Scrape::of(&app).await;
+    assert_eq!(
+        after.sum("dzdesk_auth_db_pool_connections_in_use", &[]),
+        0.0
+    );
+    assert_eq!(
+        moved(&during, &after, "dzdesk_auth_db_timeouts_total", &[]),
+        0.0
+    );
+}
+
+#[tokio::test]
 async fn metrics_are_only_on_their_own_listener() {
     let app = spawn_app_custom(with_metrics, |_| {}).await;
     let metrics = app.metrics.clone().unwrap();
