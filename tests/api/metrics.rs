@@ -390,6 +390,29 @@ async fn the_pool_gauges_and_a_database_timeout_are_counted() {
 }
 
 #[tokio::test]
+async fn the_signing_key_age_restarts_at_a_rotation() {
+    let app = spawn_app_custom(with_metrics, |_| {}).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let age = |s: &Scrape| s.sum("dzdesk_auth_signing_key_age_seconds", &[]);
+    let old = age(&Scrape::of(&app).await);
+    assert!((1.0..600.0).contains(&old), "{old}");
+    app.with_conn(|conn| {
+        dzdesk_auth::credentials::jwt::rotate(
+            conn,
+            &crate::helpers::test_sealer(),
+            chrono::Utc::now().naive_utc(),
+            false,
+        )
+        .unwrap()
+    })
+    .await;
+    // Tests re-read the keys on every use (key_reload_secs = 0).
+    assert_eq!(app.get("/.well-known/jwks.json").await.status(), 200);
+    let new = age(&Scrape::of(&app).await);
+    assert!(new < 1.0 && new < old, "{old} -> {new}");
+}
+
+#[tokio::test]
 async fn metrics_are_only_on_their_own_listener() {
     let app = spawn_app_custom(with_metrics, |_| {}).await;
     let metrics = app.metrics.clone().unwrap();
