@@ -183,6 +183,15 @@ async fn a_flow_moves_exactly_its_counters_and_routes_are_patterns() {
     assert_eq!(resp.status(), 429);
     // Paths no route matches, with and without the /v1 prefix.
     assert_eq!(app.get("/no/such/path/8d1f0c").await.status(), 404);
+    // A method of the client's invention is folded too.
+    let brew = reqwest::Method::from_bytes(b"BREW").unwrap();
+    let resp = app
+        .client
+        .request(brew, app.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_client_error());
 
     let after = Scrape::of(app).await;
     let m = |name: &str, with: &[(&str, &str)]| moved(&before, &after, name, with);
@@ -229,6 +238,15 @@ async fn a_flow_moves_exactly_its_counters_and_routes_are_patterns() {
             .all(|r| !r.contains("xyz") && !r.contains("8d1f0c")),
         "{routes:?}"
     );
+    assert_eq!(
+        m(
+            "dzdesk_auth_http_requests_total",
+            &[("route", "/healthz"), ("method", "other")]
+        ),
+        1.0
+    );
+    let methods = after.label_values("dzdesk_auth_http_requests_total", "method");
+    assert!(!methods.iter().any(|m| m == "BREW"), "{methods:?}");
     // The histogram counts the same requests under the same labels.
     assert_eq!(
         m(
