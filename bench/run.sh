@@ -24,15 +24,20 @@
 # /v1/me with DZDESK_USAGE_LOG=off and on, ROUNDS times, and the ratio on/off);
 # flood (bench/flood.sh: RSS under a
 # 150-connection sign-in flood, and client_credentials while 64 connections
-# hammer POST /login against its rate without them). The last two start
+# hammer POST /login against its rate without them); metrics (bench/metrics.sh:
+# introspect and me_api_key with DZDESK_METRICS_LISTEN unset and set, /metrics
+# scraped once a second meanwhile, with the ratios). The last three start
 # servers of their own, after this one has stopped.
+#
+# With DZDESK_METRICS_LISTEN set, /metrics is scraped once a second while
+# the scenarios run (the scrape count is printed at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pg=${BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
 conns=${CONNS:-32}
 duration=${DURATION:-10s}
-scenarios=${SCENARIOS:-healthz introspect me_api_key client_credentials refresh limits usage_log flood}
+scenarios=${SCENARIOS:-healthz introspect me_api_key client_credentials refresh limits usage_log flood metrics}
 port=${PORT:-18181}
 oha=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 if [ ! -x "$oha" ]; then
@@ -54,6 +59,7 @@ db="dzdesk_bench_$(date +%s)"
 psql "$pg" -qc "CREATE DATABASE $db"
 url=$(python3 -c "import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path='/'+sys.argv[2])))" "$pg" "$db")
 cleanup() {
+  [ -n "${scraper:-}" ] && kill "$scraper" 2>/dev/null && wait "$scraper" 2>/dev/null
   [ -n "${server:-}" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
   psql "$pg" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
 }
@@ -89,6 +95,14 @@ apikey=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])' <<<"$k
 
 "$bin" serve & server=$!
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+scrapes=$(mktemp)
+if [ -n "${DZDESK_METRICS_LISTEN:-}" ]; then
+  # A Prometheus scraping once a second while the load runs.
+  while sleep 1; do
+    curl -sf "http://$DZDESK_METRICS_LISTEN/metrics" >/dev/null && echo ok >>"$scrapes"
+  done &
+  scraper=$!
+fi
 
 report() {
   python3 -c '
@@ -125,7 +139,13 @@ fi
 if want refresh; then
   "$driver" "http://127.0.0.1:$port" "$rid" "$rsecret" bench@example.com env:BENCH_PASSWORD "$conns" "${duration%s}"
 fi
-if want limits || want usage_log || want flood; then
+if [ -n "${scraper:-}" ]; then
+  kill "$scraper" 2>/dev/null && wait "$scraper" 2>/dev/null || true
+  scraper=
+  echo "metrics_scrapes=$(wc -l <"$scrapes")"
+fi
+rm -f "$scrapes"
+if want limits || want usage_log || want flood || want metrics; then
   kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true
   server=
 fi
@@ -137,4 +157,7 @@ if want usage_log; then
 fi
 if want flood; then
   BENCH_BIN=$bin DURATION=$duration bench/flood.sh
+fi
+if want metrics; then
+  BENCH_BIN=$bin ROUNDS=${ROUNDS:-1} CONNS=$conns DURATION=$duration PORT=$port bench/metrics.sh
 fi

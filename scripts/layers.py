@@ -15,7 +15,7 @@ RANK = {
     "domain": 1, "secrets": 1,
     "db": 2,
     "error": 3, "credentials": 3, "auth": 3, "config": 3, "ratelimit": 3,
-    "oauth": 4, "api": 4, "accounts": 4, "http": 4, "tls": 4,
+    "oauth": 4, "api": 4, "accounts": 4, "http": 4, "tls": 4, "metrics": 4,
     "state": 5, "maintenance": 5, "telemetry": 5,
     "routes": 6,
     "startup": 7,

@@ -483,6 +483,9 @@ fn serve() -> Result<(), CliError> {
         if let Some(plain) = app.http_addr() {
             log::info!("listening on http://{plain} (probes, and redirects to https)");
         }
+        if let Some(metrics) = app.metrics_addr() {
+            log::info!("metrics on http://{metrics}/metrics");
+        }
         app.run_until_stopped()
             .await
             .map_err(|e| CliError::Failed(e.into()))

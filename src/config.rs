@@ -76,6 +76,9 @@ pub struct Settings {
     /// `DZDESK_HTTP_LISTEN` (with TLS only): a second, plain-HTTP listener,
     /// for probes (`/healthz`, `/readyz`) and redirects to https.
     pub http_listen: Option<SocketAddr>,
+    /// `DZDESK_METRICS_LISTEN`: a listener of its own serving Prometheus
+    /// text at `/metrics` (default: none, and nothing is counted).
+    pub metrics_listen: Option<SocketAddr>,
     /// `DZDESK_RATE_LIMITS=off` turns the `/v1` limits off (benchmarks; a
     /// service exposed to anyone keeps them on).
     pub rate_limits: bool,
@@ -225,6 +228,10 @@ impl Settings {
             .map(|l| parse_listen(&l))
             .transpose()
             .map_err(|m| ConfigError::new("DZDESK_HTTP_LISTEN", m))?;
+        let metrics_listen = var("DZDESK_METRICS_LISTEN")?
+            .map(|l| parse_listen(&l))
+            .transpose()
+            .map_err(|m| ConfigError::new("DZDESK_METRICS_LISTEN", m))?;
         let redis_url = var("DZDESK_REDIS_URL")?
             .map(|u| RedisUrl::parse(&u))
             .transpose()
@@ -265,6 +272,7 @@ impl Settings {
         let settings = Self {
             tls,
             http_listen,
+            metrics_listen,
             db_timeout,
             secrets,
             redis_url,

@@ -15,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod maintenance;
+pub mod metrics;
 pub mod oauth;
 pub mod ratelimit;
 pub mod routes;

@@ -22,12 +22,13 @@ use crate::credentials::revocation_view::RevocationView;
 use crate::credentials::{listener, Audience, Credentials};
 use crate::db::Database;
 use crate::maintenance;
+use crate::metrics::Metrics;
 use crate::ratelimit::redis::RedisStore;
 use crate::ratelimit::Limiter;
 use crate::routes::surface::{self, oauth_json_endpoint, Hsts, HttpsOnly, RequestDeadline};
-use crate::routes::{health, oauth, register, static_files, v1, web as pages, well_known};
+use crate::routes::{self, health, oauth, register, static_files, v1, web as pages, well_known};
 use crate::state::{AppState, ClientCache, ServerKeys};
-use crate::telemetry::access_log;
+use crate::telemetry::{access_log, Observability};
 use crate::tls::CertReloader;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -54,6 +55,9 @@ pub struct Application {
     local_addr: SocketAddr,
     /// The plain-HTTP listener beside a TLS one (`DZDESK_HTTP_LISTEN`).
     http_addr: Option<SocketAddr>,
+    /// The metrics listener (`DZDESK_METRICS_LISTEN`) and its server,
+    /// stopped with the service.
+    metrics: Option<(SocketAddr, Server)>,
     /// The TLS certificate, reloaded on SIGHUP.
     tls: Option<Arc<CertReloader>>,
     /// SIGHUP, watched from the start: it reloads the certificate, and
@@ -148,6 +152,16 @@ impl Application {
         let listen_url = settings.database_url.postgres_url().map(str::to_owned);
         let usage = Arc::new(UsageTracker::new());
         let usage_log = Arc::new(UsageLog::new(settings.usage_log));
+        let metrics_listener = settings
+            .metrics_listen
+            .map(|addr| {
+                TcpListener::bind(addr).map_err(|source| BuildError::Listen {
+                    var: "DZDESK_METRICS_LISTEN",
+                    addr,
+                    source,
+                })
+            })
+            .transpose()?;
         let credentials = Credentials::new(
             db.clone(),
             key_store,
@@ -169,6 +183,17 @@ impl Application {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let passwords =
             Arc::new(VerifierPool::new(cores, PASSWORD_QUEUE).map_err(anyhow::Error::from)?);
+        let metrics = match &metrics_listener {
+            Some(_) => Some(Arc::new(
+                Metrics::new(db.clone(), credentials.clone(), listen_url.is_some())
+                    .map_err(|e| anyhow::anyhow!("metrics registry: {e}"))?,
+            )),
+            None => None,
+        };
+        let observability = Observability {
+            trusted_proxies: settings.trusted_proxies.clone(),
+            metrics: metrics.clone(),
+        };
         let state = web::Data::new(AppState {
             passwords,
             limiter,
@@ -180,6 +205,7 @@ impl Application {
             usage,
             usage_log,
             stopping: stopping.clone(),
+            metrics: metrics.clone(),
         });
         let state_for_listener = state.clone();
         let drain = state.settings.shutdown_drain;
@@ -191,6 +217,7 @@ impl Application {
                 .app_data(RequestDeadline(request_timeout))
                 .app_data(Hsts(hsts))
                 .app_data(https_only.clone())
+                .app_data(observability.clone())
                 .wrap(from_fn(surface::https_only))
                 .wrap(from_fn(surface::deadline))
                 .wrap(from_fn(access_log))
@@ -307,9 +334,15 @@ impl Application {
         .shutdown_timeout(request_timeout.as_secs() + 1)
         .run();
 
+        let metrics = match (metrics_listener, metrics) {
+            (Some(listener), Some(metrics)) => Some(serve_metrics(listener, metrics)?),
+            _ => None,
+        };
+
         Ok(Self {
             local_addr,
             http_addr,
+            metrics,
             tls,
             hangups: Some(hangups),
             signals: None,
@@ -351,6 +384,12 @@ impl Application {
     /// The plain-HTTP listener beside the TLS one, if any.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// Where `/metrics` is served (`DZDESK_METRICS_LISTEN`; useful with
+    /// port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
     }
 
     /// The instance's revocation view (tests fence on it).
@@ -421,12 +460,37 @@ impl Application {
                 None => futures_util::future::pending().await,
             }
         };
+        // The metrics listener runs beside the service, in this task (it
+        // may not be inside an actix system: the tests spawn on tokio).
+        let metrics_server = self.metrics.take().map(|(_, server)| server);
+        let metrics_handle = metrics_server.as_ref().map(Server::handle);
+        // Polled again when done, a `MaybeDone` answers at once.
+        let mut metrics_run = Box::pin(futures_util::future::maybe_done(async move {
+            if let Some(server) = metrics_server {
+                if let Err(e) = server.await {
+                    log::error!("the metrics listener stopped: {e}");
+                }
+            }
+        }));
+        let metrics_until_stopped = async {
+            (&mut metrics_run).await;
+            futures_util::future::pending::<()>().await
+        };
         // No background future ever finishes: this ends with the server.
-        let background = Box::pin(futures_util::future::join3(sweeper, listener, stopper));
+        let background = Box::pin(futures_util::future::join4(
+            sweeper,
+            listener,
+            stopper,
+            metrics_until_stopped,
+        ));
         let result = match futures_util::future::select(self.server, background).await {
             futures_util::future::Either::Left((result, _)) => result,
             futures_util::future::Either::Right((_, server)) => server.await,
         };
+        // The metrics listener closes with the service.
+        if let Some(handle) = metrics_handle {
+            futures_util::future::join(handle.stop(true), metrics_run).await;
+        }
         // Uses seen since the last flush (`last_used_at` and the usage log)
         // are written before stopping.
         let now = chrono::Utc::now().naive_utc() + crate::api::usage::WRITE_EVERY;
@@ -448,6 +512,31 @@ impl Application {
         }
         result
     }
+}
+
+/// The metrics listener: `GET /metrics` and nothing else, on one worker,
+/// apart from the public listener (no route of the service is reachable
+/// here, and `/metrics` is not reachable there).
+fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+) -> Result<(SocketAddr, Server), BuildError> {
+    let addr = listener.local_addr().map_err(anyhow::Error::from)?;
+    let metrics = web::Data::from(metrics);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(metrics.clone())
+            .wrap(from_fn(surface::harden))
+            .route("/metrics", web::get().to(routes::metrics::scrape))
+            .default_service(web::to(routes::metrics::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)
+    .map_err(anyhow::Error::from)?
+    .run();
+    Ok((addr, server))
 }
 
 /// SIGTERM and SIGINT, watched from the first moment of `serve`: before

@@ -17,6 +17,7 @@ use crate::credentials::jwt::KeyRing;
 use crate::credentials::Credentials;
 use crate::db::models::{Client, ServerSecret};
 use crate::db::{sealed, Database};
+use crate::metrics::Metrics;
 use crate::oauth::token::TokenConfig;
 use crate::ratelimit::Limiter;
 
@@ -39,6 +40,9 @@ pub struct AppState {
     /// Set when a shutdown signal arrived: `/readyz` answers 503 while the
     /// service drains.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// The service's metrics while `DZDESK_METRICS_LISTEN` is set; `None`
+    /// counts nothing.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// Registered clients kept in memory for `DZDESK_CLIENT_CACHE_SECS`, so the
@@ -131,6 +135,11 @@ impl AppState {
         self.settings
             .trusted_proxies
             .client_ip(req.peer_addr(), forwarded.iter().map(|v| v.as_ref()))
+    }
+
+    /// Where events are counted, when metrics are on.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_deref()
     }
 
     /// Cookies are `Secure` in production mode (an https issuer).

@@ -151,6 +151,8 @@ pub fn rotate(
 /// The keys in use: the one that signs, and every published one.
 pub struct KeyRing {
     signing_kid: String,
+    /// When the signing key was made (its age is a metric).
+    signing_created_at: NaiveDateTime,
     encoding: EncodingKey,
     /// Verification keys by kid; each pinned to ES256.
     verifying: HashMap<String, DecodingKey>,
@@ -224,6 +226,7 @@ impl KeyRing {
         }
         Ok(Self {
             signing_kid: active.kid.clone(),
+            signing_created_at: active.created_at,
             encoding: EncodingKey::from_ec_der(&active.private_key),
             verifying,
             jwks: JwkSet { keys },
@@ -233,6 +236,11 @@ impl KeyRing {
 
     pub fn signing_kid(&self) -> &str {
         &self.signing_kid
+    }
+
+    /// When the key that signs was made.
+    pub fn signing_created_at(&self) -> NaiveDateTime {
+        self.signing_created_at
     }
 
     /// The public keys (RFC 7517 JWK Set): never a private part.

@@ -65,6 +65,12 @@ impl KeyStore {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// The keys in memory, however old (no I/O): what signs now, as far as
+    /// this instance knows.
+    pub fn in_memory(&self) -> Arc<KeyRing> {
+        self.snapshot().0
+    }
+
     fn snapshot(&self) -> (Arc<KeyRing>, Instant, u64) {
         let guard = match self.current.read() {
             Ok(guard) => guard,

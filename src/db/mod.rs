@@ -14,8 +14,8 @@ mod types;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -276,6 +276,28 @@ pub struct Database {
     backend: Backend,
     /// How long a request waits for the database (`DZDESK_DB_TIMEOUT_MS`).
     timeout: Duration,
+    /// Where waits and timeouts are counted, once metrics are on
+    /// ([`Database::observe_with`]); unset, counting costs one load.
+    observer: Arc<OnceLock<PoolObserver>>,
+}
+
+/// The pool's metrics (`DZDESK_METRICS_LISTEN`), made and registered by
+/// the service's metrics registry and fed here.
+#[derive(Clone)]
+pub struct PoolObserver {
+    /// From asking for a connection to having one (or giving up), seconds.
+    pub wait: prometheus::Histogram,
+    /// Callers that got no connection ([`RunError::Pool`]) or no answer
+    /// ([`RunError::TimedOut`]) within the timeout: once per caller.
+    pub timeouts: prometheus::IntCounter,
+}
+
+/// Connections of the pool now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolUse {
+    pub in_use: u32,
+    pub idle: u32,
+    pub max: u32,
 }
 
 impl fmt::Debug for Database {
@@ -306,6 +328,7 @@ impl Database {
             pool,
             backend: url.backend,
             timeout,
+            observer: Arc::default(),
         })
     }
 
@@ -325,6 +348,7 @@ impl Database {
             pool,
             backend: url.backend,
             timeout: DEFAULT_TIMEOUT,
+            observer: Arc::default(),
         }
     }
 
@@ -353,6 +377,23 @@ impl Database {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Counts connection waits and timeouts into `observer` from now on
+    /// (every clone of this handle shares it). Once per pool: a second
+    /// observer is refused and returned.
+    pub fn observe_with(&self, observer: PoolObserver) -> Result<(), PoolObserver> {
+        self.observer.set(observer)
+    }
+
+    /// The pool's connections now (r2d2's state; no I/O).
+    pub fn pool_use(&self) -> PoolUse {
+        let state = self.pool.state();
+        PoolUse {
+            in_use: state.connections.saturating_sub(state.idle_connections),
+            idle: state.idle_connections,
+            max: self.pool.max_size(),
+        }
     }
 
     /// A pooled connection, blocking. Only for code that is not on an actix
@@ -384,7 +425,12 @@ impl Database {
             Ok(result) => result,
             // Given up before `f` reached a COMMIT: it will roll back
             // (`write_transaction`), so the 503 is true, nothing happened.
-            Err(_) if abandon(&commitment) => Err(RunError::TimedOut(self.timeout).into()),
+            Err(_) if abandon(&commitment) => {
+                if let Some(o) = self.observer.get() {
+                    o.timeouts.inc();
+                }
+                Err(RunError::TimedOut(self.timeout).into())
+            }
             // A COMMIT is under way: what happened is decided, so wait for
             // it rather than answer 503 for work that took effect (a
             // rotated refresh token whose successor the client never got).
@@ -412,9 +458,20 @@ impl Database {
         E: From<RunError> + Send + 'static,
     {
         let pool = self.pool.clone();
+        let observer = self.observer.clone();
+        let asked = Instant::now();
         let (tx, rx) = tokio::sync::oneshot::channel();
         actix_web::rt::task::spawn_blocking(move || {
-            let result = match pool.get() {
+            let got = pool.get();
+            if let Some(o) = observer.get() {
+                o.wait.observe(asked.elapsed().as_secs_f64());
+                // Once per caller: whoever gives up first counts, this
+                // thread (no connection) or `run` (its deadline).
+                if got.is_err() && commitment.as_deref().is_none_or(abandon) {
+                    o.timeouts.inc();
+                }
+            }
+            let result = match got {
                 // Nobody waits for the answer any more: do nothing.
                 Ok(_) if tx.is_closed() => return,
                 Ok(mut conn) => {

@@ -11,6 +11,12 @@ pub enum OAuthError {
     InvalidClient(String),
     #[error("{0}")]
     InvalidGrant(String),
+    /// `invalid_grant` for a rotated refresh token presented again (RFC
+    /// 9700 4.14.2): its grant has just been revoked. Told apart from
+    /// [`OAuthError::InvalidGrant`] only for counting; the client sees the
+    /// same answer.
+    #[error("{0}")]
+    RefreshTokenReused(String),
     #[error("{0}")]
     UnauthorizedClient(String),
     #[error("{0}")]
@@ -41,7 +47,7 @@ impl OAuthError {
         match self {
             OAuthError::InvalidRequest(_) => "invalid_request",
             OAuthError::InvalidClient(_) => "invalid_client",
-            OAuthError::InvalidGrant(_) => "invalid_grant",
+            OAuthError::InvalidGrant(_) | OAuthError::RefreshTokenReused(_) => "invalid_grant",
             OAuthError::UnauthorizedClient(_) => "unauthorized_client",
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
             OAuthError::InvalidScope(_) => "invalid_scope",

@@ -245,8 +245,7 @@ pub fn refresh_token(
     // RFC 9700 4.14.2: a rotated token presented again means one of two
     // parties holds a stolen copy; revoke the grant so both lose access.
     if row.used_at.is_some() {
-        revoke_reused(conn, &grant.id, now)?;
-        return Err(invalid_refresh());
+        return Err(revoke_reused(conn, &grant.id, now));
     }
     if row.expires_at <= now.naive_utc() {
         return Err(invalid_refresh());
@@ -285,8 +284,7 @@ pub fn refresh_token(
         Ok(()) => {}
         Err(TxError::Lost) => {
             // Rotated by a concurrent request: the same token used twice.
-            revoke_reused(conn, &grant.id, now)?;
-            return Err(invalid_refresh());
+            return Err(revoke_reused(conn, &grant.id, now));
         }
         Err(TxError::Db(e)) => return Err(e.into()),
     }
@@ -300,15 +298,17 @@ pub fn refresh_token(
     })
 }
 
-fn revoke_reused(
-    conn: &mut AnyConnection,
-    grant_id: &str,
-    now: DateTime<Utc>,
-) -> Result<(), OAuthError> {
-    if GrantRow::revoke(conn, grant_id, now.naive_utc())? {
-        log::warn!("refresh token reused: grant {grant_id} revoked");
+/// Revokes the grant of a reused refresh token; the error to answer with.
+fn revoke_reused(conn: &mut AnyConnection, grant_id: &str, now: DateTime<Utc>) -> OAuthError {
+    match GrantRow::revoke(conn, grant_id, now.naive_utc()) {
+        Ok(revoked) => {
+            if revoked {
+                log::warn!("refresh token reused: grant {grant_id} revoked");
+            }
+            OAuthError::RefreshTokenReused(invalid_refresh().to_string())
+        }
+        Err(e) => e.into(),
     }
-    Ok(())
 }
 
 #[cfg(test)]

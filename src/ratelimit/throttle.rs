@@ -401,6 +401,28 @@ pub fn sign_in_subjects(email: &str, address_key: &str) -> Vec<Subject> {
 
 /// The subjects of a client authentication: (client_id, address) and the
 /// address. Never the client alone.
+/// What a lock is set on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockScope {
+    /// An (account or client, address) pair.
+    Pair,
+    /// An address, whatever the accounts or clients.
+    Address,
+    /// An account, whatever the addresses.
+    Account,
+}
+
+impl LockScope {
+    /// The scope of the lock named `key` (a [`Subject`]'s key).
+    pub fn of(key: &str) -> Self {
+        match key.split(':').nth(1) {
+            Some("pair") => LockScope::Pair,
+            Some("addr") => LockScope::Address,
+            _ => LockScope::Account,
+        }
+    }
+}
+
 pub fn client_subjects(client_id: &str, address_key: &str) -> Vec<Subject> {
     let client_id = digest(client_id);
     vec![
@@ -420,6 +442,25 @@ pub fn client_subjects(client_id: &str, address_key: &str) -> Vec<Subject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_subject_has_its_scope() {
+        let scopes: Vec<LockScope> = sign_in_subjects("a@example.com", "ip:192.0.2.1")
+            .iter()
+            .chain(&client_subjects("client_a", "ip:192.0.2.1"))
+            .map(|s| LockScope::of(&s.key))
+            .collect();
+        assert_eq!(
+            scopes,
+            [
+                LockScope::Pair,
+                LockScope::Address,
+                LockScope::Account,
+                LockScope::Pair,
+                LockScope::Address
+            ]
+        );
+    }
 
     const NOW: i64 = 1_800_000_000;
 

@@ -2,6 +2,7 @@
 //! in `startup.rs`.
 
 pub mod health;
+pub mod metrics;
 pub mod oauth;
 pub mod register;
 pub mod static_files;

@@ -17,6 +17,7 @@ use crate::db::AnyConnection;
 use crate::domain::GrantType;
 use crate::error::WebError;
 use crate::http::{no_store, rfc_error};
+use crate::metrics::Throttled;
 use crate::oauth::authorize::{
     self, AuthorizeInput, AuthorizeOutcome, ConsentPrompt, SignedInUser,
 };
@@ -24,7 +25,7 @@ use crate::oauth::error::OAuthError;
 use crate::oauth::introspect;
 use crate::oauth::token::{self, ClientAuth, FormParams, IssuedTokens};
 use crate::ratelimit::ip_key;
-use crate::ratelimit::throttle::{self, Begin};
+use crate::ratelimit::throttle::{self, Begin, LockScope};
 use crate::routes::web::session::MaybeSignedIn;
 use crate::routes::web::{render, see_other};
 use crate::state::AppState;
@@ -106,6 +107,9 @@ pub async fn token_post(
         ) {
             let cfg = state.token_config();
             let issued = token::client_credentials(&client, &params, &keys, &cfg, Utc::now())?;
+            if let Some(m) = state.metrics() {
+                m.token_issued(grant);
+            }
             return Ok(token_response(issued));
         }
     }
@@ -126,10 +130,17 @@ pub async fn token_post(
         })
         .await;
     note_client_failure(&state, &req, &client_id, &issued).await;
-    if let Err(OAuthError::InvalidGrant(_)) = &issued {
+    if let Err(OAuthError::InvalidGrant(_) | OAuthError::RefreshTokenReused(_)) = &issued {
         // A replayed code or a reused refresh token may just have revoked a
         // grant: let this instance's view catch up before answering.
         state.credentials.fence().await;
+    }
+    if let Some(m) = state.metrics() {
+        match &issued {
+            Ok(_) => m.token_issued(grant),
+            Err(OAuthError::RefreshTokenReused(_)) => m.refresh_reused(),
+            Err(_) => {}
+        }
     }
     Ok(token_response(issued?))
 }
@@ -216,6 +227,9 @@ pub async fn introspect_post(
     };
     let answer =
         introspect::introspect(&state.credentials, &caller, &token, client_ip, Utc::now()).await?;
+    if let Some(m) = state.metrics() {
+        m.introspected(answer.active);
+    }
     Ok(introspection_response(&answer))
 }
 
@@ -293,7 +307,12 @@ fn client_guard(state: &AppState, req: &HttpRequest, auth: &ClientAuth) -> Resul
         .iter()
         .find_map(|s| state.limiter.locked_here(&s.key, now))
     {
-        Some(left) => Err(OAuthError::TooManyAttempts(left)),
+        Some(left) => {
+            if let Some(m) = state.metrics() {
+                m.throttled(Throttled::ClientAuth);
+            }
+            Err(OAuthError::TooManyAttempts(left))
+        }
         None => Ok(()),
     }
 }
@@ -325,7 +344,10 @@ async fn note_client_failure<T>(
         .throttle_begin(&subjects, Utc::now().timestamp())
         .await
     {
-        for (_, secs) in locked_now {
+        for (key, secs) in locked_now {
+            if let Some(m) = state.metrics() {
+                m.client_auth_locked(LockScope::of(&key));
+            }
             log::warn!(
                 "client authentication locked for {secs} s: {} from {}",
                 client_id.escape_debug(),

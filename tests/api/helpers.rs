@@ -112,6 +112,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: Database,
     pub revocations: std::sync::Arc<dzdesk_auth::credentials::revocation_view::RevocationView>,
+    /// `http://127.0.0.1:PORT` of the metrics listener, when
+    /// `metrics_listen` was set.
+    pub metrics: Option<String>,
     handle: ServerHandle,
     /// The task serving until stopped (see [`TestApp::stop`]).
     running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -151,6 +154,7 @@ pub fn test_settings(url: &str) -> Settings {
         max_connections: 4096,
         tls: None,
         http_listen: None,
+        metrics_listen: None,
         shutdown_drain: std::time::Duration::from_secs(10),
         rate_limits: true,
         usage_log: true,
@@ -187,6 +191,7 @@ where
     let port = app.port();
     let handle = app.handle();
     let revocations = app.revocations();
+    let metrics = app.metrics_addr().map(|a| format!("http://{a}"));
     let running = tokio::spawn(app.run_until_stopped());
     if settings.database_url.postgres_url().is_some() {
         // Tests expect the revocation listener up, as in production.
@@ -198,6 +203,7 @@ where
         client: new_client(),
         db,
         revocations,
+        metrics,
         handle,
         running: Some(running),
         _test_db: test_db,

@@ -21,6 +21,7 @@ mod introspect;
 mod logging;
 mod login;
 mod metadata;
+mod metrics;
 mod oauth_flow;
 mod pages;
 mod ratelimits;

@@ -23,6 +23,7 @@ use crate::api::usage_log::UsageEntry;
 use crate::credentials::Resolved;
 use crate::error::ApiError;
 use crate::http::bearer;
+use crate::metrics::Throttled;
 use crate::ratelimit::gcra::Decision;
 use crate::ratelimit::ip_key;
 use crate::state::AppState;
@@ -149,6 +150,13 @@ pub async fn rate_limit(
         let now = Utc::now().timestamp_micros();
         let decision = state.limiter.check(&key, limit, now).await;
         if !decision.allowed {
+            if let Some(m) = state.metrics() {
+                m.throttled(if auth.is_ok() {
+                    Throttled::Plan
+                } else {
+                    Throttled::Ip
+                });
+            }
             let mut resp = ApiError::RateLimited(format!(
                 "Rate limit exceeded: {} requests per minute; retry in {} s",
                 decision.limit,

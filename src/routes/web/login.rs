@@ -13,8 +13,9 @@ use crate::auth::signin::{self, SignInError};
 use crate::db::models::Session;
 use crate::domain::Password;
 use crate::error::WebError;
+use crate::metrics::Throttled;
 use crate::ratelimit::ip_key;
-use crate::ratelimit::throttle::{self, Begin};
+use crate::ratelimit::throttle::{self, Begin, LockScope};
 use crate::routes::web::session::{MaybeSignedIn, OurCookie};
 use crate::routes::web::{render, see_other};
 use crate::state::AppState;
@@ -149,6 +150,9 @@ pub async fn login_post(
             // The argon2 place is not needed: free it first, or sleeping
             // locked guesses would fill the queue for everyone.
             drop(slot);
+            if let Some(m) = state.metrics() {
+                m.throttled(Throttled::Login);
+            }
             actix_web::rt::time::sleep(LOCKED_ANSWER_DELAY).await;
             // The same words for every lock, and for unknown emails too.
             let mut resp = page(
@@ -162,6 +166,9 @@ pub async fn login_post(
         }
         Begin::Allowed { locked_now, shared } => {
             for (key, secs) in locked_now {
+                if let Some(m) = state.metrics() {
+                    m.signin_locked(LockScope::of(&key));
+                }
                 let level = if key.starts_with("login:acct:") {
                     log::Level::Warn
                 } else {
@@ -234,7 +241,12 @@ pub async fn login_post(
                 .map_err(WebError::internal)?;
             Ok(resp)
         }
-        None => page(StatusCode::OK, "Wrong email or password."),
+        None => {
+            if let Some(m) = state.metrics() {
+                m.signin_failed();
+            }
+            page(StatusCode::OK, "Wrong email or password.")
+        }
     }
 }
 
