@@ -60,6 +60,25 @@ pub fn generate() -> GeneratedKey {
     }
 }
 
+/// The `POST /v1/api-keys` body as the API document shows it; parsed by
+/// [`NewKey::from_json`], which names the field of each problem.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct CreateKeyRequest {
+    /// 1 to 100 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    name: String,
+    #[schema(min_items = 1)]
+    scopes: Vec<crate::api::ScopeName>,
+    /// Days until the key expires (1 to 3650); absent or null: never.
+    #[schema(minimum = 1, maximum = 3650)]
+    expires_in_days: Option<i64>,
+}
+
 /// A validated `POST /v1/api-keys` body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewKey {
@@ -148,7 +167,7 @@ pub fn parse_scope_list(names: &[&str]) -> Result<ScopeSet, ApiError> {
 }
 
 /// A key as its owner sees it in lists: never the key itself.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: String,
     pub name: String,
@@ -177,7 +196,7 @@ impl KeyView {
 }
 
 /// The answer to `POST /v1/api-keys`: the only time the key is shown.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     pub id: String,
     pub name: String,

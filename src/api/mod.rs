@@ -13,6 +13,21 @@ use chrono::{NaiveDateTime, SecondsFormat};
 
 use crate::error::ApiError;
 
+/// A scope name, as the API document lists them (`domain::Scope::as_str`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub enum ScopeName {
+    #[serde(rename = "requests:read")]
+    RequestsRead,
+    #[serde(rename = "requests:write")]
+    RequestsWrite,
+    #[serde(rename = "users:read")]
+    UsersRead,
+    #[serde(rename = "users:write")]
+    UsersWrite,
+    #[serde(rename = "admin")]
+    Admin,
+}
+
 /// 400 `BAD_REQUEST` naming the field: "`field`: `problem`".
 pub fn field_error(field: &str, problem: &str) -> ApiError {
     ApiError::BadRequest(format!("{field}: {problem}"))

@@ -21,7 +21,7 @@ pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
 
 /// A user as the API shows it (never the password hash).
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
     pub email: String,
@@ -54,8 +54,59 @@ impl UserView {
     }
 }
 
+/// A role, as the API document lists them.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleName {
+    Admin,
+    Agent,
+}
+
+/// A plan, as the API document lists them.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanName {
+    Standard,
+    Professional,
+    Enterprise,
+}
+
+/// The `POST /v1/users` body as the API document shows it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct CreateUserRequest {
+    #[schema(format = "email")]
+    email: String,
+    /// At least 12 characters.
+    #[schema(min_length = 12)]
+    password: String,
+    /// `agent` unless given.
+    role: Option<RoleName>,
+}
+
+/// The `PATCH /v1/users/{id}` body as the API document shows it: any of
+/// the fields, at least one.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
+#[allow(dead_code)]
+pub struct UpdateUserRequest {
+    #[schema(format = "email")]
+    email: Option<String>,
+    role: Option<RoleName>,
+    disabled: Option<bool>,
+    #[schema(min_length = 12)]
+    password: Option<String>,
+    /// Changing it needs `admin`.
+    plan: Option<PlanName>,
+    /// Requests per minute: with `"plan": "enterprise"` only, and required there.
+    #[schema(minimum = 1)]
+    rate_limit: Option<i64>,
+}
+
 /// One page of `GET /v1/users`; `next_cursor` is null on the last page.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserPage {
     pub users: Vec<UserView>,
     pub next_cursor: Option<String>,

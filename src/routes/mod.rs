@@ -3,6 +3,7 @@
 
 pub mod health;
 pub mod oauth;
+pub mod openapi;
 pub mod register;
 pub mod static_files;
 pub mod surface;

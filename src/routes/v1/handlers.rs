@@ -5,25 +5,51 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::api::keys::{self, NewKey};
+use crate::api::allowlist::{AllowlistRequest, AllowlistView};
+use crate::api::keys::{self, CreateKeyRequest, CreatedKey, KeyView, NewKey};
 use crate::api::principal::{Authorize, Principal, Subject};
+use crate::api::users::{CreateUserRequest, UpdateUserRequest, UserPage, UserView};
 use crate::api::{allowlist, users};
-use crate::error::{api_ok, api_success, ApiError};
+use crate::error::{api_ok, api_success, ApiError, SuccessBody};
 use crate::http::no_store;
 use crate::routes::v1::auth::Authenticated;
 use crate::state::AppState;
 
 /// `GET /v1/me` (seed: "Verify Token").
-#[derive(Serialize)]
-struct Me<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Me<'a> {
     id: &'a str,
+    /// null for a client_credentials token.
     email: Option<&'a str>,
+    /// `admin`, `agent`, or `service` for a client_credentials token.
     role: &'a str,
     scopes: Vec<&'static str>,
 }
 
+/// `GET /v1/api-keys`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct KeyList {
+    api_keys: Vec<KeyView>,
+}
+
+/// `DELETE /v1/api-keys/{id}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct KeyRevoked {
+    id: String,
+    revoked: bool,
+}
+
+/// `DELETE /v1/users/{id}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserDeleted {
+    id: String,
+    deleted: bool,
+}
+
+#[utoipa::path(get, path = "/me", tag = "v1", operation_id = "getMe",
+    responses((status = 200, description = "Who the credential is", body = SuccessBody<Me>)))]
 pub async fn me(auth: Authenticated) -> HttpResponse {
     let p = &auth.0;
     let me = match &p.subject {
@@ -44,6 +70,8 @@ pub async fn me(auth: Authenticated) -> HttpResponse {
 }
 
 /// `GET /v1/api-keys`.
+#[utoipa::path(get, path = "/api-keys", tag = "v1", operation_id = "listApiKeys",
+    responses((status = 200, description = "The caller's API keys (never the keys themselves)", body = SuccessBody<KeyList>)))]
 pub async fn list_keys(
     auth: Authenticated,
     state: web::Data<AppState>,
@@ -54,10 +82,13 @@ pub async fn list_keys(
         .db
         .run(move |conn| keys::list(conn, &user_id, &st.usage))
         .await?;
-    Ok(api_ok(json!({ "api_keys": list })))
+    Ok(api_ok(KeyList { api_keys: list }))
 }
 
 /// `POST /v1/api-keys`: 201 with the key, shown this once.
+#[utoipa::path(post, path = "/api-keys", tag = "v1", operation_id = "createApiKey",
+    request_body = CreateKeyRequest,
+    responses((status = 201, description = "The new key, shown this once", body = SuccessBody<CreatedKey>)))]
 pub async fn create_key(
     auth: Authenticated,
     state: web::Data<AppState>,
@@ -77,6 +108,9 @@ pub async fn create_key(
 
 /// `DELETE /v1/api-keys/{id}`: from the answer on, the key is refused here
 /// and inactive at introspection.
+#[utoipa::path(delete, path = "/api-keys/{id}", tag = "v1", operation_id = "revokeApiKey",
+    params(("id" = String, Path, description = "The key's id (key_...)")),
+    responses((status = 200, description = "Revoked, with the keys it made", body = SuccessBody<KeyRevoked>)))]
 pub async fn revoke_key(
     auth: Authenticated,
     state: web::Data<AppState>,
@@ -91,10 +125,12 @@ pub async fn revoke_key(
         .await?;
     state.credentials.fence().await;
     log::info!("API key {id} revoked");
-    Ok(api_ok(json!({ "id": id, "revoked": true })))
+    Ok(api_ok(KeyRevoked { id, revoked: true }))
 }
 
 /// `GET /v1/ip-allowlist`.
+#[utoipa::path(get, path = "/ip-allowlist", tag = "v1", operation_id = "getIpAllowlist",
+    responses((status = 200, description = "The account's allowlist", body = SuccessBody<AllowlistView>)))]
 pub async fn get_allowlist(
     auth: Authenticated,
     state: web::Data<AppState>,
@@ -108,6 +144,9 @@ pub async fn get_allowlist(
 }
 
 /// `PUT /v1/ip-allowlist`.
+#[utoipa::path(put, path = "/ip-allowlist", tag = "v1", operation_id = "putIpAllowlist",
+    request_body = AllowlistRequest,
+    responses((status = 200, description = "The allowlist as saved", body = SuccessBody<AllowlistView>)))]
 pub async fn put_allowlist(
     auth: Authenticated,
     state: web::Data<AppState>,
@@ -123,13 +162,20 @@ pub async fn put_allowlist(
     Ok(api_ok(view))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Users per page, 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
 /// `GET /v1/users?limit=&cursor=`.
+#[utoipa::path(get, path = "/users", tag = "v1", operation_id = "listUsers",
+    params(ListQuery),
+    responses((status = 200, description = "One page of users", body = SuccessBody<UserPage>)))]
 pub async fn list_users(
     auth: Authenticated,
     state: web::Data<AppState>,
@@ -145,6 +191,9 @@ pub async fn list_users(
 }
 
 /// `GET /v1/users/{id}`.
+#[utoipa::path(get, path = "/users/{id}", tag = "v1", operation_id = "getUser",
+    params(("id" = String, Path, description = "The user's id (user_...)")),
+    responses((status = 200, description = "The user", body = SuccessBody<UserView>)))]
 pub async fn get_user(
     auth: Authenticated,
     state: web::Data<AppState>,
@@ -159,6 +208,9 @@ pub async fn get_user(
 }
 
 /// `POST /v1/users`: 201 with the user.
+#[utoipa::path(post, path = "/users", tag = "v1", operation_id = "createUser",
+    request_body = CreateUserRequest,
+    responses((status = 201, description = "The new user", body = SuccessBody<UserView>)))]
 pub async fn create_user(
     auth: Authenticated,
     state: web::Data<AppState>,
@@ -176,6 +228,10 @@ pub async fn create_user(
 }
 
 /// `PATCH /v1/users/{id}`.
+#[utoipa::path(patch, path = "/users/{id}", tag = "v1", operation_id = "updateUser",
+    params(("id" = String, Path, description = "The user's id (user_...)")),
+    request_body = UpdateUserRequest,
+    responses((status = 200, description = "The user as changed", body = SuccessBody<UserView>)))]
 pub async fn update_user(
     auth: Authenticated,
     state: web::Data<AppState>,
@@ -198,6 +254,9 @@ pub async fn update_user(
 }
 
 /// `DELETE /v1/users/{id}`.
+#[utoipa::path(delete, path = "/users/{id}", tag = "v1", operation_id = "deleteUser",
+    params(("id" = String, Path, description = "The user's id (user_...)")),
+    responses((status = 200, description = "Deleted, with everything of theirs", body = SuccessBody<UserDeleted>)))]
 pub async fn delete_user(
     auth: Authenticated,
     state: web::Data<AppState>,
@@ -213,7 +272,7 @@ pub async fn delete_user(
     state.clients.clear();
     state.credentials.fence().await;
     log::info!("user {id} deleted through the API");
-    Ok(api_ok(json!({ "id": id, "deleted": true })))
+    Ok(api_ok(UserDeleted { id, deleted: true }))
 }
 
 /// Hashes the body's password (if any) on the blocking pool, holding no
