@@ -116,7 +116,7 @@ impl NewKey {
         let expires_in_days = match obj.get("expires_in_days") {
             None | Some(Value::Null) => None,
             Some(v) => Some(
-                v.as_i64()
+                crate::api::whole_number(v)
                     .filter(|d| (1..=MAX_EXPIRY_DAYS).contains(d))
                     .ok_or_else(|| {
                         field_error(

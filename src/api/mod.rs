@@ -28,6 +28,17 @@ pub enum ScopeName {
     Admin,
 }
 
+/// A JSON whole number: an integer, or a number whose fraction is zero
+/// (`30.0`), which JSON Schema's `integer` and JavaScript's numbers count as
+/// the same value. Anything else (a fraction, a string, past `i64`): `None`.
+pub fn whole_number(v: &serde_json::Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    })
+}
+
 /// 400 `BAD_REQUEST` naming the field: "`field`: `problem`".
 pub fn field_error(field: &str, problem: &str) -> ApiError {
     ApiError::BadRequest(format!("{field}: {problem}"))
@@ -36,4 +47,21 @@ pub fn field_error(field: &str, problem: &str) -> ApiError {
 /// RFC 3339 in UTC, to the second (`2026-11-28T06:34:51Z`).
 pub fn timestamp(t: NaiveDateTime) -> String {
     t.and_utc().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_number;
+    use serde_json::json;
+
+    #[test]
+    fn whole_numbers_with_a_zero_fraction_count() {
+        assert_eq!(whole_number(&json!(30)), Some(30));
+        assert_eq!(whole_number(&json!(30.0)), Some(30));
+        assert_eq!(whole_number(&json!(-2.0)), Some(-2));
+        assert_eq!(whole_number(&json!(30.5)), None);
+        assert_eq!(whole_number(&json!(1e300)), None);
+        assert_eq!(whole_number(&json!("30")), None);
+        assert_eq!(whole_number(&json!(null)), None);
+    }
 }

@@ -78,10 +78,15 @@ pub enum PlanName {
 pub struct CreateUserRequest {
     #[schema(format = "email")]
     email: String,
-    /// At least 12 characters.
-    #[schema(min_length = 12)]
+    /// 12 characters at least, 1024 bytes at most, no control characters.
+    #[schema(
+        min_length = 12,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
+    )]
     password: String,
     /// `agent` unless given.
+    #[schema(nullable = false)]
     role: Option<RoleName>,
 }
 
@@ -92,13 +97,21 @@ pub struct CreateUserRequest {
 #[schema(min_properties = 1)]
 #[allow(dead_code)]
 pub struct UpdateUserRequest {
-    #[schema(format = "email")]
+    #[schema(format = "email", nullable = false)]
     email: Option<String>,
+    #[schema(nullable = false)]
     role: Option<RoleName>,
+    #[schema(nullable = false)]
     disabled: Option<bool>,
-    #[schema(min_length = 12)]
+    #[schema(
+        min_length = 12,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$",
+        nullable = false
+    )]
     password: Option<String>,
     /// Changing it needs `admin`.
+    #[schema(nullable = false)]
     plan: Option<PlanName>,
     /// Requests per minute: with `"plan": "enterprise"` only, and required there.
     #[schema(minimum = 1)]
@@ -350,7 +363,7 @@ pub fn update(
 fn plan_fields(obj: &Map<String, Value>) -> Result<Option<Plan>, ApiError> {
     let rate_limit = match obj.get("rate_limit") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_i64().ok_or_else(|| {
+        Some(v) => Some(crate::api::whole_number(v).ok_or_else(|| {
             field_error(
                 "rate_limit",
                 "must be a whole number of requests per minute",

@@ -78,6 +78,7 @@ pub struct TokenRequest {
 #[derive(Serialize, utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct IntrospectRequest {
+    #[schema(min_length = 1)]
     token: String,
     token_type_hint: Option<String>,
     /// Extension: the address the end client used the token from; an API
@@ -93,6 +94,7 @@ pub struct IntrospectRequest {
 #[derive(Serialize, utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct RevokeRequest {
+    #[schema(min_length = 1)]
     token: String,
     token_type_hint: Option<String>,
     client_id: Option<String>,

@@ -22,6 +22,7 @@ mod logging;
 mod login;
 mod metadata;
 mod oauth_flow;
+mod openapi;
 mod ratelimits;
 mod refresh;
 mod register;
