@@ -81,7 +81,7 @@ pub struct CreateUserRequest {
     /// 12 characters at least, 1024 bytes at most, no control characters.
     #[schema(
         min_length = 12,
-        max_length = 256,
+        max_length = 1024,
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
     )]
     password: String,
@@ -105,7 +105,7 @@ pub struct UpdateUserRequest {
     disabled: Option<bool>,
     #[schema(
         min_length = 12,
-        max_length = 256,
+        max_length = 1024,
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*$",
         nullable = false
     )]

@@ -105,6 +105,10 @@ async fn the_document_is_openapi_3_1_with_every_route_and_each_is_served() {
             "{method} {path} is documented but not served"
         );
     }
+    // /docs points to the document.
+    let docs = app.get("/docs").await.text().await.unwrap();
+    assert!(docs.contains(r#"href="/openapi.json""#), "{docs}");
+
     // And the check can fail: a route that is not there.
     let resp = client.get(app.url("/v1/not-a-route")).send().await.unwrap();
     assert!(is_unknown_route(resp).await);
