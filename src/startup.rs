@@ -236,8 +236,12 @@ impl Application {
                 .openapi(openapi::ApiDoc::openapi())
                 // Changing a path here means changing the server metadata too.
                 .service(
-                    Endpoint::new(oauth::__path_authorize_get, oauth::authorize_get, resource)
-                        .to(oauth::__path_authorize_post, oauth::authorize_post),
+                    Endpoint::per_method(
+                        oauth::__path_authorize_get,
+                        oauth::authorize_get,
+                        resource,
+                    )
+                    .to(oauth::__path_authorize_post, oauth::authorize_post),
                 )
                 // The JSON endpoints: each error, whatever its cause, in the
                 // RFC 6749 5.2 body, and a body over the limit is 413.
@@ -268,12 +272,12 @@ impl Application {
                     .to(register::__path_update, register::update)
                     .to(register::__path_delete, register::delete),
                 )
-                .service(Endpoint::new(
+                .service(Endpoint::per_method(
                     well_known::__path_jwks,
                     well_known::jwks,
                     resource,
                 ))
-                .service(Endpoint::new(
+                .service(Endpoint::per_method(
                     well_known::__path_metadata,
                     well_known::metadata,
                     resource,

@@ -21,8 +21,10 @@
 //! naming its method, path (relative to its scope), body and specific
 //! answers, derive `utoipa::ToSchema` on the types it takes and returns, and
 //! register it in the route table with
-//! `.service(Endpoint::new(handler::__path_name, handler::name, web::resource))`
-//! (or `.to(...)` on the endpoint of the same path). The test in
+//! `.service(Endpoint::per_method(h::__path_name, h::name, resource))` (a
+//! resource per method, as `App::route`; `Endpoint::new` for one resource
+//! whose middleware answers the other methods, as the OAuth JSON endpoints),
+//! or `.to(...)` on the endpoint of the same path. The test in
 //! `tests/api/openapi.rs` lists the operations it expects: add it there too.
 
 use std::sync::Arc;
@@ -31,7 +33,7 @@ use actix_web::body::BoxBody;
 use actix_web::dev::ServiceResponse;
 use actix_web::dev::{AppService, HttpServiceFactory, ServiceFactory, ServiceRequest};
 use actix_web::http::Method;
-use actix_web::{web, FromRequest, Handler, HttpResponse, Resource, Responder};
+use actix_web::{guard, web, FromRequest, Handler, HttpResponse, Resource, Responder};
 use serde_json::{json, Map, Value};
 use utoipa::openapi::path::{HttpMethod, Paths};
 use utoipa::openapi::schema::Schema;
@@ -40,12 +42,21 @@ use utoipa_actix_web::OpenApiFactory;
 
 type Schemas = Vec<(String, RefOr<Schema>)>;
 
-/// A resource whose routes are its documented operations (see the module
-/// documentation). Built by [`Endpoint::new`] at the path of the first
-/// operation; [`Endpoint::to`] adds more at the same path.
+/// Makes the resource of a path (with its own middleware and settings).
+type MakeResource<T> = Box<dyn Fn(&str) -> Resource<T>>;
+
+/// The resources of one path, serving its documented operations (see the
+/// module documentation). Built by [`Endpoint::new`] or
+/// [`Endpoint::per_method`] at the path of the first operation;
+/// [`Endpoint::to`] adds more at the same path.
 pub struct Endpoint<T> {
     path: String,
-    resource: Resource<T>,
+    make: MakeResource<T>,
+    /// One resource for every method (a method it does not serve: its 405),
+    /// or one per method, guarded by it (a method no resource serves: the
+    /// scope's or app's default service), as `App::route` registers them.
+    shared: bool,
+    resources: Vec<Resource<T>>,
     paths: Paths,
     schemas: Schemas,
 }
@@ -73,24 +84,47 @@ where
         InitError = (),
     >,
 {
-    /// The resource `make(path)` at the path of `doc` (the `__path_<handler>`
-    /// struct of `#[utoipa::path]`), serving `handler` for its methods.
-    pub fn new<D, F, Args>(doc: D, handler: F, make: impl FnOnce(&str) -> Resource<T>) -> Self
+    fn empty(path: String, make: impl Fn(&str) -> Resource<T> + 'static, shared: bool) -> Self {
+        Self {
+            path,
+            make: Box::new(make),
+            shared,
+            resources: Vec::new(),
+            paths: Paths::new(),
+            schemas: Vec::new(),
+        }
+    }
+
+    /// One resource `make(path)` at the path of `doc` (the
+    /// `__path_<handler>` struct of `#[utoipa::path]`) for every operation
+    /// of that path: a method it does not serve is answered by the
+    /// resource (405, in the shape its middleware gives). The OAuth JSON
+    /// endpoints.
+    pub fn new<D, F, Args>(doc: D, handler: F, make: impl Fn(&str) -> Resource<T> + 'static) -> Self
     where
         D: OpenApiFactory + utoipa::Path,
         F: Handler<Args>,
         Args: FromRequest + 'static,
         F::Output: Responder + 'static,
     {
-        let path = D::path();
-        let resource = make(&path);
-        Self {
-            path,
-            resource,
-            paths: Paths::new(),
-            schemas: Vec::new(),
-        }
-        .to(doc, handler)
+        Self::empty(D::path(), make, true).to(doc, handler)
+    }
+
+    /// A resource `make(path)` per documented method, guarded by it: a
+    /// method none serves falls through to the default service (the 404 of
+    /// its surface), as with `App::route`.
+    pub fn per_method<D, F, Args>(
+        doc: D,
+        handler: F,
+        make: impl Fn(&str) -> Resource<T> + 'static,
+    ) -> Self
+    where
+        D: OpenApiFactory + utoipa::Path,
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        Self::empty(D::path(), make, false).to(doc, handler)
     }
 
     /// Another documented operation at the same path. One documented at
@@ -112,9 +146,18 @@ where
             return self;
         }
         for m in D::methods() {
-            self.resource = self
-                .resource
-                .route(web::method(actix_method(&m)).to(handler.clone()));
+            let method = actix_method(&m);
+            let route = web::method(method.clone()).to(handler.clone());
+            if self.shared {
+                let resource = match self.resources.pop() {
+                    Some(r) => r,
+                    None => (self.make)(&self.path),
+                };
+                self.resources.push(resource.route(route));
+            } else {
+                let resource = (self.make)(&self.path).guard(guard::Method(method));
+                self.resources.push(resource.route(route));
+            }
         }
         self.paths.merge(doc.paths());
         doc.schemas(&mut self.schemas);
@@ -133,7 +176,9 @@ where
         > + 'static,
 {
     fn register(self, config: &mut AppService) {
-        self.resource.register(config)
+        for resource in self.resources {
+            resource.register(config)
+        }
     }
 }
 

@@ -246,3 +246,35 @@ async fn whole_numbers_written_with_a_zero_fraction_are_accepted() {
     let reply = api(&app, Method::POST, "/v1/api-keys", Some(&key), Some(body)).await;
     reply.assert_error(400, "BAD_REQUEST");
 }
+
+/// Registering through `routes::openapi::Endpoint` keeps each surface's
+/// answer to a method a path does not serve: the browser's 404 page (as
+/// `App::route` did), the envelope's NOT_FOUND on /v1, and 405 with `Allow`
+/// in the RFC body on the OAuth JSON endpoints.
+#[tokio::test]
+async fn a_method_a_path_does_not_serve_is_answered_as_before() {
+    let app = spawn_app().await;
+    let client = crate::helpers::new_client();
+    for (method, path) in [
+        (Method::PUT, "/oauth/authorize"),
+        (Method::POST, "/.well-known/jwks.json"),
+        (Method::POST, "/.well-known/oauth-authorization-server"),
+    ] {
+        let resp = client.request(method, app.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+        assert!(resp.text().await.unwrap().contains("<html"), "{path}");
+    }
+    let resp = client.post(app.url("/v1/me")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "NOT_FOUND");
+    let resp = client
+        .patch(app.url("/oauth/register/nobody"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET, PUT, DELETE");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+}

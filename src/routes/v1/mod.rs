@@ -25,22 +25,26 @@ pub const JSON_LIMIT_BYTES: usize = 64 * 1024;
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     use handlers as h;
     let resource = |path: &str| web::resource(path);
-    cfg.service(Endpoint::new(h::__path_me, h::me, resource))
+    cfg.service(Endpoint::per_method(h::__path_me, h::me, resource))
         .service(
-            Endpoint::new(h::__path_list_keys, h::list_keys, resource)
+            Endpoint::per_method(h::__path_list_keys, h::list_keys, resource)
                 .to(h::__path_create_key, h::create_key),
         )
-        .service(Endpoint::new(h::__path_revoke_key, h::revoke_key, resource))
+        .service(Endpoint::per_method(
+            h::__path_revoke_key,
+            h::revoke_key,
+            resource,
+        ))
         .service(
-            Endpoint::new(h::__path_get_allowlist, h::get_allowlist, resource)
+            Endpoint::per_method(h::__path_get_allowlist, h::get_allowlist, resource)
                 .to(h::__path_put_allowlist, h::put_allowlist),
         )
         .service(
-            Endpoint::new(h::__path_list_users, h::list_users, resource)
+            Endpoint::per_method(h::__path_list_users, h::list_users, resource)
                 .to(h::__path_create_user, h::create_user),
         )
         .service(
-            Endpoint::new(h::__path_get_user, h::get_user, resource)
+            Endpoint::per_method(h::__path_get_user, h::get_user, resource)
                 .to(h::__path_update_user, h::update_user)
                 .to(h::__path_delete_user, h::delete_user),
         );
