@@ -102,8 +102,10 @@ struct ErrorDetail<'a> {
     message: String,
 }
 
-#[derive(Serialize)]
-struct SuccessBody<T> {
+/// The success envelope `{"success": true, "data": ...}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SuccessBody<T> {
+    /// Always true.
     success: bool,
     data: T,
 }

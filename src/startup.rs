@@ -25,12 +25,15 @@ use crate::maintenance;
 use crate::metrics::Metrics;
 use crate::ratelimit::redis::RedisStore;
 use crate::ratelimit::Limiter;
+use crate::routes::openapi::{self, Endpoint};
 use crate::routes::surface::{self, oauth_json_endpoint, Hsts, HttpsOnly, RequestDeadline};
 use crate::routes::{self, health, oauth, register, static_files, v1, web as pages, well_known};
 use crate::state::{AppState, ClientCache, ServerKeys};
 use crate::telemetry::{access_log, Observability};
 use crate::tls::CertReloader;
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -211,7 +214,8 @@ impl Application {
         let drain = state.settings.shutdown_drain;
 
         let server = HttpServer::new(move || {
-            App::new()
+            let resource = |path: &str| web::resource(path);
+            let (app, api) = App::new()
                 .app_data(state.clone())
                 .configure(pages::configure_extractors)
                 .app_data(RequestDeadline(request_timeout))
@@ -262,46 +266,72 @@ impl Application {
                     "/logout/everywhere",
                     web::post().to(pages::login::logout_everywhere_post),
                 )
+                .route("/docs", web::get().to(pages::home::docs))
+                // Every route from here to `split_for_parts` is an operation
+                // of /openapi.json, documented by its handler's
+                // `#[utoipa::path]` (see `routes::openapi`).
+                .into_utoipa_app()
+                .openapi(openapi::ApiDoc::openapi())
                 // Changing a path here means changing the server metadata too.
-                .route("/oauth/authorize", web::get().to(oauth::authorize))
-                .route("/oauth/authorize", web::post().to(oauth::authorize))
+                .service(
+                    Endpoint::per_method(
+                        oauth::__path_authorize_get,
+                        oauth::authorize_get,
+                        resource,
+                    )
+                    .to(oauth::__path_authorize_post, oauth::authorize_post),
+                )
                 // The JSON endpoints: each error, whatever its cause, in the
                 // RFC 6749 5.2 body, and a body over the limit is 413.
+                .service(Endpoint::new(
+                    oauth::__path_token_post,
+                    oauth::token_post,
+                    |p| oauth_json_endpoint(p, oauth::TOKEN_BODY_LIMIT),
+                ))
+                .service(Endpoint::new(
+                    oauth::__path_introspect_post,
+                    oauth::introspect_post,
+                    |p| oauth_json_endpoint(p, oauth::TOKEN_BODY_LIMIT),
+                ))
+                .service(Endpoint::new(
+                    oauth::__path_revoke_post,
+                    oauth::revoke_post,
+                    |p| oauth_json_endpoint(p, oauth::TOKEN_BODY_LIMIT),
+                ))
+                .service(Endpoint::new(
+                    register::__path_register,
+                    register::register,
+                    |p| oauth_json_endpoint(p, register::BODY_LIMIT),
+                ))
                 .service(
-                    oauth_json_endpoint("/oauth/token", oauth::TOKEN_BODY_LIMIT)
-                        .route(web::post().to(oauth::token_post)),
+                    Endpoint::new(register::__path_read, register::read, |p| {
+                        oauth_json_endpoint(p, register::BODY_LIMIT)
+                    })
+                    .to(register::__path_update, register::update)
+                    .to(register::__path_delete, register::delete),
                 )
-                .service(
-                    oauth_json_endpoint("/oauth/introspect", oauth::TOKEN_BODY_LIMIT)
-                        .route(web::post().to(oauth::introspect_post)),
-                )
-                .service(
-                    oauth_json_endpoint("/oauth/revoke", oauth::TOKEN_BODY_LIMIT)
-                        .route(web::post().to(oauth::revoke_post)),
-                )
-                .service(
-                    oauth_json_endpoint("/oauth/register", register::BODY_LIMIT)
-                        .route(web::post().to(register::register)),
-                )
-                .service(
-                    oauth_json_endpoint("/oauth/register/{client_id}", register::BODY_LIMIT)
-                        .route(web::get().to(register::read))
-                        .route(web::put().to(register::update))
-                        .route(web::delete().to(register::delete)),
-                )
-                .route("/.well-known/jwks.json", web::get().to(well_known::jwks))
-                .route(
-                    "/.well-known/oauth-authorization-server",
-                    web::get().to(well_known::metadata),
-                )
-                .route("/docs", web::get().to(pages::home::docs))
+                .service(Endpoint::per_method(
+                    well_known::__path_jwks,
+                    well_known::jwks,
+                    resource,
+                ))
+                .service(Endpoint::per_method(
+                    well_known::__path_metadata,
+                    well_known::metadata,
+                    resource,
+                ))
                 .service(
                     v1::scope()
                         .wrap(from_fn(v1::limits::rate_limit))
                         .configure(v1::routes)
-                        .configure(extra_v1.clone())
-                        .default_service(web::to(v1::not_found)),
+                        .map(|s| {
+                            s.configure(extra_v1.clone())
+                                .default_service(web::to(v1::not_found))
+                        }),
                 )
+                .split_for_parts();
+            app.app_data(web::Data::new(openapi::Document::new(api)))
+                .route("/openapi.json", web::get().to(openapi::serve))
                 .default_service(web::to(pages::not_found))
         });
         let server = match &tls {

@@ -13,8 +13,17 @@ use crate::db::AnyConnection;
 use crate::domain::IpAllowlist;
 use crate::error::ApiError;
 
+/// The `PUT /v1/ip-allowlist` body as the API document shows it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct AllowlistRequest {
+    /// IPv4 or IPv6 addresses and CIDRs, at most 100; empty: no restriction.
+    #[schema(max_items = 100)]
+    entries: Vec<String>,
+}
+
 /// The allowlist as `GET`/`PUT /v1/ip-allowlist` show it.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AllowlistView {
     pub entries: Vec<String>,
 }

@@ -60,6 +60,25 @@ pub fn generate() -> GeneratedKey {
     }
 }
 
+/// The `POST /v1/api-keys` body as the API document shows it; parsed by
+/// [`NewKey::from_json`], which names the field of each problem.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct CreateKeyRequest {
+    /// 1 to 100 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    name: String,
+    #[schema(min_items = 1)]
+    scopes: Vec<crate::api::ScopeName>,
+    /// Days until the key expires (1 to 3650); absent or null: never.
+    #[schema(minimum = 1, maximum = 3650)]
+    expires_in_days: Option<i64>,
+}
+
 /// A validated `POST /v1/api-keys` body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewKey {
@@ -97,7 +116,7 @@ impl NewKey {
         let expires_in_days = match obj.get("expires_in_days") {
             None | Some(Value::Null) => None,
             Some(v) => Some(
-                v.as_i64()
+                crate::api::whole_number(v)
                     .filter(|d| (1..=MAX_EXPIRY_DAYS).contains(d))
                     .ok_or_else(|| {
                         field_error(
@@ -148,7 +167,7 @@ pub fn parse_scope_list(names: &[&str]) -> Result<ScopeSet, ApiError> {
 }
 
 /// A key as its owner sees it in lists: never the key itself.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: String,
     pub name: String,
@@ -181,7 +200,7 @@ impl KeyView {
 }
 
 /// The answer to `POST /v1/api-keys`: the only time the key is shown.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     pub id: String,
     pub name: String,
@@ -360,6 +379,17 @@ pub fn revoke(
     }
 }
 
+/// The optional `POST /v1/api-keys/{id}/rotate` body as the API document
+/// shows it; parsed by [`Grace::from_body`].
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct RotateKeyRequest {
+    /// Hours the old key keeps working: 0 (at once) to 168; absent or
+    /// null: 24.
+    #[schema(minimum = 0, maximum = 168)]
+    grace_hours: Option<i64>,
+}
+
 /// How long a rotated key keeps working (seed: "Rotate regularly"), in
 /// whole hours: 0 (at once) to [`Grace::MAX_HOURS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,7 +431,9 @@ impl Grace {
             .ok_or_else(|| ApiError::BadRequest("The body must be a JSON object".into()))?;
         match obj.get("grace_hours") {
             None | Some(Value::Null) => Ok(Self(Self::DEFAULT_HOURS)),
-            Some(v) => v.as_i64().ok_or_else(Self::invalid).and_then(Self::hours),
+            Some(v) => crate::api::whole_number(v)
+                .ok_or_else(Self::invalid)
+                .and_then(Self::hours),
         }
     }
 

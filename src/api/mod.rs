@@ -16,6 +16,32 @@ use chrono::{NaiveDateTime, SecondsFormat};
 
 use crate::error::ApiError;
 
+/// A scope name, as the API document lists them (`domain::Scope::as_str`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub enum ScopeName {
+    #[serde(rename = "requests:read")]
+    RequestsRead,
+    #[serde(rename = "requests:write")]
+    RequestsWrite,
+    #[serde(rename = "users:read")]
+    UsersRead,
+    #[serde(rename = "users:write")]
+    UsersWrite,
+    #[serde(rename = "admin")]
+    Admin,
+}
+
+/// A JSON whole number: an integer, or a number whose fraction is zero
+/// (`30.0`), which JSON Schema's `integer` and JavaScript's numbers count as
+/// the same value. Anything else (a fraction, a string, past `i64`): `None`.
+pub fn whole_number(v: &serde_json::Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    })
+}
+
 /// 400 `BAD_REQUEST` naming the field: "`field`: `problem`".
 pub fn field_error(field: &str, problem: &str) -> ApiError {
     ApiError::BadRequest(format!("{field}: {problem}"))
@@ -72,4 +98,21 @@ pub fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
 /// 400 naming `cursor`.
 pub fn bad_cursor() -> ApiError {
     field_error("cursor", "is not a cursor this API returned")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_number;
+    use serde_json::json;
+
+    #[test]
+    fn whole_numbers_with_a_zero_fraction_count() {
+        assert_eq!(whole_number(&json!(30)), Some(30));
+        assert_eq!(whole_number(&json!(30.0)), Some(30));
+        assert_eq!(whole_number(&json!(-2.0)), Some(-2));
+        assert_eq!(whole_number(&json!(30.5)), None);
+        assert_eq!(whole_number(&json!(1e300)), None);
+        assert_eq!(whole_number(&json!("30")), None);
+        assert_eq!(whole_number(&json!(null)), None);
+    }
 }

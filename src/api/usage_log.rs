@@ -216,7 +216,7 @@ pub fn sweep(conn: &mut AnyConnection, now: NaiveDateTime) -> diesel::QueryResul
 }
 
 /// A logged request as the API shows it.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct UsageView {
     pub at: String,
     pub method: String,
@@ -241,7 +241,7 @@ impl UsageView {
 
 /// One page of `GET /v1/api-keys/{id}/usage`, newest first; `next_cursor`
 /// is null on the last page.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UsagePage {
     pub usage: Vec<UsageView>,
     pub next_cursor: Option<String>,

@@ -17,7 +17,7 @@ use crate::error::ApiError;
 pub use crate::api::{DEFAULT_LIMIT, MAX_LIMIT};
 
 /// A user as the API shows it (never the password hash).
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
     pub email: String,
@@ -50,8 +50,72 @@ impl UserView {
     }
 }
 
+/// A role, as the API document lists them.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleName {
+    Admin,
+    Agent,
+}
+
+/// A plan, as the API document lists them.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanName {
+    Standard,
+    Professional,
+    Enterprise,
+}
+
+/// The `POST /v1/users` body as the API document shows it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct CreateUserRequest {
+    #[schema(format = "email")]
+    email: String,
+    /// 12 characters at least, 1024 bytes at most, no control characters.
+    #[schema(
+        min_length = 12,
+        max_length = 1024,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    password: String,
+    /// `agent` unless given.
+    #[schema(nullable = false)]
+    role: Option<RoleName>,
+}
+
+/// The `PATCH /v1/users/{id}` body as the API document shows it: any of
+/// the fields, at least one.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
+#[allow(dead_code)]
+pub struct UpdateUserRequest {
+    #[schema(format = "email", nullable = false)]
+    email: Option<String>,
+    #[schema(nullable = false)]
+    role: Option<RoleName>,
+    #[schema(nullable = false)]
+    disabled: Option<bool>,
+    #[schema(
+        min_length = 12,
+        max_length = 1024,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$",
+        nullable = false
+    )]
+    password: Option<String>,
+    /// Changing it needs `admin`.
+    #[schema(nullable = false)]
+    plan: Option<PlanName>,
+    /// Requests per minute: with `"plan": "enterprise"` only, and required there.
+    #[schema(minimum = 1)]
+    rate_limit: Option<i64>,
+}
+
 /// One page of `GET /v1/users`; `next_cursor` is null on the last page.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserPage {
     pub users: Vec<UserView>,
     pub next_cursor: Option<String>,
@@ -275,7 +339,7 @@ pub fn update(
 fn plan_fields(obj: &Map<String, Value>) -> Result<Option<Plan>, ApiError> {
     let rate_limit = match obj.get("rate_limit") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_i64().ok_or_else(|| {
+        Some(v) => Some(crate::api::whole_number(v).ok_or_else(|| {
             field_error(
                 "rate_limit",
                 "must be a whole number of requests per minute",

@@ -20,7 +20,7 @@ use crate::tokens;
 
 /// The introspection response (RFC 7662 2.2). Inactive is exactly
 /// `{"active": false}`: nothing else is serialised.
-#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Introspection {
     pub active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]

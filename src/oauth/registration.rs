@@ -17,7 +17,7 @@ use crate::tokens;
 /// Client metadata as sent (RFC 7591 2). Unknown fields are ignored ("The
 /// authorization server MUST ignore any client metadata ... that it does not
 /// understand").
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct ClientMetadata {
     pub redirect_uris: Option<Vec<String>>,
     pub grant_types: Option<Vec<String>>,
@@ -91,7 +91,7 @@ impl From<crate::db::RunError> for RegistrationError {
 }
 
 /// The client information response (RFC 7591 3.2.1, RFC 7592 3).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClientInformation {
     pub client_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,7 @@
 pub mod health;
 pub mod metrics;
 pub mod oauth;
+pub mod openapi;
 pub mod register;
 pub mod static_files;
 pub mod surface;

@@ -34,14 +34,101 @@ use crate::state::AppState;
 /// 413, see `routes::surface`).
 pub const TOKEN_BODY_LIMIT: usize = 16 * 1024;
 
-#[derive(Serialize)]
-struct TokenBody {
+/// RFC 6749 5.1 access token response.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenBody {
     access_token: String,
     token_type: &'static str,
     expires_in: i64,
     scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<String>,
+}
+
+/// A grant type of the token endpoint.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantTypeName {
+    AuthorizationCode,
+    RefreshToken,
+    ClientCredentials,
+}
+
+/// The token request (RFC 6749 4.1.3, 4.4.2, 6), form-encoded. Client
+/// authentication: HTTP Basic, or `client_id` and `client_secret` here
+/// (client_secret_post); a public client sends `client_id` alone.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenRequest {
+    grant_type: GrantTypeName,
+    /// authorization_code: the code.
+    code: Option<String>,
+    /// authorization_code: as in the authorization request.
+    redirect_uri: Option<String>,
+    /// authorization_code with PKCE (RFC 7636 4.5).
+    code_verifier: Option<String>,
+    /// refresh_token: the refresh token.
+    refresh_token: Option<String>,
+    /// Space-separated scopes, within the client's (or the grant's).
+    scope: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// The introspection request (RFC 7662 2.1), form-encoded.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct IntrospectRequest {
+    #[schema(min_length = 1)]
+    token: String,
+    token_type_hint: Option<String>,
+    /// Extension: the address the end client used the token from; an API
+    /// key whose account has an IP allowlist is active only with a
+    /// `client_ip` inside it.
+    #[schema(format = "ip")]
+    client_ip: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// The revocation request (RFC 7009 2.1), form-encoded.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct RevokeRequest {
+    #[schema(min_length = 1)]
+    token: String,
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// The authorization request (RFC 6749 4.1.1, RFC 7636 4.3, OIDC `prompt`).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct AuthorizeQuery {
+    /// `code`.
+    response_type: String,
+    client_id: String,
+    /// One of the client's registered redirect URIs (required when it has several).
+    redirect_uri: Option<String>,
+    scope: Option<String>,
+    state: Option<String>,
+    /// Required for public clients.
+    code_challenge: Option<String>,
+    /// `S256`.
+    code_challenge_method: Option<String>,
+    /// `consent` or `none`.
+    prompt: Option<String>,
+}
+
+/// The consent page's answer, form-encoded.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ConsentForm {
+    csrf_token: String,
+    /// `approve` or `deny`.
+    decision: String,
 }
 
 impl ResponseError for OAuthError {
@@ -85,6 +172,9 @@ impl ResponseError for OAuthError {
 }
 
 /// `POST /oauth/token` (RFC 6749 3.2).
+#[utoipa::path(post, path = "/oauth/token", tag = "oauth", operation_id = "token",
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "Tokens issued (Cache-Control: no-store)", body = TokenBody)))]
 pub async fn token_post(
     req: HttpRequest,
     body: web::Bytes,
@@ -198,6 +288,9 @@ fn authenticated_confidential(
 }
 
 /// `POST /oauth/introspect` (RFC 7662).
+#[utoipa::path(post, path = "/oauth/introspect", tag = "oauth", operation_id = "introspect",
+    request_body(content = IntrospectRequest, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "RFC 7662 2.2; inactive is exactly {\"active\": false}", body = crate::oauth::introspect::Introspection)))]
 pub async fn introspect_post(
     req: HttpRequest,
     body: web::Bytes,
@@ -254,6 +347,9 @@ fn introspection_response(answer: &introspect::Introspection) -> HttpResponse {
 }
 
 /// `POST /oauth/revoke` (RFC 7009): 200 with an empty body.
+#[utoipa::path(post, path = "/oauth/revoke", tag = "oauth", operation_id = "revoke",
+    request_body(content = RevokeRequest, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "Revoked, or not a token of the caller (RFC 7009 2.2)")))]
 pub async fn revoke_post(
     req: HttpRequest,
     body: web::Bytes,
@@ -403,7 +499,45 @@ struct ConsentPage<'a> {
 /// `GET` and `POST /oauth/authorize` (RFC 6749 3.1, 4.1.1). GET shows the
 /// consent page (or skips it); the page's form POSTs the decision back to
 /// the same URL.
-pub async fn authorize(
+#[utoipa::path(get, path = "/oauth/authorize", tag = "oauth", operation_id = "authorize",
+    params(AuthorizeQuery),
+    responses(
+        (status = 200, description = "The consent page", content_type = "text/html"),
+        (status = 302, description = "Back to the client's redirect URI with code (or error), state and iss"),
+        (status = 303, description = "To the sign-in page"),
+        (status = 400, description = "An error page: the client or redirect URI cannot be trusted with an error redirect", content_type = "text/html"),
+        (status = 403, description = "An error page", content_type = "text/html"),
+        (status = 503, description = "An error page: the database is unavailable", content_type = "text/html")))]
+pub async fn authorize_get(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    signed_in: MaybeSignedIn,
+) -> Result<HttpResponse, WebError> {
+    authorize(req, payload, state, signed_in).await
+}
+
+/// The consent page's decision, posted back with the request's query.
+#[utoipa::path(post, path = "/oauth/authorize", tag = "oauth", operation_id = "authorizeDecision",
+    params(AuthorizeQuery),
+    request_body(content = ConsentForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 302, description = "Back to the client's redirect URI with code (or error), state and iss"),
+        (status = 303, description = "To the sign-in page"),
+        (status = 400, description = "An error page", content_type = "text/html"),
+        (status = 403, description = "An error page (CSRF token missing or wrong)", content_type = "text/html"),
+        (status = 413, description = "An error page: the body is too large", content_type = "text/html"),
+        (status = 503, description = "An error page: the database is unavailable", content_type = "text/html")))]
+pub async fn authorize_post(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    signed_in: MaybeSignedIn,
+) -> Result<HttpResponse, WebError> {
+    authorize(req, payload, state, signed_in).await
+}
+
+async fn authorize(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,

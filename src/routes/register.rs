@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::http::{bearer, no_store, rfc_error};
-use crate::oauth::registration::{self, ClientMetadata, RegistrationError};
+use crate::oauth::registration::{self, ClientInformation, ClientMetadata, RegistrationError};
 use crate::state::AppState;
 
 /// Largest registration request body (larger: 413, see `routes::surface`).
@@ -72,6 +72,9 @@ fn json(status: StatusCode, value: &impl Serialize) -> HttpResponse {
 }
 
 /// `POST /oauth/register` (RFC 7591 3): 201 with the client information.
+#[utoipa::path(post, path = "/oauth/register", tag = "oauth", operation_id = "registerClient",
+    request_body = ClientMetadata,
+    responses((status = 201, description = "The client, its secret and registration access token shown this once", body = ClientInformation)))]
 pub async fn register(
     req: HttpRequest,
     body: web::Bytes,
@@ -103,6 +106,9 @@ pub async fn register(
 }
 
 /// `GET /oauth/register/{client_id}` (RFC 7592 2.1).
+#[utoipa::path(get, path = "/oauth/register/{client_id}", tag = "oauth", operation_id = "readClient",
+    params(("client_id" = String, Path)),
+    responses((status = 200, description = "The client", body = ClientInformation)))]
 pub async fn read(
     req: HttpRequest,
     path: web::Path<String>,
@@ -121,6 +127,10 @@ pub async fn read(
 }
 
 /// `PUT /oauth/register/{client_id}` (RFC 7592 2.2).
+#[utoipa::path(put, path = "/oauth/register/{client_id}", tag = "oauth", operation_id = "updateClient",
+    params(("client_id" = String, Path)),
+    request_body = ClientMetadata,
+    responses((status = 200, description = "The client as changed", body = ClientInformation)))]
 pub async fn update(
     req: HttpRequest,
     path: web::Path<String>,
@@ -143,6 +153,9 @@ pub async fn update(
 }
 
 /// `DELETE /oauth/register/{client_id}` (RFC 7592 2.3): 204.
+#[utoipa::path(delete, path = "/oauth/register/{client_id}", tag = "oauth", operation_id = "deleteClient",
+    params(("client_id" = String, Path)),
+    responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     req: HttpRequest,
     path: web::Path<String>,

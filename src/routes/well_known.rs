@@ -14,6 +14,9 @@ use crate::state::AppState;
 /// retired ones included until every token they signed has expired. Served
 /// from memory; re-read from the database after `DZDESK_KEY_RELOAD_SECS`, as
 /// for signing, so a rotation shows on every instance within that interval.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "well-known", operation_id = "jwks",
+    responses((status = 200, description = "RFC 7517 JWK Set", body = Object),
+        (status = 503, description = "The keys are not in memory and the database is unavailable", content_type = "text/html")))]
 pub async fn jwks(state: web::Data<AppState>) -> Result<HttpResponse, WebError> {
     let ring = match state.credentials.keys.cached() {
         Some(ring) => ring,
@@ -37,8 +40,8 @@ pub async fn jwks(state: web::Data<AppState>) -> Result<HttpResponse, WebError> 
 
 /// RFC 8414 2: the authorization server metadata. Every URL is built from
 /// `DZDESK_ISSUER`; only endpoints that exist are advertised.
-#[derive(Serialize)]
-struct Metadata {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Metadata {
     issuer: String,
     authorization_endpoint: String,
     token_endpoint: String,
@@ -60,6 +63,8 @@ struct Metadata {
 }
 
 /// `GET /.well-known/oauth-authorization-server` (RFC 8414 3).
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "well-known", operation_id = "serverMetadata",
+    responses((status = 200, description = "RFC 8414 metadata", body = Metadata)))]
 pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
     let issuer = &state.settings.issuer;
     let url = |path: &str| format!("{issuer}{path}");

@@ -23,6 +23,7 @@ mod login;
 mod metadata;
 mod metrics;
 mod oauth_flow;
+mod openapi;
 mod pages;
 mod ratelimits;
 mod refresh;

@@ -11,37 +11,61 @@ use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError, Urlencode
 use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::web::{self, ServiceConfig};
-use actix_web::{HttpRequest, HttpResponse, Scope};
+use actix_web::{HttpRequest, HttpResponse};
 
 use crate::error::ApiError;
+use crate::routes::openapi::Endpoint;
 use crate::routes::surface::{refusal, refusal_of_error, Refusal};
 
 /// Largest JSON body accepted under /v1.
 pub const JSON_LIMIT_BYTES: usize = 64 * 1024;
 
-/// The routes of the public API (paths relative to `/v1`).
-pub fn routes(cfg: &mut ServiceConfig) {
+/// The routes of the public API (paths relative to `/v1`), each served and
+/// documented by its handler's `#[utoipa::path]` (see `routes::openapi`).
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     use handlers as h;
-    cfg.route("/me", web::get().to(h::me))
-        .route("/api-keys", web::get().to(h::list_keys))
-        .route("/api-keys", web::post().to(h::create_key))
-        .route("/api-keys/{id}", web::delete().to(h::revoke_key))
-        .route("/api-keys/{id}/rotate", web::post().to(h::rotate_key))
-        .route("/api-keys/{id}/usage", web::get().to(h::key_usage))
-        .route("/ip-allowlist", web::get().to(h::get_allowlist))
-        .route("/ip-allowlist", web::put().to(h::put_allowlist))
-        .route("/users", web::get().to(h::list_users))
-        .route("/users", web::post().to(h::create_user))
-        .route("/users/{id}", web::get().to(h::get_user))
-        .route("/users/{id}", web::patch().to(h::update_user))
-        .route("/users/{id}", web::delete().to(h::delete_user));
+    let resource = |path: &str| web::resource(path);
+    cfg.service(Endpoint::per_method(h::__path_me, h::me, resource))
+        .service(
+            Endpoint::per_method(h::__path_list_keys, h::list_keys, resource)
+                .to(h::__path_create_key, h::create_key),
+        )
+        .service(Endpoint::per_method(
+            h::__path_revoke_key,
+            h::revoke_key,
+            resource,
+        ))
+        .service(Endpoint::per_method(
+            h::__path_rotate_key,
+            h::rotate_key,
+            resource,
+        ))
+        .service(Endpoint::per_method(
+            h::__path_key_usage,
+            h::key_usage,
+            resource,
+        ))
+        .service(
+            Endpoint::per_method(h::__path_get_allowlist, h::get_allowlist, resource)
+                .to(h::__path_put_allowlist, h::put_allowlist),
+        )
+        .service(
+            Endpoint::per_method(h::__path_list_users, h::list_users, resource)
+                .to(h::__path_create_user, h::create_user),
+        )
+        .service(
+            Endpoint::per_method(h::__path_get_user, h::get_user, resource)
+                .to(h::__path_update_user, h::update_user)
+                .to(h::__path_delete_user, h::delete_user),
+        );
 }
 
 /// The `/v1` scope with its surface rule (see `routes::surface`): the
 /// extractor settings, and the middleware that puts every error actix
 /// answers by itself (a `web::Bytes` body over the limit, a method the path
-/// does not serve) in the envelope.
-pub fn scope() -> Scope<
+/// does not serve) in the envelope. A utoipa-actix-web scope: the paths of
+/// the operations registered in it are documented under `/v1`.
+pub fn scope() -> utoipa_actix_web::scope::Scope<
     impl ServiceFactory<
         ServiceRequest,
         Config = (),
@@ -50,8 +74,8 @@ pub fn scope() -> Scope<
         InitError = (),
     >,
 > {
-    web::scope("/v1")
-        .configure(configure_extractors)
+    utoipa_actix_web::scope::scope("/v1")
+        .map(|s| s.configure(configure_extractors))
         .wrap(from_fn(errors))
 }
 
