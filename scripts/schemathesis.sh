@@ -89,7 +89,7 @@ password = "$client_secret"
 # only, HTTP Basic or client_secret_post, never both (RFC 6749 2.3). For
 # those operations alone, a 400 is an accepted answer to schema-valid data.
 [[operations]]
-include-operation-id = ["createApiKey", "listUsers", "createUser", "updateUser", "putIpAllowlist", "token", "introspect", "revoke", "registerClient", "updateClient", "authorize", "authorizeDecision"]
+include-operation-id = ["createApiKey", "listUsers", "listApiKeyUsage", "createUser", "updateUser", "putIpAllowlist", "token", "introspect", "revoke", "registerClient", "updateClient", "authorize", "authorizeDecision"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429"]
 EOF
 

@@ -426,6 +426,10 @@ impl Grace {
         }
         let value: Value = serde_json::from_slice(body)
             .map_err(|_| ApiError::BadRequest("Malformed JSON body".into()))?;
+        // `null` is no body (the document calls the body optional).
+        if value.is_null() {
+            return Ok(Self(Self::DEFAULT_HOURS));
+        }
         let obj = value
             .as_object()
             .ok_or_else(|| ApiError::BadRequest("The body must be a JSON object".into()))?;

@@ -225,6 +225,20 @@ async fn wait_live(view: &dzdesk_auth::credentials::revocation_view::RevocationV
 /// replicas behind a load balancer): its own pool, keys read from the shared
 /// database. Returns its base URL and the handle that stops it.
 pub async fn spawn_second_instance(app: &TestApp) -> (String, ServerHandle) {
+    let (address, handle, _) = spawn_second_instance_with_view(app).await;
+    (address, handle)
+}
+
+/// [`spawn_second_instance`], and its revocation view: a test fences it to
+/// wait until it has applied every notification committed so far, as the
+/// first instance's own writes fence the first's.
+pub async fn spawn_second_instance_with_view(
+    app: &TestApp,
+) -> (
+    String,
+    ServerHandle,
+    std::sync::Arc<dzdesk_auth::credentials::revocation_view::RevocationView>,
+) {
     let settings = app.settings.clone();
     let db = Database::connect(&settings.database_url, settings.db_pool_size)
         .expect("connect test database");
@@ -239,7 +253,7 @@ pub async fn spawn_second_instance(app: &TestApp) -> (String, ServerHandle) {
     if app.settings.database_url.postgres_url().is_some() {
         wait_live(&revocations).await;
     }
-    (address, handle)
+    (address, handle, revocations)
 }
 
 /// Every test's reqwest client starts here: reqwest's rustls has no crypto

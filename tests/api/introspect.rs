@@ -9,7 +9,7 @@ use dzdesk_auth::oauth::clients::ClientRequest;
 use reqwest::Response;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_second_instance, PASSWORD};
+use crate::helpers::{spawn_second_instance_with_view, PASSWORD};
 use crate::oauth_flow::{assert_token_error, Flow, REDIRECT};
 
 const SCOPE: &str = "requests:read requests:write";
@@ -427,7 +427,7 @@ async fn revoking_unknown_or_revoked_tokens_is_200_and_others_tokens_refused() {
 #[tokio::test]
 async fn two_instances_on_one_database_see_each_others_tokens_and_revocations_at_once() {
     let flow = Flow::new(Role::Agent, SCOPE, false).await;
-    let (second, handle) = spawn_second_instance(&flow.app).await;
+    let (second, handle, second_view) = spawn_second_instance_with_view(&flow.app).await;
     let (internal, secret) = service(&flow, true).await;
     let creds = (internal.as_str(), secret.as_str());
     let tokens = flow.tokens(SCOPE).await; // issued by the first instance
@@ -437,6 +437,9 @@ async fn two_instances_on_one_database_see_each_others_tokens_and_revocations_at
 
     let resp = revoke_own(&flow, refresh).await;
     assert_eq!(resp.status(), 200);
+    // Once the second instance has applied what was committed (see
+    // two_cached_instances_agree_after_a_revocation).
+    dzdesk_auth::credentials::listener::fence(&flow.app.db, &second_view).await;
     assert_eq!(introspect_at(&second, creds, access).await, inactive());
     handle.stop(false).await;
 }
@@ -522,7 +525,7 @@ async fn the_revocation_view_sees_changes_made_behind_the_services_back() {
 #[tokio::test]
 async fn two_cached_instances_agree_after_a_revocation() {
     let flow = cached_flow().await;
-    let (second, handle) = spawn_second_instance(&flow.app).await;
+    let (second, handle, second_view) = spawn_second_instance_with_view(&flow.app).await;
     let tokens = flow.tokens(SCOPE).await;
     let access = tokens["access_token"].as_str().unwrap();
     let refresh = tokens["refresh_token"].as_str().unwrap();
@@ -534,6 +537,12 @@ async fn two_cached_instances_agree_after_a_revocation() {
     }
     let resp = revoke_own(&flow, refresh).await;
     assert_eq!(resp.status(), 200);
+    // The revocation reaches the second instance by NOTIFY, delivered to
+    // both listeners at its commit; the first fenced its own before
+    // answering. Wait until the second has applied everything committed so
+    // far (a marker behind the revocation), not for a time: under load its
+    // listener task may run a few milliseconds after the answer.
+    dzdesk_auth::credentials::listener::fence(&flow.app.db, &second_view).await;
     assert_eq!(introspect_at(&second, own(&flow), access).await, inactive());
     handle.stop(false).await;
 }
