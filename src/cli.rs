@@ -588,14 +588,20 @@ fn rotate_api_key(id: &str, grace_hours: i64) -> Result<(), CliError> {
     let grace = api_keys::Grace::hours(grace_hours)
         .map_err(|e| CliError::Invalid(format!("invalid --grace-hours: {e}")))?;
     let mut conn = open_connection()?;
-    let rotated =
-        api_keys::rotate_key(&mut conn, None, id, grace, Utc::now()).map_err(|e| match e {
-            ApiError::NotFound(_) => {
-                CliError::Conflict("no such API key (or revoked or expired)".into())
-            }
-            ApiError::Conflict(m) | ApiError::BadRequest(m) => CliError::Conflict(m),
-            other => CliError::Failed(anyhow::anyhow!("{other:?}")),
-        })?;
+    let rotated = api_keys::rotate_key(
+        &mut conn,
+        api_keys::Rotator::Owner(None),
+        id,
+        grace,
+        Utc::now(),
+    )
+    .map_err(|e| match e {
+        ApiError::NotFound(_) => {
+            CliError::Conflict("no such API key (or revoked or expired)".into())
+        }
+        ApiError::Conflict(m) | ApiError::BadRequest(m) => CliError::Conflict(m),
+        other => CliError::Failed(anyhow::anyhow!("{other:?}")),
+    })?;
     log::warn!(
         "API key {} replaced by {}; it works until {}",
         rotated.old_id,

@@ -7,11 +7,11 @@ use rand::RngExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::api::principal::{Authorize, Credential, Principal};
+use crate::api::principal::{Authorize, Credential, Principal, BEING_REPLACED};
 use crate::api::usage::UsageTracker;
 use crate::api::{field_error, timestamp};
 use crate::credentials::prefixes;
-use crate::db::models::ApiKeyRow;
+use crate::db::models::{ApiKeyRow, Lineage};
 use crate::db::AnyConnection;
 use crate::domain::{Scope, ScopeSet};
 use crate::error::ApiError;
@@ -321,13 +321,18 @@ pub fn create_for_user(
     };
     crate::db::write_transaction(conn, |conn| {
         // The minting key is re-read, locked, in this transaction: a key it
-        // mints never slips past a concurrent revocation's cascade. A key
-        // minted by a rotated key (in its grace period) hangs off its
-        // successor, as the old key's other children do.
+        // mints never slips past a concurrent revocation's cascade. The new
+        // key inherits the grant its parent dies with, so that revoking
+        // that grant (disconnecting the app) also ends keys minted by keys
+        // it minted.
         if let MintedBy::Key(parent) = minted_by {
-            match ApiKeyRow::live_parent_locked(conn, parent, now)? {
-                Some(parent) => row.parent_id = Some(parent),
-                None => {
+            match ApiKeyRow::lineage_locked(conn, parent, now)? {
+                Lineage::Live { grant, .. } => {
+                    row.parent_id = Some(parent.to_owned());
+                    row.parent_grant_id = grant;
+                }
+                Lineage::Replaced => return Err(ApiError::Forbidden(BEING_REPLACED.into())),
+                Lineage::Gone => {
                     return Err(ApiError::Unauthorized(
                         crate::api::principal::INVALID_TOKEN.into(),
                     ))
@@ -464,9 +469,32 @@ pub struct Rotated {
     pub old_works_until: String,
 }
 
+/// Who rotates a key, which decides which keys they may rotate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotator<'a> {
+    /// The owner (Settings > API, with the user; the CLI, with None): any
+    /// of their keys.
+    Owner(Option<&'a str>),
+    /// An API key of `user` (through `/v1`): itself and the keys it minted
+    /// (and theirs), as it could have minted them.
+    Key { user: &'a str, id: &'a str },
+    /// An OAuth access token of `user` (through `/v1`): the keys minted
+    /// under its grant.
+    Grant { user: &'a str, grant: &'a str },
+}
+
+impl Rotator<'_> {
+    fn user(&self) -> Option<&str> {
+        match *self {
+            Rotator::Owner(user) => user,
+            Rotator::Key { user, .. } | Rotator::Grant { user, .. } => Some(user),
+        }
+    }
+}
+
 /// `POST /v1/api-keys/{id}/rotate`: the permission rule of minting a key
 /// (the caller manages the user's keys and holds the key's scopes), then
-/// [`rotate_key`] for the caller's user.
+/// [`rotate_key`], which also keeps to the caller's lineage.
 pub fn rotate(
     conn: &mut AnyConnection,
     principal: &Principal,
@@ -474,29 +502,49 @@ pub fn rotate(
     grace: Grace,
     now: DateTime<Utc>,
 ) -> Result<Rotated, ApiError> {
-    let user_id = principal.credential_manager()?;
+    let user = principal.credential_manager()?;
+    let rotator = match &principal.credential {
+        Credential::ApiKey { id, .. } => Rotator::Key { user, id },
+        Credential::AccessToken(claims) => Rotator::Grant {
+            user,
+            grant: &claims.grant_id,
+        },
+        Credential::RefreshToken { .. } => {
+            return Err(ApiError::Unauthorized(
+                crate::api::principal::INVALID_TOKEN.into(),
+            ))
+        }
+    };
     // Not found: rotate_key answers 404 with nothing to hand on.
-    if let Some(row) = ApiKeyRow::find_for_user(conn, user_id, id)? {
+    if let Some(row) = ApiKeyRow::find(conn, id, Some(user))? {
         let scopes = ScopeSet::parse(&row.scopes)
             .map_err(|e| ApiError::internal(anyhow::anyhow!("stored key scopes: {e}")))?;
         may_hand_on(principal, &scopes)?;
     }
-    rotate_key(conn, Some(user_id), id, grace, now)
+    rotate_key(conn, rotator, id, grace, now)
 }
 
-/// Replaces the key `id` (of `owner`; None: whoever owns it, for the CLI)
-/// with a new key of the same name, scopes, expiry and lineage (the key or
-/// grant that minted it), in one transaction. The old key works until the
-/// grace ends (its `expires_at` becomes the earlier of its expiry and
-/// `now + grace`, enforced wherever a key is checked, at every request);
-/// the keys it minted now hang off the new key. 404 for a key that is
-/// unknown, another user's, revoked or expired; 409 for a key already
-/// replaced (in its grace period). Concurrent rotations of one key: the
-/// row is locked (PostgreSQL) or the write transaction is serial
-/// (SQLite), and the update is conditional besides, so exactly one wins.
+/// Times a rotation is tried again when the key's parent changed under it
+/// (the parent was rotated meanwhile, re-parenting its children).
+const ROTATION_ATTEMPTS: usize = 3;
+
+/// Replaces the key `id` with a new key of the same name, scopes, expiry
+/// and lineage (the key or grant that minted it), in one transaction. The
+/// old key works until the grace ends (its `expires_at` becomes the earlier
+/// of its expiry and `now + grace`, enforced wherever a key is checked, at
+/// every request); the keys it minted now hang off the new key.
+///
+/// 404 for a key that is unknown, not the rotator's user's, revoked,
+/// expired, or dead with its parent key or grant; 403 for a key outside
+/// the rotator's lineage; 409 for a key already replaced (in its grace
+/// period). The caller key, the parent key and the key itself are locked
+/// in that order (PostgreSQL; SQLite's write transactions are serial), the
+/// order of the revocation cascade, so a rotation never slips a new key
+/// past a concurrent revocation of an ancestor, and concurrent rotations
+/// of one key: exactly one wins.
 pub fn rotate_key(
     conn: &mut AnyConnection,
-    owner: Option<&str>,
+    by: Rotator<'_>,
     id: &str,
     grace: Grace,
     now: DateTime<Utc>,
@@ -504,51 +552,22 @@ pub fn rotate_key(
     let now = now.naive_utc();
     let generated = generate();
     let new_id = tokens::new_id("key_");
-    let already = || {
-        ApiError::Conflict(
-            "This API key has already been rotated: it is being replaced and can only be revoked"
-                .into(),
-        )
+    let mut attempt = 0;
+    let (row, works_until) = loop {
+        attempt += 1;
+        let tried = crate::db::write_transaction(conn, |conn| {
+            rotate_in_transaction(conn, by, id, grace, now, &new_id, &generated)
+        })?;
+        match tried {
+            Some(done) => break done,
+            None if attempt < ROTATION_ATTEMPTS => continue,
+            None => {
+                return Err(ApiError::Conflict(
+                    "This API key's lineage changed while it was being rotated: retry".into(),
+                ))
+            }
+        }
     };
-    let (row, works_until) = crate::db::write_transaction(conn, |conn| {
-        let old = ApiKeyRow::find_locked(conn, id, owner)?
-            .filter(|k| k.revoked_at.is_none())
-            .ok_or_else(|| ApiError::NotFound("No such API key".into()))?;
-        if old.expires_at.is_some_and(|e| e <= now) {
-            return Err(ApiError::NotFound("No such API key".into()));
-        }
-        if old.replaced_by.is_some() {
-            return Err(already());
-        }
-        ApiKeyRow::retire_replaced(conn, &old.user_id, now)?;
-        if ApiKeyRow::count_in_grace(conn, &old.user_id, now)? >= MAX_KEYS_PER_USER {
-            return Err(ApiError::BadRequest(format!(
-                "An account can have at most {MAX_KEYS_PER_USER} API keys being replaced at once: wait for their grace periods to end or revoke them"
-            )));
-        }
-        let grace_end = now + grace.duration();
-        let works_until = old.expires_at.map_or(grace_end, |e| e.min(grace_end));
-        let row = ApiKeyRow {
-            id: new_id.clone(),
-            user_id: old.user_id.clone(),
-            name: old.name.clone(),
-            key_hash: generated.hash.clone(),
-            prefix: generated.prefix.clone(),
-            scopes: old.scopes.clone(),
-            created_at: now,
-            expires_at: old.expires_at,
-            last_used_at: None,
-            revoked_at: None,
-            parent_id: old.parent_id.clone(),
-            parent_grant_id: old.parent_grant_id.clone(),
-            replaced_by: None,
-        };
-        row.insert(conn)?;
-        if !ApiKeyRow::mark_replaced(conn, &old.id, &new_id, works_until)? {
-            return Err(already());
-        }
-        Ok((row, works_until))
-    })?;
     let scopes = ScopeSet::parse(&row.scopes)
         .map_err(|e| ApiError::internal(anyhow::anyhow!("stored key scopes: {e}")))?;
     Ok(Rotated {
@@ -564,6 +583,126 @@ pub fn rotate_key(
             created_at: timestamp(row.created_at),
         },
     })
+}
+
+/// One try of [`rotate_key`]; None when the key's parent changed between
+/// the unlocked read that chose the lock order and the lock.
+fn rotate_in_transaction(
+    conn: &mut AnyConnection,
+    by: Rotator<'_>,
+    id: &str,
+    grace: Grace,
+    now: NaiveDateTime,
+    new_id: &str,
+    generated: &GeneratedKey,
+) -> Result<Option<(ApiKeyRow, NaiveDateTime)>, ApiError> {
+    let not_found = || ApiError::NotFound("No such API key".into());
+    let owner = by.user();
+    // Read unlocked: it tells which rows to lock first.
+    let seen = ApiKeyRow::find(conn, id, owner)?.ok_or_else(not_found)?;
+    // "Rotation follows the same permission rule as creating a key": a
+    // credential replaces only a key it could have minted, so that it
+    // never gains a key that outlives it or escapes its revocation.
+    let mut outlive_limit = None;
+    match by {
+        Rotator::Owner(_) => {}
+        Rotator::Key { id: caller, .. } => {
+            if caller != id && !ApiKeyRow::descends_from(conn, seen.parent_id.clone(), caller)? {
+                return Err(ApiError::Forbidden(
+                    "An API key can rotate only itself and the keys it made (and theirs)".into(),
+                ));
+            }
+            match ApiKeyRow::lineage_locked(conn, caller, now)? {
+                Lineage::Live { expires_at, .. } => outlive_limit = expires_at,
+                Lineage::Replaced => return Err(ApiError::Forbidden(BEING_REPLACED.into())),
+                Lineage::Gone => {
+                    return Err(ApiError::Unauthorized(
+                        crate::api::principal::INVALID_TOKEN.into(),
+                    ))
+                }
+            }
+        }
+        Rotator::Grant { grant, .. } => {
+            if seen.parent_grant_id.as_deref() != Some(grant) {
+                return Err(ApiError::Forbidden(
+                    "An OAuth access token can rotate only the API keys minted under its grant"
+                        .into(),
+                ));
+            }
+        }
+    }
+    // The parent is locked before the key, as the revocation cascade
+    // does: a new key hangs off a live parent, or the cascade that
+    // revokes the parent finds it.
+    if let Some(parent) = &seen.parent_id {
+        match ApiKeyRow::lineage_locked(conn, parent, now)? {
+            Lineage::Live { .. } => {}
+            // Rotated meanwhile: its children now hang off its successor.
+            Lineage::Replaced => return Ok(None),
+            Lineage::Gone => return Err(not_found()),
+        }
+    }
+    let old = ApiKeyRow::find_locked(conn, id, owner)?
+        .filter(|k| k.revoked_at.is_none())
+        .ok_or_else(not_found)?;
+    if old.parent_id != seen.parent_id {
+        return Ok(None);
+    }
+    if old.expires_at.is_some_and(|e| e <= now) {
+        return Err(not_found());
+    }
+    // A key minted under an OAuth grant died with it (RFC 7009 2.1).
+    if let Some(grant) = &old.parent_grant_id {
+        if !ApiKeyRow::grant_alive(conn, grant)? {
+            return Err(not_found());
+        }
+    }
+    if old.replaced_by.is_some() {
+        return Err(already_rotated());
+    }
+    // As at creation: a key made with an expiring key cannot outlive it.
+    if let Some(limit) = outlive_limit {
+        if old.expires_at.is_none_or(|e| e > limit) {
+            return Err(ApiError::Forbidden(
+                "This key would outlive the expiring key rotating it".into(),
+            ));
+        }
+    }
+    ApiKeyRow::retire_replaced(conn, &old.user_id, now)?;
+    if ApiKeyRow::count_in_grace(conn, &old.user_id, now)? >= MAX_KEYS_PER_USER {
+        return Err(ApiError::Conflict(format!(
+            "An account can have at most {MAX_KEYS_PER_USER} API keys being replaced at once: wait for their grace periods to end or revoke them"
+        )));
+    }
+    let grace_end = now + grace.duration();
+    let works_until = old.expires_at.map_or(grace_end, |e| e.min(grace_end));
+    let row = ApiKeyRow {
+        id: new_id.to_owned(),
+        user_id: old.user_id.clone(),
+        name: old.name.clone(),
+        key_hash: generated.hash.clone(),
+        prefix: generated.prefix.clone(),
+        scopes: old.scopes.clone(),
+        created_at: now,
+        expires_at: old.expires_at,
+        last_used_at: None,
+        revoked_at: None,
+        parent_id: old.parent_id.clone(),
+        parent_grant_id: old.parent_grant_id.clone(),
+        replaced_by: None,
+    };
+    row.insert(conn)?;
+    if !ApiKeyRow::mark_replaced(conn, &old.id, new_id, works_until)? {
+        return Err(already_rotated());
+    }
+    Ok(Some((row, works_until)))
+}
+
+fn already_rotated() -> ApiError {
+    ApiError::Conflict(
+        "This API key has already been rotated: it is being replaced and can only be revoked"
+            .into(),
+    )
 }
 
 #[cfg(test)]

@@ -19,6 +19,10 @@ pub const INVALID_TOKEN: &str = "Invalid or expired token";
 /// the IP allowlist.
 pub const NEEDS_ADMIN_TO_MANAGE: &str = "Changing API keys or the IP allowlist through the API needs a credential with the 'admin' scope (least privilege: a key or token holds only the scopes it needs); without it, use Settings > API in the browser";
 
+/// Why an API key in its rotation grace period manages nothing
+/// ([`crate::credentials::Caller::is_being_replaced`]).
+pub const BEING_REPLACED: &str = "This API key has been rotated: until its grace period ends it can call the API, but creating, rotating or revoking credentials, changing the IP allowlist or registering clients needs the key that replaced it";
+
 /// The `/v1` answer for a resolved credential: 401 `UNAUTHORIZED` for
 /// anything missing, malformed, unknown, expired or revoked (a refresh token
 /// too: it is for the token endpoint only, RFC 6749 1.5); 403 `FORBIDDEN`
@@ -82,6 +86,9 @@ impl Authorize for Caller {
         if !self.allows(Scope::Admin) {
             return Err(ApiError::Forbidden(NEEDS_ADMIN_TO_MANAGE.into()));
         }
+        if self.is_being_replaced() {
+            return Err(ApiError::Forbidden(BEING_REPLACED.into()));
+        }
         Ok(user_id)
     }
 }
@@ -141,6 +148,7 @@ mod tests {
             id: "key_a".into(),
             created_at: chrono::DateTime::UNIX_EPOCH.naive_utc(),
             expires_at: None,
+            replaced: false,
         };
         match key.credential_manager() {
             Err(ApiError::Forbidden(m)) => assert!(m.contains("'admin'"), "{m}"),
@@ -148,5 +156,13 @@ mod tests {
         }
         key.scopes = ScopeSet::parse("admin").unwrap();
         assert_eq!(key.credential_manager().unwrap(), "user_a");
+        // An admin key being replaced by rotation manages nothing.
+        if let Credential::ApiKey { replaced, .. } = &mut key.credential {
+            *replaced = true;
+        }
+        match key.credential_manager() {
+            Err(ApiError::Forbidden(m)) => assert!(m.contains("rotated"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

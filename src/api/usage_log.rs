@@ -287,11 +287,17 @@ fn cursor_of(row: &UsageRow) -> String {
     ))
 }
 
+/// The last microsecond of the year 9999: a cursor's time lies between
+/// the epoch and it (what both databases store; a forged cursor outside
+/// it is a 400, never a database error).
+const LAST_CURSOR_MICROS: i64 = 253_402_300_799_999_999;
+
 fn position_of(cursor: &str) -> Result<(NaiveDateTime, i64), ApiError> {
     let (micros, id) = cursor.split_once('.').ok_or_else(bad_cursor)?;
     let at = micros
         .parse::<i64>()
         .ok()
+        .filter(|m| (0..=LAST_CURSOR_MICROS).contains(m))
         .and_then(DateTime::from_timestamp_micros)
         .ok_or_else(bad_cursor)?;
     let id = id.parse::<i64>().map_err(|_| bad_cursor())?;
@@ -317,7 +323,7 @@ pub fn list(
         since: params.since.as_deref().map(parse_since).transpose()?,
         before,
     };
-    if ApiKeyRow::find_for_user(conn, user_id, key_id)?.is_none() {
+    if ApiKeyRow::find(conn, key_id, Some(user_id))?.is_none() {
         return Err(ApiError::NotFound("No such API key".into()));
     }
     let mut rows = UsageRow::page(conn, key_id, &query, limit + 1)?;
@@ -353,7 +359,7 @@ pub fn recent(
     key_id: &str,
     now: DateTime<Utc>,
 ) -> Result<KeyUsage, ApiError> {
-    let key = ApiKeyRow::find_for_user(conn, user_id, key_id)?
+    let key = ApiKeyRow::find(conn, key_id, Some(user_id))?
         .ok_or_else(|| ApiError::NotFound("No such API key".into()))?;
     let rows = UsageRow::page(conn, key_id, &UsageQuery::default(), RECENT_ROWS)?;
     // The newest requests only, as many as retention keeps per key: a key
@@ -505,5 +511,14 @@ mod tests {
         assert_eq!(position_of(&decoded).unwrap(), (row.at, 42));
         assert!(matches!(position_of("x.1"), Err(ApiError::BadRequest(_))));
         assert!(matches!(position_of("1"), Err(ApiError::BadRequest(_))));
+        // Forged times outside what the databases store (PostgreSQL's
+        // timestamps start in 4713 BC; chrono's go further).
+        for forged in ["-8000000000000000000.1", "-1.1", "253402300800000000.1"] {
+            assert!(
+                matches!(position_of(forged), Err(ApiError::BadRequest(_))),
+                "{forged}"
+            );
+        }
+        assert!(position_of("253402300799999999.1").is_ok());
     }
 }

@@ -79,6 +79,9 @@ pub enum Credential {
         id: String,
         created_at: NaiveDateTime,
         expires_at: Option<NaiveDateTime>,
+        /// Replaced by rotation, in its grace period: it calls the API but
+        /// manages no credentials.
+        replaced: bool,
     },
     /// A refresh token (RFC 6749 1.5): for the token endpoint and
     /// introspection only, never a bearer credential.
@@ -148,6 +151,15 @@ impl Caller {
             Credential::ApiKey { id, .. } => Some(id),
             _ => None,
         }
+    }
+
+    /// An API key replaced by rotation, in its grace period: it keeps
+    /// calling the API, but creating, rotating or revoking credentials,
+    /// changing the allowlist or registering clients with it is refused. A
+    /// leaked key its owner rotated could otherwise mint a successor of its
+    /// own that outlives the grace.
+    pub fn is_being_replaced(&self) -> bool {
+        matches!(self.credential, Credential::ApiKey { replaced: true, .. })
     }
 
     /// A bearer credential (RFC 6750): an access token or an API key.
@@ -486,6 +498,7 @@ fn api_key(
             id: status.key_id.clone(),
             created_at: status.created_at,
             expires_at: status.expires_at,
+            replaced: status.replaced,
         },
         account: Account { plan: status.plan },
         scopes: key_scopes(status),
@@ -559,6 +572,7 @@ mod tests {
             plan: Plan::Standard,
             parent_grant: None,
             parent_grant_revoked: false,
+            replaced: false,
         }
     }
 

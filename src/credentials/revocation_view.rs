@@ -399,6 +399,7 @@ mod tests {
             plan: crate::domain::Plan::Standard,
             parent_grant: None,
             parent_grant_revoked: false,
+            replaced: false,
         })
     }
 

@@ -42,6 +42,10 @@ pub enum RegistrationError {
     /// RFC 6750 3.1: the credential lacks the `admin` scope (403).
     #[error("registering clients needs the admin scope")]
     InsufficientScope,
+    /// An API key replaced by rotation, in its grace period (403; see
+    /// [`crate::credentials::Caller::is_being_replaced`]).
+    #[error("an API key being replaced by rotation cannot register clients: use the key that replaced it")]
+    KeyBeingReplaced,
     /// An API key used from outside its account's IP allowlist (403).
     #[error("this API key may not be used from this IP address")]
     AddressRefused,
@@ -60,6 +64,9 @@ impl RegistrationError {
             RegistrationError::InvalidClientMetadata(_) => "invalid_client_metadata",
             RegistrationError::InvalidToken => "invalid_token",
             RegistrationError::InsufficientScope => "insufficient_scope",
+            // RFC 6750 3.1: "higher privileges than provided by the access
+            // token".
+            RegistrationError::KeyBeingReplaced => "insufficient_scope",
             RegistrationError::AddressRefused => "access_denied",
             RegistrationError::Unavailable(_) => "temporarily_unavailable",
             RegistrationError::Server(_) => "server_error",
@@ -170,6 +177,9 @@ pub fn initial_access(resolved: Option<Resolved>) -> Result<Registrar, Registrat
         Some(Resolved::Active(caller)) if caller.is_bearer() => {
             if !caller.allows(Scope::Admin) {
                 return Err(RegistrationError::InsufficientScope);
+            }
+            if caller.is_being_replaced() {
+                return Err(RegistrationError::KeyBeingReplaced);
             }
             let service_client = match &caller.subject {
                 Subject::Service { client_id } => Some(client_id.clone()),

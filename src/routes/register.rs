@@ -18,9 +18,9 @@ impl ResponseError for RegistrationError {
     fn status_code(&self) -> StatusCode {
         match self {
             RegistrationError::InvalidToken => StatusCode::UNAUTHORIZED,
-            RegistrationError::InsufficientScope | RegistrationError::AddressRefused => {
-                StatusCode::FORBIDDEN
-            }
+            RegistrationError::InsufficientScope
+            | RegistrationError::KeyBeingReplaced
+            | RegistrationError::AddressRefused => StatusCode::FORBIDDEN,
             RegistrationError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             RegistrationError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
@@ -46,6 +46,7 @@ impl ResponseError for RegistrationError {
             RegistrationError::InsufficientScope => {
                 Some("Bearer error=\"insufficient_scope\", scope=\"admin\"")
             }
+            RegistrationError::KeyBeingReplaced => Some("Bearer error=\"insufficient_scope\""),
             _ => None,
         };
         if let Some(c) = challenge {

@@ -671,6 +671,51 @@ async fn a_key_minted_by_an_app_token_dies_with_the_apps_grant() {
     .await;
     let minted = made.data(201)["key"].as_str().unwrap().to_owned();
     assert_eq!(me(app, &minted).await.status, 200);
+    // A key minted by an admin key it minted, and a key it rotated: each
+    // dies with the grant too.
+    let made = api(
+        app,
+        Method::POST,
+        "/v1/api-keys",
+        Some(access),
+        Some(json!({"name": "minter", "scopes": ["admin"]})),
+    )
+    .await;
+    let minter = made.data(201)["key"].as_str().unwrap().to_owned();
+    let made = api(
+        app,
+        Method::POST,
+        "/v1/api-keys",
+        Some(&minter),
+        Some(json!({"name": "grandchild", "scopes": ["requests:read"]})),
+    )
+    .await;
+    let grandchild = made.data(201)["key"].as_str().unwrap().to_owned();
+    let rotated = api(
+        app,
+        Method::POST,
+        &format!(
+            "/v1/api-keys/{}/rotate",
+            made.body["data"]["id"].as_str().unwrap()
+        ),
+        Some(access),
+        Some(json!({"grace_hours": 0})),
+    )
+    .await;
+    let successor = rotated.data(201)["key"].as_str().unwrap().to_owned();
+    assert_eq!(me(app, &grandchild).await.status, 401);
+    assert_eq!(me(app, &successor).await.status, 200);
+    // The token rotates only keys minted under its grant.
+    let (owners_id, owners) = key_for(app, &flow.user_id, "requests:read").await;
+    let refused = api(
+        app,
+        Method::POST,
+        &format!("/v1/api-keys/{owners_id}/rotate"),
+        Some(access),
+        None,
+    )
+    .await;
+    refused.assert_error(403, "FORBIDDEN");
     // The app's grant is revoked (RFC 7009: its refresh token).
     let resp = crate::introspect::call(
         &app.address,
@@ -681,4 +726,7 @@ async fn a_key_minted_by_an_app_token_dies_with_the_apps_grant() {
     .await;
     assert_eq!(resp.status(), 200);
     me(app, &minted).await.assert_error(401, "UNAUTHORIZED");
+    me(app, &minter).await.assert_error(401, "UNAUTHORIZED");
+    me(app, &successor).await.assert_error(401, "UNAUTHORIZED");
+    assert_eq!(me(app, &owners).await.status, 200);
 }

@@ -69,6 +69,27 @@ async fn named_key(
     .await
 }
 
+/// A key minted through `/v1` by `parent` (so `parent` may rotate it):
+/// (id, key).
+async fn minted(
+    app: &TestApp,
+    parent: &str,
+    name: &str,
+    scopes: &str,
+    days: Option<i64>,
+) -> (String, String) {
+    let mut body = json!({"name": name, "scopes": scopes.split(' ').collect::<Vec<_>>()});
+    if let Some(days) = days {
+        body["expires_in_days"] = json!(days);
+    }
+    let reply = api(app, Method::POST, "/v1/api-keys", Some(parent), Some(body)).await;
+    let data = reply.data(201);
+    (
+        data["id"].as_str().unwrap().to_owned(),
+        data["key"].as_str().unwrap().to_owned(),
+    )
+}
+
 #[tokio::test]
 async fn a_rotated_key_keeps_working_for_its_grace_then_is_refused_and_inactive() {
     let flow = Flow::new(Role::Admin, "requests:read", false).await;
@@ -76,9 +97,9 @@ async fn a_rotated_key_keeps_working_for_its_grace_then_is_refused_and_inactive(
     let (internal, secret) = service(&flow, true).await;
     let creds = (internal.as_str(), secret.as_str());
     let (_, admin) = key_for(app, &flow.user_id, "admin").await;
-    let (old_id, old) = named_key(
+    let (old_id, old) = minted(
         app,
-        &flow.user_id,
+        &admin,
         "CI deploy",
         "requests:read requests:write",
         Some(30),
@@ -144,8 +165,8 @@ async fn the_grace_ends_by_the_clock_on_every_instance_without_a_notification() 
     // ends, and none is needed, as the end is a time the cached status
     // carries and every request compares with its clock.
     let app = spawn_app().await;
-    let (user_id, admin) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
-    let (old_id, old) = named_key(&app, &user_id, "k", "requests:read", None).await;
+    let (_, admin) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
+    let (old_id, old) = minted(&app, &admin, "k", "requests:read", None).await;
     let (second, stop) = spawn_second_instance(&app).await;
     let second_me = |key: String| {
         let base = second.clone();
@@ -189,8 +210,8 @@ async fn the_grace_ends_by_the_clock_on_every_instance_without_a_notification() 
 #[tokio::test]
 async fn a_grace_of_zero_cuts_the_old_key_at_once_on_every_instance() {
     let app = spawn_app().await;
-    let (user_id, admin) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
-    let (old_id, old) = named_key(&app, &user_id, "k", "requests:read", None).await;
+    let (_, admin) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
+    let (old_id, old) = minted(&app, &admin, "k", "requests:read", None).await;
     let (second, stop) = spawn_second_instance(&app).await;
     let client = crate::helpers::new_client();
     let on_second = |key: String| {
@@ -229,7 +250,7 @@ async fn bad_grace_others_keys_revoked_keys_and_the_permission_rule() {
     let app = spawn_app().await;
     let (user_id, admin) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
     let (_, reader) = key_for(&app, &user_id, "requests:read users:write").await;
-    let (id, key) = named_key(&app, &user_id, "k", "requests:read", None).await;
+    let (id, key) = minted(&app, &admin, "k", "requests:read", None).await;
     let (_, eve) = user_with_key(&app, "eve@example.com", Role::Admin, "admin").await;
 
     for body in [
@@ -274,7 +295,7 @@ async fn bad_grace_others_keys_revoked_keys_and_the_permission_rule() {
         .await
         .assert_error(404, "NOT_FOUND");
     // The default grace is 24 hours.
-    let (id, _) = named_key(&app, &user_id, "k2", "requests:read", None).await;
+    let (id, _) = minted(&app, &admin, "k2", "requests:read", None).await;
     rotate(&app, &admin, &id, None).await.data(201);
     let until = stored(&app, &id).await.expires_at.unwrap();
     let want = Utc::now().naive_utc() + chrono::Duration::hours(24);
@@ -286,7 +307,7 @@ async fn rotation_works_at_the_key_cap_and_minted_keys_follow_the_new_key() {
     let app = spawn_app().await;
     let (user_id, admin) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
     // A parent key and the key it minted.
-    let (parent_id, parent) = named_key(&app, &user_id, "parent", "admin", None).await;
+    let (parent_id, parent) = minted(&app, &admin, "parent", "admin", None).await;
     let child = api(
         &app,
         Method::POST,
@@ -368,53 +389,207 @@ async fn rotation_works_at_the_key_cap_and_minted_keys_follow_the_new_key() {
 }
 
 #[tokio::test]
-async fn a_key_minted_by_a_key_in_its_grace_hangs_off_the_successor() {
+async fn a_key_in_its_grace_calls_the_api_but_manages_no_credentials() {
     let app = spawn_app().await;
     let (user_id, admin) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
-    let (old_id, old) = named_key(&app, &user_id, "minter", "admin", None).await;
+    let (old_id, old) = minted(&app, &admin, "minter", "admin", None).await;
+    let (child_id, _) = minted(&app, &old, "child", "requests:read", None).await;
     let new_id = rotate(&app, &admin, &old_id, None).await.data(201)["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    // The old key, still working, mints a key (expiring before its own
-    // grace ends: a key cannot outlive the key that made it).
-    let minted = api(
-        &app,
-        Method::POST,
-        "/v1/api-keys",
-        Some(&old),
-        Some(json!({"name": "late child", "scopes": ["requests:read"]})),
-    )
-    .await;
-    minted.assert_error(400, "BAD_REQUEST");
-    let row = stored(&app, &old_id).await;
-    assert_eq!(row.replaced_by.as_deref(), Some(new_id.as_str()));
+    // Still a working credential for the API...
+    assert_eq!(me(&app, &old).await.status, 200);
+    api(&app, Method::GET, "/v1/api-keys", Some(&old), None)
+        .await
+        .data(200);
+    // ...but it mints, rotates and revokes nothing, changes no allowlist
+    // and registers no client: a leaked key its owner rotated cannot make
+    // itself a successor that outlives the grace.
+    let refused = [
+        api(
+            &app,
+            Method::POST,
+            "/v1/api-keys",
+            Some(&old),
+            Some(json!({"name": "late child", "scopes": ["requests:read"]})),
+        )
+        .await,
+        rotate(&app, &old, &child_id, None).await,
+        api(
+            &app,
+            Method::DELETE,
+            &format!("/v1/api-keys/{new_id}"),
+            Some(&old),
+            None,
+        )
+        .await,
+        api(
+            &app,
+            Method::PUT,
+            "/v1/ip-allowlist",
+            Some(&old),
+            Some(json!({"entries": ["10.0.0.1"]})),
+        )
+        .await,
+    ];
+    for reply in refused {
+        reply.assert_error(403, "FORBIDDEN");
+        let message = reply.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("has been rotated"), "{message}");
+    }
+    let resp = app
+        .client
+        .post(format!("{}/oauth/register", app.address))
+        .bearer_auth(&old)
+        .json(&json!({"redirect_uris": ["https://app.example.com/cb"], "client_name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "insufficient_scope");
+    // Nothing was made or changed; the child now hangs off the new key.
+    assert_eq!(
+        stored(&app, &child_id).await.parent_id,
+        Some(new_id.clone())
+    );
+    assert_eq!(stored(&app, &new_id).await.revoked_at, None);
+    // The same holds below the API: minting under a key in its grace is
+    // refused inside the transaction that reads it locked.
     let uid = user_id.clone();
-    let oid = old_id.clone();
-    let parent = app
+    let refused = app
         .with_conn(move |conn| {
             let new = NewKey {
                 name: "late child".into(),
                 scopes: ScopeSet::parse("requests:read").unwrap(),
                 expires_in_days: None,
             };
-            let c = create_for_user(conn, &uid, &new, MintedBy::Key(&oid), Utc::now()).unwrap();
-            api_keys::table
-                .find(c.id)
-                .select(api_keys::parent_id)
-                .first::<Option<String>>(conn)
-                .unwrap()
+            create_for_user(conn, &uid, &new, MintedBy::Key(&old_id), Utc::now())
         })
         .await;
-    assert_eq!(parent, Some(new_id));
+    assert!(
+        matches!(refused, Err(dzdesk_auth::error::ApiError::Forbidden(_))),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_key_rotates_only_itself_and_what_it_minted_never_outliving_itself() {
+    let app = spawn_app().await;
+    let (user_id, admin) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
+    // A: the owner's admin key. P: minted by A, expiring in 10 days. C:
+    // minted by P. S: the owner's, never expiring.
+    let (parent_id, parent) = minted(&app, &admin, "P", "admin", Some(10)).await;
+    let (child_id, _) = minted(&app, &parent, "C", "requests:read", Some(5)).await;
+    let (sibling_id, sibling) = named_key(&app, &user_id, "S", "requests:read", None).await;
+    // P may not rotate S: the new key would escape P's revocation and
+    // outlive P (a credential replaces only keys it could have minted).
+    let reply = rotate(&app, &parent, &sibling_id, None).await;
+    reply.assert_error(403, "FORBIDDEN");
+    assert!(reply.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("only itself and the keys it made"));
+    assert_eq!(stored(&app, &sibling_id).await.replaced_by, None);
+    assert_eq!(me(&app, &sibling).await.status, 200);
+    // Nor A, which made it.
+    let admin_id = app
+        .with_conn({
+            let pid = parent_id.clone();
+            move |conn| stored_parent(conn, &pid)
+        })
+        .await
+        .unwrap();
+    rotate(&app, &parent, &admin_id, None)
+        .await
+        .assert_error(403, "FORBIDDEN");
+    // C, which it made: yes, and the new C hangs off P as the old one did.
+    let reply = rotate(&app, &parent, &child_id, Some(json!({"grace_hours": 0}))).await;
+    let new_child = reply.data(201)["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        stored(&app, &new_child).await.parent_id,
+        Some(parent_id.clone())
+    );
+    // Itself: yes, with its own expiry (never further).
+    let before = stored(&app, &parent_id).await.expires_at;
+    let reply = rotate(&app, &parent, &parent_id, Some(json!({"grace_hours": 0}))).await;
+    let new_parent = reply.data(201)["id"].as_str().unwrap().to_owned();
+    assert_eq!(stored(&app, &new_parent).await.expires_at, before);
+    assert_eq!(
+        stored(&app, &new_child).await.parent_id,
+        Some(new_parent.clone())
+    );
+    // Revoking A ends them all.
+    api(
+        &app,
+        Method::DELETE,
+        &format!("/v1/api-keys/{admin_id}"),
+        Some(&admin),
+        None,
+    )
+    .await
+    .data(200);
+    for id in [&new_parent, &new_child] {
+        assert!(stored(&app, id).await.revoked_at.is_some(), "{id}");
+    }
+}
+
+fn stored_parent(conn: &mut dzdesk_auth::db::AnyConnection, id: &str) -> Option<String> {
+    api_keys::table
+        .find(id)
+        .select(api_keys::parent_id)
+        .first::<Option<String>>(conn)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_rotation_racing_the_revocation_of_the_parent_never_leaves_a_live_child() {
+    // The revocation cascade locks the parent, then its children; the
+    // rotation locks the parent, then the key: one of them goes first, and
+    // either the rotation finds the parent revoked (404) or the cascade
+    // finds the new key.
+    let app = spawn_app().await;
+    let (_, admin) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
+    for round in 0..6 {
+        let (parent_id, parent) = minted(&app, &admin, &format!("P{round}"), "admin", None).await;
+        let (child_id, _) = minted(&app, &parent, "C", "requests:read", None).await;
+        let revoke_path = format!("/v1/api-keys/{parent_id}");
+        let (revoked, rotated) = tokio::join!(
+            api(&app, Method::DELETE, &revoke_path, Some(&admin), None),
+            rotate(&app, &admin, &child_id, Some(json!({"grace_hours": 0})))
+        );
+        assert_eq!(revoked.status, 200, "round {round}");
+        assert!(
+            [201, 404].contains(&rotated.status.as_u16()),
+            "round {round}: {:?}",
+            rotated.body
+        );
+        if rotated.status == 201 {
+            let key = rotated.body["data"]["key"].as_str().unwrap();
+            me(&app, key).await.assert_error(401, "UNAUTHORIZED");
+        }
+        let pid = parent_id.clone();
+        let live: i64 = app
+            .with_conn(move |conn| {
+                api_keys::table
+                    .filter(api_keys::parent_id.eq(pid))
+                    .filter(api_keys::revoked_at.is_null())
+                    .count()
+                    .get_result(conn)
+                    .unwrap()
+            })
+            .await;
+        assert_eq!(live, 0, "round {round}: a live key under a revoked parent");
+    }
 }
 
 #[tokio::test]
 async fn concurrent_rotations_of_one_key_exactly_one_wins() {
     let app = spawn_app().await;
-    let (user_id, admin) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
+    let (_, admin) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
     for round in 0..4 {
-        let (id, _) = named_key(&app, &user_id, &format!("k{round}"), "requests:read", None).await;
+        let (id, _) = minted(&app, &admin, &format!("k{round}"), "requests:read", None).await;
         let (a, b, c) = tokio::join!(
             rotate(&app, &admin, &id, None),
             rotate(&app, &admin, &id, None),

@@ -33,9 +33,26 @@ pub struct ApiKeyRow {
     pub replaced_by: Option<String>,
 }
 
-/// Successors followed at most from a rotated key (a guard against a
-/// corrupt table; real chains are bounded by the account's keys).
+/// Parents followed at most up a key's lineage (a guard against a corrupt
+/// table; real chains are bounded by the account's keys).
 const MAX_ROTATION_CHAIN: usize = 1_000;
+
+/// A key as the parent of a key being minted or rotated, or as the caller
+/// doing it ([`ApiKeyRow::lineage_locked`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lineage {
+    /// Works: not revoked, not expired, not replaced by rotation. `grant`:
+    /// the OAuth grant it dies with, which a key it mints inherits.
+    Live {
+        expires_at: Option<NaiveDateTime>,
+        grant: Option<String>,
+    },
+    /// Replaced by rotation, in its grace period: it still calls the API
+    /// but manages no credentials.
+    Replaced,
+    /// Revoked, expired, or unknown.
+    Gone,
+}
 
 // Database methods
 impl ApiKeyRow {
@@ -57,18 +74,19 @@ impl ApiKeyRow {
             .load(conn)
     }
 
-    /// The user's key `id`, in any state (revoked or expired included).
-    pub fn find_for_user(
+    /// The key `id` (of `user_id`, when given), in any state (revoked or
+    /// expired included).
+    pub fn find(
         conn: &mut AnyConnection,
-        user_id: &str,
         id: &str,
+        user_id: Option<&str>,
     ) -> QueryResult<Option<ApiKeyRow>> {
-        api_keys::table
-            .filter(api_keys::id.eq(id))
-            .filter(api_keys::user_id.eq(user_id))
+        let row: Option<ApiKeyRow> = api_keys::table
+            .find(id)
             .select(ApiKeyRow::as_select())
             .first(conn)
-            .optional()
+            .optional()?;
+        Ok(row.filter(|k| user_id.is_none_or(|u| k.user_id == u)))
     }
 
     /// How many keys the user has that count against the key cap: not
@@ -177,48 +195,79 @@ impl ApiKeyRow {
         Ok(true)
     }
 
-    /// The key that a key minted by `id` should hang off at `now`, read
-    /// with the rows locked on PostgreSQL (as [`super::User::is_enabled_admin_locked`]),
-    /// so that a key it mints cannot slip past a concurrent revocation's
-    /// cascade: `id` itself, or, when `id` was rotated, its successor (the
-    /// latest one not revoked). None when `id` is revoked or expired.
-    pub fn live_parent_locked(
+    /// The key `id` as a parent or caller at `now`, read with the row
+    /// locked on PostgreSQL (as [`super::User::is_enabled_admin_locked`]),
+    /// so that a key minted or rotated under it cannot slip past a
+    /// concurrent revocation's cascade (which locks the parent first, then
+    /// its children: lock in that order too).
+    pub fn lineage_locked(
         conn: &mut AnyConnection,
         id: &str,
         now: NaiveDateTime,
-    ) -> QueryResult<Option<String>> {
-        type Row = (Option<NaiveDateTime>, Option<NaiveDateTime>, Option<String>);
-        fn read(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<Row>> {
-            let query = api_keys::table.find(id).select((
-                api_keys::revoked_at,
-                api_keys::expires_at,
-                api_keys::replaced_by,
-            ));
-            match conn {
-                AnyConnection::Postgresql(pg) => query.for_update().first(pg).optional(),
-                AnyConnection::Sqlite(sqlite) => query.first(sqlite).optional(),
-            }
-        }
-        let Some((None, expires, mut next)) = read(conn, id)? else {
-            return Ok(None);
+    ) -> QueryResult<Lineage> {
+        let query = api_keys::table.find(id).select((
+            api_keys::revoked_at,
+            api_keys::expires_at,
+            api_keys::replaced_by,
+            api_keys::parent_grant_id,
+        ));
+        type Row = (
+            Option<NaiveDateTime>,
+            Option<NaiveDateTime>,
+            Option<String>,
+            Option<String>,
+        );
+        let row: Option<Row> = match conn {
+            AnyConnection::Postgresql(pg) => query.for_update().first(pg).optional()?,
+            AnyConnection::Sqlite(sqlite) => query.first(sqlite).optional()?,
         };
-        if expires.is_some_and(|e| e <= now) {
-            return Ok(None);
-        }
-        let mut parent = id.to_owned();
-        // Chains are acyclic (a successor is newer) and bounded by the
-        // account's keys; the bound only guards against a corrupt table.
-        for _ in 0..MAX_ROTATION_CHAIN {
-            let Some(successor) = next else { break };
-            match read(conn, &successor)? {
-                Some((None, _, after)) => {
-                    parent = successor;
-                    next = after;
+        Ok(match row {
+            Some((None, expires, replaced_by, grant)) if expires.is_none_or(|e| e > now) => {
+                if replaced_by.is_some() {
+                    Lineage::Replaced
+                } else {
+                    Lineage::Live {
+                        expires_at: expires,
+                        grant,
+                    }
                 }
-                _ => break,
             }
+            _ => Lineage::Gone,
+        })
+    }
+
+    /// Whether the OAuth grant `id` still exists and is not revoked (a key
+    /// minted under it works only then, see [`ApiKeyStatus`]).
+    pub fn grant_alive(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
+        let revoked_at: Option<Option<NaiveDateTime>> = grants::table
+            .find(id)
+            .select(grants::revoked_at)
+            .first(conn)
+            .optional()?;
+        Ok(matches!(revoked_at, Some(None)))
+    }
+
+    /// Whether `ancestor` minted the key whose parent is `parent`, directly
+    /// or through keys it minted (parents are followed upwards; a corrupt
+    /// table's cycle stops at [`MAX_ROTATION_CHAIN`]).
+    pub fn descends_from(
+        conn: &mut AnyConnection,
+        mut parent: Option<String>,
+        ancestor: &str,
+    ) -> QueryResult<bool> {
+        for _ in 0..MAX_ROTATION_CHAIN {
+            let Some(id) = parent else { return Ok(false) };
+            if id == ancestor {
+                return Ok(true);
+            }
+            parent = api_keys::table
+                .find(&id)
+                .select(api_keys::parent_id)
+                .first::<Option<String>>(conn)
+                .optional()?
+                .flatten();
         }
-        Ok(Some(parent))
+        Ok(false)
     }
 
     /// Revokes the user's key `id` and, in the same transaction, every key
@@ -320,6 +369,7 @@ type StatusRow = (
     Option<String>,
     Option<String>,
     Option<NaiveDateTime>,
+    Option<String>,
 );
 
 /// Everything that decides whether an API key may be used, and who it is:
@@ -345,6 +395,9 @@ pub struct ApiKeyStatus {
     pub parent_grant: Option<String>,
     /// That grant is revoked or gone.
     pub parent_grant_revoked: bool,
+    /// Replaced by rotation: it works until `expires_at` (the grace end)
+    /// but manages no credentials.
+    pub replaced: bool,
 }
 
 impl ApiKeyStatus {
@@ -370,6 +423,7 @@ impl ApiKeyStatus {
                 api_keys::parent_grant_id,
                 grants::id.nullable(),
                 grants::revoked_at.nullable(),
+                api_keys::replaced_by,
             ))
             .first(conn)
             .optional()?;
@@ -395,6 +449,7 @@ impl ApiKeyStatus {
                 parent_grant,
                 found_grant,
                 grant_revoked_at,
+                replaced_by,
             )| {
                 let parent_grant_revoked =
                     parent_grant.is_some() && (found_grant.is_none() || grant_revoked_at.is_some());
@@ -412,6 +467,7 @@ impl ApiKeyStatus {
                     plan,
                     parent_grant,
                     parent_grant_revoked,
+                    replaced: replaced_by.is_some(),
                 }
             },
         ))

@@ -15,7 +15,7 @@ mod session;
 mod signing_key;
 mod user;
 
-pub use api_key::{ApiKeyRow, ApiKeyStatus};
+pub use api_key::{ApiKeyRow, ApiKeyStatus, Lineage};
 pub use api_key_usage::{NewUsageRow, StatusFilter, UsageQuery, UsageRow};
 pub use authorization_code::AuthorizationCodeRow;
 pub use client::Client;

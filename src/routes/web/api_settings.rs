@@ -488,7 +488,15 @@ pub async fn rotate_key(
     let key_id = form.key_id.clone();
     let rotated = state
         .db
-        .run(move |conn| keys::rotate_key(conn, Some(&user_id), &key_id, grace, Utc::now()))
+        .run(move |conn| {
+            keys::rotate_key(
+                conn,
+                keys::Rotator::Owner(Some(&user_id)),
+                &key_id,
+                grace,
+                Utc::now(),
+            )
+        })
         .await
         .map_err(web_error)?;
     state.credentials.fence().await;
