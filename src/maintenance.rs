@@ -35,31 +35,49 @@ pub struct Swept {
 }
 
 /// Deletes codes and refresh tokens that expired more than [`retention`]
-/// before `now`. Blocking.
+/// before `now`, and usage-log rows past retention (every key held to the
+/// per-key cap). Blocking.
 pub fn sweep(conn: &mut AnyConnection, now: NaiveDateTime) -> QueryResult<Swept> {
+    sweep_keys(conn, now, &usage_log::SweepKeys::All)
+}
+
+/// [`sweep`], holding only `keys` to the usage log's per-key cap.
+pub fn sweep_keys(
+    conn: &mut AnyConnection,
+    now: NaiveDateTime,
+    keys: &usage_log::SweepKeys,
+) -> QueryResult<Swept> {
     let before = now - retention();
     Ok(Swept {
         codes: AuthorizationCodeRow::delete_expired(conn, before)?,
         refresh_tokens: RefreshTokenRow::delete_expired(conn, before)?,
         // Past expiry a revoked access token fails on `exp` alone.
         revoked_access_tokens: RevokedAccessToken::delete_expired(conn, before)?,
-        usage_log: usage_log::sweep(conn, now)?,
+        usage_log: usage_log::sweep(conn, now, keys)?,
     })
 }
 
 /// Sweeps every [`SWEEP_EVERY`] until the task is dropped; errors are logged
-/// and retried at the next tick.
-pub async fn sweep_forever(db: Database) {
+/// and retried at the next tick. The usage log's per-key cap is checked for
+/// the keys this instance wrote since its last sweep (every key at the
+/// first sweep, and after a failed one).
+pub async fn sweep_forever(db: Database, log: Arc<UsageLog>) {
     let mut tick = actix_web::rt::time::interval(SWEEP_EVERY);
     loop {
         tick.tick().await;
+        let keys = log.take_written();
         let result = db
-            .run_unbounded(|conn| sweep(conn, Utc::now().naive_utc()).map_err(anyhow::Error::from))
+            .run_unbounded(move |conn| {
+                sweep_keys(conn, Utc::now().naive_utc(), &keys).map_err(anyhow::Error::from)
+            })
             .await;
         match result {
             Ok(swept) if swept != Swept::default() => log::info!("swept {swept:?}"),
             Ok(_) => {}
-            Err(e) => log::warn!("sweep failed: {e:#}"),
+            Err(e) => {
+                log.sweep_failed();
+                log::warn!("sweep failed: {e:#}");
+            }
         }
     }
 }

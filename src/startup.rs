@@ -449,7 +449,7 @@ impl Application {
             self.server.handle(),
         );
         let sweeper = futures_util::future::join5(
-            maintenance::sweep_forever(self.db.clone()),
+            maintenance::sweep_forever(self.db.clone(), usage_log.clone()),
             maintenance::flush_usage_forever(self.db.clone(), usage.clone()),
             maintenance::write_usage_log_forever(
                 self.db.clone(),

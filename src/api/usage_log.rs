@@ -14,7 +14,7 @@
 //! Reading: `GET /v1/api-keys/{id}/usage` ([`list`]) and the per-key page of
 //! Settings > API ([`recent`], [`hourly_counts`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -30,6 +30,12 @@ use crate::error::ApiError;
 
 /// Entries buffered at most; past it new ones are dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 20_000;
+/// Entries one key may hold in the queue once it is half full: a single
+/// busy key (or a flood from one tenant) never crowds out the others'.
+pub const PER_KEY_SHARE: usize = QUEUE_CAPACITY / 8;
+/// Keys remembered as written since the last sweep at most; past it the
+/// next sweep looks at every key.
+const MAX_WRITTEN_KEYS: usize = 100_000;
 /// Rows per INSERT at most.
 pub const MAX_BATCH: usize = 1_000;
 /// Path characters kept (the rest is cut; the query string never is kept).
@@ -109,10 +115,72 @@ fn bounded(s: &str, max: usize) -> String {
 /// The in-memory queue between requests and the batch writer.
 pub struct UsageLog {
     enabled: bool,
-    queue: Mutex<VecDeque<UsageEntry>>,
+    queue: Mutex<Queue>,
     dropped: AtomicU64,
     /// Epoch seconds of the last warning about dropped entries.
     warned_at: AtomicI64,
+    /// The keys this instance wrote rows for since its last sweep, which
+    /// only needs to look at those (see [`UsageLog::take_written`]).
+    written: Mutex<Written>,
+}
+
+/// The buffered entries, and how many of them each key has.
+#[derive(Default)]
+struct Queue {
+    entries: VecDeque<UsageEntry>,
+    per_key: HashMap<String, usize>,
+}
+
+impl Queue {
+    /// Whether `key_id` may add an entry: room left, and past half full,
+    /// only a key within its [`PER_KEY_SHARE`].
+    fn admits(&self, key_id: &str) -> bool {
+        let len = self.entries.len();
+        len < QUEUE_CAPACITY
+            && (len < QUEUE_CAPACITY / 2
+                || self.per_key.get(key_id).copied().unwrap_or(0) < PER_KEY_SHARE)
+    }
+
+    fn push(&mut self, entry: UsageEntry) {
+        match self.per_key.get_mut(&entry.key_id) {
+            Some(n) => *n += 1,
+            None => {
+                self.per_key.insert(entry.key_id.clone(), 1);
+            }
+        }
+        self.entries.push_back(entry);
+    }
+
+    fn take(&mut self, n: usize) -> Vec<UsageEntry> {
+        let batch: Vec<UsageEntry> = self.entries.drain(..n).collect();
+        for entry in &batch {
+            if let Some(count) = self.per_key.get_mut(&entry.key_id) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_key.remove(&entry.key_id);
+                }
+            }
+        }
+        batch
+    }
+}
+
+/// Keys written since the last sweep; `overflow`: more than
+/// [`MAX_WRITTEN_KEYS`], or a sweep failed, so the next one looks at all.
+struct Written {
+    keys: HashSet<String>,
+    overflow: bool,
+}
+
+/// Which keys a retention sweep looks at for the per-key cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SweepKeys {
+    /// Every key with rows (a scan of the whole table: once per process
+    /// start, and after a failure).
+    All,
+    /// Only these: the keys written since the last sweep (no other key can
+    /// have gone past the cap since).
+    Only(Vec<String>),
 }
 
 impl UsageLog {
@@ -120,9 +188,15 @@ impl UsageLog {
     pub fn new(enabled: bool) -> Self {
         Self {
             enabled,
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             dropped: AtomicU64::new(0),
             warned_at: AtomicI64::new(i64::MIN),
+            // Rows an earlier process wrote are unknown: the first sweep
+            // looks at every key.
+            written: Mutex::new(Written {
+                keys: HashSet::new(),
+                overflow: true,
+            }),
         }
     }
 
@@ -130,16 +204,17 @@ impl UsageLog {
         self.enabled
     }
 
-    /// Queues `entry`; a full queue drops it (counted, and a warning at most
-    /// once a minute). Never blocks on I/O.
+    /// Queues `entry`; a full queue, or past half full a key over its
+    /// [`PER_KEY_SHARE`], drops it (counted, and a warning at most once a
+    /// minute). Never blocks on I/O.
     pub fn record(&self, entry: UsageEntry) {
         if !self.enabled {
             return;
         }
         let now = entry.at.and_utc().timestamp();
         let full = match self.queue.lock() {
-            Ok(mut queue) if queue.len() < QUEUE_CAPACITY => {
-                queue.push_back(entry);
+            Ok(mut queue) if queue.admits(&entry.key_id) => {
+                queue.push(entry);
                 false
             }
             _ => true,
@@ -170,7 +245,7 @@ impl UsageLog {
 
     /// Entries waiting.
     pub fn len(&self) -> usize {
-        self.queue.lock().map_or(0, |q| q.len())
+        self.queue.lock().map_or(0, |q| q.entries.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -181,10 +256,54 @@ impl UsageLog {
     pub fn take_batch(&self) -> Vec<UsageEntry> {
         match self.queue.lock() {
             Ok(mut queue) => {
-                let n = queue.len().min(MAX_BATCH);
-                queue.drain(..n).collect()
+                let n = queue.entries.len().min(MAX_BATCH);
+                queue.take(n)
             }
             Err(_) => Vec::new(),
+        }
+    }
+
+    /// Remembers that rows of `keys` were written.
+    fn wrote<'a>(&self, keys: impl Iterator<Item = &'a str>) {
+        if let Ok(mut written) = self.written.lock() {
+            if written.overflow {
+                return;
+            }
+            for key in keys {
+                if !written.keys.contains(key) {
+                    if written.keys.len() >= MAX_WRITTEN_KEYS {
+                        written.overflow = true;
+                        written.keys.clear();
+                        return;
+                    }
+                    written.keys.insert(key.to_owned());
+                }
+            }
+        }
+    }
+
+    /// The keys the next sweep must look at, forgotten here: call
+    /// [`UsageLog::sweep_failed`] if that sweep does not finish.
+    pub fn take_written(&self) -> SweepKeys {
+        match self.written.lock() {
+            Ok(mut written) => {
+                let all = std::mem::replace(&mut written.overflow, false);
+                let keys = std::mem::take(&mut written.keys);
+                if all {
+                    SweepKeys::All
+                } else {
+                    SweepKeys::Only(keys.into_iter().collect())
+                }
+            }
+            Err(_) => SweepKeys::All,
+        }
+    }
+
+    /// A sweep did not finish: the next one looks at every key.
+    pub fn sweep_failed(&self) {
+        if let Ok(mut written) = self.written.lock() {
+            written.overflow = true;
+            written.keys.clear();
         }
     }
 }
@@ -197,7 +316,10 @@ pub fn write_batch(conn: &mut AnyConnection, log: &UsageLog, batch: Vec<UsageEnt
     let n = batch.len();
     let rows: Vec<NewUsageRow> = batch.into_iter().map(UsageEntry::into_row).collect();
     match UsageRow::insert_batch(conn, &rows) {
-        Ok(written) => written,
+        Ok(written) => {
+            log.wrote(rows.iter().map(|r| r.key_id.as_str()));
+            written
+        }
         Err(e) => {
             log.lost(
                 n as u64,
@@ -211,8 +333,18 @@ pub fn write_batch(conn: &mut AnyConnection, log: &UsageLog, batch: Vec<UsageEnt
 
 /// Retention (the maintenance sweep): [`max_age`] or [`MAX_ROWS_PER_KEY`]
 /// rows per key, whichever is smaller. Blocking.
-pub fn sweep(conn: &mut AnyConnection, now: NaiveDateTime) -> diesel::QueryResult<usize> {
-    UsageRow::sweep(conn, now - max_age(), MAX_ROWS_PER_KEY)
+/// `keys`: which keys to hold to the per-key cap (the age limit applies to
+/// every row).
+pub fn sweep(
+    conn: &mut AnyConnection,
+    now: NaiveDateTime,
+    keys: &SweepKeys,
+) -> diesel::QueryResult<usize> {
+    let keys = match keys {
+        SweepKeys::All => None,
+        SweepKeys::Only(keys) => Some(keys.as_slice()),
+    };
+    UsageRow::sweep(conn, now - max_age(), MAX_ROWS_PER_KEY, keys)
 }
 
 /// A logged request as the API shows it.
@@ -465,8 +597,10 @@ mod tests {
     fn the_queue_is_bounded_and_batches_are_at_most_1000() {
         let log = UsageLog::new(true);
         let t = at("2026-12-06T10:00:00Z");
-        for _ in 0..QUEUE_CAPACITY + 5 {
-            log.record(UsageEntry::new("k", t, "GET", "/v1/me", 200, None, 1));
+        // Ten keys: none of them past its share before the queue is full.
+        for i in 0..QUEUE_CAPACITY + 5 {
+            let key = format!("k{}", i % 10);
+            log.record(UsageEntry::new(&key, t, "GET", "/v1/me", 200, None, 1));
         }
         assert_eq!(log.len(), QUEUE_CAPACITY);
         assert_eq!(log.dropped(), 5);
@@ -476,6 +610,59 @@ mod tests {
         let off = UsageLog::new(false);
         off.record(UsageEntry::new("k", t, "GET", "/v1/me", 200, None, 1));
         assert!(off.is_empty());
+    }
+
+    #[test]
+    fn past_half_full_one_key_keeps_to_its_share_and_others_still_get_in() {
+        let log = UsageLog::new(true);
+        let t = at("2026-12-06T10:00:00Z");
+        let entry = |k: &str| UsageEntry::new(k, t, "GET", "/v1/me", 200, None, 1);
+        // One flooding key: it fills half the queue and its share beyond.
+        for _ in 0..QUEUE_CAPACITY {
+            log.record(entry("flood"));
+        }
+        assert_eq!(log.len(), QUEUE_CAPACITY / 2);
+        assert_eq!(log.dropped(), (QUEUE_CAPACITY / 2) as u64);
+        // Another key still gets in, up to its own share.
+        for _ in 0..PER_KEY_SHARE + 1 {
+            log.record(entry("quiet"));
+        }
+        assert_eq!(log.len(), QUEUE_CAPACITY / 2 + PER_KEY_SHARE);
+        // While over its share and the queue over half full, the flooding
+        // key stays out; once the writer brings the queue under half, it
+        // gets in again.
+        let taken = log.take_batch();
+        assert!(taken.iter().all(|e| e.key_id == "flood"));
+        log.record(entry("flood"));
+        assert_eq!(log.len(), QUEUE_CAPACITY / 2 + PER_KEY_SHARE - MAX_BATCH);
+        while log.len() >= QUEUE_CAPACITY / 2 {
+            log.take_batch();
+        }
+        let before = log.len();
+        log.record(entry("flood"));
+        assert_eq!(log.len(), before + 1);
+    }
+
+    #[test]
+    fn the_sweep_looks_at_every_key_first_then_at_the_keys_written() {
+        let log = UsageLog::new(true);
+        assert_eq!(log.take_written(), SweepKeys::All);
+        assert_eq!(log.take_written(), SweepKeys::Only(vec![]));
+        log.wrote(["a", "b", "a"].into_iter());
+        match log.take_written() {
+            SweepKeys::Only(mut keys) => {
+                keys.sort();
+                assert_eq!(keys, ["a", "b"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        log.wrote(["c"].into_iter());
+        log.sweep_failed();
+        assert_eq!(log.take_written(), SweepKeys::All);
+        // Too many keys to remember: every key next time.
+        let many: Vec<String> = (0..=MAX_WRITTEN_KEYS).map(|i| i.to_string()).collect();
+        log.wrote(many.iter().map(String::as_str));
+        assert_eq!(log.take_written(), SweepKeys::All);
     }
 
     #[test]

@@ -116,6 +116,43 @@ async fn the_document_is_openapi_3_1_with_every_route_and_each_is_served() {
     assert!(is_unknown_route(resp).await);
 }
 
+/// Every `$ref` under `value`, with where it was found.
+fn refs<'a>(value: &'a Value, at: String, out: &mut Vec<(String, &'a str)>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push((at.clone(), r)),
+                    _ => refs(v, format!("{at}/{k}"), out),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                refs(v, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn every_reference_in_the_document_resolves() {
+    // An unresolvable reference makes a tool skip that part of the schema
+    // (schemathesis did, for the usage log's `status` filter).
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let mut found = Vec::new();
+    refs(&doc, String::new(), &mut found);
+    assert!(found.len() > 20, "{}", found.len());
+    for (at, r) in found {
+        let pointer = r
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{at}: external reference {r}"));
+        assert!(doc.pointer(pointer).is_some(), "{at}: {r} does not resolve");
+    }
+}
+
 #[tokio::test]
 async fn the_document_has_the_envelope_error_codes_headers_and_security() {
     let app = spawn_app().await;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
+use dzdesk_auth::api::usage_log::SweepKeys;
 use dzdesk_auth::db::models::{NewUsageRow, UsageRow};
 use dzdesk_auth::db::schema::api_key_usage;
 use dzdesk_auth::domain::Role;
@@ -457,6 +458,36 @@ async fn the_sweep_keeps_30_days_and_at_most_10000_rows_per_key() {
                 .usage_log,
             0
         );
+        // The hourly sweep holds to the cap only the keys written since the
+        // last one: another key over the cap is left for its turn.
+        let more: Vec<NewUsageRow> = ["key_busy", "key_other"]
+            .iter()
+            .flat_map(|k| {
+                (1..=3).map(move |i| row(k, now + chrono::Duration::seconds(i), "/v1/me", 200))
+            })
+            .collect();
+        UsageRow::insert_batch(conn, &more).unwrap();
+        let other: Vec<NewUsageRow> = (0..10_000)
+            .map(|i| {
+                row(
+                    "key_other",
+                    now - chrono::Duration::seconds(i),
+                    "/v1/me",
+                    200,
+                )
+            })
+            .collect();
+        for chunk in other.chunks(1000) {
+            UsageRow::insert_batch(conn, chunk).unwrap();
+        }
+        let only_busy = SweepKeys::Only(vec!["key_busy".into()]);
+        let swept = dzdesk_auth::maintenance::sweep_keys(conn, now, &only_busy).unwrap();
+        assert_eq!(swept.usage_log, 3);
+        assert_eq!(rows_of(conn, "key_busy").len(), 10_000);
+        assert_eq!(rows_of(conn, "key_other").len(), 10_003);
+        let swept = dzdesk_auth::maintenance::sweep_keys(conn, now, &SweepKeys::All).unwrap();
+        assert_eq!(swept.usage_log, 3);
+        assert_eq!(rows_of(conn, "key_other").len(), 10_000);
     })
     .await
     .unwrap();

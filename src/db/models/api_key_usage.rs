@@ -121,21 +121,28 @@ impl UsageRow {
             .load(conn)
     }
 
-    /// Retention: deletes rows older than `before`, then, for every key
-    /// with more than `max_per_key` rows, its oldest beyond that many.
-    /// Returns how many rows went.
+    /// Retention: deletes rows older than `before` (by the index on `at`),
+    /// then, for every key with more than `max_per_key` rows, its oldest
+    /// beyond that many. `keys`: only these can be past the cap (the keys
+    /// written since the last sweep: each costs one probe of the per-key
+    /// index); None: find them with one scan of the whole table. Returns
+    /// how many rows went.
     pub fn sweep(
         conn: &mut AnyConnection,
         before: NaiveDateTime,
         max_per_key: i64,
+        keys: Option<&[String]>,
     ) -> QueryResult<usize> {
         let mut deleted = diesel::delete(api_key_usage::table.filter(api_key_usage::at.lt(before)))
             .execute(conn)?;
-        let crowded: Vec<String> = api_key_usage::table
-            .group_by(api_key_usage::key_id)
-            .having(diesel::dsl::count_star().gt(max_per_key))
-            .select(api_key_usage::key_id)
-            .load(conn)?;
+        let crowded: Vec<String> = match keys {
+            Some(keys) => keys.to_vec(),
+            None => api_key_usage::table
+                .group_by(api_key_usage::key_id)
+                .having(diesel::dsl::count_star().gt(max_per_key))
+                .select(api_key_usage::key_id)
+                .load(conn)?,
+        };
         for key_id in crowded {
             // The newest row past the cap: it and everything older go.
             let edge: Option<(NaiveDateTime, i64)> = api_key_usage::table

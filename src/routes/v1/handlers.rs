@@ -207,7 +207,7 @@ pub struct UsageQuery {
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Only these answers: `4xx`, `5xx` or `429`.
-    #[param(value_type = Option<UsageStatusFilter>)]
+    #[param(inline, value_type = Option<UsageStatusFilter>)]
     status: Option<String>,
     /// Only requests at or after this time (RFC 3339).
     #[param(value_type = Option<String>, format = DateTime)]
