@@ -101,6 +101,29 @@ pub async fn type_into(c: &Client, css: &str, text: &str) {
         .unwrap();
 }
 
+/// Picks `value` in the `<select>` at `css`.
+pub async fn choose(c: &Client, css: &str, value: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .select_by_value(value)
+        .await
+        .unwrap();
+}
+
+/// The key a page shows once (`#new-api-key`), waiting for it.
+pub async fn shown_key(c: &Client) -> String {
+    c.wait()
+        .for_element(Locator::Css("#new-api-key"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
 pub async fn click(c: &Client, css: &str) {
     c.find(Locator::Css(css))
         .await

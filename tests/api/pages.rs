@@ -11,7 +11,7 @@ use dzdesk_auth::oauth::clients::ClientRequest;
 use fantoccini::{Client, Locator};
 use serde_json::Value;
 
-use crate::browser::{click, start_browser, type_into};
+use crate::browser::{choose, click, shown_key, start_browser, type_into};
 use crate::helpers::{spawn_app, PASSWORD};
 use crate::oauth_flow::pkce;
 
@@ -204,14 +204,7 @@ async fn every_page_fits_phone_and_desktop_widths_with_labelled_controls() {
         click(c, &format!("input[name=scopes][value='{scope}']")).await;
     }
     click(c, "#create").await;
-    let key = c
-        .wait()
-        .for_element(Locator::Css("#new-api-key"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let key = shown_key(c).await;
     check_page(c, "api-key-created", Some("/settings/api")).await;
     // A request with the key, and one refused for its scope, for the usage
     // page (the path is long: it must wrap, not widen the page).
@@ -253,12 +246,7 @@ async fn every_page_fits_phone_and_desktop_widths_with_labelled_controls() {
         .await
         .unwrap();
     check_page(c, "settings-api", Some("/settings/api")).await;
-    c.find(Locator::Css("tr.api-key form.rotate-key select"))
-        .await
-        .unwrap()
-        .select_by_value("24")
-        .await
-        .unwrap();
+    choose(c, "tr.api-key form.rotate-key select", "24").await;
     click(c, "tr.api-key form.rotate-key button").await;
     c.wait()
         .for_element(Locator::Css("#old-key-until"))

@@ -803,7 +803,7 @@ async fn settings_rotates_a_key_shows_the_new_one_once_and_marks_the_old_one() {
 
 #[tokio::test]
 async fn browser_rotates_a_key_at_once_and_opens_its_usage_page() {
-    use crate::browser::{click, start_browser, type_into};
+    use crate::browser::{choose, click, shown_key, start_browser, type_into};
     use fantoccini::Locator;
 
     let app = spawn_app().await;
@@ -853,19 +853,9 @@ async fn browser_rotates_a_key_at_once_and_opens_its_usage_page() {
     c.wait().for_element(Locator::Css("#create")).await.unwrap();
 
     // Rotate, at once: the new key is shown once; the old one is refused.
-    c.find(Locator::Css(&format!("#grace-{id}")))
-        .await
-        .unwrap()
-        .select_by_value("0")
-        .await
-        .unwrap();
+    choose(c, &format!("#grace-{id}"), "0").await;
     click(c, "form.rotate-key button").await;
-    let shown = c
-        .wait()
-        .for_element(Locator::Css("#new-api-key"))
-        .await
-        .unwrap();
-    let new_key = shown.text().await.unwrap().trim().to_owned();
+    let new_key = shown_key(c).await;
     assert!(new_key.starts_with("dzd_"), "{new_key}");
     browser.client.clone().close().await.unwrap();
     assert_eq!(me(&app, &new_key).await.status, 200);

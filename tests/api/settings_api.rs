@@ -7,7 +7,7 @@ use dzdesk_auth::domain::Role;
 use fantoccini::Locator;
 use serde_json::{json, Value};
 
-use crate::browser::{click, start_browser, type_into};
+use crate::browser::{choose, click, shown_key, start_browser, type_into};
 use crate::helpers::{location, spawn_app, TestApp, PASSWORD};
 
 const AGENT_SCOPES: [&str; 3] = ["requests:read", "requests:write", "users:read"];
@@ -338,19 +338,9 @@ async fn browser_generates_uses_and_revokes_an_api_key() {
     // Generate API Key: name, scope, 30 days, Create.
     type_into(c, "input[name=name]", "Nightly export").await;
     click(c, "input[name=scopes][value='requests:read']").await;
-    c.find(Locator::Css("select[name=expires_in_days]"))
-        .await
-        .unwrap()
-        .select_by_value("30")
-        .await
-        .unwrap();
+    choose(c, "select[name=expires_in_days]", "30").await;
     click(c, "#create").await;
-    let shown = c
-        .wait()
-        .for_element(Locator::Css("#new-api-key"))
-        .await
-        .unwrap();
-    let key = shown.text().await.unwrap().trim().to_owned();
+    let key = shown_key(c).await;
     assert!(key.starts_with("dzd_") && key.len() == 54, "{key}");
     let warning = c
         .find(Locator::Css("#shown-once"))
