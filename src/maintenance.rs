@@ -16,6 +16,10 @@ use crate::db::{AnyConnection, Database};
 
 /// How often a running instance sweeps.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// Every this many sweeps, the usage log's per-key cap is checked for
+/// every key, not only those this instance wrote: keys written by an
+/// instance that stopped before its sweep are capped within a day.
+pub const FULL_SWEEP_EVERY: u32 = 24;
 
 /// Rows are kept this long past their expiry: a code replayed late is still
 /// found, so its grant is still revoked (RFC 6749 4.1.2), and a rotated
@@ -60,12 +64,19 @@ pub fn sweep_keys(
 /// Sweeps every [`SWEEP_EVERY`] until the task is dropped; errors are logged
 /// and retried at the next tick. The usage log's per-key cap is checked for
 /// the keys this instance wrote since its last sweep (every key at the
-/// first sweep, and after a failed one).
+/// first sweep, after a failed one, and every [`FULL_SWEEP_EVERY`]th).
 pub async fn sweep_forever(db: Database, log: Arc<UsageLog>) {
     let mut tick = actix_web::rt::time::interval(SWEEP_EVERY);
+    let mut sweeps: u32 = 0;
     loop {
         tick.tick().await;
-        let keys = log.take_written();
+        let written = log.take_written();
+        let keys = if sweeps % FULL_SWEEP_EVERY == 0 {
+            usage_log::SweepKeys::All
+        } else {
+            written
+        };
+        sweeps = sweeps.wrapping_add(1);
         let result = db
             .run_unbounded(move |conn| {
                 sweep_keys(conn, Utc::now().naive_utc(), &keys).map_err(anyhow::Error::from)

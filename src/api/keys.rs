@@ -606,12 +606,18 @@ fn rotate_in_transaction(
     let mut outlive_limit = None;
     match by {
         Rotator::Owner(_) => {}
+        // A key rotating itself: its own row is locked below, after its
+        // parent's (the cascade's order; locking it first could deadlock
+        // with a revocation of the parent), and its successor has its
+        // expiry, so it outlives nothing.
+        Rotator::Key { id: caller, .. } if caller == id => {}
         Rotator::Key { id: caller, .. } => {
-            if caller != id && !ApiKeyRow::descends_from(conn, seen.parent_id.clone(), caller)? {
+            if !ApiKeyRow::descends_from(conn, seen.parent_id.clone(), caller)? {
                 return Err(ApiError::Forbidden(
                     "An API key can rotate only itself and the keys it made (and theirs)".into(),
                 ));
             }
+            // An ancestor of the key: locked first, as the cascade does.
             match ApiKeyRow::lineage_locked(conn, caller, now)? {
                 Lineage::Live { expires_at, .. } => outlive_limit = expires_at,
                 Lineage::Replaced => return Err(ApiError::Forbidden(BEING_REPLACED.into())),
@@ -631,12 +637,19 @@ fn rotate_in_transaction(
             }
         }
     }
+    // A revoked key is gone whatever its parent's state (a revoked child
+    // is not moved to its parent's successor, so waiting would not help).
+    if seen.revoked_at.is_some() {
+        return Err(not_found());
+    }
     // The parent is locked before the key, as the revocation cascade
     // does: a new key hangs off a live parent, or the cascade that
-    // revokes the parent finds it.
+    // revokes the parent finds it. Keys of a lineage die with the grant
+    // its first key was minted under: the successor takes the parent's.
+    let mut inherited_grant = None;
     if let Some(parent) = &seen.parent_id {
         match ApiKeyRow::lineage_locked(conn, parent, now)? {
-            Lineage::Live { .. } => {}
+            Lineage::Live { grant, .. } => inherited_grant = grant,
             // Rotated meanwhile: its children now hang off its successor.
             Lineage::Replaced => return Ok(None),
             Lineage::Gone => return Err(not_found()),
@@ -648,11 +661,12 @@ fn rotate_in_transaction(
     if old.parent_id != seen.parent_id {
         return Ok(None);
     }
+    let grant = inherited_grant.or_else(|| old.parent_grant_id.clone());
     if old.expires_at.is_some_and(|e| e <= now) {
         return Err(not_found());
     }
     // A key minted under an OAuth grant died with it (RFC 7009 2.1).
-    if let Some(grant) = &old.parent_grant_id {
+    if let Some(grant) = &grant {
         if !ApiKeyRow::grant_alive(conn, grant)? {
             return Err(not_found());
         }
@@ -688,7 +702,7 @@ fn rotate_in_transaction(
         last_used_at: None,
         revoked_at: None,
         parent_id: old.parent_id.clone(),
-        parent_grant_id: old.parent_grant_id.clone(),
+        parent_grant_id: grant,
         replaced_by: None,
     };
     row.insert(conn)?;

@@ -21,7 +21,7 @@ pub const NEEDS_ADMIN_TO_MANAGE: &str = "Changing API keys or the IP allowlist t
 
 /// Why an API key in its rotation grace period manages nothing
 /// ([`crate::credentials::Caller::is_being_replaced`]).
-pub const BEING_REPLACED: &str = "This API key has been rotated: until its grace period ends it can call the API, but creating, rotating or revoking credentials, changing the IP allowlist or registering clients needs the key that replaced it";
+pub const BEING_REPLACED: &str = "This API key has been rotated: until its grace period ends it can call the API, but creating, rotating or revoking credentials, creating, changing or removing users, changing the IP allowlist or registering clients needs the key that replaced it";
 
 /// The `/v1` answer for a resolved credential: 401 `UNAUTHORIZED` for
 /// anything missing, malformed, unknown, expired or revoked (a refresh token
@@ -47,6 +47,12 @@ pub trait Authorize {
     /// every other).
     fn require(&self, scope: Scope) -> Result<(), ApiError>;
 
+    /// [`Authorize::require`] for a change that makes or changes a way in
+    /// (users and their passwords, emails, roles): also 403 for an API key
+    /// in its rotation grace, which must not leave behind a credential that
+    /// outlives it.
+    fn require_to_manage(&self, scope: Scope) -> Result<(), ApiError>;
+
     /// The user behind the credential; a client_credentials token has none
     /// (403).
     fn user_id(&self) -> Result<&str, ApiError>;
@@ -71,6 +77,14 @@ impl Authorize for Caller {
                 scope.as_str()
             )))
         }
+    }
+
+    fn require_to_manage(&self, scope: Scope) -> Result<(), ApiError> {
+        self.require(scope)?;
+        if self.is_being_replaced() {
+            return Err(ApiError::Forbidden(BEING_REPLACED.into()));
+        }
+        Ok(())
     }
 
     fn user_id(&self) -> Result<&str, ApiError> {

@@ -222,7 +222,7 @@ fn no_unknown_fields(obj: &Map<String, Value>, known: &[&str]) -> Result<(), Api
 /// pool *without* a database connection, so a burst of password hashing
 /// cannot hold the connection pool.
 pub fn hashed_password(principal: &Principal, body: &Value) -> Result<Option<String>, ApiError> {
-    principal.require(Scope::UsersWrite)?;
+    principal.require_to_manage(Scope::UsersWrite)?;
     string_field(object(body)?, "password")?
         .map(hash_new_password)
         .transpose()
@@ -237,7 +237,7 @@ pub fn create(
     password_hash: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<UserView, ApiError> {
-    principal.require(Scope::UsersWrite)?;
+    principal.require_to_manage(Scope::UsersWrite)?;
     let obj = object(body)?;
     no_unknown_fields(obj, &["email", "password", "role"])?;
     let email = parse_email(
@@ -268,7 +268,7 @@ pub fn update(
     password_hash: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<UserView, ApiError> {
-    principal.require(Scope::UsersWrite)?;
+    principal.require_to_manage(Scope::UsersWrite)?;
     let obj = object(body)?;
     no_unknown_fields(
         obj,
@@ -372,7 +372,7 @@ pub fn delete(
     id: &str,
     now: DateTime<Utc>,
 ) -> Result<(), ApiError> {
-    principal.require(Scope::UsersWrite)?;
+    principal.require_to_manage(Scope::UsersWrite)?;
     let target = find(conn, id)?;
     if target.role() == Role::Admin {
         require_admin_for(principal, "Deleting an admin")?;

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use diesel::prelude::*;
-use dzdesk_auth::api::keys::{create_for_user, MintedBy, NewKey, MAX_KEYS_PER_USER};
+use dzdesk_auth::api::keys::{
+    create_for_user, rotate_key, Grace, MintedBy, NewKey, Rotator, MAX_KEYS_PER_USER,
+};
 use dzdesk_auth::db::models::ApiKeyRow;
 use dzdesk_auth::db::schema::api_keys;
 use dzdesk_auth::domain::{Role, ScopeSet};
@@ -432,6 +434,32 @@ async fn a_key_in_its_grace_calls_the_api_but_manages_no_credentials() {
             Some(json!({"entries": ["10.0.0.1"]})),
         )
         .await,
+        // Nor does it make, change or remove users: an admin it created, or
+        // the owner's new password, would outlive the grace.
+        api(
+            &app,
+            Method::POST,
+            "/v1/users",
+            Some(&old),
+            Some(json!({"email": "mallory@example.com", "password": "a long new password", "role": "admin"})),
+        )
+        .await,
+        api(
+            &app,
+            Method::PATCH,
+            &format!("/v1/users/{user_id}"),
+            Some(&old),
+            Some(json!({"password": "a long new password"})),
+        )
+        .await,
+        api(
+            &app,
+            Method::DELETE,
+            &format!("/v1/users/{user_id}"),
+            Some(&old),
+            None,
+        )
+        .await,
     ];
     for reply in refused {
         reply.assert_error(403, "FORBIDDEN");
@@ -450,6 +478,9 @@ async fn a_key_in_its_grace_calls_the_api_but_manages_no_credentials() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "insufficient_scope");
     // Nothing was made or changed; the child now hangs off the new key.
+    let users = api(&app, Method::GET, "/v1/users", Some(&admin), None).await;
+    let users = users.data(200);
+    assert!(!users.to_string().contains("mallory"), "{users}");
     assert_eq!(
         stored(&app, &child_id).await.parent_id,
         Some(new_id.clone())
@@ -548,21 +579,26 @@ async fn a_rotation_racing_the_revocation_of_the_parent_never_leaves_a_live_chil
     // The revocation cascade locks the parent, then its children; the
     // rotation locks the parent, then the key: one of them goes first, and
     // either the rotation finds the parent revoked (404) or the cascade
-    // finds the new key.
+    // finds the new key. Every other round the child rotates itself: its
+    // own row is then locked after its parent's too (locked first, it
+    // deadlocked with the cascade on PostgreSQL: a 500).
     let app = spawn_app().await;
     let (_, admin) = user_with_key(&app, "ann@example.com", Role::Admin, "admin").await;
-    for round in 0..6 {
+    for round in 0..8 {
         let (parent_id, parent) = minted(&app, &admin, &format!("P{round}"), "admin", None).await;
-        let (child_id, _) = minted(&app, &parent, "C", "requests:read", None).await;
+        let (child_id, child) = minted(&app, &parent, "C", "admin", None).await;
         let revoke_path = format!("/v1/api-keys/{parent_id}");
+        let rotator = if round % 2 == 0 { &admin } else { &child };
         let (revoked, rotated) = tokio::join!(
             api(&app, Method::DELETE, &revoke_path, Some(&admin), None),
-            rotate(&app, &admin, &child_id, Some(json!({"grace_hours": 0})))
+            rotate(&app, rotator, &child_id, Some(json!({"grace_hours": 0})))
         );
         assert_eq!(revoked.status, 200, "round {round}");
+        // 401: the child's own key was already revoked when it called.
         assert!(
-            [201, 404].contains(&rotated.status.as_u16()),
-            "round {round}: {:?}",
+            [201, 401, 404].contains(&rotated.status.as_u16()),
+            "round {round}: {} {:?}",
+            rotated.status,
             rotated.body
         );
         if rotated.status == 201 {
@@ -860,4 +896,80 @@ async fn browser_rotates_a_key_at_once_and_opens_its_usage_page() {
     browser.client.clone().close().await.unwrap();
     assert_eq!(me(&app, &new_key).await.status, 200);
     me(&app, &old).await.assert_error(401, "UNAUTHORIZED");
+}
+
+#[tokio::test]
+async fn keys_stored_without_their_lineages_grant_get_it_from_the_migration_and_from_rotation() {
+    // Before 2026-12-06 a key minted by a key that an app token minted was
+    // stored without the grant (parent_grant_id NULL): it outlived the
+    // grant's revocation. The migration fills it in down every lineage,
+    // and a rotation takes the grant from the locked parent, not from the
+    // key's own (possibly empty) column.
+    let flow = Flow::new(Role::Admin, "admin", false).await;
+    let app = &flow.app;
+    let tokens = flow.tokens("admin").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let (minter_id, minter) = minted(app, access, "minter", "admin", None).await;
+    let grant = stored(app, &minter_id).await.parent_grant_id.unwrap();
+    let (child_id, child) = minted(app, &minter, "child", "admin", None).await;
+    let (grandchild_id, grandchild) =
+        minted(app, &child, "grandchild", "requests:read", None).await;
+    let (rotated_id, _) = minted(app, &minter, "to rotate", "requests:read", None).await;
+    // The rows as the old code stored them.
+    let ids = [child_id.clone(), grandchild_id.clone(), rotated_id.clone()];
+    app.with_conn(move |conn| {
+        diesel::update(api_keys::table.filter(api_keys::id.eq_any(ids)))
+            .set(api_keys::parent_grant_id.eq(None::<String>))
+            .execute(conn)
+            .unwrap()
+    })
+    .await;
+    // Rotation by the owner (Settings > API, the CLI) inherits the grant.
+    let (uid, rid) = (flow.user_id.clone(), rotated_id.clone());
+    let successor = app
+        .with_conn(move |conn| {
+            rotate_key(
+                conn,
+                Rotator::Owner(Some(&uid)),
+                &rid,
+                Grace::hours(0).unwrap(),
+                Utc::now(),
+            )
+            .unwrap()
+        })
+        .await;
+    assert_eq!(
+        stored(app, &successor.new.id).await.parent_grant_id,
+        Some(grant.clone())
+    );
+    // The migration, run again on these rows, fills in the rest.
+    let postgres = app.database_url().starts_with("postgres");
+    app.with_conn(move |conn| {
+        let sql = if postgres {
+            include_str!("../../migrations/postgres/2026-12-06-000009_api_key_grant_lineage/up.sql")
+        } else {
+            include_str!("../../migrations/sqlite/2026-12-06-000009_api_key_grant_lineage/up.sql")
+        };
+        diesel::sql_query(sql).execute(conn).unwrap()
+    })
+    .await;
+    for id in [&child_id, &grandchild_id] {
+        assert_eq!(
+            stored(app, id).await.parent_grant_id,
+            Some(grant.clone()),
+            "{id}"
+        );
+    }
+    // So the whole lineage dies with the grant (RFC 7009 2.1).
+    let resp = crate::introspect::call(
+        &app.address,
+        "/oauth/revoke",
+        Some((&flow.client_id, flow.secret.as_deref().unwrap())),
+        &[("token", tokens["refresh_token"].as_str().unwrap())],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    for key in [&minter, &child, &grandchild, &successor.new.key] {
+        me(app, key).await.assert_error(401, "UNAUTHORIZED");
+    }
 }

@@ -1,0 +1,2 @@
+-- Nothing to undo: the filled-in grants are true of the data.
+SELECT 1;
