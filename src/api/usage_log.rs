@@ -30,9 +30,10 @@ use crate::error::ApiError;
 
 /// Entries buffered at most; past it new ones are dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 20_000;
-/// Entries one key may hold in the queue once it is half full: a single
-/// busy key (or a flood from one tenant) never crowds out the others'.
-pub const PER_KEY_SHARE: usize = QUEUE_CAPACITY / 8;
+/// Entries one account (all its keys together) may hold in the queue once
+/// it is half full: a busy account, or a flood of 429s from one, never
+/// crowds out the others'.
+pub const PER_ACCOUNT_SHARE: usize = QUEUE_CAPACITY / 8;
 /// Keys remembered as written since the last sweep at most; past it the
 /// next sweep looks at every key.
 const MAX_WRITTEN_KEYS: usize = 100_000;
@@ -55,6 +56,8 @@ const WARN_EVERY_SECS: i64 = 60;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageEntry {
     pub key_id: String,
+    /// The key's account, for its share of the queue (not stored).
+    pub account: String,
     pub at: NaiveDateTime,
     pub method: String,
     pub path: String,
@@ -80,6 +83,7 @@ impl UsageEntry {
             .map_or(at, |t| t.naive_utc());
         Self {
             key_id: key_id.to_owned(),
+            account: key_id.to_owned(),
             at,
             method: bounded(method, MAX_METHOD_CHARS),
             path: bounded(path, MAX_PATH_CHARS),
@@ -87,6 +91,13 @@ impl UsageEntry {
             client_ip,
             duration_ms,
         }
+    }
+
+    /// The entry, counted against `account`'s share of the queue (by
+    /// default its key's own).
+    pub fn of_account(mut self, account: &str) -> Self {
+        account.clone_into(&mut self.account);
+        self
     }
 
     fn into_row(self) -> NewUsageRow {
@@ -124,28 +135,28 @@ pub struct UsageLog {
     written: Mutex<Written>,
 }
 
-/// The buffered entries, and how many of them each key has.
+/// The buffered entries, and how many of them each account has.
 #[derive(Default)]
 struct Queue {
     entries: VecDeque<UsageEntry>,
-    per_key: HashMap<String, usize>,
+    per_account: HashMap<String, usize>,
 }
 
 impl Queue {
-    /// Whether `key_id` may add an entry: room left, and past half full,
-    /// only a key within its [`PER_KEY_SHARE`].
-    fn admits(&self, key_id: &str) -> bool {
+    /// Whether `account` may add an entry: room left, and past half full,
+    /// only an account within its [`PER_ACCOUNT_SHARE`].
+    fn admits(&self, account: &str) -> bool {
         let len = self.entries.len();
         len < QUEUE_CAPACITY
             && (len < QUEUE_CAPACITY / 2
-                || self.per_key.get(key_id).copied().unwrap_or(0) < PER_KEY_SHARE)
+                || self.per_account.get(account).copied().unwrap_or(0) < PER_ACCOUNT_SHARE)
     }
 
     fn push(&mut self, entry: UsageEntry) {
-        match self.per_key.get_mut(&entry.key_id) {
+        match self.per_account.get_mut(&entry.account) {
             Some(n) => *n += 1,
             None => {
-                self.per_key.insert(entry.key_id.clone(), 1);
+                self.per_account.insert(entry.account.clone(), 1);
             }
         }
         self.entries.push_back(entry);
@@ -154,10 +165,10 @@ impl Queue {
     fn take(&mut self, n: usize) -> Vec<UsageEntry> {
         let batch: Vec<UsageEntry> = self.entries.drain(..n).collect();
         for entry in &batch {
-            if let Some(count) = self.per_key.get_mut(&entry.key_id) {
+            if let Some(count) = self.per_account.get_mut(&entry.account) {
                 *count -= 1;
                 if *count == 0 {
-                    self.per_key.remove(&entry.key_id);
+                    self.per_account.remove(&entry.account);
                 }
             }
         }
@@ -204,8 +215,8 @@ impl UsageLog {
         self.enabled
     }
 
-    /// Queues `entry`; a full queue, or past half full a key over its
-    /// [`PER_KEY_SHARE`], drops it (counted, and a warning at most once a
+    /// Queues `entry`; a full queue, or past half full an account over its
+    /// [`PER_ACCOUNT_SHARE`], drops it (counted, and a warning at most once a
     /// minute). Never blocks on I/O.
     pub fn record(&self, entry: UsageEntry) {
         if !self.enabled {
@@ -213,7 +224,7 @@ impl UsageLog {
         }
         let now = entry.at.and_utc().timestamp();
         let full = match self.queue.lock() {
-            Ok(mut queue) if queue.admits(&entry.key_id) => {
+            Ok(mut queue) if queue.admits(&entry.account) => {
                 queue.push(entry);
                 false
             }
@@ -613,33 +624,49 @@ mod tests {
     }
 
     #[test]
-    fn past_half_full_one_key_keeps_to_its_share_and_others_still_get_in() {
+    fn past_half_full_one_account_keeps_to_its_share_and_others_still_get_in() {
         let log = UsageLog::new(true);
         let t = at("2026-12-06T10:00:00Z");
-        let entry = |k: &str| UsageEntry::new(k, t, "GET", "/v1/me", 200, None, 1);
-        // One flooding key: it fills half the queue and its share beyond.
-        for _ in 0..QUEUE_CAPACITY {
-            log.record(entry("flood"));
+        // Entries of `account`, spread over five of its keys.
+        let entry = |account: &str, i: usize| {
+            UsageEntry::new(
+                &format!("{account}{}", i % 5),
+                t,
+                "GET",
+                "/v1/me",
+                200,
+                None,
+                1,
+            )
+            .of_account(account)
+        };
+        // One flooding account: it fills half the queue, then no more,
+        // however many keys it spreads the flood over.
+        for i in 0..QUEUE_CAPACITY {
+            log.record(entry("flood", i));
         }
         assert_eq!(log.len(), QUEUE_CAPACITY / 2);
         assert_eq!(log.dropped(), (QUEUE_CAPACITY / 2) as u64);
-        // Another key still gets in, up to its own share.
-        for _ in 0..PER_KEY_SHARE + 1 {
-            log.record(entry("quiet"));
+        // Another account still gets in, up to its own share.
+        for i in 0..PER_ACCOUNT_SHARE + 1 {
+            log.record(entry("quiet", i));
         }
-        assert_eq!(log.len(), QUEUE_CAPACITY / 2 + PER_KEY_SHARE);
+        assert_eq!(log.len(), QUEUE_CAPACITY / 2 + PER_ACCOUNT_SHARE);
         // While over its share and the queue over half full, the flooding
-        // key stays out; once the writer brings the queue under half, it
-        // gets in again.
+        // account stays out; once the writer brings the queue under half,
+        // it gets in again.
         let taken = log.take_batch();
-        assert!(taken.iter().all(|e| e.key_id == "flood"));
-        log.record(entry("flood"));
-        assert_eq!(log.len(), QUEUE_CAPACITY / 2 + PER_KEY_SHARE - MAX_BATCH);
+        assert!(taken.iter().all(|e| e.account == "flood"));
+        log.record(entry("flood", 0));
+        assert_eq!(
+            log.len(),
+            QUEUE_CAPACITY / 2 + PER_ACCOUNT_SHARE - MAX_BATCH
+        );
         while log.len() >= QUEUE_CAPACITY / 2 {
             log.take_batch();
         }
         let before = log.len();
-        log.record(entry("flood"));
+        log.record(entry("flood", 0));
         assert_eq!(log.len(), before + 1);
     }
 

@@ -140,9 +140,14 @@ impl Caller {
     /// when asked: introspection never needs it).
     pub fn account_key(&self) -> String {
         match &self.subject {
-            Subject::User { id, .. } => format!("user:{id}"),
+            Subject::User { id, .. } => Self::user_account_key(id),
             Subject::Service { client_id } => format!("client:{client_id}"),
         }
+    }
+
+    /// [`Caller::account_key`] of the user `id`.
+    pub fn user_account_key(id: &str) -> String {
+        format!("user:{id}")
     }
 
     /// The API key used, if one was.
@@ -178,6 +183,8 @@ pub enum Resolved {
     /// its usage log.
     IpRefused {
         key_id: String,
+        /// The key's user (the usage log's share of its queue).
+        user_id: String,
     },
     /// Missing, malformed, unknown, tampered, expired or revoked (the
     /// credential, its grant, client or user).
@@ -486,6 +493,7 @@ fn api_key(
     if !status.ip_allowlist.allows(client_ip) {
         return Resolved::IpRefused {
             key_id: status.key_id.clone(),
+            user_id: status.user_id.clone(),
         };
     }
     Resolved::Active(Caller {

@@ -20,7 +20,7 @@ use chrono::Utc;
 
 use crate::api::principal::{self, Principal};
 use crate::api::usage_log::UsageEntry;
-use crate::credentials::Resolved;
+use crate::credentials::{Caller, Resolved};
 use crate::error::ApiError;
 use crate::http::bearer;
 use crate::metrics::Throttled;
@@ -38,7 +38,7 @@ pub(crate) enum Failure {
     /// and the key (its usage log records the 403).
     IpRefused {
         message: String,
-        key_id: String,
+        key: UsedKey,
     },
     /// The credential could not be checked: the database is unavailable
     /// (503), or a bug of ours (500); logged where it happened.
@@ -90,11 +90,14 @@ pub(crate) async fn authenticate(
             Failure::CheckFailed { unavailable }
         })?;
     let refused_key = match &resolved {
-        Resolved::IpRefused { key_id } => Some(key_id.clone()),
+        Resolved::IpRefused { key_id, user_id } => Some(UsedKey {
+            key_id: key_id.clone(),
+            account: Caller::user_account_key(user_id),
+        }),
         _ => None,
     };
     principal::principal_of(resolved).map_err(|e| match (e, refused_key) {
-        (ApiError::Forbidden(message), Some(key_id)) => Failure::IpRefused { message, key_id },
+        (ApiError::Forbidden(message), Some(key)) => Failure::IpRefused { message, key },
         _ => Failure::Invalid,
     })
 }
@@ -127,8 +130,11 @@ pub async fn rate_limit(
     // The usage log: every answer to a request made with an API key that
     // resolved (429 and the allowlist's 403 included).
     let used_key = match &auth {
-        Ok(p) => p.api_key_id().map(str::to_owned),
-        Err(Failure::IpRefused { key_id, .. }) => Some(key_id.clone()),
+        Ok(p) => p.api_key_id().map(|key_id| UsedKey {
+            key_id: key_id.to_owned(),
+            account: p.account_key(),
+        }),
+        Err(Failure::IpRefused { key, .. }) => Some(key.clone()),
         Err(_) => None,
     }
     .filter(|_| state.usage_log.is_enabled());
@@ -167,8 +173,8 @@ pub async fn rate_limit(
             if let Ok(v) = HeaderValue::from_str(&decision.retry_after_secs().to_string()) {
                 resp.headers_mut().insert(RETRY_AFTER, v);
             }
-            if let Some(key_id) = &used_key {
-                let entry = pending_use(&state, req.request(), key_id);
+            if let Some(key) = &used_key {
+                let entry = pending_use(&state, req.request(), key);
                 state
                     .usage_log
                     .record(finished(entry, resp.status().as_u16(), started));
@@ -186,7 +192,7 @@ pub async fn rate_limit(
     }
     req.extensions_mut().insert(Authentication(auth));
     // Read before the call: the request must stay unshared for routing.
-    let pending = used_key.map(|key_id| pending_use(&state, req.request(), &key_id));
+    let pending = used_key.map(|key| pending_use(&state, req.request(), &key));
     let res = next.call(req).await;
     if let Some(entry) = pending {
         let status = match &res {
@@ -204,12 +210,20 @@ pub async fn rate_limit(
     Ok(res)
 }
 
-/// The usage-log entry of a request made with the API key `key_id`, its
+/// An API key a request was made with, and its account (the usage log's
+/// share of its queue).
+#[derive(Debug, Clone)]
+pub(crate) struct UsedKey {
+    key_id: String,
+    account: String,
+}
+
+/// The usage-log entry of a request made with the API key `key`, its
 /// status and duration still to come. The path only, never the query
 /// string; the client address as the service resolves it.
-fn pending_use(state: &AppState, req: &actix_web::HttpRequest, key_id: &str) -> UsageEntry {
+fn pending_use(state: &AppState, req: &actix_web::HttpRequest, key: &UsedKey) -> UsageEntry {
     UsageEntry::new(
-        key_id,
+        &key.key_id,
         Utc::now().naive_utc(),
         req.method().as_str(),
         req.path(),
@@ -217,6 +231,7 @@ fn pending_use(state: &AppState, req: &actix_web::HttpRequest, key_id: &str) -> 
         state.client_ip(req),
         0,
     )
+    .of_account(&key.account)
 }
 
 /// `entry` with its answer's status and the time taken since `started`
