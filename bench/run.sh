@@ -130,6 +130,12 @@ fi
 if want me_api_key; then
   "$oha" -c "$conns" -z "$duration" --no-tui --output-format json \
     -H "authorization: Bearer $apikey" "http://127.0.0.1:$port/v1/me" | report me_api_key
+  if [ "${DZDESK_USAGE_LOG:-on}" != off ]; then
+    # How many of those requests the usage log kept (past its bounded
+    # queue, entries are dropped and counted, never waited for).
+    sleep 2
+    echo "usage_log_rows=$(psql "$url" -Atc 'SELECT count(*) FROM api_key_usage')"
+  fi
 fi
 if want client_credentials; then
   "$oha" -c "$conns" -z "$duration" --no-tui --output-format json -m POST \

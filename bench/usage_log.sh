@@ -17,6 +17,7 @@ out=$(mktemp)
 for _ in $(seq 1 "$rounds"); do
   DZDESK_USAGE_LOG=off SCENARIOS=me_api_key bench/run.sh | sed 's/^/usage_log=off /' | tee -a "$out"
   DZDESK_USAGE_LOG=on SCENARIOS=me_api_key bench/run.sh | sed 's/^/usage_log=on /' | tee -a "$out"
+  # The requests of the "on" run and the rows it kept.
 done
 python3 - "$out" <<'PY'
 import re, sys, collections
@@ -25,6 +26,17 @@ for line in open(sys.argv[1]):
     m = re.search(r"usage_log=(\S+) scenario=\S+ rps=(\d+) p50_ms=\S+ p99_ms=(\S+)", line)
     if m:
         rps[m[1]].append(float(m[2])); p99[m[1]].append(float(m[3]))
+kept = []
+lines = open(sys.argv[1]).read().splitlines()
+for i, line in enumerate(lines):
+    m = re.search(r"usage_log=on usage_log_rows=(\d+)", line)
+    if m and i > 0:
+        codes = re.search(r"codes=(\{.*\})", lines[i - 1])
+        if codes:
+            total = sum(eval(codes[1]).values())
+            kept.append("%d/%d=%.2f" % (int(m[1]), total, int(m[1]) / total))
+if kept:
+    print("usage_log kept rows/requests:", " ".join(kept))
 if rps["off"] and rps["on"]:
     off = sum(rps["off"]) / len(rps["off"])
     on = sum(rps["on"]) / len(rps["on"])

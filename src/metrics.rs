@@ -12,6 +12,8 @@
 //! Nothing is counted while metrics are off: the service holds no
 //! [`Metrics`] then (`AppState::metrics` is `None`).
 
+use std::sync::Arc;
+
 use chrono::NaiveDateTime;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
@@ -118,9 +120,16 @@ pub struct Metrics {
     /// PostgreSQL only: SQLite has no revocation listener.
     listener_up: Option<IntGauge>,
     key_age: Gauge,
+    usage_dropped: IntCounter,
+    usage_queued: IntGauge,
     db: Database,
     credentials: Credentials,
+    usage_log: UsageLogStats,
 }
+
+/// The API usage log's entries dropped so far and queued now, read when
+/// scraped (a closure: the log lives in a layer beside this one).
+pub type UsageLogStats = Arc<dyn Fn() -> (u64, usize) + Send + Sync>;
 
 fn counter(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
     let c = IntCounter::new(name, help)?;
@@ -157,7 +166,12 @@ impl Metrics {
     /// A registry of its own, with every metric of the service. Counts the
     /// pool of `db` from now on; `listener` when the service runs the
     /// PostgreSQL revocation listener.
-    pub fn new(db: Database, credentials: Credentials, listener: bool) -> prometheus::Result<Self> {
+    pub fn new(
+        db: Database,
+        credentials: Credentials,
+        listener: bool,
+        usage_log: UsageLogStats,
+    ) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
             Opts::new(
@@ -266,6 +280,16 @@ impl Metrics {
             "Age of the key signing access tokens (as this instance holds it)",
         )?;
         registry.register(Box::new(key_age.clone()))?;
+        let usage_dropped = counter(
+            &registry,
+            "dzdesk_auth_usage_log_dropped_total",
+            "API usage-log entries lost: the queue was full (or the account over its share), or a batch failed to write",
+        )?;
+        let usage_queued = gauge(
+            &registry,
+            "dzdesk_auth_usage_log_queued",
+            "API usage-log entries waiting to be written now",
+        )?;
         Ok(Self {
             registry,
             http_requests,
@@ -282,8 +306,11 @@ impl Metrics {
             pool_max,
             listener_up,
             key_age,
+            usage_dropped,
+            usage_queued,
             db,
             credentials,
+            usage_log,
         })
     }
 
@@ -348,6 +375,12 @@ impl Metrics {
         let created = self.credentials.keys.in_memory().signing_created_at();
         let age = (now - created).num_milliseconds().max(0) as f64 / 1000.0;
         self.key_age.set(age);
+        // The log counts its own losses (it runs without metrics too).
+        let (dropped, queued) = (self.usage_log)();
+        self.usage_dropped
+            .inc_by(dropped.saturating_sub(self.usage_dropped.get()));
+        self.usage_queued
+            .set(i64::try_from(queued).unwrap_or(i64::MAX));
         let mut out = String::with_capacity(16 * 1024);
         TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out)?;
         Ok(out)

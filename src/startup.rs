@@ -188,8 +188,11 @@ impl Application {
             Arc::new(VerifierPool::new(cores, PASSWORD_QUEUE).map_err(anyhow::Error::from)?);
         let metrics = match &metrics_listener {
             Some(_) => Some(Arc::new(
-                Metrics::new(db.clone(), credentials.clone(), listen_url.is_some())
-                    .map_err(|e| anyhow::anyhow!("metrics registry: {e}"))?,
+                Metrics::new(db.clone(), credentials.clone(), listen_url.is_some(), {
+                    let log = usage_log.clone();
+                    Arc::new(move || (log.dropped(), log.len()))
+                })
+                .map_err(|e| anyhow::anyhow!("metrics registry: {e}"))?,
             )),
             None => None,
         };

@@ -27,8 +27,6 @@
 //! or `.to(...)` on the endpoint of the same path. The test in
 //! `tests/api/openapi.rs` lists the operations it expects: add it there too.
 
-use std::sync::Arc;
-
 use actix_web::body::BoxBody;
 use actix_web::dev::ServiceResponse;
 use actix_web::dev::{AppService, HttpServiceFactory, ServiceFactory, ServiceRequest};
@@ -493,13 +491,14 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
     doc
 }
 
-/// The document, serialised once per worker, as app data for [`serve`].
+/// The document, serialised once per worker, as app data for [`serve`]
+/// (each answer shares its bytes: no copy per request).
 #[derive(Clone)]
-pub struct Document(pub Arc<Vec<u8>>);
+pub struct Document(pub web::Bytes);
 
 impl Document {
     pub fn new(doc: utoipa::openapi::OpenApi) -> Self {
-        Self(Arc::new(
+        Self(web::Bytes::from(
             serde_json::to_vec(&finish(doc)).unwrap_or_default(),
         ))
     }
@@ -510,5 +509,5 @@ pub async fn serve(doc: web::Data<Document>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .insert_header(("Cache-Control", "public, max-age=300"))
-        .body(doc.0.as_ref().clone())
+        .body(doc.0.clone())
 }

@@ -254,6 +254,10 @@ async fn a_flow_moves_exactly_its_counters_and_routes_are_patterns() {
     assert_eq!(after.sum("dzdesk_auth_db_pool_max_connections", &[]), 4.0);
     assert!(after.has("dzdesk_auth_db_pool_connections_in_use"));
     assert_eq!(after.sum("dzdesk_auth_db_timeouts_total", &[]), 0.0);
+    // The usage log lost nothing, and says so (alerts need the zero).
+    assert!(after.has("dzdesk_auth_usage_log_dropped_total"));
+    assert_eq!(after.sum("dzdesk_auth_usage_log_dropped_total", &[]), 0.0);
+    assert!(after.has("dzdesk_auth_usage_log_queued"));
     // The signing key was made when the test started.
     let age = after.sum("dzdesk_auth_signing_key_age_seconds", &[]);
     assert!((0.0..600.0).contains(&age), "{age}");
