@@ -7,6 +7,8 @@ use crate::db::AnyConnection;
 /// One `/v1` request made with an API key (the API usage log), as written.
 #[derive(Insertable, Debug, Clone, PartialEq, Eq)]
 #[diesel(table_name = api_key_usage)]
+// Explicit NULLs (what COPY takes; the same rows as DEFAULT would give).
+#[diesel(treat_none_as_default_value = false)]
 pub struct NewUsageRow {
     pub key_id: String,
     pub at: NaiveDateTime,
@@ -65,38 +67,22 @@ impl UsageRow {
             return Ok(0);
         }
         match conn {
-            AnyConnection::Postgresql(pg) => Self::insert_unnest(pg, rows),
+            AnyConnection::Postgresql(pg) => Self::insert_copy(pg, rows),
             AnyConnection::Sqlite(sqlite) => diesel::insert_into(api_key_usage::table)
                 .values(rows)
                 .execute(sqlite),
         }
     }
 
-    /// PostgreSQL: the batch as seven arrays, one per column, through
-    /// `unnest`: one short statement, prepared once per connection and
-    /// reused, instead of a 7,000-parameter VALUES list parsed and planned
-    /// anew for every batch (the usage log's writer is the one steady
-    /// writer under load: this is most of its cost in the server).
-    fn insert_unnest(pg: &mut diesel::PgConnection, rows: &[NewUsageRow]) -> QueryResult<usize> {
-        use diesel::sql_types::{Array, Int4, Nullable, Text, Timestamp};
-        let text = |f: fn(&NewUsageRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
-        diesel::sql_query(
-            "INSERT INTO api_key_usage (key_id, at, method, path, status, client_ip, duration_ms) \
-             SELECT * FROM unnest($1::text[], $2::timestamp[], $3::text[], $4::text[], \
-             $5::int4[], $6::text[], $7::int4[])",
-        )
-        .bind::<Array<Text>, _>(text(|r| &r.key_id))
-        .bind::<Array<Timestamp>, _>(rows.iter().map(|r| r.at).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(text(|r| &r.method))
-        .bind::<Array<Text>, _>(text(|r| &r.path))
-        .bind::<Array<Int4>, _>(rows.iter().map(|r| r.status).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(
-            rows.iter()
-                .map(|r| r.client_ip.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Int4>, _>(rows.iter().map(|r| r.duration_ms).collect::<Vec<_>>())
-        .execute(pg)
+    /// PostgreSQL: the batch by `COPY ... FROM STDIN` (binary): no SQL to
+    /// parse or plan, and the server inserts the rows in bulk. The usage
+    /// log's writer is the one steady writer under load, on the database's
+    /// cores: a multi-row INSERT of 7,000 parameters cost it about a
+    /// third of a core at 35,000 rows a second.
+    fn insert_copy(pg: &mut diesel::PgConnection, rows: &[NewUsageRow]) -> QueryResult<usize> {
+        diesel::copy_from(api_key_usage::table)
+            .from_insertable(rows)
+            .execute(pg)
     }
 
     /// Up to `limit` rows of `key_id` matching `query`, newest first
