@@ -26,10 +26,25 @@ pub enum ApiError {
     /// A body larger than its endpoint accepts: 413, code `BAD_REQUEST`.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// No bearer credential at all (or another scheme): 401 with the bare
+    /// challenge `WWW-Authenticate: Bearer` (RFC 6750 3.1: no error code
+    /// when the request lacks any authentication information).
+    #[error("{0}")]
+    NoCredential(String),
+    /// A credential that is unknown, malformed, expired or revoked: 401,
+    /// `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 3.1).
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A credential without the scope the request needs: 403 `FORBIDDEN`,
+    /// `WWW-Authenticate: Bearer error="insufficient_scope", scope="..."`
+    /// (RFC 6750 3.1).
+    #[error("{message}")]
+    InsufficientScope {
+        message: String,
+        scope: &'static str,
+    },
     #[error("{0}")]
     NotFound(String),
     /// The request conflicts with the resource's state (an API key that is
@@ -66,8 +81,8 @@ impl ApiError {
             ApiError::BadRequest(_)
             | ApiError::PayloadTooLarge(_)
             | ApiError::RequestTimeout(_) => "BAD_REQUEST",
-            ApiError::Unauthorized(_) => "UNAUTHORIZED",
-            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::NoCredential(_) | ApiError::Unauthorized(_) => "UNAUTHORIZED",
+            ApiError::Forbidden(_) | ApiError::InsufficientScope { .. } => "FORBIDDEN",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::RateLimited(_) => "RATE_LIMITED",
@@ -128,8 +143,8 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NoCredential(_) | ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -152,9 +167,26 @@ impl ResponseError for ApiError {
                 message: self.to_string(),
             },
         });
-        if matches!(self, ApiError::Unauthorized(_)) {
+        // RFC 6750 3: the challenge names the error of a bad credential
+        // (never for a request that sent none, 3.1).
+        let challenge = match self {
+            ApiError::NoCredential(_) => Some(HeaderValue::from_static("Bearer")),
+            ApiError::Unauthorized(_) => {
+                Some(HeaderValue::from_static(r#"Bearer error="invalid_token""#))
+            }
+            // Scope names are a fixed set of header-safe tokens.
+            ApiError::InsufficientScope { scope, .. } => HeaderValue::from_str(&format!(
+                r#"Bearer error="insufficient_scope", scope="{scope}""#
+            ))
+            .ok(),
+            _ => None,
+        };
+        // Account data, or what a credential is worth: never cached.
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(challenge) = challenge {
             resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
         if matches!(self, ApiError::Unavailable(_)) {
             resp.headers_mut().insert(

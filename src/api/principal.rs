@@ -72,10 +72,10 @@ impl Authorize for Caller {
         if self.allows(scope) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!(
-                "This credential lacks the '{}' scope",
-                scope.as_str()
-            )))
+            Err(ApiError::InsufficientScope {
+                message: format!("This credential lacks the '{}' scope", scope.as_str()),
+                scope: scope.as_str(),
+            })
         }
     }
 
@@ -98,7 +98,10 @@ impl Authorize for Caller {
     fn credential_manager(&self) -> Result<&str, ApiError> {
         let user_id = self.user_id()?;
         if !self.allows(Scope::Admin) {
-            return Err(ApiError::Forbidden(NEEDS_ADMIN_TO_MANAGE.into()));
+            return Err(ApiError::InsufficientScope {
+                message: NEEDS_ADMIN_TO_MANAGE.into(),
+                scope: Scope::Admin.as_str(),
+            });
         }
         if self.is_being_replaced() {
             return Err(ApiError::Forbidden(BEING_REPLACED.into()));
@@ -145,7 +148,10 @@ mod tests {
         assert!(!reader.allows(Scope::RequestsWrite));
         assert!(matches!(
             reader.require(Scope::UsersRead),
-            Err(ApiError::Forbidden(_))
+            Err(ApiError::InsufficientScope {
+                scope: "users:read",
+                ..
+            })
         ));
         assert!(matches!(reader.user_id(), Err(ApiError::Forbidden(_))));
     }
@@ -165,7 +171,10 @@ mod tests {
             replaced: false,
         };
         match key.credential_manager() {
-            Err(ApiError::Forbidden(m)) => assert!(m.contains("'admin'"), "{m}"),
+            Err(ApiError::InsufficientScope {
+                message,
+                scope: "admin",
+            }) => assert!(message.contains("'admin'"), "{message}"),
             other => panic!("{other:?}"),
         }
         key.scopes = ScopeSet::parse("admin").unwrap();

@@ -166,9 +166,10 @@ fn require_admin_for(principal: &Principal, what: &str) -> Result<(), ApiError> 
     if principal.allows(Scope::Admin) {
         Ok(())
     } else {
-        Err(ApiError::Forbidden(format!(
-            "{what} needs the 'admin' scope"
-        )))
+        Err(ApiError::InsufficientScope {
+            message: format!("{what} needs the 'admin' scope"),
+            scope: Scope::Admin.as_str(),
+        })
     }
 }
 

@@ -21,6 +21,9 @@ pub struct Reply {
     pub status: StatusCode,
     pub challenge: Option<String>,
     pub body: Value,
+    /// Whether the request carried a bearer credential.
+    pub sent_credential: bool,
+    pub cache_control: Option<String>,
 }
 
 impl Reply {
@@ -31,9 +34,24 @@ impl Reply {
         assert_eq!(self.body["success"], false, "{}", self.body);
         assert_eq!(self.body["error"]["code"], code, "{}", self.body);
         assert!(self.body["error"]["message"].is_string(), "{}", self.body);
+        // RFC 6750 3.1: a bad credential's challenge names invalid_token; a
+        // request without one gets the bare challenge.
         if status == 401 {
-            assert_eq!(self.challenge.as_deref(), Some("Bearer"));
+            let expected = if self.sent_credential {
+                r#"Bearer error="invalid_token""#
+            } else {
+                "Bearer"
+            };
+            assert_eq!(self.challenge.as_deref(), Some(expected), "{}", self.body);
         }
+        // Every /v1 answer holds account data or says something about a
+        // credential: never stored by a cache.
+        assert_eq!(
+            self.cache_control.as_deref(),
+            Some("no-store"),
+            "{}",
+            self.body
+        );
     }
 
     /// Asserts success with this status; returns `data`.
@@ -41,6 +59,12 @@ impl Reply {
     pub fn data(&self, status: u16) -> &Value {
         assert_eq!(self.status.as_u16(), status, "{}", self.body);
         assert_eq!(self.body["success"], true, "{}", self.body);
+        assert_eq!(
+            self.cache_control.as_deref(),
+            Some("no-store"),
+            "{}",
+            self.body
+        );
         &self.body["data"]
     }
 }
@@ -79,11 +103,17 @@ pub async fn api_with(
         .headers()
         .get("www-authenticate")
         .map(|v| v.to_str().unwrap().to_owned());
+    let cache_control = resp
+        .headers()
+        .get("cache-control")
+        .map(|v| v.to_str().unwrap().to_owned());
     let body = resp.json().await.unwrap_or(Value::Null);
     Reply {
         status,
         challenge,
         body,
+        sent_credential: bearer.is_some(),
+        cache_control,
     }
 }
 
@@ -305,9 +335,47 @@ async fn a_missing_scope_is_403_and_admin_implies_every_scope() {
         "admin",
     )
     .await;
-    api(&app, Method::GET, "/v1/users", Some(&reader), None)
-        .await
-        .assert_error(403, "FORBIDDEN");
+    // RFC 6750 3.1: the challenge names the error and the scope wanted.
+    let refused = api(&app, Method::GET, "/v1/users", Some(&reader), None).await;
+    refused.assert_error(403, "FORBIDDEN");
+    assert_eq!(
+        refused.challenge.as_deref(),
+        Some(r#"Bearer error="insufficient_scope", scope="users:read""#)
+    );
+    // Managing keys needs admin: the challenge says so.
+    let refused = api(
+        &app,
+        Method::POST,
+        "/v1/api-keys",
+        Some(&reader),
+        Some(json!({"name": "x", "scopes": ["requests:read"]})),
+    )
+    .await;
+    refused.assert_error(403, "FORBIDDEN");
+    assert_eq!(
+        refused.challenge.as_deref(),
+        Some(r#"Bearer error="insufficient_scope", scope="admin""#)
+    );
+    // A 403 that is no matter of scope (the IP allowlist) has no challenge.
+    let (_, carol) = key_for(
+        &app,
+        &app.create_user("carol@example.com", Role::Admin).await,
+        "admin",
+    )
+    .await;
+    api(
+        &app,
+        Method::PUT,
+        "/v1/ip-allowlist",
+        Some(&carol),
+        Some(json!({"entries": ["10.9.8.7"]})),
+    )
+    .await
+    .data(200);
+    app.settle_revocations().await;
+    let refused = me(&app, &carol).await;
+    refused.assert_error(403, "FORBIDDEN");
+    assert_eq!(refused.challenge, None);
     api(&app, Method::GET, "/v1/users", Some(&admin), None)
         .await
         .data(200);

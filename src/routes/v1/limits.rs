@@ -51,7 +51,7 @@ impl Failure {
     pub(crate) fn to_error(&self) -> ApiError {
         match self {
             Failure::Missing => {
-                ApiError::Unauthorized("Missing token: send Authorization: Bearer <token>".into())
+                ApiError::NoCredential("Missing token: send Authorization: Bearer <token>".into())
             }
             Failure::Invalid => ApiError::Unauthorized(principal::INVALID_TOKEN.into()),
             Failure::IpRefused { message, .. } => ApiError::Forbidden(message.clone()),

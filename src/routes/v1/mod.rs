@@ -8,7 +8,7 @@ pub mod limits;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError, UrlencodedError};
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};
@@ -189,7 +189,15 @@ async fn errors(
         }
     };
     match refusal(&res, is_api_error) {
-        None => Ok(res.map_into_boxed_body()),
+        None => {
+            let mut res = res.map_into_boxed_body();
+            // Every answer holds account data: never stored by a cache.
+            res.headers_mut().insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
+            Ok(res)
+        }
         Some(r) => {
             let err = envelope_error(r, Some(res.request()));
             Ok(res.into_response(HttpResponse::from_error(err)))

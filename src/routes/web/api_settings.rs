@@ -203,7 +203,10 @@ fn grantable(role: Role) -> impl Iterator<Item = Scope> {
 fn web_error(e: ApiError) -> WebError {
     match e {
         ApiError::NotFound(_) => WebError::NotFound,
-        ApiError::Forbidden(_) | ApiError::Unauthorized(_) => WebError::Forbidden,
+        ApiError::Forbidden(_)
+        | ApiError::InsufficientScope { .. }
+        | ApiError::NoCredential(_)
+        | ApiError::Unauthorized(_) => WebError::Forbidden,
         ApiError::BadRequest(m)
         | ApiError::PayloadTooLarge(m)
         | ApiError::RateLimited(m)
