@@ -57,6 +57,17 @@ echo 'schemathesis admin password' |
 "$bin" user set-plan --email admin@example.com --plan enterprise --rate-limit 60000000 >/dev/null
 api_key=$("$bin" api-key create --email admin@example.com --name schemathesis --scope admin |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+# A second admin account, a bystander: the operations that could take the
+# run's own credential away (rotating or revoking a key, the IP allowlist)
+# run as the bystander, on keys of the bystander's, so that the rest of the
+# run keeps a working, unrotated admin key (a stateful link from the key
+# list rotated the run's key once, and every later call that manages
+# credentials was 403).
+echo 'schemathesis bystander password' |
+  "$bin" user create --email bystander@example.com --role admin --password-stdin >/dev/null
+"$bin" user set-plan --email bystander@example.com --plan enterprise --rate-limit 60000000 >/dev/null
+bystander_key=$("$bin" api-key create --email bystander@example.com --name bystander --scope admin |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 client=$("$bin" client create --name schemathesis --redirect-uri https://example.com/cb \
   --scope "requests:read users:read" --grant-type client_credentials --introspect)
 client_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client_id"])' "$client")
@@ -78,14 +89,18 @@ base=http://127.0.0.1:$port
 
 # Real ids, so that the operations on one key or one user reach their
 # success paths too (random ids only ever find 404): a key the admin key
-# minted, for the usage log, and a second user for getUser and updateUser
+# minted, for the usage log; keys the bystander minted, to rotate and to
+# revoke; a user for getUser and updateUser and another for deleteUser
 # (never the admin the run authenticates as).
-target_key_id=$(curl -sf -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' \
-  -d '{"name": "rotation target", "scopes": ["requests:read"]}' "$base/v1/api-keys" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])')
-target_user_id=$(curl -sf -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' \
-  -d '{"email": "target@example.com", "password": "schemathesis target password"}' "$base/v1/users" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])')
+created_id() { # method path bearer body
+  curl -sf -X "$1" -H "Authorization: Bearer $3" -H 'Content-Type: application/json' -d "$4" "$base$2" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])'
+}
+usage_key_id=$(created_id POST /v1/api-keys "$api_key" '{"name": "usage target", "scopes": ["requests:read"]}')
+rotate_key_id=$(created_id POST /v1/api-keys "$bystander_key" '{"name": "rotation target", "scopes": ["requests:read"]}')
+revoke_key_id=$(created_id POST /v1/api-keys "$bystander_key" '{"name": "revocation target", "scopes": ["requests:read"]}')
+target_user_id=$(created_id POST /v1/users "$api_key" '{"email": "target@example.com", "password": "schemathesis target password"}')
+doomed_user_id=$(created_id POST /v1/users "$api_key" '{"email": "doomed@example.com", "password": "schemathesis doomed password"}')
 
 # Credentials by security scheme of the document: only the operations that
 # name a scheme get its credentials.
@@ -106,20 +121,40 @@ password = "$client_secret"
 # (token, introspection, revocation) that a client authenticates one way
 # only, HTTP Basic or client_secret_post, never both (RFC 6749 2.3). For
 # those operations alone, a 400 is an accepted answer to schema-valid data.
-# A fixed id overrides the ids that stateful links carry: only for
-# operations that answer 200 for it whatever came before (a rotated key's
-# log stays readable; a rotated key is 404 to the next rotation, so
-# rotateApiKey reaches its success path through the links from createApiKey).
+# A fixed id overrides the ids that stateful links carry. For operations
+# that answer 200 for it whatever came before (a key's log stays readable,
+# a user stays), that is all. The operations that end what they touch
+# (rotate, revoke, delete) take no part in stateful sequences: a link would
+# aim them at the run's own key or admin (from the listings), or, with the
+# fixed id, find it gone and report "created resource not found" (ST302).
 [[operations]]
 include-operation-id = ["listApiKeyUsage"]
-parameters = { "path.id" = "$target_key_id" }
+parameters = { "path.id" = "$usage_key_id" }
 
-# Not deleteUser: a user created by POST /v1/users would be "not found" by
-# its linked DELETE, and the first delete would leave getUser and updateUser
-# only 404s.
 [[operations]]
 include-operation-id = ["getUser", "updateUser"]
 parameters = { "path.id" = "$target_user_id" }
+
+[[operations]]
+include-operation-id = ["deleteUser"]
+parameters = { "path.id" = "$doomed_user_id" }
+phases.stateful.enabled = false
+
+[[operations]]
+include-operation-id = ["rotateApiKey"]
+parameters = { "path.id" = "$rotate_key_id" }
+headers = { Authorization = "Bearer $bystander_key" }
+phases.stateful.enabled = false
+
+[[operations]]
+include-operation-id = ["revokeApiKey"]
+parameters = { "path.id" = "$revoke_key_id" }
+headers = { Authorization = "Bearer $bystander_key" }
+phases.stateful.enabled = false
+
+[[operations]]
+include-operation-id = ["putIpAllowlist"]
+headers = { Authorization = "Bearer $bystander_key" }
 
 # Stateful sequences with positive data only: a link fills the path
 # parameter a negative case had made invalid, and the then valid request is
@@ -159,10 +194,19 @@ print(total)
 EOF
 )
 echo "schemathesis: test_cases=$cases status=$status"
-# The run authenticated throughout: its key still works at the end.
+# The run authenticated throughout: its key still works at the end, and
+# still manages credentials (never rotated: a rotated key is refused that).
 me=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $api_key" "$base/v1/me")
 if [ "$me" != 200 ]; then
   echo "the run's API key answers $me at the end, not 200: later cases ran unauthenticated" >&2
+  status=1
+fi
+manages=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $api_key" \
+  -H 'Content-Type: application/json' -d '{"name": "after the run", "scopes": ["requests:read"]}' \
+  "$base/v1/api-keys")
+# 201, or 400 once the run filled the account's 100 keys; never 401 or 403.
+if [ "$manages" != 201 ] && [ "$manages" != 400 ]; then
+  echo "the run's API key may no longer mint a key at the end ($manages): it was rotated or lost its rights" >&2
   status=1
 fi
 if grep -q "panicked" "$work/server.log"; then

@@ -270,9 +270,8 @@ fn token_param(params: &FormParams) -> Result<String, OAuthError> {
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))
 }
 
-/// Introspection and revocation callers: confidential clients only (RFC
-/// 7662 2.1: "the endpoint MUST also require some form of authorization";
-/// RFC 7009 2.1 authenticates as at the token endpoint). Blocking.
+/// Introspection callers: confidential clients only (RFC 7662 2.1: "the
+/// endpoint MUST also require some form of authorization"). Blocking.
 fn authenticated_confidential(
     conn: &mut AnyConnection,
     state: &AppState,
@@ -364,7 +363,10 @@ pub async fn revoke_post(
     let revoked = state
         .db
         .run(move |conn| {
-            let caller = authenticated_confidential(conn, &st, &auth)?;
+            // RFC 7009 2.1: a public client revokes its own tokens, named by
+            // its client_id (the check that the token is the caller's is
+            // `introspect::revoke`'s); a confidential one authenticates.
+            let caller = authenticated_client(conn, &st, &auth)?;
             let credentials = &st.credentials;
             let keys = credentials.keys.current(conn).map_err(OAuthError::server)?;
             introspect::revoke(

@@ -56,7 +56,9 @@ pub struct Metadata {
     code_challenge_methods_supported: [&'static str; 1],
     token_endpoint_auth_methods_supported: [&'static str; 3],
     introspection_endpoint_auth_methods_supported: [&'static str; 2],
-    revocation_endpoint_auth_methods_supported: [&'static str; 2],
+    /// `none`: a public client revokes its own tokens by client_id (RFC
+    /// 7009 2.1).
+    revocation_endpoint_auth_methods_supported: [&'static str; 3],
     /// RFC 9207 3.
     authorization_response_iss_parameter_supported: bool,
     service_documentation: String,
@@ -95,6 +97,7 @@ pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
             revocation_endpoint_auth_methods_supported: [
                 "client_secret_basic",
                 "client_secret_post",
+                "none",
             ],
             authorization_response_iss_parameter_supported: true,
             service_documentation: url("/docs"),

@@ -657,3 +657,58 @@ async fn the_high_s_twin_of_an_access_token_is_inactive_and_gets_401() {
             .assert_error(401, "UNAUTHORIZED");
     }
 }
+
+#[tokio::test]
+async fn a_public_client_revokes_its_own_tokens_by_client_id_and_nothing_else() {
+    // RFC 7009 2.1: public clients revoke too, identified by client_id.
+    let public = Flow::new(Role::Agent, SCOPE, true).await;
+    let app = &public.app;
+    let tokens = public.tokens(SCOPE).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    // Another public client's tokens: not this one's to revoke.
+    let (other_id, _) = app
+        .create_client(SCOPE, &["authorization_code", "refresh_token"], true)
+        .await;
+    let resp = call(
+        &app.address,
+        "/oauth/revoke",
+        None,
+        &[("token", refresh), ("client_id", &other_id)],
+    )
+    .await;
+    assert_token_error(resp, 400, "unauthorized_client").await;
+    let resp = public.refresh(refresh, None).await;
+    assert_eq!(resp.status(), 200, "the other client revoked nothing");
+    let body: Value = resp.json().await.unwrap();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    // Its own: the refresh token (so the grant) and an access token.
+    for token in [access, refresh.as_str()] {
+        let resp = call(
+            &app.address,
+            "/oauth/revoke",
+            None,
+            &[("token", token), ("client_id", &public.client_id)],
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+    }
+    assert_token_error(public.refresh(&refresh, None).await, 400, "invalid_grant").await;
+    crate::v1_keys::me(app, access)
+        .await
+        .assert_error(401, "UNAUTHORIZED");
+    // A confidential client still authenticates: its client_id alone is 401.
+    let confidential = Flow::on(crate::helpers::spawn_app().await, Role::Agent, SCOPE, false).await;
+    let tokens = confidential.tokens(SCOPE).await;
+    let resp = call(
+        &confidential.app.address,
+        "/oauth/revoke",
+        None,
+        &[
+            ("token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_id", &confidential.client_id),
+        ],
+    )
+    .await;
+    assert_token_error(resp, 401, "invalid_client").await;
+}

@@ -35,6 +35,12 @@ async fn metadata_is_built_from_the_issuer_and_every_endpoint_answers() {
             .unwrap()
             .contains(&Value::from("client_secret_basic")));
     }
+    // Public clients revoke (RFC 7009 2.1); they never introspect.
+    let methods = |m: &str| meta[m].as_array().unwrap().clone();
+    assert!(methods("revocation_endpoint_auth_methods_supported").contains(&Value::from("none")));
+    assert!(
+        !methods("introspection_endpoint_auth_methods_supported").contains(&Value::from("none"))
+    );
 
     // Every advertised URL is ours and answers (not 404, not 5xx): the
     // POST endpoints refuse an empty request with an RFC error.
