@@ -480,6 +480,10 @@ fn serve() -> Result<(), CliError> {
         app.stop_on_signals(signals);
         let scheme = if app.is_tls() { "https" } else { "http" };
         log::info!("listening on {scheme}://{}", app.local_addr());
+        log::info!(
+            "issuer {} (in metadata and tokens; set DZDESK_ISSUER to the public URL)",
+            app.issuer()
+        );
         if let Some(plain) = app.http_addr() {
             log::info!("listening on http://{plain} (probes, and redirects to https)");
         }

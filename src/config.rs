@@ -26,6 +26,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Public base URL, without a trailing slash (`https://auth.dzdesk.com`).
     pub issuer: String,
+    /// `DZDESK_ISSUER` was not set: the issuer is the listener's address
+    /// ([`issuer_from_listen`]), fixed up with the bound port when the
+    /// listen port is 0 (and the audience with it, when it is the issuer).
+    pub issuer_from_listen: bool,
     /// actix worker threads; `None`: one per core.
     pub workers: Option<usize>,
     /// Headers, body and answer of one request within this, or 408 and the
@@ -260,8 +264,14 @@ impl Settings {
             Some(_) => return Err(ConfigError::new("DZDESK_USAGE_LOG", "must be on or off")),
         };
         let secrets = parse_secrets(var(KEY_VAR)?, var(OLD_KEY_VAR)?)?;
-        let issuer = parse_issuer(issuer.as_deref().unwrap_or(DEFAULT_ISSUER))
-            .map_err(|m| ConfigError::new("DZDESK_ISSUER", m))?;
+        let listen = parse_listen(listen.as_deref().unwrap_or(DEFAULT_LISTEN))
+            .map_err(|m| ConfigError::new("DZDESK_LISTEN", m))?;
+        let issuer_env_unset = issuer.is_none();
+        let issuer = match issuer {
+            Some(raw) => parse_issuer(&raw).map_err(|m| ConfigError::new("DZDESK_ISSUER", m))?,
+            None => issuer_from_listen(listen, tls.is_some())
+                .map_err(|m| ConfigError::new("DZDESK_ISSUER", m))?,
+        };
         let seconds =
             |raw: Option<String>, var: &'static str, default: i64, min: usize, max: usize| {
                 raw.map(|r| parse_count(&r, min, max))
@@ -286,8 +296,8 @@ impl Settings {
                 database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL),
             )
             .map_err(|m| ConfigError::new("DATABASE_URL", m))?,
-            listen: parse_listen(listen.as_deref().unwrap_or(DEFAULT_LISTEN))
-                .map_err(|m| ConfigError::new("DZDESK_LISTEN", m))?,
+            listen,
+            issuer_from_listen: issuer_env_unset,
             audience: audience.map_or_else(|| issuer.clone(), |a| a.trim().to_owned()),
             issuer,
             access_token_ttl_secs: seconds(
@@ -374,6 +384,25 @@ pub fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// The issuer when `DZDESK_ISSUER` is not set: the listener's own address,
+/// so that what metadata and tokens say matches where a client on this
+/// machine reaches the server (a strict client checks it: RFC 8414 3.3,
+/// RFC 9207). A loopback or unspecified address (0.0.0.0, ::) becomes
+/// `localhost`; https when the listener speaks TLS. For port 0 the caller
+/// passes the bound address (`startup`).
+pub fn issuer_from_listen(listen: SocketAddr, tls: bool) -> Result<String, String> {
+    let ip = listen.ip();
+    let host = if ip.is_unspecified() || ip.is_loopback() {
+        "localhost".to_owned()
+    } else if ip.is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    let scheme = if tls { "https" } else { "http" };
+    parse_issuer(&format!("{scheme}://{host}:{}", listen.port()))
+}
+
 /// The issuer: an absolute http(s) URL with a host, no query, no fragment
 /// (RFC 8414 2: "a URL that uses the https scheme and has no query or fragment
 /// components"; http is allowed for local development). Returned without a
@@ -432,6 +461,17 @@ mod tests {
         assert!(parse_listen("[::1]:0").is_ok());
         assert!(parse_listen("localhost:8080").is_err());
         assert!(parse_listen("8080").is_err());
+    }
+
+    #[test]
+    fn without_dzdesk_issuer_the_issuer_is_the_listen_address() {
+        let at = |l: &str, tls: bool| issuer_from_listen(parse_listen(l).unwrap(), tls).unwrap();
+        assert_eq!(at(DEFAULT_LISTEN, false), DEFAULT_ISSUER);
+        assert_eq!(at("0.0.0.0:9000", false), "http://localhost:9000");
+        assert_eq!(at("[::]:9000", false), "http://localhost:9000");
+        assert_eq!(at("[::1]:9000", true), "https://localhost:9000");
+        assert_eq!(at("192.0.2.7:8443", true), "https://192.0.2.7:8443");
+        assert_eq!(at("[2001:db8::7]:80", false), "http://[2001:db8::7]");
     }
 
     #[test]

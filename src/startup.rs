@@ -111,6 +111,17 @@ impl Application {
             source,
         })?;
         let local_addr = listener.local_addr().map_err(anyhow::Error::from)?;
+        // Port 0: the derived issuer names the port bound (and the audience,
+        // when it is the issuer).
+        let mut settings = settings;
+        if settings.issuer_from_listen && settings.listen.port() == 0 {
+            let issuer = crate::config::issuer_from_listen(local_addr, settings.tls.is_some())
+                .map_err(|m| anyhow::anyhow!("the issuer of {local_addr}: {m}"))?;
+            if settings.audience == settings.issuer {
+                settings.audience = issuer.clone();
+            }
+            settings.issuer = issuer;
+        }
         let tls = settings
             .tls
             .clone()
@@ -403,6 +414,11 @@ impl Application {
     /// The port the listener got (useful with port 0).
     pub fn port(&self) -> u16 {
         self.local_addr.port()
+    }
+
+    /// The issuer this instance names in metadata and tokens.
+    pub fn issuer(&self) -> &str {
+        &self.state.settings.issuer
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -134,6 +134,7 @@ pub fn test_settings(url: &str) -> Settings {
         database_url: DatabaseUrl::parse(url).expect("test database URL"),
         listen: "127.0.0.1:0".parse().expect("addr"),
         issuer: "http://127.0.0.1".to_owned(),
+        issuer_from_listen: false,
         workers: Some(1),
         db_pool_size: 4,
         db_timeout: dzdesk_auth::db::DEFAULT_TIMEOUT,

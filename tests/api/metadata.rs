@@ -69,3 +69,31 @@ async fn metadata_is_built_from_the_issuer_and_every_endpoint_answers() {
         }
     }
 }
+
+#[tokio::test]
+async fn without_dzdesk_issuer_metadata_and_tokens_name_the_listen_address_and_the_log_says_so() {
+    // Only DZDESK_LISTEN changed (0.0.0.0, port 0 here: a free one): the
+    // issuer follows it, with localhost for the unspecified address.
+    let db = crate::helpers::TestDatabase::new();
+    let mut server = crate::https::Server::start(&[
+        ("DATABASE_URL", db.url.as_str()),
+        ("DZDESK_LISTEN", "0.0.0.0:0"),
+    ]);
+    let issuer = format!("http://localhost:{}", server.port());
+    let logged = server
+        .wait_for("issuer ")
+        .expect("the issuer is logged at start-up");
+    assert!(logged.contains(&format!("issuer {issuer} ")), "{logged}");
+    let meta: Value = crate::helpers::http_get(format!(
+        "http://127.0.0.1:{}/.well-known/oauth-authorization-server",
+        server.port()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(meta["issuer"], issuer.as_str());
+    assert_eq!(meta["token_endpoint"], format!("{issuer}/oauth/token"));
+    server.stop();
+}
