@@ -334,6 +334,13 @@ impl Application {
                     well_known::metadata,
                     resource,
                 ))
+                .service(Endpoint::per_method(
+                    well_known::__path_metadata_for_path,
+                    well_known::metadata_for_path,
+                    // Every segment after the suffix: an issuer's path may
+                    // have several.
+                    |_| web::resource("/.well-known/oauth-authorization-server/{issuer_path:.+}"),
+                ))
                 .service(
                     v1::scope()
                         .wrap(from_fn(v1::limits::rate_limit))

@@ -103,3 +103,30 @@ pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
             service_documentation: url("/docs"),
         })
 }
+
+/// `GET /.well-known/oauth-authorization-server/{issuer_path}` (RFC 8414
+/// 3.1): for an issuer with a path (`https://example.com/auth`), clients
+/// look for the metadata at the host's root with the path after the
+/// well-known suffix. Only the issuer's own path answers; any other is 404.
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server/{issuer_path}", tag = "well-known", operation_id = "serverMetadataForIssuerPath",
+    params(("issuer_path" = String, Path, description = "The issuer's path, without its leading slash")),
+    responses((status = 200, description = "RFC 8414 metadata", body = Metadata),
+        (status = 404, description = "Not the issuer's path", content_type = "text/html")))]
+pub async fn metadata_for_path(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, WebError> {
+    // RFC 8414 3.1: "any terminating "/" MUST be removed".
+    let own = issuer_path(&state.settings.issuer);
+    if own.is_empty() || path.trim_end_matches('/') != own {
+        return Err(WebError::NotFound);
+    }
+    Ok(metadata(state).await)
+}
+
+/// The issuer's path without its leading and trailing slashes ("" for none).
+fn issuer_path(issuer: &str) -> String {
+    url::Url::parse(issuer)
+        .map(|u| u.path().trim_matches('/').to_owned())
+        .unwrap_or_default()
+}

@@ -97,3 +97,38 @@ async fn without_dzdesk_issuer_metadata_and_tokens_name_the_listen_address_and_t
     assert_eq!(meta["token_endpoint"], format!("{issuer}/oauth/token"));
     server.stop();
 }
+
+#[tokio::test]
+async fn an_issuer_with_a_path_has_its_metadata_at_the_path_suffixed_well_known_url() {
+    // RFC 8414 3.1: issuer https://host/auth -> /.well-known/oauth-authorization-server/auth.
+    let app = crate::helpers::spawn_app_custom(
+        |s| s.issuer = "http://127.0.0.1/tenant/auth".into(),
+        |_| {},
+    )
+    .await;
+    for path in [
+        "/.well-known/oauth-authorization-server/tenant/auth",
+        "/.well-known/oauth-authorization-server/tenant/auth/",
+    ] {
+        let resp = app.get(path).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        let meta: Value = resp.json().await.unwrap();
+        assert_eq!(meta["issuer"], "http://127.0.0.1/tenant/auth");
+        assert_eq!(
+            meta["token_endpoint"],
+            "http://127.0.0.1/tenant/auth/oauth/token"
+        );
+    }
+    for path in [
+        "/.well-known/oauth-authorization-server/tenant",
+        "/.well-known/oauth-authorization-server/other/auth",
+    ] {
+        assert_eq!(app.get(path).await.status(), 404, "{path}");
+    }
+    // An issuer without a path has no such URL.
+    let plain = crate::helpers::spawn_app().await;
+    let resp = plain
+        .get("/.well-known/oauth-authorization-server/auth")
+        .await;
+    assert_eq!(resp.status(), 404);
+}

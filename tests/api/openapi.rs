@@ -10,7 +10,7 @@ use crate::v1_keys::{api, user_with_key};
 
 /// Every operation the route table serves and documents. A new operation
 /// goes here too.
-const OPERATIONS: [(&str, &str); 24] = [
+const OPERATIONS: [(&str, &str); 25] = [
     ("get", "/v1/me"),
     ("get", "/v1/api-keys"),
     ("post", "/v1/api-keys"),
@@ -35,6 +35,10 @@ const OPERATIONS: [(&str, &str); 24] = [
     ("delete", "/oauth/register/{client_id}"),
     ("get", "/.well-known/jwks.json"),
     ("get", "/.well-known/oauth-authorization-server"),
+    (
+        "get",
+        "/.well-known/oauth-authorization-server/{issuer_path}",
+    ),
 ];
 
 async fn document(app: &crate::helpers::TestApp) -> Value {
@@ -59,7 +63,10 @@ async fn is_unknown_route(resp: reqwest::Response) -> bool {
 
 #[tokio::test]
 async fn the_document_is_openapi_3_1_with_every_route_and_each_is_served() {
-    let app = spawn_app().await;
+    // An issuer with a path, so that its RFC 8414 3.1 metadata URL exists.
+    let app =
+        crate::helpers::spawn_app_custom(|s| s.issuer = "http://127.0.0.1/auth".into(), |_| {})
+            .await;
     let doc = document(&app).await;
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3.1"),
@@ -95,7 +102,8 @@ async fn the_document_is_openapi_3_1_with_every_route_and_each_is_served() {
     for (method, path) in &documented {
         let concrete = path
             .replace("{id}", "nobody")
-            .replace("{client_id}", "nobody");
+            .replace("{client_id}", "nobody")
+            .replace("{issuer_path}", "auth");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let resp = client
             .request(method.clone(), app.url(&concrete))
