@@ -155,13 +155,19 @@ pub fn authorize(
     };
     let state = (count("state") == 1).then(|| param("state")).flatten();
     let repeated = PROTOCOL_PARAMS.iter().find(|k| count(k) > 1);
+    let pkce_required = client.is_public() || client.require_pkce;
     let problem = match (repeated, count("response_type")) {
-        (Some(key), _) => Some(format!("parameter '{key}' is repeated")),
-        (None, 0) => Some("response_type is required".to_owned()),
-        _ => None,
+        (Some(key), _) => Some(("invalid_request", format!("parameter '{key}' is repeated"))),
+        (None, 0) => Some(("invalid_request", "response_type is required".to_owned())),
+        _ => request_problem(
+            param("response_type").as_deref(),
+            param("code_challenge").as_deref(),
+            param("code_challenge_method").as_deref(),
+            pkce_required,
+        ),
     };
-    if let Some(description) = problem {
-        let url = error_redirect(redirect, "invalid_request", &description, state.as_deref());
+    if let Some((error, description)) = problem {
+        let url = error_redirect(redirect, error, &description, state.as_deref());
         return Ok(AuthorizeOutcome::Redirect(client_redirect(
             url.as_str(),
             &redirect_uri,
@@ -261,6 +267,75 @@ pub fn authorize(
     )?))
 }
 
+/// What makes a request with a trusted client and redirect URI fail before
+/// oxide-auth sees it, with a description the client can act on (RFC 6749
+/// 4.1.2.1: `error_description`, "human-readable ASCII"). The descriptions
+/// never repeat the request's values: they are fixed texts.
+fn request_problem(
+    response_type: Option<&str>,
+    challenge: Option<&str>,
+    method: Option<&str>,
+    pkce_required: bool,
+) -> Option<(&'static str, String)> {
+    let problem = |error, text: &str| Some((error, text.to_owned()));
+    // RFC 6749 4.1.1 and 4.1.2.1: the code flow only.
+    if response_type != Some("code") {
+        return problem(
+            "unsupported_response_type",
+            "only response_type=code is supported (the authorization code flow)",
+        );
+    }
+    // RFC 7636 4.3, 4.4.1 and RFC 9700 2.1.1.
+    if method.is_some_and(|m| m != "S256") {
+        return problem(
+            "invalid_request",
+            "code_challenge_method must be S256 (plain is not accepted)",
+        );
+    }
+    match challenge {
+        None if pkce_required => problem(
+            "invalid_request",
+            "code_challenge is required for this client (PKCE with S256, RFC 7636)",
+        ),
+        None if method.is_some() => problem(
+            "invalid_request",
+            "code_challenge_method was sent without a code_challenge",
+        ),
+        // RFC 7636 4.3: without a method the challenge is plain.
+        Some(_) if method.is_none() => problem(
+            "invalid_request",
+            "code_challenge_method=S256 is required with a code_challenge (the default, plain, is not accepted)",
+        ),
+        // RFC 7636 4.2: 43 to 128 unreserved characters.
+        Some(c)
+            if !(43..=128).contains(&c.len())
+                || !c
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) =>
+        {
+            problem(
+                "invalid_request",
+                "code_challenge must be 43 to 128 characters of A-Z, a-z, 0-9, '-', '.', '_' and '~' (RFC 7636 4.2)",
+            )
+        }
+        _ => None,
+    }
+}
+
+/// The `error_description` of an error oxide-auth redirected without one.
+fn default_description(error: &str) -> &'static str {
+    match error {
+        "invalid_scope" => "the requested scope is unknown, not registered for this client, or not one the signed-in user may grant",
+        "access_denied" => "the user or the server denied the request",
+        "unsupported_response_type" => "only response_type=code is supported (the authorization code flow)",
+        "unauthorized_client" => "this client may not use the authorization code flow",
+        "login_required" => "prompt=none, and no user is signed in",
+        "consent_required" => "prompt=none, and the user has not approved these scopes for this client",
+        "server_error" => "the server could not complete the request",
+        _ => "the authorization request is invalid",
+    }
+}
+
 /// Adds `iss` (RFC 9207 2: "the authorization server MUST include the iss
 /// parameter" in authorization responses, errors included) and renames
 /// oxide-auth's `description` to RFC 6749 4.1.2.1's `error_description`.
@@ -273,7 +348,7 @@ fn client_redirect(location: &str, redirect_uri: &str, issuer: &str) -> anyhow::
     // added after its own parameters.
     let own = Url::parse(redirect_uri)?;
     let own_count = own.query_pairs().count();
-    let added: Vec<(String, String)> = Url::parse(location)?
+    let mut added: Vec<(String, String)> = Url::parse(location)?
         .query_pairs()
         .skip(own_count)
         .map(|(k, v)| {
@@ -285,6 +360,20 @@ fn client_redirect(location: &str, redirect_uri: &str, issuer: &str) -> anyhow::
             (k, v.into_owned())
         })
         .collect();
+    // RFC 6749 4.1.2.1: every error says why; the log says so too (debug:
+    // a client's mistake is no event of ours).
+    let value = |key: &str| added.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    if let Some(error) = value("error") {
+        let description = match value("error_description") {
+            Some(d) => d,
+            None => {
+                let d = default_description(&error).to_owned();
+                added.push(("error_description".to_owned(), d.clone()));
+                d
+            }
+        };
+        log::debug!("authorization request refused: {error}: {description}");
+    }
     let appended = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(added)
         .append_pair("iss", issuer)

@@ -475,3 +475,62 @@ async fn the_clients_own_redirect_query_is_kept_verbatim() {
     assert!(loc.starts_with(&format!("{redirect}&code=dzc_")), "{loc}");
     assert!(loc.ends_with("&iss=http%3A%2F%2F127.0.0.1"), "{loc}");
 }
+
+#[tokio::test]
+async fn every_redirected_error_says_why_without_echoing_the_request() {
+    // RFC 6749 4.1.2.1: error_description, so a developer need not guess.
+    let public = Flow::new(Role::Agent, SCOPE, true).await;
+    let issuer = public.app.settings.issuer.clone();
+    let (verifier, challenge) = pkce();
+    let with_challenge = AuthRequest::new(&public.client_id, Some(&challenge));
+    let hostile = "<script>alert(1)</script>";
+    let cases = [
+        (
+            AuthRequest::new(&public.client_id, None),
+            "invalid_request",
+            "code_challenge is required",
+        ),
+        (
+            with_challenge
+                .clone()
+                .with("code_challenge_method", Some("plain")),
+            "invalid_request",
+            "must be S256",
+        ),
+        (
+            with_challenge.clone().with("code_challenge_method", None),
+            "invalid_request",
+            "plain, is not accepted",
+        ),
+        (
+            with_challenge.clone().with("code_challenge", Some(hostile)),
+            "invalid_request",
+            "43 to 128 characters",
+        ),
+        (
+            with_challenge
+                .clone()
+                .with("code_challenge", Some(&verifier[..20])),
+            "invalid_request",
+            "43 to 128 characters",
+        ),
+        (
+            with_challenge.clone().with("response_type", Some("token")),
+            "unsupported_response_type",
+            "response_type=code",
+        ),
+        (
+            with_challenge.clone().with("scope", Some("no-such-scope")),
+            "invalid_scope",
+            "scope",
+        ),
+    ];
+    for (req, error, why) in cases {
+        let resp = public.get(&req).await;
+        assert_error_redirect(&resp, &issuer, error);
+        let loc = location(&resp);
+        let description = param(&loc, "error_description").unwrap();
+        assert!(description.contains(why), "{description}");
+        assert!(!description.contains('<'), "{description}");
+    }
+}

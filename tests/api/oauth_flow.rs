@@ -87,6 +87,12 @@ pub fn assert_error_redirect(resp: &Response, issuer: &str, error: &str) {
     assert_eq!(param(&loc, "state").as_deref(), Some(STATE), "{loc}");
     assert_eq!(param(&loc, "iss").as_deref(), Some(issuer), "{loc}");
     assert!(param(&loc, "code").is_none(), "{loc}");
+    // RFC 6749 4.1.2.1: every error says why, in printable ASCII.
+    let description = param(&loc, "error_description").unwrap_or_default();
+    assert!(
+        !description.is_empty() && description.bytes().all(|b| (0x20..0x7f).contains(&b)),
+        "{loc}"
+    );
 }
 
 /// A running app, a signed-in user and one registered client.
