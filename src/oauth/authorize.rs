@@ -144,7 +144,14 @@ pub fn authorize(
     let Some(client) = client.filter(|c| !c.disabled) else {
         return Ok(AuthorizeOutcome::BadRequest(BAD_CLIENT));
     };
-    let redirect_uri = param("redirect_uri").unwrap_or_default();
+    // RFC 6749 3.1.2.3: optional for a client with exactly one registered
+    // URI, which it then means; required otherwise.
+    let given = param("redirect_uri");
+    let Some(redirect_uri) = given.clone().or_else(|| client.sole_redirect_uri()) else {
+        return Ok(AuthorizeOutcome::BadRequest(
+            "redirect_uri is required: this application registered more than one redirect URI.",
+        ));
+    };
     // The same check as DbRegistrar::bound_redirect: nothing below redirects
     // anywhere else.
     let Some(redirect) = client
@@ -174,7 +181,14 @@ pub fn authorize(
             input.issuer,
         )?));
     }
-    let query: NormalizedParameter = pairs.iter().cloned().collect();
+    let mut query: NormalizedParameter = pairs.iter().cloned().collect();
+    if given.is_none() {
+        // oxide-auth binds the request to the URI it redirects to.
+        query.insert_or_poison(
+            Cow::Borrowed("redirect_uri"),
+            Cow::Owned(redirect_uri.clone()),
+        );
+    }
     if let Some(q) = input.request.query_mut() {
         *q = query.clone();
     }
@@ -193,7 +207,9 @@ pub fn authorize(
     };
     let mut authorizer = DbAuthorizer {
         conn,
-        redirect_uri: redirect_uri.clone(),
+        // Empty when the request had none: the token request then needs none
+        // (RFC 6749 4.1.3).
+        redirect_uri: given.clone().unwrap_or_default(),
         now: input.now,
         issued: false,
     };

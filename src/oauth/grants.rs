@@ -157,8 +157,15 @@ pub fn authorization_code(
         return Err(invalid_code());
     }
     // RFC 6749 4.1.3: redirect_uri is required when the authorization request
-    // had one (ours always do), "and their values MUST be identical".
-    if params.get("redirect_uri") != Some(row.redirect_uri.as_str()) {
+    // had one, "and their values MUST be identical". Without one (a client
+    // with a single registered URI, 3.1.2.3; stored empty), the token
+    // request may leave it out or name that URI.
+    let matches = match (params.get("redirect_uri"), row.redirect_uri.is_empty()) {
+        (None, true) => true,
+        (Some(sent), true) => client.sole_redirect_uri().as_deref() == Some(sent),
+        (sent, false) => sent == Some(row.redirect_uri.as_str()),
+    };
+    if !matches {
         return Err(OAuthError::InvalidGrant(
             "redirect_uri does not match the authorization request".into(),
         ));

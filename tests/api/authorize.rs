@@ -95,6 +95,7 @@ async fn unknown_client_or_bad_redirect_uri_is_an_html_400_never_a_redirect() {
     let cases = [
         AuthRequest::new("client_unknown", None),
         good.clone().with("client_id", None),
+        // Two registered URIs: redirect_uri is required (RFC 6749 3.1.2.3).
         good.clone().with("redirect_uri", None),
         good.clone()
             .with("redirect_uri", Some("https://evil.example/cb")),
@@ -533,4 +534,79 @@ async fn every_redirected_error_says_why_without_echoing_the_request() {
         assert!(description.contains(why), "{description}");
         assert!(!description.contains('<'), "{description}");
     }
+}
+
+#[tokio::test]
+async fn redirect_uri_is_optional_for_a_client_with_one_registered_uri() {
+    // RFC 6749 3.1.2.3: optional with exactly one registered URI, which the
+    // code goes to; the token request then needs none (4.1.3).
+    let mut flow = Flow::new(Role::Agent, SCOPE, true).await;
+    let several = flow.client_id.clone();
+    let (one, _) = flow
+        .app
+        .register_client(ClientRequest {
+            name: "One".into(),
+            redirect_uris: vec![REDIRECT.into()],
+            scope: SCOPE.into(),
+            public: true,
+            grant_types: vec!["authorization_code".into()],
+            require_pkce: true,
+            introspect: false,
+        })
+        .await;
+    flow.client_id = one;
+    let flow = flow;
+    let exchange = |code: String, verifier: String, redirect: Option<&'static str>| {
+        let flow = &flow;
+        async move {
+            let mut form = vec![
+                ("grant_type", "authorization_code".to_owned()),
+                ("code", code),
+                ("code_verifier", verifier),
+            ];
+            if let Some(r) = redirect {
+                form.push(("redirect_uri", r.to_owned()));
+            }
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            flow.token(&form).await
+        }
+    };
+    for (sent_at_token, status) in [
+        (None, 200),
+        (Some(REDIRECT), 200),
+        (Some("https://app.example/other"), 400),
+    ] {
+        let (verifier, challenge) = pkce();
+        let req = AuthRequest::new(&flow.client_id, Some(&challenge)).with("redirect_uri", None);
+        let first = flow.get(&req).await;
+        let code = if first.status() == 302 {
+            let loc = location(&first);
+            assert!(loc.starts_with(&format!("{REDIRECT}?")), "{loc}");
+            param(&loc, "code").unwrap()
+        } else {
+            let html = first.text().await.unwrap();
+            let token = hidden_input(&html, "csrf_token").unwrap_or_else(|| panic!("{html}"));
+            let resp = flow.post_decision(&req, &token, "approve").await;
+            let loc = location(&resp);
+            assert!(loc.starts_with(&format!("{REDIRECT}?")), "{loc}");
+            param(&loc, "code").unwrap()
+        };
+        let resp = exchange(code, verifier, sent_at_token).await;
+        assert_eq!(resp.status(), status, "{sent_at_token:?}");
+    }
+    // A code asked for with a redirect_uri needs it at the token endpoint.
+    let (verifier, challenge) = pkce();
+    let code = flow
+        .code(&AuthRequest::new(&flow.client_id, Some(&challenge)))
+        .await;
+    assert_eq!(exchange(code, verifier, None).await.status(), 400);
+
+    // Several registered URIs: it is required, and the page says so.
+    let (_, challenge) = pkce();
+    let req = AuthRequest::new(&several, Some(&challenge)).with("redirect_uri", None);
+    let resp = flow.get(&req).await;
+    assert_eq!(resp.status(), 400);
+    assert!(resp.headers().get("location").is_none());
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("redirect_uri is required"), "{page}");
 }

@@ -57,6 +57,17 @@ impl Client {
             .collect()
     }
 
+    /// The redirect URI an authorization request without one goes to: the
+    /// client's only registered URI (RFC 6749 3.1.2.3: "If multiple
+    /// redirection URIs have been registered ... the client MUST include a
+    /// redirection URI"); None when it registered several.
+    pub fn sole_redirect_uri(&self) -> Option<String> {
+        match self.redirect_uris().as_slice() {
+            [only] => Some(only.as_str().to_owned()),
+            _ => None,
+        }
+    }
+
     /// The plan; a stored plan that does not parse is an error.
     pub fn plan(&self) -> Result<Plan, String> {
         Plan::from_stored(&self.plan, self.rate_limit)
