@@ -225,6 +225,7 @@ mod tests {
             registered_by: None,
             plan: "standard".into(),
             rate_limit: None,
+            token_endpoint_auth_method: "client_secret_basic".into(),
         }
     }
 

@@ -52,6 +52,7 @@ diesel::table! {
         registered_by -> Nullable<Text>,
         plan -> Text,
         rate_limit -> Nullable<BigInt>,
+        token_endpoint_auth_method -> Text,
     }
 }
 

@@ -26,6 +26,9 @@ pub struct NewClient {
     pub registered_by: Option<String>,
     /// The plan of its client_credentials tokens (new clients: Standard).
     pub plan: Plan,
+    /// RFC 7591 2, as registered; None: `none` for a public client,
+    /// `client_secret_basic` for a confidential one.
+    pub auth_method: Option<String>,
 }
 
 /// The registration request as typed by an operator or sent by a client.
@@ -90,6 +93,7 @@ impl NewClient {
             dynamic: false,
             registered_by: None,
             plan: Plan::Standard,
+            auth_method: None,
         })
     }
 }
@@ -142,6 +146,11 @@ pub fn register(
         registered_by: new.registered_by,
         plan: new.plan.name().to_owned(),
         rate_limit: new.plan.custom_limit().map(i64::from),
+        token_endpoint_auth_method: match new.auth_method {
+            Some(m) => m,
+            None if new.public => "none".to_owned(),
+            None => "client_secret_basic".to_owned(),
+        },
     };
     crate::db::write_transaction(conn, |conn| {
         client.insert(conn)?;

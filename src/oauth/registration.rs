@@ -142,11 +142,7 @@ impl ClientInformation {
             redirect_uris: client.redirect_uris.lines().map(str::to_owned).collect(),
             grant_types,
             response_types,
-            token_endpoint_auth_method: if client.confidential {
-                "client_secret_basic".to_owned()
-            } else {
-                "none".to_owned()
-            },
+            token_endpoint_auth_method: client.token_endpoint_auth_method.clone(),
             scope: client.scopes.clone(),
         }
     }
@@ -312,6 +308,8 @@ pub fn validate(meta: &ClientMetadata, ceiling: &ScopeSet) -> Result<NewClient, 
     })
     .map_err(bad)?;
     new.dynamic = true;
+    // Stored as registered (is_public accepted it), and read back so.
+    new.auth_method = meta.token_endpoint_auth_method.clone();
     Ok(new)
 }
 
@@ -340,9 +338,6 @@ pub fn register(
         Ok(store_client(conn, new, now.naive_utc())?)
     })?;
     let mut info = ClientInformation::of(&registered.client, issuer);
-    if let Some(m) = &meta.token_endpoint_auth_method {
-        info.token_endpoint_auth_method = m.clone();
-    }
     info.client_secret_expires_at = registered.secret.as_ref().map(|_| 0);
     info.client_secret = registered.secret;
     info.registration_access_token = registered.registration_token;
@@ -373,9 +368,40 @@ pub fn managed_client(
     }
 }
 
-/// `GET /oauth/register/{client_id}` (RFC 7592 2.1).
-pub fn read(client: &Client, issuer: &str) -> ClientInformation {
-    ClientInformation::of(client, issuer)
+/// `GET /oauth/register/{client_id}` (RFC 7592 2.1), with a new
+/// registration access token ([`rotate_registration_token`]).
+pub fn read(
+    conn: &mut AnyConnection,
+    client: &Client,
+    issuer: &str,
+) -> Result<ClientInformation, RegistrationError> {
+    let mut info = ClientInformation::of(client, issuer);
+    info.registration_access_token = Some(rotate_registration_token(conn, client)?);
+    Ok(info)
+}
+
+/// RFC 7592 3: the client information response carries the registration
+/// access token; ours are stored hashed, so each read or update issues a
+/// new one (as oidc-provider does) and the one presented stops working.
+/// The swap is conditional on the hash presented: of two requests with the
+/// same token, one gets the new token and the other `invalid_token`.
+fn rotate_registration_token(
+    conn: &mut AnyConnection,
+    client: &Client,
+) -> Result<String, RegistrationError> {
+    let token = tokens::new_secret(crate::credentials::prefixes::REGISTRATION_TOKEN);
+    let swapped = diesel::update(
+        clients::table
+            .filter(clients::id.eq(&client.id))
+            .filter(clients::registration_token_hash.eq(&client.registration_token_hash)),
+    )
+    .set(clients::registration_token_hash.eq(tokens::hash_secret(&token)))
+    .execute(conn)?;
+    if swapped == 1 {
+        Ok(token)
+    } else {
+        Err(RegistrationError::InvalidToken)
+    }
 }
 
 /// `PUT /oauth/register/{client_id}` (RFC 7592 2.2): the metadata replaces
@@ -432,10 +458,19 @@ pub fn update(
         )));
     }
     let grant_types: Vec<&str> = new.grant_types.iter().map(|g| g.as_str()).collect();
-    crate::db::write_transaction(conn, |conn| {
+    // Omitted: the method stays as registered; given: basic and post may
+    // swap (the public/confidential kind was checked above).
+    let method = meta
+        .token_endpoint_auth_method
+        .clone()
+        .unwrap_or_else(|| client.token_endpoint_auth_method.clone());
+    let token = crate::db::write_transaction(conn, |conn| {
+        // First, so that of two updates with the same token one wins.
+        let token = rotate_registration_token(conn, client)?;
         diesel::update(clients::table.find(&client.id))
             .set((
                 clients::name.eq(&new.name),
+                clients::token_endpoint_auth_method.eq(&method),
                 clients::redirect_uris.eq(new
                     .redirect_uris
                     .iter()
@@ -458,11 +493,13 @@ pub fn update(
             }
             .insert_if_missing(conn)?;
         }
-        diesel::QueryResult::Ok(())
+        Ok::<_, RegistrationError>(token)
     })?;
     let updated = Client::find(conn, &client.id)?
         .ok_or_else(|| RegistrationError::Server(anyhow::anyhow!("client vanished")))?;
-    Ok(ClientInformation::of(&updated, issuer))
+    let mut info = ClientInformation::of(&updated, issuer);
+    info.registration_access_token = Some(token);
+    Ok(info)
 }
 
 /// `DELETE /oauth/register/{client_id}` (RFC 7592 2.3): the client and,

@@ -121,7 +121,7 @@ pub async fn read(
         .db
         .run(move |conn| {
             let client = registration::managed_client(conn, &path, token.as_deref())?;
-            Ok::<_, RegistrationError>(registration::read(&client, &st.settings.issuer))
+            registration::read(conn, &client, &st.settings.issuer)
         })
         .await?;
     Ok(json(StatusCode::OK, &info))

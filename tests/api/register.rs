@@ -264,9 +264,19 @@ async fn read_needs_the_clients_own_registration_token() {
     let read: Value = resp.json().await.unwrap();
     assert_eq!(read["client_id"], info["client_id"]);
     assert!(read.get("client_secret").is_none());
+    // RFC 7592 3: the answer carries the registration access token, a new
+    // one: the one presented is spent.
+    assert_eq!(read["token_endpoint_auth_method"], "client_secret_basic");
+    let next = read["registration_access_token"].as_str().unwrap();
+    assert!(next.starts_with("dzrat_") && next != rat, "{read}");
+    let again = manage(&flow, reqwest::Method::GET, &info, next)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
 
     let others = other["registration_access_token"].as_str().unwrap();
-    for bad in [others, "dzrat_wrong", token.as_str()] {
+    for bad in [rat, next, others, "dzrat_wrong", token.as_str()] {
         let resp = manage(&flow, reqwest::Method::GET, &info, bad)
             .send()
             .await
@@ -292,6 +302,7 @@ async fn update_replaces_metadata_and_may_only_narrow_scope() {
     assert_eq!(resp.status(), 200);
     let updated: Value = resp.json().await.unwrap();
     assert_eq!(updated["client_name"], "Zapier 2");
+    let rat = updated["registration_access_token"].as_str().unwrap();
     assert_eq!(
         updated["redirect_uris"],
         json!(["https://app.example/other"])
@@ -498,6 +509,7 @@ async fn an_update_may_narrow_the_grant_types() {
     assert_eq!(resp.status(), 200);
     let updated: Value = resp.json().await.unwrap();
     assert_eq!(updated["grant_types"], json!(["client_credentials"]));
+    let rat = updated["registration_access_token"].as_str().unwrap();
     assert_eq!(client_credentials(&flow, id, secret).await.status(), 200);
     // Omitted grant_types is the default, authorization_code, which this
     // client no longer has: refused, not silently widened.
@@ -512,4 +524,32 @@ async fn an_update_may_narrow_the_grant_types() {
         .await
         .unwrap();
     error_of(resp, 400, "invalid_client_metadata").await;
+}
+
+#[tokio::test]
+async fn the_auth_method_is_stored_as_registered_and_concurrent_reads_rotate_once() {
+    let (flow, token) = admin_flow().await;
+    let mut meta = confidential();
+    meta["token_endpoint_auth_method"] = json!("client_secret_post");
+    let resp = post(&flow, Some(&token), &meta).await;
+    assert_eq!(resp.status(), 201);
+    let info: Value = resp.json().await.unwrap();
+    assert_eq!(info["token_endpoint_auth_method"], "client_secret_post");
+    let rat = info["registration_access_token"].as_str().unwrap();
+    // Two reads with one token: one gets the next token, the other 401.
+    let (a, b) = tokio::join!(
+        manage(&flow, reqwest::Method::GET, &info, rat).send(),
+        manage(&flow, reqwest::Method::GET, &info, rat).send()
+    );
+    let mut statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 401]);
+    let read: Value = manage(&flow, reqwest::Method::GET, &info, rat)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["error"], "invalid_token", "{read}");
 }

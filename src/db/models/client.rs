@@ -35,6 +35,9 @@ pub struct Client {
     /// tokens); see [`Client::plan`].
     pub plan: String,
     pub rate_limit: Option<i64>,
+    /// As registered (RFC 7591 2): `client_secret_basic`,
+    /// `client_secret_post` or `none` (public).
+    pub token_endpoint_auth_method: String,
 }
 
 impl fmt::Debug for Client {
