@@ -42,7 +42,11 @@ work=$(mktemp -d)
 pid=
 cleanup() {
   if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  if [ -n "${SCHEMATHESIS_KEEP:-}" ]; then echo "kept: $work" >&2; else rm -rf "$work"; fi
+  if [ -n "${SCHEMATHESIS_KEEP:-}" ]; then
+    echo "kept: $work (it holds the run's API keys and client secret: delete it when done)" >&2
+  else
+    rm -rf "$work"
+  fi
 }
 trap cleanup EXIT
 

@@ -269,7 +269,16 @@ impl Settings {
         let issuer_env_unset = issuer.is_none();
         let issuer = match issuer {
             Some(raw) => parse_issuer(&raw).map_err(|m| ConfigError::new("DZDESK_ISSUER", m))?,
-            None => issuer_from_listen(listen, tls.is_some())
+            // An https issuer is production mode: never guessed from an
+            // address (it would also name `localhost` in HSTS, redirects and
+            // every token's iss and aud).
+            None if tls.is_some() => {
+                return Err(ConfigError::new(
+                    "DZDESK_ISSUER",
+                    "is required with DZDESK_TLS_CERT: the public https:// URL clients reach",
+                ))
+            }
+            None => issuer_from_listen(listen, false)
                 .map_err(|m| ConfigError::new("DZDESK_ISSUER", m))?,
         };
         let seconds =

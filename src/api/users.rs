@@ -329,9 +329,10 @@ pub fn update(
     if !found {
         // Gone, or made an admin since it was read.
         find(conn, id)?;
-        return Err(ApiError::Forbidden(
-            "Changing an admin needs the 'admin' scope".into(),
-        ));
+        return Err(ApiError::InsufficientScope {
+            message: "Changing an admin needs the 'admin' scope".into(),
+            scope: Scope::Admin.as_str(),
+        });
     }
     UserView::of(find(conn, id)?)
 }
@@ -383,7 +384,8 @@ pub fn delete(
     }
     // Gone, or made an admin since it was read.
     find(conn, id)?;
-    Err(ApiError::Forbidden(
-        "Deleting an admin needs the 'admin' scope".into(),
-    ))
+    Err(ApiError::InsufficientScope {
+        message: "Deleting an admin needs the 'admin' scope".into(),
+        scope: Scope::Admin.as_str(),
+    })
 }

@@ -322,16 +322,17 @@ fn request_problem(
             "invalid_request",
             "code_challenge_method=S256 is required with a code_challenge (the default, plain, is not accepted)",
         ),
-        // RFC 7636 4.2: 43 to 128 unreserved characters.
+        // RFC 7636 4.2: an S256 challenge is BASE64URL(SHA256(verifier)),
+        // 43 characters of the base64url alphabet.
         Some(c)
-            if !(43..=128).contains(&c.len())
+            if c.len() != 43
                 || !c
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) =>
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
         {
             problem(
                 "invalid_request",
-                "code_challenge must be 43 to 128 characters of A-Z, a-z, 0-9, '-', '.', '_' and '~' (RFC 7636 4.2)",
+                "code_challenge must be the S256 challenge: 43 characters of A-Z, a-z, 0-9, '-' and '_' (RFC 7636 4.2)",
             )
         }
         _ => None,

@@ -163,7 +163,9 @@ fn answer(caller: &Client, active: Caller, issuer: &str) -> Introspection {
 /// access token is revoked by its `jti`; a refresh token revokes its whole
 /// grant ("SHOULD also invalidate all access tokens based on the same
 /// authorization grant"). Unknown, invalid, expired or already revoked
-/// tokens: Ok (RFC 7009 2.2: "invalid tokens do not cause an error"). A
+/// tokens: Ok (RFC 7009 2.2: "invalid tokens do not cause an error"). Ok
+/// says whether this call revoked something (a valid access token of the
+/// caller's, or a grant not yet revoked). A
 /// token of another client: `unauthorized_client` (RFC 7009 2.1: "If this
 /// validation fails, the request is refused and the client is informed").
 pub fn revoke(
@@ -173,13 +175,13 @@ pub fn revoke(
     keys: &KeyRing,
     audience: &Audience,
     now: DateTime<Utc>,
-) -> Result<(), OAuthError> {
+) -> Result<bool, OAuthError> {
     let not_yours =
         || OAuthError::UnauthorizedClient("the token was not issued to this client".into());
     match Kind::of(token) {
         Kind::AccessToken => {
             let Some(claims) = verify_access_token(keys, audience, token, now) else {
-                return Ok(());
+                return Ok(false);
             };
             if claims.client_id != caller.id {
                 return Err(not_yours());
@@ -194,26 +196,25 @@ pub fn revoke(
                 expires_at,
             }
             .insert(conn)?;
-            Ok(())
+            Ok(true)
         }
         Kind::RefreshToken => {
             let Some((_, grant, _)) =
                 RefreshTokenRow::find_with_grant(conn, &tokens::hash_secret(token))?
             else {
-                return Ok(());
+                return Ok(false);
             };
             if grant.client_id != caller.id {
                 return Err(not_yours());
             }
-            GrantRow::revoke(conn, &grant.id, now.naive_utc())?;
-            Ok(())
+            Ok(GrantRow::revoke(conn, &grant.id, now.naive_utc())?)
         }
         // RFC 7009 2.2.1: API keys are revoked by their owner (/v1/api-keys,
         // Settings > API), not by a client.
         Kind::ApiKey => Err(OAuthError::UnsupportedTokenType(
             "API keys are revoked by their owner at DELETE /v1/api-keys/{id}".into(),
         )),
-        Kind::Unknown => Ok(()),
+        Kind::Unknown => Ok(false),
     }
 }
 

@@ -380,10 +380,13 @@ pub async fn revoke_post(
         })
         .await;
     note_client_failure(&state, &req, &client_id, &revoked).await;
-    revoked?;
     // Read-your-writes: the answer leaves once this instance's view has
-    // applied the revocation.
-    state.credentials.fence().await;
+    // applied the revocation. Only when something was revoked: a token
+    // that is unknown, or already revoked, costs no round of the
+    // revocation listener (a public client_id alone reaches this point).
+    if revoked? {
+        state.credentials.fence().await;
+    }
     let mut resp = HttpResponse::Ok().finish();
     no_store(&mut resp);
     Ok(resp)

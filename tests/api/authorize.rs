@@ -506,14 +506,14 @@ async fn every_redirected_error_says_why_without_echoing_the_request() {
         (
             with_challenge.clone().with("code_challenge", Some(hostile)),
             "invalid_request",
-            "43 to 128 characters",
+            "43 characters",
         ),
         (
             with_challenge
                 .clone()
                 .with("code_challenge", Some(&verifier[..20])),
             "invalid_request",
-            "43 to 128 characters",
+            "43 characters",
         ),
         (
             with_challenge.clone().with("response_type", Some("token")),

@@ -542,6 +542,11 @@ fn bad_tls_settings_stop_start_up_with_one_line_naming_the_file() {
     ];
     for (env, var, named) in cases {
         let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        // The file checks, with the issuer TLS needs (its absence is a case
+        // of its own below).
+        if env.iter().any(|(k, _)| *k == "DZDESK_TLS_KEY") {
+            env.push(("DZDESK_ISSUER", "https://localhost"));
+        }
         env.push(("DATABASE_URL", &db.url));
         env.push(("DZDESK_LISTEN", "127.0.0.1:0"));
         let started = Instant::now();
@@ -560,6 +565,22 @@ fn bad_tls_settings_stop_start_up_with_one_line_naming_the_file() {
         assert!(line.contains(&named), "{env:?}: {line}");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
+    // Good files but no DZDESK_ISSUER: an https issuer (production mode) is
+    // never guessed from the listen address.
+    let (cert, key) = (s(&good.cert), s(&good.key));
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("DZDESK_LISTEN", "127.0.0.1:0"),
+        ("DZDESK_TLS_CERT", cert.as_str()),
+        ("DZDESK_TLS_KEY", key.as_str()),
+    ];
+    let out = run(&["serve"], &env, None);
+    assert_eq!(out.status.code(), Some(2));
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("DZDESK_ISSUER") && line.contains("https://"),
+        "{line}"
+    );
     // With the files right, a trusted proxy alone is enough for an https
     // issuer to start (checked by the tests above); and TLS alone too:
     let env = [
