@@ -244,6 +244,10 @@ impl Service {
             .arg("serve")
             .env("DATABASE_URL", database_url)
             .env("DZDESK_LISTEN", "127.0.0.1:0")
+            // The instances of one deployment share its public URL (left
+            // unset, each would name its own port and refuse the other's
+            // tokens).
+            .env("DZDESK_ISSUER", "http://localhost:8080")
             .env("RUST_LOG", "info,dzdesk_auth::access=warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
