@@ -104,17 +104,20 @@ pub enum ClientCommand {
     /// Disable a client: it cannot authenticate, and every token issued to
     /// it fails introspection at once. Prints {"client_id": ..., "disabled": true}.
     Disable {
+        /// The client's id (client_...).
         #[arg(long)]
         id: String,
     },
     /// Enable a disabled client again.
     Enable {
+        /// The client's id (client_...).
         #[arg(long)]
         id: String,
     },
     /// Set the plan of a client's own account (its client_credentials
     /// tokens); prints {"client_id", "plan", "rate_limit"}.
     SetPlan {
+        /// The client's id (client_...).
         #[arg(long)]
         id: String,
         #[command(flatten)]
@@ -143,9 +146,10 @@ pub struct ClientCreateArgs {
     /// Require PKCE even though the client is confidential.
     #[arg(long)]
     require_pkce: bool,
-    /// May introspect any token (internal DZDESK services); other clients
+    /// May introspect any token (internal DZDESK services; a confidential
+    /// client: a public one cannot authenticate to introspect); other clients
     /// see only their own tokens.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "public")]
     introspect: bool,
     #[command(flatten)]
     plan: PlanArgs,
@@ -200,6 +204,7 @@ pub enum UserCommand {
     /// prints {"id", "plan", "rate_limit"}. Running instances apply it at
     /// once.
     SetPlan {
+        /// The user's email.
         #[arg(long)]
         email: String,
         #[command(flatten)]
@@ -207,11 +212,13 @@ pub enum UserCommand {
     },
     /// Disable a user: they cannot sign in and every session ends at once.
     Disable {
+        /// The user's email.
         #[arg(long)]
         email: String,
     },
     /// Enable a disabled user again.
     Enable {
+        /// The user's email.
         #[arg(long)]
         email: String,
     },
@@ -329,8 +336,16 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Migrate => {
             init_logging("warn");
-            open_connection()?;
-            eprintln!("migrations applied");
+            let settings = Settings::from_env()?;
+            check_sqlite_file(&settings)?;
+            let mut conn = Database::establish(&settings.database_url).map_err(connection_error)?;
+            let applied = run_migrations(&mut conn)?;
+            if applied.is_empty() {
+                eprintln!("already up to date");
+            }
+            for version in applied {
+                eprintln!("applied {version}");
+            }
             Ok(())
         }
         Command::User(cmd) => {
@@ -705,4 +720,31 @@ fn read_password_from_stdin() -> Result<String, CliError> {
         .or_else(|| raw.strip_suffix('\n'))
         .unwrap_or(&raw);
     Ok(trimmed.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag of every command says what it is for (`--help`).
+    #[test]
+    fn every_flag_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "dzdesk-auth", &mut missing);
+        assert!(missing.is_empty(), "flags without help: {missing:?}");
+    }
 }

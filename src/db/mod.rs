@@ -497,7 +497,7 @@ impl Database {
     /// starting at once on PostgreSQL: they queue on an advisory lock.
     pub fn migrate(&self) -> anyhow::Result<()> {
         let mut conn = self.conn()?;
-        run_migrations(&mut conn)
+        run_migrations(&mut conn).map(|_| ())
     }
 }
 
@@ -689,7 +689,8 @@ fn exclusively_by<T>(
     result
 }
 
-pub fn run_migrations(conn: &mut AnyConnection) -> anyhow::Result<()> {
+/// Returns the versions it applied, oldest first (none: already up to date).
+pub fn run_migrations(conn: &mut AnyConnection) -> anyhow::Result<Vec<String>> {
     match conn {
         AnyConnection::Postgresql(pg) => {
             // A session lock, not `exclusively`: each migration runs in a
@@ -698,7 +699,7 @@ pub fn run_migrations(conn: &mut AnyConnection) -> anyhow::Result<()> {
                 .execute(pg)?;
             let result = pg
                 .run_pending_migrations(POSTGRES_MIGRATIONS)
-                .map(|_| ())
+                .map(|applied| names_of::<diesel::pg::Pg>(&POSTGRES_MIGRATIONS, &applied))
                 .map_err(|e| anyhow::anyhow!("PostgreSQL migration failed: {e}"));
             diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"))
                 .execute(pg)?;
@@ -710,11 +711,33 @@ pub fn run_migrations(conn: &mut AnyConnection) -> anyhow::Result<()> {
         AnyConnection::Sqlite(_) => exclusively_by(conn, MIGRATION_LOCK_ID, |conn| match conn {
             AnyConnection::Sqlite(lite) => lite
                 .run_pending_migrations(SQLITE_MIGRATIONS)
-                .map(|_| ())
+                .map(|applied| names_of::<diesel::sqlite::Sqlite>(&SQLITE_MIGRATIONS, &applied))
                 .map_err(|e| anyhow::anyhow!("SQLite migration failed: {e}")),
             AnyConnection::Postgresql(_) => anyhow::bail!("not a SQLite connection"),
         }),
     }
+}
+
+/// The directory names (`2026-11-28-000001_foundation`) of the migrations
+/// of `source` whose versions are `applied`, in that order.
+fn names_of<DB: diesel::backend::Backend>(
+    source: &EmbeddedMigrations,
+    applied: &[diesel::migration::MigrationVersion<'_>],
+) -> Vec<String>
+where
+    EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
+{
+    use diesel::migration::MigrationSource;
+    let all = MigrationSource::<DB>::migrations(source).unwrap_or_default();
+    applied
+        .iter()
+        .map(|version| {
+            all.iter()
+                .map(|m| m.name())
+                .find(|name| name.version() == *version)
+                .map_or_else(|| version.to_string(), |name| name.to_string())
+        })
+        .collect()
 }
 
 /// `true` when a diesel error is a unique-constraint violation (both backends

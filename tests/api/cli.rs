@@ -467,6 +467,15 @@ fn client_create_with_invalid_input_exits_2_and_creates_nothing() {
             "--grant-type",
             "client_credentials",
         ],
+        // A public client cannot authenticate, so it could never introspect.
+        vec![
+            "--redirect-uri",
+            "https://app.example/cb",
+            "--scope",
+            "requests:read",
+            "--public",
+            "--introspect",
+        ],
     ] {
         let out = create_client(&db, &args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
@@ -638,4 +647,29 @@ fn api_key_create_refuses_bad_input_and_scopes_beyond_the_role() {
         assert!(stdout(&out).is_empty());
     }
     assert!(api_key_rows(&db).is_empty(), "nothing was created");
+}
+
+#[test]
+fn migrate_says_what_it_applied_then_that_it_is_up_to_date() {
+    // A fresh database (of the backend under test): every migration,
+    // named, oldest first; then nothing to do.
+    let db = TestDatabase::new();
+    let url = db.url.clone();
+    let out = run(&["migrate"], &[("DATABASE_URL", url.as_str())], None);
+    assert_eq!(out.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    let applied: Vec<&str> = said
+        .lines()
+        .filter_map(|l| l.strip_prefix("applied "))
+        .collect();
+    assert!(applied.len() >= 10, "{said}");
+    assert!(applied[0].contains("foundation"), "{said}");
+    let mut sorted = applied.clone();
+    sorted.sort();
+    assert_eq!(applied, sorted, "{said}");
+    let out = run(&["migrate"], &[("DATABASE_URL", url.as_str())], None);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "already up to date"
+    );
 }
