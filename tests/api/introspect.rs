@@ -697,6 +697,28 @@ async fn a_public_client_revokes_its_own_tokens_by_client_id_and_nothing_else() 
     crate::v1_keys::me(app, access)
         .await
         .assert_error(401, "UNAUTHORIZED");
+    // A confidential client's token, on the same server: the public
+    // client names itself and is refused, and the token still works.
+    let mut public = public;
+    let public_id = public.client_id.clone();
+    let (conf_id, conf_secret) = public
+        .app
+        .create_client(SCOPE, &["authorization_code", "refresh_token"], false)
+        .await;
+    public.client_id = conf_id;
+    public.secret = conf_secret;
+    let theirs = public.tokens(SCOPE).await;
+    let their_refresh = theirs["refresh_token"].as_str().unwrap();
+    let resp = call(
+        &public.app.address,
+        "/oauth/revoke",
+        None,
+        &[("token", their_refresh), ("client_id", &public_id)],
+    )
+    .await;
+    assert_token_error(resp, 400, "unauthorized_client").await;
+    assert_eq!(public.refresh(their_refresh, None).await.status(), 200);
+
     // A confidential client still authenticates: its client_id alone is 401.
     let confidential = Flow::on(crate::helpers::spawn_app().await, Role::Agent, SCOPE, false).await;
     let tokens = confidential.tokens(SCOPE).await;
