@@ -336,10 +336,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Migrate => {
             init_logging("warn");
-            let settings = Settings::from_env()?;
-            check_sqlite_file(&settings)?;
-            let mut conn = Database::establish(&settings.database_url).map_err(connection_error)?;
-            let applied = run_migrations(&mut conn)?;
+            let (_, applied) = migrated_connection(&Settings::from_env()?)?;
             if applied.is_empty() {
                 eprintln!("already up to date");
             }
@@ -451,10 +448,15 @@ fn open_connection() -> Result<AnyConnection, CliError> {
 }
 
 fn open_connection_with(settings: &Settings) -> Result<AnyConnection, CliError> {
+    migrated_connection(settings).map(|(conn, _)| conn)
+}
+
+/// A connection, migrated, and the names of the migrations that applied.
+fn migrated_connection(settings: &Settings) -> Result<(AnyConnection, Vec<String>), CliError> {
     check_sqlite_file(settings)?;
     let mut conn = Database::establish(&settings.database_url).map_err(connection_error)?;
-    run_migrations(&mut conn)?;
-    Ok(conn)
+    let applied = run_migrations(&mut conn)?;
+    Ok((conn, applied))
 }
 
 /// The pool for the service, migrated.

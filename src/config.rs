@@ -278,8 +278,7 @@ impl Settings {
                     "is required with DZDESK_TLS_CERT: the public https:// URL clients reach",
                 ))
             }
-            None => issuer_from_listen(listen, false)
-                .map_err(|m| ConfigError::new("DZDESK_ISSUER", m))?,
+            None => issuer_from_listen(listen).map_err(|m| ConfigError::new("DZDESK_ISSUER", m))?,
         };
         let seconds =
             |raw: Option<String>, var: &'static str, default: i64, min: usize, max: usize| {
@@ -397,9 +396,10 @@ pub fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
 /// so that what metadata and tokens say matches where a client on this
 /// machine reaches the server (a strict client checks it: RFC 8414 3.3,
 /// RFC 9207). A loopback or unspecified address (0.0.0.0, ::) becomes
-/// `localhost`; https when the listener speaks TLS. For port 0 the caller
-/// passes the bound address (`startup`).
-pub fn issuer_from_listen(listen: SocketAddr, tls: bool) -> Result<String, String> {
+/// `localhost`. Always http: with TLS the issuer must be given (an https
+/// issuer is production mode). For port 0 the caller passes the bound
+/// address (`startup`).
+pub fn issuer_from_listen(listen: SocketAddr) -> Result<String, String> {
     let ip = listen.ip();
     let host = if ip.is_unspecified() || ip.is_loopback() {
         "localhost".to_owned()
@@ -408,8 +408,7 @@ pub fn issuer_from_listen(listen: SocketAddr, tls: bool) -> Result<String, Strin
     } else {
         ip.to_string()
     };
-    let scheme = if tls { "https" } else { "http" };
-    parse_issuer(&format!("{scheme}://{host}:{}", listen.port()))
+    parse_issuer(&format!("http://{host}:{}", listen.port()))
 }
 
 /// The issuer: an absolute http(s) URL with a host, no query, no fragment
@@ -474,13 +473,13 @@ mod tests {
 
     #[test]
     fn without_dzdesk_issuer_the_issuer_is_the_listen_address() {
-        let at = |l: &str, tls: bool| issuer_from_listen(parse_listen(l).unwrap(), tls).unwrap();
-        assert_eq!(at(DEFAULT_LISTEN, false), DEFAULT_ISSUER);
-        assert_eq!(at("0.0.0.0:9000", false), "http://localhost:9000");
-        assert_eq!(at("[::]:9000", false), "http://localhost:9000");
-        assert_eq!(at("[::1]:9000", true), "https://localhost:9000");
-        assert_eq!(at("192.0.2.7:8443", true), "https://192.0.2.7:8443");
-        assert_eq!(at("[2001:db8::7]:80", false), "http://[2001:db8::7]");
+        let at = |l: &str| issuer_from_listen(parse_listen(l).unwrap()).unwrap();
+        assert_eq!(at(DEFAULT_LISTEN), DEFAULT_ISSUER);
+        assert_eq!(at("0.0.0.0:9000"), "http://localhost:9000");
+        assert_eq!(at("[::]:9000"), "http://localhost:9000");
+        assert_eq!(at("[::1]:9000"), "http://localhost:9000");
+        assert_eq!(at("192.0.2.7:8443"), "http://192.0.2.7:8443");
+        assert_eq!(at("[2001:db8::7]:80"), "http://[2001:db8::7]");
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl Application {
         // when it is the issuer).
         let mut settings = settings;
         if settings.issuer_from_listen && settings.listen.port() == 0 {
-            let issuer = crate::config::issuer_from_listen(local_addr, settings.tls.is_some())
+            let issuer = crate::config::issuer_from_listen(local_addr)
                 .map_err(|m| anyhow::anyhow!("the issuer of {local_addr}: {m}"))?;
             if settings.audience == settings.issuer {
                 settings.audience = issuer.clone();

@@ -23,6 +23,15 @@ pub const NEEDS_ADMIN_TO_MANAGE: &str = "Changing API keys or the IP allowlist t
 /// ([`crate::credentials::Caller::is_being_replaced`]).
 pub const BEING_REPLACED: &str = "This API key has been rotated: until its grace period ends it can call the API, but creating, rotating or revoking credentials, creating, changing or removing users, changing the IP allowlist or registering clients needs the key that replaced it";
 
+/// The 403 of a credential without `scope`, with its RFC 6750 3.1
+/// challenge (`error="insufficient_scope"`).
+pub fn insufficient(scope: Scope, message: impl Into<String>) -> ApiError {
+    ApiError::InsufficientScope {
+        message: message.into(),
+        scope: scope.as_str(),
+    }
+}
+
 /// The `/v1` answer for a resolved credential: 401 `UNAUTHORIZED` for
 /// anything missing, malformed, unknown, expired or revoked (a refresh token
 /// too: it is for the token endpoint only, RFC 6749 1.5); 403 `FORBIDDEN`
@@ -72,10 +81,10 @@ impl Authorize for Caller {
         if self.allows(scope) {
             Ok(())
         } else {
-            Err(ApiError::InsufficientScope {
-                message: format!("This credential lacks the '{}' scope", scope.as_str()),
-                scope: scope.as_str(),
-            })
+            Err(insufficient(
+                scope,
+                format!("This credential lacks the '{}' scope", scope.as_str()),
+            ))
         }
     }
 
@@ -98,10 +107,7 @@ impl Authorize for Caller {
     fn credential_manager(&self) -> Result<&str, ApiError> {
         let user_id = self.user_id()?;
         if !self.allows(Scope::Admin) {
-            return Err(ApiError::InsufficientScope {
-                message: NEEDS_ADMIN_TO_MANAGE.into(),
-                scope: Scope::Admin.as_str(),
-            });
+            return Err(insufficient(Scope::Admin, NEEDS_ADMIN_TO_MANAGE));
         }
         if self.is_being_replaced() {
             return Err(ApiError::Forbidden(BEING_REPLACED.into()));

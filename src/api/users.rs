@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::api::principal::{Authorize, Principal};
+use crate::api::principal::{self, Authorize, Principal};
 use crate::api::{decode_cursor, encode_cursor, field_error, page_limit, timestamp};
 use crate::auth::password;
 use crate::db::models::{CreateUserError, User, UserChanges};
@@ -166,11 +166,13 @@ fn require_admin_for(principal: &Principal, what: &str) -> Result<(), ApiError> 
     if principal.allows(Scope::Admin) {
         Ok(())
     } else {
-        Err(ApiError::InsufficientScope {
-            message: format!("{what} needs the 'admin' scope"),
-            scope: Scope::Admin.as_str(),
-        })
+        Err(needs_admin(what))
     }
+}
+
+/// The 403 of [`require_admin_for`], also for an admin met only under lock.
+fn needs_admin(what: &str) -> ApiError {
+    principal::insufficient(Scope::Admin, format!("{what} needs the 'admin' scope"))
 }
 
 fn object(body: &Value) -> Result<&Map<String, Value>, ApiError> {
@@ -329,10 +331,7 @@ pub fn update(
     if !found {
         // Gone, or made an admin since it was read.
         find(conn, id)?;
-        return Err(ApiError::InsufficientScope {
-            message: "Changing an admin needs the 'admin' scope".into(),
-            scope: Scope::Admin.as_str(),
-        });
+        return Err(needs_admin("Changing an admin"));
     }
     UserView::of(find(conn, id)?)
 }
@@ -384,8 +383,5 @@ pub fn delete(
     }
     // Gone, or made an admin since it was read.
     find(conn, id)?;
-    Err(ApiError::InsufficientScope {
-        message: "Deleting an admin needs the 'admin' scope".into(),
-        scope: Scope::Admin.as_str(),
-    })
+    Err(needs_admin("Deleting an admin"))
 }

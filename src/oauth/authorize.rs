@@ -283,6 +283,9 @@ pub fn authorize(
     )?))
 }
 
+/// The `error_description` of `unsupported_response_type`.
+const CODE_FLOW_ONLY: &str = "only response_type=code is supported (the authorization code flow)";
+
 /// What makes a request with a trusted client and redirect URI fail before
 /// oxide-auth sees it, with a description the client can act on (RFC 6749
 /// 4.1.2.1: `error_description`, "human-readable ASCII"). The descriptions
@@ -296,10 +299,7 @@ fn request_problem(
     let problem = |error, text: &str| Some((error, text.to_owned()));
     // RFC 6749 4.1.1 and 4.1.2.1: the code flow only.
     if response_type != Some("code") {
-        return problem(
-            "unsupported_response_type",
-            "only response_type=code is supported (the authorization code flow)",
-        );
+        return problem("unsupported_response_type", CODE_FLOW_ONLY);
     }
     // RFC 7636 4.3, 4.4.1 and RFC 9700 2.1.1.
     if method.is_some_and(|m| m != "S256") {
@@ -344,7 +344,7 @@ fn default_description(error: &str) -> &'static str {
     match error {
         "invalid_scope" => "the requested scope is unknown, not registered for this client, or not one the signed-in user may grant",
         "access_denied" => "the user or the server denied the request",
-        "unsupported_response_type" => "only response_type=code is supported (the authorization code flow)",
+        "unsupported_response_type" => CODE_FLOW_ONLY,
         "unauthorized_client" => "this client may not use the authorization code flow",
         "login_required" => "prompt=none, and no user is signed in",
         "consent_required" => "prompt=none, and the user has not approved these scopes for this client",

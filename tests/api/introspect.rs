@@ -61,7 +61,7 @@ pub(crate) async fn introspect(flow: &Flow, creds: (&str, &str), token: &str) ->
 }
 
 /// Revokes `token` as the flow's own client.
-async fn revoke_own(flow: &Flow, token: &str) -> Response {
+pub(crate) async fn revoke_own(flow: &Flow, token: &str) -> Response {
     call(
         &flow.app.address,
         "/oauth/revoke",

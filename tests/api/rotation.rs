@@ -961,13 +961,8 @@ async fn keys_stored_without_their_lineages_grant_get_it_from_the_migration_and_
         );
     }
     // So the whole lineage dies with the grant (RFC 7009 2.1).
-    let resp = crate::introspect::call(
-        &app.address,
-        "/oauth/revoke",
-        Some((&flow.client_id, flow.secret.as_deref().unwrap())),
-        &[("token", tokens["refresh_token"].as_str().unwrap())],
-    )
-    .await;
+    let resp =
+        crate::introspect::revoke_own(&flow, tokens["refresh_token"].as_str().unwrap()).await;
     assert_eq!(resp.status(), 200);
     for key in [&minter, &child, &grandchild, &successor.new.key] {
         me(app, key).await.assert_error(401, "UNAUTHORIZED");
