@@ -1,12 +1,14 @@
-//! The command line: `serve` (default), `migrate`, `user create|disable|enable`,
-//! `client create`, `keys rotate`, `secrets rotate`, `api-key create|rotate`.
+//! The command line: `serve` (default), `migrate`, `user
+//! create|list|set-plan|disable|enable`, `client
+//! create|list|rotate-secret|disable|enable|set-plan`, `keys rotate`, `secrets
+//! rotate`, `api-key create|list|rotate`.
 //!
 //! Output shapes are a contract scripts depend on: `user create` prints exactly
 //! one JSON object `{"id": "user_..."}` on stdout, `api-key create`
 //! `{"id": "key_...", "key": "dzd_..."}`. Exit codes: 0 success,
 //! 1 failure or conflict (duplicate email), 2 invalid input or configuration.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -82,6 +84,15 @@ pub enum ApiKeyCommand {
         #[arg(long)]
         expires_in_days: Option<i64>,
     },
+    /// List a user's API keys that are not revoked, newest first (never
+    /// the keys themselves: their prefixes).
+    List {
+        /// The owner's email.
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        format: ListFormat,
+    },
     /// Rotate an API key: a new key with the same name, scopes and expiry;
     /// prints {"id": "key_...", "key": "dzd_..."} (shown this once). The old
     /// key keeps working for the grace period, then is refused on every
@@ -101,6 +112,22 @@ pub enum ClientCommand {
     /// Register a client; prints {"client_id": "...", "client_secret": "..."}
     /// (no secret for --public). The secret is shown this once.
     Create(ClientCreateArgs),
+    /// List every client, oldest first.
+    List(ListFormat),
+    /// Give a confidential client a new secret; prints {"client_id": ...,
+    /// "client_secret": "dzs_...", "old_secret_works_until": ...}. The new
+    /// secret is shown this once. The old one keeps working for the grace
+    /// (default 0: it stops at once; a running instance may take up to
+    /// DZDESK_CLIENT_CACHE_SECS to notice).
+    RotateSecret {
+        /// The client's id (client_...).
+        #[arg(long)]
+        id: String,
+        /// Hours the old secret keeps working: 0 (at once, the default) to
+        /// 168.
+        #[arg(long, default_value_t = 0)]
+        grace_hours: i64,
+    },
     /// Disable a client: it cannot authenticate, and every token issued to
     /// it fails introspection at once. Prints {"client_id": ..., "disabled": true}.
     Disable {
@@ -151,6 +178,12 @@ pub struct ClientCreateArgs {
     /// see only their own tokens.
     #[arg(long, conflicts_with = "public")]
     introspect: bool,
+    /// A browser origin (repeatable; https://host[:port], or http on
+    /// loopback) allowed to call the token and revocation endpoints and /v1
+    /// with this client's tokens (CORS). Default: the origins of the
+    /// redirect URIs.
+    #[arg(long = "cors-origin")]
+    cors_origins: Vec<String>,
     #[command(flatten)]
     plan: PlanArgs,
 }
@@ -165,6 +198,7 @@ impl From<ClientCreateArgs> for ClientRequest {
             grant_types: a.grant_types,
             require_pkce: a.require_pkce,
             introspect: a.introspect,
+            cors_origins: a.cors_origins,
         }
     }
 }
@@ -193,13 +227,16 @@ pub enum UserCommand {
         /// What the user may grant: admin (every scope) or agent.
         #[arg(long, value_enum)]
         role: RoleArg,
-        /// Read the password (at least 12 characters) from standard input.
-        /// Passwords are never taken as arguments: they would show in `ps`.
+        /// Read the password (at least 12 characters) from standard input;
+        /// on a terminal, prompt for it twice without echo. Passwords are
+        /// never taken as arguments: they would show in `ps`.
         #[arg(long, required = true)]
         password_stdin: bool,
         #[command(flatten)]
         plan: PlanArgs,
     },
+    /// List every user, by id.
+    List(ListFormat),
     /// Set a user's plan (their API keys' and OAuth tokens' rate limit);
     /// prints {"id", "plan", "rate_limit"}. Running instances apply it at
     /// once.
@@ -222,6 +259,14 @@ pub enum UserCommand {
         #[arg(long)]
         email: String,
     },
+}
+
+/// How the list commands print: a table, or JSON with --json.
+#[derive(Args, Debug)]
+pub struct ListFormat {
+    /// Print one JSON array instead of a table (for scripts).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -523,7 +568,7 @@ fn user(cmd: UserCommand) -> Result<(), CliError> {
             let email = Email::parse(&email)
                 .map_err(|m| CliError::Invalid(format!("invalid --email: {m}")))?;
             let plan = plan.plan()?;
-            let password = NewPassword::parse(read_password_from_stdin()?)
+            let password = NewPassword::parse(read_new_password()?)
                 .map_err(|m| CliError::Invalid(format!("invalid password: {m}")))?;
             let mut conn = open_connection()?;
             let user = accounts::create_user(&mut conn, &email, role.into(), plan, &password, now)
@@ -547,6 +592,7 @@ fn user(cmd: UserCommand) -> Result<(), CliError> {
             );
             Ok(())
         }
+        UserCommand::List(format) => list_users(&format),
         UserCommand::Disable { email } => set_disabled(&email, true, now),
         UserCommand::Enable { email } => set_disabled(&email, false, now),
     }
@@ -561,6 +607,7 @@ fn api_key(cmd: ApiKeyCommand) -> Result<(), CliError> {
             expires_in_days,
         } => (email, name, scopes, expires_in_days),
         ApiKeyCommand::Rotate { id, grace_hours } => return rotate_api_key(&id, grace_hours),
+        ApiKeyCommand::List { email, format } => return list_api_keys(&email, &format),
     };
     // Validate everything before touching the database, with the API's rules.
     let email =
@@ -639,6 +686,10 @@ fn rotate_api_key(id: &str, grace_hours: i64) -> Result<(), CliError> {
 fn client(cmd: ClientCommand) -> Result<(), CliError> {
     let args = match cmd {
         ClientCommand::Create(args) => args,
+        ClientCommand::List(format) => return list_clients(&format),
+        ClientCommand::RotateSecret { id, grace_hours } => {
+            return rotate_client_secret(&id, grace_hours)
+        }
         ClientCommand::Disable { id } => return set_client_disabled(&id, true),
         ClientCommand::Enable { id } => return set_client_disabled(&id, false),
         ClientCommand::SetPlan { id, plan } => {
@@ -708,6 +759,24 @@ fn account_error(e: AccountError) -> CliError {
     }
 }
 
+/// A new password: on a terminal, asked for twice without echo (a typo
+/// would lock the account out); otherwise the whole of standard input.
+fn read_new_password() -> Result<String, CliError> {
+    if !std::io::stdin().is_terminal() {
+        return read_password_from_stdin();
+    }
+    let prompt = |text: &str| {
+        rpassword::prompt_password(text)
+            .map_err(|e| CliError::Invalid(format!("cannot read the password: {e}")))
+    };
+    let first = prompt("Password (at least 12 characters): ")?;
+    let again = prompt("The same password again: ")?;
+    if !crate::tokens::constant_time_eq(first.as_bytes(), again.as_bytes()) {
+        return Err(CliError::Invalid("the two passwords differ".into()));
+    }
+    Ok(first)
+}
+
 /// The whole of stdin, without one trailing newline (`echo` adds it).
 fn read_password_from_stdin() -> Result<String, CliError> {
     let mut raw = String::new();
@@ -722,6 +791,211 @@ fn read_password_from_stdin() -> Result<String, CliError> {
         .or_else(|| raw.strip_suffix('\n'))
         .unwrap_or(&raw);
     Ok(trimmed.to_owned())
+}
+
+/// `client rotate-secret`: exit 2 for a bad grace or a public client (it
+/// has no secret), 1 for an unknown client.
+fn rotate_client_secret(id: &str, grace_hours: i64) -> Result<(), CliError> {
+    let grace = api_keys::Grace::hours(grace_hours).map_err(|_| {
+        CliError::Invalid(format!(
+            "invalid --grace-hours: a whole number of hours from 0 (at once) to {}",
+            api_keys::Grace::MAX_HOURS
+        ))
+    })?;
+    let mut conn = open_connection()?;
+    let client = Client::find(&mut conn, id)
+        .map_err(|e| CliError::Failed(e.into()))?
+        .ok_or_else(|| CliError::Conflict("no such client".into()))?;
+    if client.is_public() {
+        return Err(CliError::Invalid(
+            "a public client has no secret to rotate".into(),
+        ));
+    }
+    let now = Utc::now().naive_utc();
+    let rotated = clients::rotate_secret(&mut conn, id, grace.duration(), now)
+        .map_err(|e| CliError::Failed(e.into()))?
+        .ok_or_else(|| CliError::Conflict("no such client".into()))?;
+    log::warn!(
+        "client {id} has a new secret; the old one works until {}",
+        rotated.old_works_until.and_utc().to_rfc3339()
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "client_id": id,
+            "client_secret": rotated.secret,
+            "old_secret_works_until": rotated.old_works_until.and_utc().to_rfc3339(),
+        })
+    );
+    Ok(())
+}
+
+fn list_users(format: &ListFormat) -> Result<(), CliError> {
+    let mut conn = open_connection()?;
+    let mut users = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = User::page(&mut conn, after.as_deref(), 500)
+            .map_err(|e| CliError::Failed(e.into()))?;
+        let done = page.len() < 500;
+        after = page.last().map(|u| u.id.clone());
+        users.extend(page);
+        if done {
+            break;
+        }
+    }
+    let rows = users.iter().map(|u| {
+        let plan = u.plan().ok();
+        serde_json::json!({
+            "id": u.id,
+            "email": u.email,
+            "role": u.role.to_string(),
+            "plan": u.plan,
+            "rate_limit": plan.map(|p| p.limit()),
+            "disabled": u.disabled,
+            "created_at": rfc3339(u.created_at),
+        })
+    });
+    print_list(
+        format,
+        &["id", "email", "role", "plan", "disabled", "created_at"],
+        rows.collect(),
+    )
+}
+
+fn list_clients(format: &ListFormat) -> Result<(), CliError> {
+    let mut conn = open_connection()?;
+    let all = Client::list(&mut conn).map_err(|e| CliError::Failed(e.into()))?;
+    let now = Utc::now().naive_utc();
+    let rows = all.iter().map(|c| {
+        serde_json::json!({
+            "client_id": c.id,
+            "name": c.name,
+            "type": if c.is_public() { "public" } else { "confidential" },
+            "grant_types": c.grant_types,
+            "scope": c.scopes,
+            "redirect_uris": c.redirect_uris.lines().collect::<Vec<_>>(),
+            "cors_origins": c.allowed_origins().iter().map(|o| o.as_str().to_owned()).collect::<Vec<_>>(),
+            "token_endpoint_auth_method": c.token_endpoint_auth_method,
+            "introspect": c.can_introspect,
+            "plan": c.plan,
+            "old_secret_works_until": c.previous_secret_expires_at.filter(|until| *until > now).map(rfc3339),
+            "disabled": c.disabled,
+            "created_at": rfc3339(c.created_at),
+        })
+    });
+    print_list(
+        format,
+        &[
+            "client_id",
+            "name",
+            "type",
+            "grant_types",
+            "scope",
+            "disabled",
+            "created_at",
+        ],
+        rows.collect(),
+    )
+}
+
+fn list_api_keys(email: &str, format: &ListFormat) -> Result<(), CliError> {
+    let email =
+        Email::parse(email).map_err(|m| CliError::Invalid(format!("invalid --email: {m}")))?;
+    let mut conn = open_connection()?;
+    let user = User::find_by_email(&mut conn, &email)
+        .map_err(|e| CliError::Failed(e.into()))?
+        .ok_or_else(|| CliError::Conflict("no user with this email".into()))?;
+    let keys = crate::db::models::ApiKeyRow::list_for_user(&mut conn, &user.id)
+        .map_err(|e| CliError::Failed(e.into()))?;
+    let rows = keys.iter().map(|row| {
+        serde_json::to_value(api_keys::KeyView::of(row, None)).unwrap_or_default()
+    });
+    print_list(
+        format,
+        &[
+            "id",
+            "name",
+            "prefix",
+            "scopes",
+            "expires_at",
+            "last_used_at",
+            "replaced_by",
+        ],
+        rows.collect(),
+    )
+}
+
+fn rfc3339(t: chrono::NaiveDateTime) -> String {
+    t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Prints `rows` as one JSON array, or as a table of `columns` (their
+/// values as text: strings bare, arrays space-separated, null as `-`).
+fn print_list(
+    format: &ListFormat,
+    columns: &[&str],
+    rows: Vec<serde_json::Value>,
+) -> Result<(), CliError> {
+    if format.json {
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    print!("{}", table(columns, &rows));
+    Ok(())
+}
+
+fn cell(value: Option<&serde_json::Value>) -> String {
+    use serde_json::Value;
+    let text = match value {
+        None | Some(Value::Null) => "-".to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| cell(Some(i)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        Some(other) => other.to_string(),
+    };
+    // A name is typed by whoever registered it: no control characters
+    // reach the terminal.
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// A plain-text table: upper-case headers, columns padded to their widest
+/// cell, two spaces apart.
+fn table(columns: &[&str], rows: &[serde_json::Value]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| columns.iter().map(|c| cell(row.get(c))).collect())
+        .collect();
+    let headers: Vec<String> = columns
+        .iter()
+        .map(|c| c.replace('_', " ").to_uppercase())
+        .collect();
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([headers[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for line in std::iter::once(&headers).chain(cells.iter()) {
+        let padded: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(text, w)| format!("{text:<w$}"))
+            .collect();
+        out.push_str(padded.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -748,5 +1022,17 @@ mod tests {
         let mut missing = Vec::new();
         walk(&super::Cli::command(), "dzdesk-auth", &mut missing);
         assert!(missing.is_empty(), "flags without help: {missing:?}");
+    }
+
+    #[test]
+    fn tables_pad_columns_and_keep_control_characters_off_the_terminal() {
+        let rows = vec![
+            serde_json::json!({"id": "client_1", "name": "A\u{1b}[2Jb", "scope": ["x", "y"]}),
+            serde_json::json!({"id": "c2", "name": null, "scope": []}),
+        ];
+        assert_eq!(
+            super::table(&["id", "name", "scope"], &rows),
+            "ID        NAME    SCOPE\nclient_1  A?[2Jb  x y\nc2        -\n"
+        );
     }
 }

@@ -226,6 +226,9 @@ mod tests {
             plan: "standard".into(),
             rate_limit: None,
             token_endpoint_auth_method: "client_secret_basic".into(),
+            previous_secret_hash: None,
+            previous_secret_expires_at: None,
+            cors_origins: String::new(),
         }
     }
 

@@ -184,7 +184,7 @@ pub struct KeyView {
 }
 
 impl KeyView {
-    fn of(row: &ApiKeyRow, last_used: Option<NaiveDateTime>) -> Self {
+    pub fn of(row: &ApiKeyRow, last_used: Option<NaiveDateTime>) -> Self {
         Self {
             id: row.id.clone(),
             name: row.name.clone(),

@@ -53,6 +53,9 @@ diesel::table! {
         plan -> Text,
         rate_limit -> Nullable<BigInt>,
         token_endpoint_auth_method -> Text,
+        previous_secret_hash -> Nullable<Text>,
+        previous_secret_expires_at -> Nullable<Timestamp>,
+        cors_origins -> Text,
     }
 }
 

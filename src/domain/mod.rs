@@ -3,6 +3,7 @@
 mod email;
 mod grant_type;
 pub mod net;
+mod origin;
 mod password;
 mod plan;
 mod redirect_uri;
@@ -12,6 +13,7 @@ mod scope;
 pub use email::Email;
 pub use grant_type::GrantType;
 pub use net::{IpAllowlist, TrustedProxies};
+pub use origin::{Origin, MAX_ORIGINS};
 pub use password::{NewPassword, Password};
 pub use plan::{Plan, MAX_RATE_LIMIT};
 pub use redirect_uri::RedirectUri;

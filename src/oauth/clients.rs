@@ -6,7 +6,7 @@ use chrono::NaiveDateTime;
 use crate::credentials::prefixes;
 use crate::db::models::{Client, GrantRow};
 use crate::db::AnyConnection;
-use crate::domain::{GrantType, Plan, RedirectUri, ScopeSet};
+use crate::domain::{GrantType, Origin, Plan, RedirectUri, ScopeSet, MAX_ORIGINS};
 use crate::tokens;
 
 /// A client to register, validated.
@@ -29,6 +29,9 @@ pub struct NewClient {
     /// RFC 7591 2, as registered; None: `none` for a public client,
     /// `client_secret_basic` for a confidential one.
     pub auth_method: Option<String>,
+    /// Browser origins allowed to call us (CORS); empty: those of the
+    /// redirect URIs ([`Client::allowed_origins`]).
+    pub cors_origins: Vec<Origin>,
 }
 
 /// The registration request as typed by an operator or sent by a client.
@@ -41,6 +44,7 @@ pub struct ClientRequest {
     pub grant_types: Vec<String>,
     pub require_pkce: bool,
     pub introspect: bool,
+    pub cors_origins: Vec<String>,
 }
 
 impl NewClient {
@@ -77,6 +81,16 @@ impl NewClient {
         if grant_types.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {
             return Err("the authorization_code grant needs at least one --redirect-uri".into());
         }
+        if req.cors_origins.len() > MAX_ORIGINS {
+            return Err(format!("at most {MAX_ORIGINS} CORS origins"));
+        }
+        let mut cors_origins: Vec<Origin> = Vec::new();
+        for raw in &req.cors_origins {
+            let origin = Origin::parse(raw)?;
+            if !cors_origins.contains(&origin) {
+                cors_origins.push(origin);
+            }
+        }
         let scopes = ScopeSet::parse(&req.scope)?;
         if scopes.is_empty() {
             return Err("at least one scope is required".into());
@@ -94,6 +108,7 @@ impl NewClient {
             registered_by: None,
             plan: Plan::Standard,
             auth_method: None,
+            cors_origins,
         })
     }
 }
@@ -151,6 +166,9 @@ pub fn register(
             None if new.public => "none".to_owned(),
             None => "client_secret_basic".to_owned(),
         },
+        previous_secret_hash: None,
+        previous_secret_expires_at: None,
+        cors_origins: join_origins(&new.cors_origins),
     };
     crate::db::write_transaction(conn, |conn| {
         client.insert(conn)?;
@@ -172,6 +190,48 @@ pub fn register(
         secret,
         registration_token,
     })
+}
+
+/// Origins as stored: one per line.
+pub fn join_origins(origins: &[Origin]) -> String {
+    origins
+        .iter()
+        .map(Origin::as_str)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A new client secret for `client rotate-secret`, shown once.
+#[derive(Debug)]
+pub struct RotatedSecret {
+    pub secret: String,
+    /// Until when the replaced secret still authenticates.
+    pub old_works_until: NaiveDateTime,
+}
+
+/// `client rotate-secret`: a new 256-bit secret (stored as its SHA-256)
+/// replaces the client's; the old one keeps working for `grace` (zero: it
+/// stops at once, as far as each instance's client cache allows:
+/// `DZDESK_CLIENT_CACHE_SECS`). None: no such confidential client.
+pub fn rotate_secret(
+    conn: &mut AnyConnection,
+    client_id: &str,
+    grace: chrono::Duration,
+    now: NaiveDateTime,
+) -> diesel::QueryResult<Option<RotatedSecret>> {
+    let secret = tokens::new_secret(prefixes::CLIENT_SECRET);
+    let old_works_until = now + grace;
+    let rotated = Client::rotate_secret(
+        conn,
+        client_id,
+        &tokens::hash_secret(&secret),
+        old_works_until,
+        now,
+    )?;
+    Ok(rotated.then_some(RotatedSecret {
+        secret,
+        old_works_until,
+    }))
 }
 
 #[cfg(test)]

@@ -27,6 +27,11 @@ pub struct ClientMetadata {
     pub scope: Option<String>,
     /// RFC 7592 2.2: an update names the client it updates.
     pub client_id: Option<String>,
+    /// The browser origins (`https://app.example.com`) that may call the
+    /// token and revocation endpoints and `/v1` with this client's tokens
+    /// (CORS); omitted: the origins of `redirect_uris`. Not an RFC 7591
+    /// field; Hydra's name for it.
+    pub allowed_cors_origins: Option<Vec<String>>,
 }
 
 /// RFC 7591 3.2.2 / RFC 7592 errors.
@@ -116,6 +121,9 @@ pub struct ClientInformation {
     pub response_types: Vec<String>,
     pub token_endpoint_auth_method: String,
     pub scope: String,
+    /// As registered; absent: the origins of `redirect_uris`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_cors_origins: Option<Vec<String>>,
 }
 
 impl ClientInformation {
@@ -144,6 +152,8 @@ impl ClientInformation {
             response_types,
             token_endpoint_auth_method: client.token_endpoint_auth_method.clone(),
             scope: client.scopes.clone(),
+            allowed_cors_origins: (!client.cors_origins.is_empty())
+                .then(|| client.cors_origins.lines().map(str::to_owned).collect()),
         }
     }
 }
@@ -305,6 +315,7 @@ pub fn validate(meta: &ClientMetadata, ceiling: &ScopeSet) -> Result<NewClient, 
         grant_types,
         require_pkce: false,
         introspect: false,
+        cors_origins: meta.allowed_cors_origins.clone().unwrap_or_default(),
     })
     .map_err(bad)?;
     new.dynamic = true;
@@ -434,6 +445,7 @@ pub fn update(
         client_name: meta.client_name.clone(),
         scope: meta.scope.clone(),
         client_id: meta.client_id.clone(),
+        allowed_cors_origins: meta.allowed_cors_origins.clone(),
     };
     if !method_given && client.is_public() {
         meta_now.token_endpoint_auth_method = Some("none".into());
@@ -479,6 +491,7 @@ pub fn update(
                     .join("\n")),
                 clients::scopes.eq(new.scopes.to_string()),
                 clients::grant_types.eq(grant_types.join(" ")),
+                clients::cors_origins.eq(crate::oauth::clients::join_origins(&new.cors_origins)),
                 clients::updated_at.eq(now.naive_utc()),
             ))
             .execute(conn)?;

@@ -104,16 +104,18 @@ pub fn client_auth(
 /// Checks the credentials against the registered client (RFC 6749 2.3.1,
 /// 3.2.1). Unknown, disabled, wrong secret, a secret for a public client, no
 /// secret for a confidential one: all `invalid_client`. Secrets are compared
-/// in constant time.
+/// in constant time; a secret replaced by `client rotate-secret` counts until
+/// its grace ends at `now`.
 pub fn authenticate(
     client: Option<Arc<Client>>,
     auth: &ClientAuth,
+    now: chrono::NaiveDateTime,
 ) -> Result<Arc<Client>, OAuthError> {
     let fail = || OAuthError::InvalidClient("client authentication failed".into());
     let client = client.filter(|c| !c.disabled).ok_or_else(fail)?;
     let ok = match auth {
         ClientAuth::Basic { secret, .. } | ClientAuth::Post { secret, .. } => {
-            client.confidential && client.verify_secret(secret)
+            client.confidential && client.verify_secret(secret, now)
         }
         ClientAuth::Public { .. } => client.is_public(),
     };

@@ -463,7 +463,7 @@ async fn note_client_failure<T>(
 /// The cached client, if the presented credentials match it. No I/O.
 fn cached_client(state: &AppState, auth: &ClientAuth) -> Option<Arc<Client>> {
     let client = state.clients.get(auth.client_id())?;
-    token::authenticate(Some(client), auth).ok()
+    token::authenticate(Some(client), auth, Utc::now().naive_utc()).ok()
 }
 
 /// The authenticated client: from the cache when its credentials match
@@ -479,7 +479,7 @@ fn authenticated_client(
     }
     let read_at = std::time::Instant::now();
     let client = Client::find(conn, auth.client_id())?.map(|c| state.clients.put(c, read_at));
-    token::authenticate(client, auth)
+    token::authenticate(client, auth, Utc::now().naive_utc())
 }
 
 /// RFC 6749 5.1: the successful token response, never cached.

@@ -102,6 +102,7 @@ async fn browser_revokes_a_connected_app() {
             grant_types: vec!["authorization_code".into(), "refresh_token".into()],
             require_pkce: false,
             introspect: false,
+            cors_origins: Vec::new(),
         })
         .await;
     let Some(browser) = start_browser().await else {

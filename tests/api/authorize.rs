@@ -210,6 +210,7 @@ async fn confidential_client_flagged_require_pkce_needs_a_challenge() {
             grant_types: vec!["authorization_code".into()],
             require_pkce: true,
             introspect: false,
+            cors_origins: Vec::new(),
         })
         .await;
     let resp = flow.get(&AuthRequest::new(&client_id, None)).await;
@@ -467,6 +468,7 @@ async fn the_clients_own_redirect_query_is_kept_verbatim() {
             grant_types: vec!["authorization_code".into()],
             require_pkce: false,
             introspect: false,
+            cors_origins: Vec::new(),
         })
         .await;
     let req = AuthRequest::new(&client_id, None).with("redirect_uri", Some(redirect));
@@ -552,6 +554,7 @@ async fn redirect_uri_is_optional_for_a_client_with_one_registered_uri() {
             grant_types: vec!["authorization_code".into()],
             require_pkce: true,
             introspect: false,
+            cors_origins: Vec::new(),
         })
         .await;
     flow.client_id = one;

@@ -380,8 +380,8 @@ fn client_create_confidential_prints_id_and_secret_once() {
 
     let client = stored_client(&db, id);
     assert!(client.confidential);
-    assert!(client.verify_secret(secret));
-    assert!(!client.verify_secret(&format!("{secret}x")));
+    assert!(client.verify_secret(secret, chrono::Utc::now().naive_utc()));
+    assert!(!client.verify_secret(&format!("{secret}x"), chrono::Utc::now().naive_utc()));
     assert_ne!(client.secret_hash.as_deref(), Some(secret), "stored hashed");
     assert_eq!(client.grant_types, "authorization_code refresh_token");
     assert_eq!(client.redirect_uris().len(), 2);
@@ -672,4 +672,318 @@ fn migrate_says_what_it_applied_then_that_it_is_up_to_date() {
         String::from_utf8_lossy(&out.stderr).trim(),
         "already up to date"
     );
+}
+
+/// `--json` output of a list command, parsed.
+fn list_json(db: &TestDatabase, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = run(&all, &[("DATABASE_URL", &db.url)], None);
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    serde_json::from_str::<serde_json::Value>(stdout(&out).trim())
+        .expect("one JSON array")
+        .as_array()
+        .expect("an array")
+        .clone()
+}
+
+#[test]
+fn user_client_and_api_key_lists_as_tables_and_json() {
+    let db = TestDatabase::new();
+    // Empty lists: a header alone, and [].
+    let out = run(&["user", "list"], &[("DATABASE_URL", &db.url)], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+    assert!(list_json(&db, &["client", "list"]).is_empty());
+
+    assert!(create_user(&db, "b-agent@example.com", "agent", PASSWORD)
+        .status
+        .success());
+    assert!(create_user(&db, "a-admin@example.com", "admin", PASSWORD)
+        .status
+        .success());
+    let users = list_json(&db, &["user", "list"]);
+    let mut emails: Vec<&str> = users.iter().map(|u| u["email"].as_str().unwrap()).collect();
+    emails.sort();
+    assert_eq!(emails, ["a-admin@example.com", "b-agent@example.com"]);
+    let admin = users
+        .iter()
+        .find(|u| u["email"] == "a-admin@example.com")
+        .unwrap();
+    assert_eq!(admin["role"], "admin");
+    assert_eq!(admin["plan"], "standard");
+    assert_eq!(admin["rate_limit"], 60);
+    assert_eq!(admin["disabled"], false);
+    assert!(admin.get("password_hash").is_none(), "{admin}");
+    let table = stdout(&run(&["user", "list"], &[("DATABASE_URL", &db.url)], None));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("ID") && lines[0].contains("EMAIL"), "{table}");
+    assert!(table.contains("a-admin@example.com") && table.contains("agent"), "{table}");
+    assert!(!table.contains("argon2"), "{table}");
+
+    let confidential = create_client(
+        &db,
+        &[
+            "--redirect-uri",
+            "https://zapier.example/cb",
+            "--scope",
+            "requests:read",
+        ],
+    );
+    let secret: serde_json::Value = serde_json::from_str(stdout(&confidential).trim()).unwrap();
+    let secret = secret["client_secret"].as_str().unwrap().to_owned();
+    assert!(create_client(
+        &db,
+        &[
+            "--redirect-uri",
+            "http://localhost:3000/cb",
+            "--scope",
+            "requests:read",
+            "--public",
+            "--cors-origin",
+            "https://spa.example.com",
+        ],
+    )
+    .status
+    .success());
+    let clients = list_json(&db, &["client", "list"]);
+    assert_eq!(clients.len(), 2);
+    assert_eq!(clients[0]["type"], "confidential");
+    assert_eq!(clients[0]["cors_origins"], serde_json::json!(["https://zapier.example"]));
+    assert_eq!(clients[1]["type"], "public");
+    assert_eq!(clients[1]["cors_origins"], serde_json::json!(["https://spa.example.com"]));
+    assert_eq!(clients[1]["token_endpoint_auth_method"], "none");
+    let table = stdout(&run(&["client", "list"], &[("DATABASE_URL", &db.url)], None));
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert!(table.contains("Zapier") && table.contains("public"), "{table}");
+    assert!(!table.contains(&secret), "no secret in a listing");
+
+    let key = create_api_key(&db, "a-admin@example.com", "requests:read");
+    let keys = list_json(&db, &["api-key", "list", "--email", "a-admin@example.com"]);
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["scopes"], serde_json::json!(["requests:read"]));
+    assert!(key.starts_with(keys[0]["prefix"].as_str().unwrap()));
+    let table = stdout(&run(
+        &["api-key", "list", "--email", "a-admin@example.com"],
+        &[("DATABASE_URL", &db.url)],
+        None,
+    ));
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert!(!table.contains(&key), "the key itself is never listed");
+    assert!(list_json(&db, &["api-key", "list", "--email", "b-agent@example.com"]).is_empty());
+    let out = run(
+        &["api-key", "list", "--email", "nobody@example.com"],
+        &[("DATABASE_URL", &db.url)],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = run(
+        &["api-key", "list", "--email", "not an email"],
+        &[("DATABASE_URL", &db.url)],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn client_rotate_secret_refuses_what_cannot_work() {
+    let db = TestDatabase::new();
+    let public = create_client(
+        &db,
+        &[
+            "--redirect-uri",
+            "http://localhost:3000/cb",
+            "--scope",
+            "requests:read",
+            "--public",
+        ],
+    );
+    let public: serde_json::Value = serde_json::from_str(stdout(&public).trim()).unwrap();
+    let public = public["client_id"].as_str().unwrap();
+    for (args, code) in [
+        (vec!["--id", public], 2),
+        (vec!["--id", "client_nope"], 1),
+        (vec!["--id", public, "--grace-hours", "169"], 2),
+        (vec!["--id", public, "--grace-hours", "-1"], 2),
+    ] {
+        let mut all = vec!["client", "rotate-secret"];
+        all.extend(args.iter());
+        let out = run(&all, &[("DATABASE_URL", &db.url)], None);
+        assert_eq!(out.status.code(), Some(code), "{all:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty());
+    }
+    // A bad or wildcard CORS origin is refused at create (exit 2).
+    for origin in ["https://*.example.com", "https://spa.example.com/", "http://spa.example.com"] {
+        let before = client_count(&db);
+        let out = create_client(
+            &db,
+            &[
+                "--redirect-uri",
+                "https://spa.example.com/cb",
+                "--scope",
+                "requests:read",
+                "--cors-origin",
+                origin,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2), "{origin}: {}", stderr(&out));
+        assert_eq!(client_count(&db), before);
+    }
+}
+
+/// A client_credentials token request with Basic credentials: its status.
+async fn token_status(app: &crate::helpers::TestApp, id: &str, secret: &str) -> u16 {
+    crate::helpers::new_client()
+        .post(app.url("/oauth/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn client_rotate_secret_shows_the_new_secret_once_and_the_old_one_works_for_the_grace() {
+    let app = crate::helpers::spawn_app().await;
+    let url = app.database_url();
+    let run_cli = |args: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args, &[("DATABASE_URL", url.as_str())], None)
+        })
+    };
+    let args = |s: &[&str]| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let created = run_cli(args(&[
+        "client",
+        "create",
+        "--name",
+        "Service",
+        "--scope",
+        "requests:read",
+        "--grant-type",
+        "client_credentials",
+    ]))
+    .await
+    .unwrap();
+    assert!(created.status.success(), "{}", stderr(&created));
+    let created: serde_json::Value = serde_json::from_str(stdout(&created).trim()).unwrap();
+    let id = created["client_id"].as_str().unwrap().to_owned();
+    let first = created["client_secret"].as_str().unwrap().to_owned();
+    assert_eq!(token_status(&app, &id, &first).await, 200);
+
+    // With a grace: both work until it ends.
+    let rotated = run_cli(args(&[
+        "client",
+        "rotate-secret",
+        "--id",
+        &id,
+        "--grace-hours",
+        "2",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(rotated.status.code(), Some(0), "{}", stderr(&rotated));
+    let json: serde_json::Value = serde_json::from_str(stdout(&rotated).trim()).unwrap();
+    assert_eq!(json["client_id"], id.as_str());
+    let second = json["client_secret"].as_str().unwrap().to_owned();
+    assert!(second.starts_with("dzs_") && second != first);
+    let until = chrono::DateTime::parse_from_rfc3339(json["old_secret_works_until"].as_str().unwrap())
+        .unwrap();
+    let hours = (until.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_minutes();
+    assert!((115..=120).contains(&hours), "{hours} minutes of grace");
+    assert!(!stderr(&rotated).contains(&second), "the secret is printed once, on stdout");
+    assert_eq!(token_status(&app, &id, &second).await, 200);
+    assert_eq!(token_status(&app, &id, &first).await, 200, "in its grace");
+    // Stored hashed, both of them.
+    let stored = app
+        .with_conn({
+            let id = id.clone();
+            move |conn| dzdesk_auth::db::models::Client::find(conn, &id).unwrap().unwrap()
+        })
+        .await;
+    assert_ne!(stored.secret_hash.as_deref(), Some(second.as_str()));
+    assert_ne!(stored.previous_secret_hash.as_deref(), Some(first.as_str()));
+    // Past the grace (the clock moved on): the old secret fails.
+    let later = chrono::Utc::now().naive_utc() + chrono::Duration::hours(2) + chrono::Duration::seconds(1);
+    assert!(!stored.verify_secret(&first, later));
+    assert!(stored.verify_secret(&second, later));
+
+    // The default grace is 0: the old secret stops at once (this test's
+    // instance does not cache clients). The one replaced before it is gone
+    // too: one previous secret at most.
+    let rotated = run_cli(args(&["client", "rotate-secret", "--id", &id]))
+        .await
+        .unwrap();
+    assert_eq!(rotated.status.code(), Some(0), "{}", stderr(&rotated));
+    let json: serde_json::Value = serde_json::from_str(stdout(&rotated).trim()).unwrap();
+    let third = json["client_secret"].as_str().unwrap().to_owned();
+    assert_eq!(token_status(&app, &id, &third).await, 200);
+    assert_eq!(token_status(&app, &id, &second).await, 401);
+    assert_eq!(token_status(&app, &id, &first).await, 401);
+}
+
+/// Runs `user create --password-stdin` on a pseudo-terminal (util-linux
+/// `script`), typing `typed` into it.
+fn create_user_on_a_terminal(db: &TestDatabase, email: &str, typed: &str) -> Output {
+    let command = format!("{BIN} user create --email {email} --role agent --password-stdin");
+    let mut child = Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env("DATABASE_URL", &db.url)
+        .env("DZDESK_SECRETS_KEY", TEST_SECRETS_KEY)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("util-linux script");
+    let mut input = child.stdin.take().unwrap();
+    // Typed a line at a time, as a person would, once the prompt is up.
+    for line in typed.split_inclusive('\n') {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = input.write_all(line.as_bytes());
+        let _ = input.flush();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    drop(input);
+    wait_bounded(child, &["script", "user", "create"])
+}
+
+#[test]
+fn password_stdin_on_a_terminal_prompts_twice_without_echo() {
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI=true but util-linux script is not installed"
+        );
+        eprintln!("!!!!!!!! SKIPPED: util-linux `script` is not installed");
+        return;
+    }
+    let db = TestDatabase::new();
+    let out = create_user_on_a_terminal(
+        &db,
+        "tty@example.com",
+        &format!("{PASSWORD}\n{PASSWORD}\n"),
+    );
+    let shown = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("Password"), "a prompt: {shown}");
+    assert!(shown.contains("again"), "asked twice: {shown}");
+    assert!(!shown.contains(PASSWORD), "no echo: {shown}");
+    assert!(shown.contains("\"id\":\"user_"), "{shown}");
+    assert_eq!(user_count(&db), 1);
+
+    // Two different passwords: exit 2, nobody created.
+    let out = create_user_on_a_terminal(
+        &db,
+        "typo@example.com",
+        &format!("{PASSWORD}\n{PASSWORD}x\n"),
+    );
+    let shown = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("differ"), "{shown}");
+    assert_eq!(user_count(&db), 1);
 }

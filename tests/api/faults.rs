@@ -542,6 +542,7 @@ fn service_client(
             grant_types: vec!["client_credentials".into()],
             require_pkce: false,
             introspect: true,
+            cors_origins: Vec::new(),
         })
         .unwrap(),
         now,

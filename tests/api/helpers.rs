@@ -472,6 +472,7 @@ impl TestApp {
             grant_types: grant_types.iter().map(|g| g.to_string()).collect(),
             require_pkce: false,
             introspect: false,
+            cors_origins: Vec::new(),
         })
         .await
     }

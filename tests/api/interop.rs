@@ -53,6 +53,7 @@ async fn oauth2_crate_with_chromium_runs_code_pkce_and_refresh() {
             grant_types: vec!["authorization_code".into(), "refresh_token".into()],
             require_pkce: true,
             introspect: false,
+            cors_origins: Vec::new(),
         })
         .await;
     let Some(browser) = start_browser().await else {

@@ -27,6 +27,7 @@ pub(crate) async fn service(flow: &Flow, introspect: bool) -> (String, String) {
             grant_types: vec!["client_credentials".into()],
             require_pkce: false,
             introspect,
+            cors_origins: Vec::new(),
         })
         .await;
     (id, secret.unwrap())

@@ -131,6 +131,7 @@ async fn every_page_fits_phone_and_desktop_widths_with_labelled_controls() {
             grant_types: vec!["authorization_code".into(), "refresh_token".into()],
             require_pkce: false,
             introspect: false,
+            cors_origins: Vec::new(),
         })
         .await;
     let Some(browser) = start_browser().await else {

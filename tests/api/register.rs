@@ -97,7 +97,7 @@ async fn registering_a_confidential_client_returns_its_credentials_once() {
         stored.registration_token_hash.as_deref(),
         Some(&*tokens::hash_secret(rat))
     );
-    assert!(stored.verify_secret(secret));
+    assert!(stored.verify_secret(secret, chrono::Utc::now().naive_utc()));
     let resp = client_credentials(&flow, id, secret).await;
     assert_eq!(resp.status(), 200);
 }
@@ -348,6 +348,7 @@ async fn deleting_a_client_makes_its_tokens_inactive_at_once() {
             grant_types: vec!["client_credentials".into()],
             require_pkce: false,
             introspect: true,
+            cors_origins: Vec::new(),
         })
         .await;
     let introspect = || {

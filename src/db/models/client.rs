@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use crate::db::schema::clients;
 use crate::db::AnyConnection;
-use crate::domain::{GrantType, Plan, RedirectUri, ScopeSet};
+use crate::domain::{GrantType, Origin, Plan, RedirectUri, ScopeSet};
 use crate::tokens;
 
 /// A registered OAuth client.
@@ -38,6 +38,15 @@ pub struct Client {
     /// As registered (RFC 7591 2): `client_secret_basic`,
     /// `client_secret_post` or `none` (public).
     pub token_endpoint_auth_method: String,
+    /// SHA-256 of the secret that `client rotate-secret` replaced; it
+    /// keeps working until `previous_secret_expires_at` (the grace).
+    pub previous_secret_hash: Option<String>,
+    pub previous_secret_expires_at: Option<NaiveDateTime>,
+    /// Browser origins allowed to call the token and revocation endpoints
+    /// and `/v1` with this client's tokens (CORS), newline-separated; empty:
+    /// the origins of the registered redirect URIs. See
+    /// [`Client::allowed_origins`].
+    pub cors_origins: String,
 }
 
 impl fmt::Debug for Client {
@@ -88,16 +97,48 @@ impl Client {
         !self.confidential
     }
 
-    /// Constant-time check of a presented secret against the stored SHA-256.
-    /// Public clients have no secret and never match.
-    pub fn verify_secret(&self, presented: &str) -> bool {
-        match &self.secret_hash {
-            Some(stored) => tokens::constant_time_eq(
-                tokens::hash_secret(presented).as_bytes(),
-                stored.as_bytes(),
-            ),
-            None => false,
+    /// Constant-time check of a presented secret against the stored SHA-256,
+    /// and against the secret `client rotate-secret` replaced while its
+    /// grace lasts (`now` before `previous_secret_expires_at`). Public
+    /// clients have no secret and never match.
+    pub fn verify_secret(&self, presented: &str, now: NaiveDateTime) -> bool {
+        let presented = tokens::hash_secret(presented);
+        let matches = |stored: &Option<String>| {
+            stored
+                .as_deref()
+                .is_some_and(|s| tokens::constant_time_eq(presented.as_bytes(), s.as_bytes()))
+        };
+        let current = matches(&self.secret_hash);
+        let previous = matches(&self.previous_secret_hash)
+            && self.previous_secret_expires_at.is_some_and(|until| now < until);
+        current | previous
+    }
+
+    /// The browser origins allowed to call us with this client's
+    /// credentials or tokens (CORS): as registered (`--cors-origin`,
+    /// `allowed_cors_origins`), else the origins of its redirect URIs.
+    pub fn allowed_origins(&self) -> Vec<Origin> {
+        let explicit: Vec<Origin> = self
+            .cors_origins
+            .lines()
+            .filter_map(|l| Origin::parse(l).ok())
+            .collect();
+        if !explicit.is_empty() {
+            return explicit;
         }
+        let mut derived: Vec<Origin> = Vec::new();
+        for origin in self.redirect_uris().iter().filter_map(Origin::of) {
+            if !derived.contains(&origin) {
+                derived.push(origin);
+            }
+        }
+        derived
+    }
+
+    /// Whether a request's `Origin` header names one of
+    /// [`Client::allowed_origins`] (exact string comparison).
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins().iter().any(|o| o.as_str() == origin)
     }
 
     /// The registered redirect URI that `requested` matches, if any. Only
@@ -165,6 +206,40 @@ impl Client {
             ))
             .execute(conn)
             .map(|n| n > 0)
+    }
+
+    /// `client rotate-secret`: a new secret (its SHA-256) replaces the
+    /// current one, which keeps working until `old_works_until` (`now`: not
+    /// at all). One statement: of two rotations, each replaces what the
+    /// other left. False when no such confidential client exists.
+    pub fn rotate_secret(
+        conn: &mut AnyConnection,
+        id: &str,
+        new_secret_hash: &str,
+        old_works_until: NaiveDateTime,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        diesel::update(
+            clients::table
+                .find(id)
+                .filter(clients::confidential.eq(true)),
+        )
+        .set((
+            clients::previous_secret_hash.eq(clients::secret_hash),
+            clients::previous_secret_expires_at.eq(old_works_until),
+            clients::secret_hash.eq(new_secret_hash),
+            clients::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .map(|n| n == 1)
+    }
+
+    /// Every client, oldest first (the CLI's `client list`).
+    pub fn list(conn: &mut AnyConnection) -> QueryResult<Vec<Client>> {
+        clients::table
+            .order((clients::created_at.asc(), clients::id.asc()))
+            .select(Client::as_select())
+            .load(conn)
     }
 
     pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<Client>> {
