@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, on SQLite and then on PostgreSQL.
 #
+# First `scripts/setup.sh test` installs what the tests need when it can (as
+# root or with password-less sudo; otherwise it prints the apt-get line to run
+# and the tests skip loudly) and starts PostgreSQL and Redis if they are down.
+# DZDESK_NO_SETUP=1 leaves that out. Under CI=true (.ci/run) cargo fmt --check,
+# clippy -D warnings and scripts/fuzz.sh 30 run too, and any missing piece
+# fails the run instead of being skipped.
+#
 # PostgreSQL comes from, in order: $TEST_DATABASE_URL; a server answering on
 # 127.0.0.1:5432 (user postgres); the local cluster, started with pg_ctlcluster
 # if PostgreSQL is installed. Without any of them only SQLite runs, and this
@@ -17,7 +24,7 @@ pg_candidates=(
 
 pg_answers() {
   if command -v psql >/dev/null 2>&1; then
-    psql "$1" -Atqc 'SELECT 1' >/dev/null 2>&1
+    psql -w "$1" -Atqc 'SELECT 1' >/dev/null 2>&1
   else
     (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null
   fi
@@ -44,6 +51,25 @@ find_postgres() {
     done
   fi
 }
+
+if [ "${DZDESK_NO_SETUP:-}" != 1 ]; then
+  scripts/setup.sh test
+fi
+
+if [ "$ci" = "true" ]; then
+  echo "==> cargo fmt --check"
+  cargo fmt --all -- --check
+  echo "==> cargo clippy"
+  cargo clippy --all-targets -- -D warnings
+
+  # The parsers of untrusted input, 30 s per cargo-fuzz target (fuzz/, outside
+  # the main build). A crash fails CI; its input is in fuzz/artifacts/.
+  echo "==> scripts/fuzz.sh 30"
+  cargo +nightly --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+  cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+  scripts/fuzz.sh 30
+fi
 
 # Redis (the rate-limit tests): $TEST_REDIS_URL, else 127.0.0.1:6379, started
 # here if redis-server is installed. Without it those tests say so and skip
@@ -102,3 +128,5 @@ echo "==> tests on PostgreSQL"
 start=$(date +%s)
 TEST_DATABASE_URL="$pg_url" cargo test --test api
 echo "==> PostgreSQL: $(( $(date +%s) - start )) s"
+
+# walkthrough phase goes here
