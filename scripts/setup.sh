@@ -10,7 +10,8 @@
 # test:  build, plus g++ (libFuzzer, scripts/fuzz.sh), chromium and
 #        chromium-driver (the browser test), postgresql and postgresql-client,
 #        redis-server and redis-tools, python3, python3-venv and python3-pip
-#        (scripts/layers.py, schemathesis), curl (scripts/schemathesis.sh).
+#        (scripts/layers.py, schemathesis), curl (scripts/schemathesis.sh),
+#        jq and openssl (scripts/walkthrough.sh: the README's walkthrough).
 #        Then PostgreSQL on 127.0.0.1:5432 (pg_ctlcluster; the postgres role
 #        gets the password 'postgres' if TCP logins need one) unless
 #        TEST_DATABASE_URL is set, and Redis on 127.0.0.1:6379 unless
@@ -90,7 +91,10 @@ if [ "$level" = test ]; then
     need python3-venv "the schemathesis sweep skips"
     need python3-pip "the schemathesis sweep skips"
   }
-  command -v curl >/dev/null 2>&1 || need curl "the schemathesis sweep fails"
+  command -v curl >/dev/null 2>&1 || need curl "the schemathesis sweep and the README walkthrough fail"
+  # scripts/walkthrough.sh runs the README's walkthrough, which uses them.
+  command -v jq >/dev/null 2>&1 || need jq "the README walkthrough fails"
+  command -v openssl >/dev/null 2>&1 || need openssl "the README walkthrough fails"
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -92,6 +92,11 @@ start=$(date +%s)
 env -u TEST_DATABASE_URL cargo test --all-targets
 echo "==> SQLite: $(( $(date +%s) - start )) s"
 
+# The README's walkthrough, verbatim, against a fresh server (SQLite here,
+# PostgreSQL below).
+echo "==> README walkthrough on SQLite"
+scripts/walkthrough.sh
+
 # schemathesis against the running binary (scripts/schemathesis.sh). Needs
 # python3 with venv and pip to install it; without them it skips loudly, and
 # under CI=true it fails.
@@ -129,4 +134,5 @@ start=$(date +%s)
 TEST_DATABASE_URL="$pg_url" cargo test --test api
 echo "==> PostgreSQL: $(( $(date +%s) - start )) s"
 
-# walkthrough phase goes here
+echo "==> README walkthrough on PostgreSQL"
+WALKTHROUGH_DATABASE_URL="$pg_url" scripts/walkthrough.sh

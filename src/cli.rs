@@ -835,8 +835,8 @@ fn list_users(format: &ListFormat) -> Result<(), CliError> {
     let mut users = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = User::page(&mut conn, after.as_deref(), 500)
-            .map_err(|e| CliError::Failed(e.into()))?;
+        let page =
+            User::page(&mut conn, after.as_deref(), 500).map_err(|e| CliError::Failed(e.into()))?;
         let done = page.len() < 500;
         after = page.last().map(|u| u.id.clone());
         users.extend(page);
@@ -908,9 +908,9 @@ fn list_api_keys(email: &str, format: &ListFormat) -> Result<(), CliError> {
         .ok_or_else(|| CliError::Conflict("no user with this email".into()))?;
     let keys = crate::db::models::ApiKeyRow::list_for_user(&mut conn, &user.id)
         .map_err(|e| CliError::Failed(e.into()))?;
-    let rows = keys.iter().map(|row| {
-        serde_json::to_value(api_keys::KeyView::of(row, None)).unwrap_or_default()
-    });
+    let rows = keys
+        .iter()
+        .map(|row| serde_json::to_value(api_keys::KeyView::of(row, None)).unwrap_or_default());
     print_list(
         format,
         &[
@@ -927,7 +927,8 @@ fn list_api_keys(email: &str, format: &ListFormat) -> Result<(), CliError> {
 }
 
 fn rfc3339(t: chrono::NaiveDateTime) -> String {
-    t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    t.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Prints `rows` as one JSON array, or as a table of `columns` (their

@@ -27,7 +27,9 @@ use crate::ratelimit::redis::RedisStore;
 use crate::ratelimit::Limiter;
 use crate::routes::openapi::{self, Endpoint};
 use crate::routes::surface::{self, oauth_json_endpoint, Hsts, HttpsOnly, RequestDeadline};
-use crate::routes::{self, health, oauth, register, static_files, v1, web as pages, well_known};
+use crate::routes::{
+    self, cors, health, oauth, register, static_files, v1, web as pages, well_known,
+};
 use crate::state::{AppState, ClientCache, ServerKeys};
 use crate::telemetry::{access_log, Observability};
 use crate::tls::CertReloader;
@@ -236,6 +238,9 @@ impl Application {
                 .app_data(Hsts(hsts))
                 .app_data(https_only.clone())
                 .app_data(observability.clone())
+                // Inside https_only: a preflight over plain HTTP in
+                // production is refused like any other request.
+                .wrap(from_fn(cors::cors))
                 .wrap(from_fn(surface::https_only))
                 .wrap(from_fn(surface::deadline))
                 .wrap(from_fn(access_log))

@@ -22,10 +22,14 @@ impl Origin {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let shown: String = raw.chars().take(80).collect();
         if raw.len() > 300 || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("origin {shown:?} is too long or contains whitespace"));
+            return Err(format!(
+                "origin {shown:?} is too long or contains whitespace"
+            ));
         }
         if raw.contains('*') {
-            return Err(format!("origin {shown:?}: no wildcards, exact origins only"));
+            return Err(format!(
+                "origin {shown:?}: no wildcards, exact origins only"
+            ));
         }
         let url = url::Url::parse(raw).map_err(|_| {
             format!("origin {shown:?} is not scheme://host[:port] (for example https://app.example.com)")
@@ -109,7 +113,10 @@ mod tests {
     #[test]
     fn a_redirect_uri_gives_its_origin() {
         let uri = RedirectUri::parse("https://app.example.com:443/cb?x=1").unwrap();
-        assert_eq!(Origin::of(&uri).unwrap().as_str(), "https://app.example.com");
+        assert_eq!(
+            Origin::of(&uri).unwrap().as_str(),
+            "https://app.example.com"
+        );
         let uri = RedirectUri::parse("http://localhost:3000/callback").unwrap();
         assert_eq!(Origin::of(&uri).unwrap().as_str(), "http://localhost:3000");
     }

@@ -1,6 +1,7 @@
 //! Thin HTTP handlers: extract, call the domain, translate. The route table is
 //! in `startup.rs`.
 
+pub mod cors;
 pub mod health;
 pub mod metrics;
 pub mod oauth;

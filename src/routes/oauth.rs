@@ -26,6 +26,7 @@ use crate::oauth::introspect;
 use crate::oauth::token::{self, ClientAuth, FormParams, IssuedTokens};
 use crate::ratelimit::ip_key;
 use crate::ratelimit::throttle::{self, Begin, LockScope};
+use crate::routes::cors;
 use crate::routes::web::session::MaybeSignedIn;
 use crate::routes::web::{render, see_other};
 use crate::state::AppState;
@@ -184,6 +185,7 @@ pub async fn token_post(
     let grant = token::grant_type(&params)?;
     let auth = token::client_auth(authorization.as_deref(), &params)?;
     client_guard(&state, &req, &auth)?;
+    cross_origin(&state, &req, auth.client_id()).await?;
 
     // Hot path of service-to-service traffic: client_credentials with the
     // client and the keys in memory needs no database and no blocking-pool
@@ -358,6 +360,7 @@ pub async fn revoke_post(
     let auth = token::client_auth(authorization.as_deref(), &params)?;
     let token = token_param(&params)?;
     client_guard(&state, &req, &auth)?;
+    cross_origin(&state, &req, auth.client_id()).await?;
     let client_id = auth.client_id().to_owned();
     let st = state.clone();
     let revoked = state
@@ -390,6 +393,24 @@ pub async fn revoke_post(
     let mut resp = HttpResponse::Ok().finish();
     no_store(&mut resp);
     Ok(resp)
+}
+
+/// A page on another origin calls the token or revocation endpoint: only
+/// from an origin the named client registered, refused before anything
+/// else is done (see `oauth::cors`).
+async fn cross_origin(
+    state: &AppState,
+    req: &HttpRequest,
+    client_id: &str,
+) -> Result<(), OAuthError> {
+    cors::admit(state, req, Some(client_id))
+        .await
+        .map_err(|e| match e {
+            cors::AdmitError::Refused(_) => OAuthError::InvalidRequest(
+                "this client may not be called from a web page on this origin (its allowed_cors_origins, or the origins of its redirect URIs)".into(),
+            ),
+            cors::AdmitError::Lookup(e) => OAuthError::server(e),
+        })
 }
 
 /// Brute force at client authentication (token, introspection and

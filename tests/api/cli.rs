@@ -718,8 +718,14 @@ fn user_client_and_api_key_lists_as_tables_and_json() {
     let table = stdout(&run(&["user", "list"], &[("DATABASE_URL", &db.url)], None));
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
-    assert!(lines[0].starts_with("ID") && lines[0].contains("EMAIL"), "{table}");
-    assert!(table.contains("a-admin@example.com") && table.contains("agent"), "{table}");
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("EMAIL"),
+        "{table}"
+    );
+    assert!(
+        table.contains("a-admin@example.com") && table.contains("agent"),
+        "{table}"
+    );
     assert!(!table.contains("argon2"), "{table}");
 
     let confidential = create_client(
@@ -750,13 +756,26 @@ fn user_client_and_api_key_lists_as_tables_and_json() {
     let clients = list_json(&db, &["client", "list"]);
     assert_eq!(clients.len(), 2);
     assert_eq!(clients[0]["type"], "confidential");
-    assert_eq!(clients[0]["cors_origins"], serde_json::json!(["https://zapier.example"]));
+    assert_eq!(
+        clients[0]["cors_origins"],
+        serde_json::json!(["https://zapier.example"])
+    );
     assert_eq!(clients[1]["type"], "public");
-    assert_eq!(clients[1]["cors_origins"], serde_json::json!(["https://spa.example.com"]));
+    assert_eq!(
+        clients[1]["cors_origins"],
+        serde_json::json!(["https://spa.example.com"])
+    );
     assert_eq!(clients[1]["token_endpoint_auth_method"], "none");
-    let table = stdout(&run(&["client", "list"], &[("DATABASE_URL", &db.url)], None));
+    let table = stdout(&run(
+        &["client", "list"],
+        &[("DATABASE_URL", &db.url)],
+        None,
+    ));
     assert_eq!(table.lines().count(), 3, "{table}");
-    assert!(table.contains("Zapier") && table.contains("public"), "{table}");
+    assert!(
+        table.contains("Zapier") && table.contains("public"),
+        "{table}"
+    );
     assert!(!table.contains(&secret), "no secret in a listing");
 
     let key = create_api_key(&db, "a-admin@example.com", "requests:read");
@@ -814,7 +833,11 @@ fn client_rotate_secret_refuses_what_cannot_work() {
         assert!(stdout(&out).is_empty());
     }
     // A bad or wildcard CORS origin is refused at create (exit 2).
-    for origin in ["https://*.example.com", "https://spa.example.com/", "http://spa.example.com"] {
+    for origin in [
+        "https://*.example.com",
+        "https://spa.example.com/",
+        "http://spa.example.com",
+    ] {
         let before = client_count(&db);
         let out = create_client(
             &db,
@@ -891,24 +914,33 @@ async fn client_rotate_secret_shows_the_new_secret_once_and_the_old_one_works_fo
     assert_eq!(json["client_id"], id.as_str());
     let second = json["client_secret"].as_str().unwrap().to_owned();
     assert!(second.starts_with("dzs_") && second != first);
-    let until = chrono::DateTime::parse_from_rfc3339(json["old_secret_works_until"].as_str().unwrap())
-        .unwrap();
+    let until =
+        chrono::DateTime::parse_from_rfc3339(json["old_secret_works_until"].as_str().unwrap())
+            .unwrap();
     let hours = (until.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_minutes();
     assert!((115..=120).contains(&hours), "{hours} minutes of grace");
-    assert!(!stderr(&rotated).contains(&second), "the secret is printed once, on stdout");
+    assert!(
+        !stderr(&rotated).contains(&second),
+        "the secret is printed once, on stdout"
+    );
     assert_eq!(token_status(&app, &id, &second).await, 200);
     assert_eq!(token_status(&app, &id, &first).await, 200, "in its grace");
     // Stored hashed, both of them.
     let stored = app
         .with_conn({
             let id = id.clone();
-            move |conn| dzdesk_auth::db::models::Client::find(conn, &id).unwrap().unwrap()
+            move |conn| {
+                dzdesk_auth::db::models::Client::find(conn, &id)
+                    .unwrap()
+                    .unwrap()
+            }
         })
         .await;
     assert_ne!(stored.secret_hash.as_deref(), Some(second.as_str()));
     assert_ne!(stored.previous_secret_hash.as_deref(), Some(first.as_str()));
     // Past the grace (the clock moved on): the old secret fails.
-    let later = chrono::Utc::now().naive_utc() + chrono::Duration::hours(2) + chrono::Duration::seconds(1);
+    let later =
+        chrono::Utc::now().naive_utc() + chrono::Duration::hours(2) + chrono::Duration::seconds(1);
     assert!(!stored.verify_secret(&first, later));
     assert!(stored.verify_secret(&second, later));
 
@@ -963,11 +995,8 @@ fn password_stdin_on_a_terminal_prompts_twice_without_echo() {
         return;
     }
     let db = TestDatabase::new();
-    let out = create_user_on_a_terminal(
-        &db,
-        "tty@example.com",
-        &format!("{PASSWORD}\n{PASSWORD}\n"),
-    );
+    let out =
+        create_user_on_a_terminal(&db, "tty@example.com", &format!("{PASSWORD}\n{PASSWORD}\n"));
     let shown = format!("{}{}", stdout(&out), stderr(&out));
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(shown.contains("Password"), "a prompt: {shown}");

@@ -10,6 +10,7 @@ mod browser;
 mod bruteforce;
 mod cli;
 mod code_grant;
+mod cors;
 mod credentials;
 mod envelope;
 mod faults;

@@ -132,3 +132,35 @@ async fn an_issuer_with_a_path_has_its_metadata_at_the_path_suffixed_well_known_
         .await;
     assert_eq!(resp.status(), 404);
 }
+
+#[tokio::test]
+async fn docs_say_how_to_get_a_client_id_and_an_initial_access_token() {
+    let app = crate::helpers::spawn_app().await;
+    let resp = app.get("/docs").await;
+    assert_eq!(resp.status(), 200);
+    let docs = resp.text().await.unwrap();
+    let start = docs
+        .find(r#"id="getting-started""#)
+        .expect("a Getting started part");
+    let part = &docs[start
+        ..docs[start..]
+            .find("<h2>Endpoints")
+            .map_or(docs.len(), |e| start + e)];
+    for needle in [
+        "client_id",
+        "dzdesk-auth client create",
+        "--public",
+        "--cors-origin",
+        "initial access token",
+        "dzdesk-auth api-key create --email ADMIN-EMAIL --name registration --scope admin",
+        "http://127.0.0.1/oauth/register",
+        "Walkthrough: from zero to a token",
+    ] {
+        assert!(part.contains(needle), "/docs lacks {needle:?}");
+    }
+    // The walkthrough it points to is in the README the suite runs.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(readme.contains("## Walkthrough: from zero to a token"));
+    assert!(readme.contains("<!-- walkthrough:begin -->"));
+}

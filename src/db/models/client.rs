@@ -110,7 +110,9 @@ impl Client {
         };
         let current = matches(&self.secret_hash);
         let previous = matches(&self.previous_secret_hash)
-            && self.previous_secret_expires_at.is_some_and(|until| now < until);
+            && self
+                .previous_secret_expires_at
+                .is_some_and(|until| now < until);
         current | previous
     }
 

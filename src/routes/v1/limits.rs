@@ -26,6 +26,7 @@ use crate::http::bearer;
 use crate::metrics::Throttled;
 use crate::ratelimit::gcra::Decision;
 use crate::ratelimit::ip_key;
+use crate::routes::cors;
 use crate::state::AppState;
 
 /// Why a request is not authenticated, kept for the extractor (ApiError
@@ -127,6 +128,18 @@ pub async fn rate_limit(
     };
     let started = std::time::Instant::now();
     let auth = authenticate(&state, req.request()).await;
+    // A page on another origin (oauth::cors): with an OAuth access token of
+    // a client that registered the origin, or to read why it was refused
+    // (no credential, an invalid one); never with an API key. Marked before
+    // the rate limit, so that the page can read its 429.
+    let cross_origin = match &auth {
+        Ok(p) => cors::admit(&state, req.request(), p.client_id()).await,
+        Err(Failure::Missing | Failure::Invalid | Failure::CheckFailed { .. }) => {
+            cors::admit_failure(req.request());
+            Ok(())
+        }
+        Err(Failure::IpRefused { .. }) => Ok(()),
+    };
     // The usage log: every answer to a request made with an API key that
     // resolved (429 and the allowlist's 403 included).
     let used_key = match &auth {
@@ -185,6 +198,28 @@ pub async fn rate_limit(
     } else {
         None
     };
+    if let Err(refused) = cross_origin {
+        let mut resp = match refused {
+            cors::AdmitError::Refused(_) => ApiError::Forbidden(
+                "This credential may not be used from a web page on this origin: API keys never, OAuth access tokens only from an origin their client registered".into(),
+            ),
+            cors::AdmitError::Lookup(e) if crate::db::is_unavailable(&e) => {
+                ApiError::Unavailable(e)
+            }
+            cors::AdmitError::Lookup(e) => ApiError::Internal(e),
+        }
+        .error_response();
+        if let Some(d) = &decision {
+            set_headers(resp.headers_mut(), d);
+        }
+        if let Some(key) = &used_key {
+            let entry = pending_use(&state, req.request(), key);
+            state
+                .usage_log
+                .record(finished(entry, resp.status().as_u16(), started));
+        }
+        return Ok(req.into_response(resp));
+    }
     if let Ok(p) = &auth {
         if let Some(key_id) = p.api_key_id() {
             state.usage.record(key_id, Utc::now().naive_utc());
