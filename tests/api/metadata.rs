@@ -95,6 +95,64 @@ async fn without_dzdesk_issuer_metadata_and_tokens_name_the_listen_address_and_t
     .unwrap();
     assert_eq!(meta["issuer"], issuer.as_str());
     assert_eq!(meta["token_endpoint"], format!("{issuer}/oauth/token"));
+
+    // Tokens name it too: iss, and aud (the audience defaults to the
+    // issuer), and the server's own introspection accepts them.
+    let created = crate::cli::run(
+        &[
+            "client",
+            "create",
+            "--name",
+            "Service",
+            "--scope",
+            "requests:read",
+            "--grant-type",
+            "client_credentials",
+        ],
+        &[("DATABASE_URL", db.url.as_str())],
+        None,
+    );
+    assert!(created.status.success());
+    let created: Value = serde_json::from_slice(&created.stdout).unwrap();
+    let (id, secret) = (
+        created["client_id"].as_str().unwrap(),
+        created["client_secret"].as_str().unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{}", server.port());
+    let client = crate::helpers::new_client();
+    let tokens: Value = client
+        .post(format!("{base}/oauth/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = tokens["access_token"].as_str().unwrap();
+    let payload = token.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["iss"], issuer.as_str());
+    assert_eq!(claims["aud"], issuer.as_str());
+    let answer: Value = client
+        .post(format!("{base}/oauth/introspect"))
+        .basic_auth(id, Some(secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["active"], true, "{answer}");
+    assert_eq!(answer["iss"], issuer.as_str(), "{answer}");
     server.stop();
 }
 
