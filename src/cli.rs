@@ -19,7 +19,7 @@ use crate::config::{ConfigError, Settings};
 use crate::credentials::jwt;
 use crate::db::models::{Client, User};
 use crate::db::{run_migrations, sealed, AnyConnection, Database};
-use crate::domain::{Email, NewPassword, Plan, Role};
+use crate::domain::{Email, GrantType, NewPassword, Plan, Role};
 use crate::error::ApiError;
 use crate::oauth::clients::{self, ClientRequest, NewClient};
 use crate::secrets::KEY_VAR;
@@ -708,6 +708,7 @@ fn client(cmd: ClientCommand) -> Result<(), CliError> {
         }
     };
     let plan = args.plan.plan()?;
+    refuse_useless_flags(&args)?;
     let mut new = NewClient::parse(args.into()).map_err(CliError::Invalid)?;
     new.plan = plan;
     let mut conn = open_connection()?;
@@ -791,6 +792,33 @@ fn read_password_from_stdin() -> Result<String, CliError> {
         .or_else(|| raw.strip_suffix('\n'))
         .unwrap_or(&raw);
     Ok(trimmed.to_owned())
+}
+
+/// Flags of `client create` that cannot work with the grant types asked
+/// for: redirect URIs and PKCE belong to the authorization code flow
+/// (`--public --introspect` is clap's `conflicts_with`). Exit 2.
+fn refuse_useless_flags(args: &ClientCreateArgs) -> Result<(), CliError> {
+    let code_flow = args.grant_types.is_empty()
+        || args
+            .grant_types
+            .iter()
+            .any(|g| g == GrantType::AuthorizationCode.as_str());
+    if code_flow {
+        return Ok(());
+    }
+    if !args.redirect_uris.is_empty() {
+        return Err(CliError::Invalid(
+            "--redirect-uri needs --grant-type authorization_code: without it no authorization response is ever sent"
+                .into(),
+        ));
+    }
+    if args.require_pkce {
+        return Err(CliError::Invalid(
+            "--require-pkce needs --grant-type authorization_code: PKCE protects the authorization code"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// `client rotate-secret`: exit 2 for a bad grace or a public client (it

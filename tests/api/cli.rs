@@ -476,6 +476,22 @@ fn client_create_with_invalid_input_exits_2_and_creates_nothing() {
             "--public",
             "--introspect",
         ],
+        // Redirect URIs and PKCE without the code flow.
+        vec![
+            "--redirect-uri",
+            "https://app.example/cb",
+            "--scope",
+            "requests:read",
+            "--grant-type",
+            "client_credentials",
+        ],
+        vec![
+            "--scope",
+            "requests:read",
+            "--grant-type",
+            "client_credentials",
+            "--require-pkce",
+        ],
     ] {
         let out = create_client(&db, &args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));

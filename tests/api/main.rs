@@ -32,6 +32,7 @@ mod register;
 mod rotation;
 mod secrets;
 mod settings_api;
+mod setup_script;
 mod shutdown;
 mod slow_clients;
 mod token;
