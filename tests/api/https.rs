@@ -159,6 +159,55 @@ async fn the_tls_listener_serves_the_code_flow_to_the_oauth2_crate() {
     assert!(stranger.get(flow.app.url("/healthz")).send().await.is_err());
 }
 
+/// A public client (no secret) through the `oauth2` crate, over TLS (the
+/// crate insists on https for revocation, RFC 7009 2): code with PKCE, then
+/// revocation of its refresh token identified by its client_id alone (RFC
+/// 7009 2.1), which the crate sends for a client without a secret.
+#[tokio::test]
+async fn the_oauth2_crate_revokes_a_public_clients_refresh_token() {
+    use oauth2::{RevocationUrl, StandardRevocableToken};
+    let ca = TestCa::new("revocation CA");
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_tls_app(&ca, dir.path(), |_| {}).await;
+    let flow = Flow::on(app, Role::Agent, "requests:read", true).await;
+    let (verifier, challenge) = pkce();
+    let code = flow
+        .code(&AuthRequest::new(&flow.client_id, Some(&challenge)))
+        .await;
+    let client = BasicClient::new(ClientId::new(flow.client_id.clone()))
+        .set_auth_uri(AuthUrl::new(flow.app.url("/oauth/authorize")).unwrap())
+        .set_token_uri(TokenUrl::new(flow.app.url("/oauth/token")).unwrap())
+        .set_revocation_url(RevocationUrl::new(flow.app.url("/oauth/revoke")).unwrap())
+        .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap());
+    let http = ca.client();
+    let token = client
+        .exchange_code(AuthorizationCode::new(code))
+        .set_pkce_verifier(PkceCodeVerifier::new(verifier))
+        .request_async(&http)
+        .await
+        .unwrap();
+    let refresh = token.refresh_token().unwrap().clone();
+    client
+        .revoke_token(StandardRevocableToken::RefreshToken(refresh.clone()))
+        .unwrap()
+        .request_async(&http)
+        .await
+        .expect("a public client revokes its own token");
+    match client
+        .exchange_refresh_token(&refresh)
+        .request_async(&http)
+        .await
+    {
+        Err(oauth2::RequestTokenError::ServerResponse(e)) => {
+            assert_eq!(
+                *e.error(),
+                oauth2::basic::BasicErrorResponseType::InvalidGrant
+            )
+        }
+        other => panic!("expected invalid_grant after revocation, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn signing_in_over_tls_sets_a_host_prefixed_secure_session_cookie() {
     let ca = TestCa::new("cookie CA");
