@@ -13,7 +13,7 @@
 #        (scripts/layers.py, schemathesis), curl (scripts/schemathesis.sh),
 #        jq and openssl (scripts/walkthrough.sh: the README's walkthrough).
 #        Then PostgreSQL on 127.0.0.1:5432 (pg_ctlcluster; the postgres role
-#        gets the password 'postgres' if TCP logins need one) unless
+#        gets the password 'postgres' if TCP logins need one, under CI=true only) unless
 #        TEST_DATABASE_URL is set, and Redis on 127.0.0.1:6379 unless
 #        TEST_REDIS_URL is set, each started only if it is down.
 #
@@ -158,13 +158,18 @@ if [ -z "${TEST_DATABASE_URL:-}" ]; then
     warn "no PostgreSQL on 127.0.0.1:5432: without TEST_DATABASE_URL the PostgreSQL pass skips"
     ci_fails "PostgreSQL did not start"
   elif command -v psql >/dev/null 2>&1 && ! pg_login postgres && ! pg_login postgres:postgres; then
-    # A fresh Debian cluster wants a password over TCP: give postgres one.
-    # scripts/test.sh tries postgres:postgres@127.0.0.1:5432 after postgres@.
+    # A fresh Debian cluster wants a password over TCP: under CI (a machine
+    # of its own) give postgres one; scripts/test.sh tries
+    # postgres:postgres@127.0.0.1:5432 after postgres@. Never on a
+    # developer's machine: a known superuser password there is a way in for
+    # every local user (COPY ... TO PROGRAM), so it is only printed.
     set_password="psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\""
-    if [ "$how" != none ] && as_root su postgres -c "$set_password"; then
+    if [ "$ci" = "true" ] && [ "$how" != none ] && as_root su postgres -c "$set_password"; then
       echo "==> setup: gave the PostgreSQL role postgres the password 'postgres' (TCP logins from the tests)"
     else
-      warn "PostgreSQL asks user postgres for a password; set TEST_DATABASE_URL, or run:"
+      warn "PostgreSQL asks user postgres for a password: the PostgreSQL pass skips. Set"
+      warn "TEST_DATABASE_URL=postgres://USER:PASSWORD@127.0.0.1:5432/postgres (a role with CREATEDB),"
+      warn "or, on a machine where a known password is acceptable, run:"
       echo "    sudo -u postgres psql -c \"ALTER USER postgres PASSWORD 'postgres'\"" >&2
       ci_fails "PostgreSQL is mandatory"
     fi

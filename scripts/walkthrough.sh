@@ -182,7 +182,7 @@ __walkthrough_start_server() {
   echo $! >"$WALKTHROUGH_TMP/server.pid"
   local i
   for i in $(seq 1 300); do
-    if curl -fsS -o /dev/null "$AUTH/readyz" 2>/dev/null; then
+    if curl -fsS --max-time 2 -o /dev/null "$AUTH/readyz" 2>/dev/null; then
       echo "walkthrough: the server is ready at $AUTH"
       return 0
     fi
@@ -231,7 +231,9 @@ while read -r var; do unset "$var"; done < <(compgen -e | grep '^DZDESK_' || tru
   export TMPDIR="$tmp/tmp"
   export WALKTHROUGH_TMP="$tmp"
   export WALKTHROUGH_README_NAME="$readme_name"
-  exec setsid --wait bash "$driver" </dev/null
+  # A hung server or command fails the run after 5 minutes (it takes
+  # seconds) rather than hanging the suite.
+  exec setsid --wait timeout 300 bash "$driver" </dev/null
 ) &
 driver_pid=$!
 status=0

@@ -831,28 +831,28 @@ fn rotate_client_secret(id: &str, grace_hours: i64) -> Result<(), CliError> {
         ))
     })?;
     let mut conn = open_connection()?;
-    let client = Client::find(&mut conn, id)
-        .map_err(|e| CliError::Failed(e.into()))?
-        .ok_or_else(|| CliError::Conflict("no such client".into()))?;
-    if client.is_public() {
-        return Err(CliError::Invalid(
-            "a public client has no secret to rotate".into(),
-        ));
-    }
-    let now = Utc::now().naive_utc();
-    let rotated = clients::rotate_secret(&mut conn, id, grace.duration(), now)
-        .map_err(|e| CliError::Failed(e.into()))?
-        .ok_or_else(|| CliError::Conflict("no such client".into()))?;
+    let rotated = clients::rotate_secret(&mut conn, id, grace.duration(), Utc::now().naive_utc())
+        .map_err(|e| match e {
+        clients::RotateError::Public => CliError::Invalid(e.to_string()),
+        clients::RotateError::Unknown | clients::RotateError::Changed => {
+            CliError::Conflict(e.to_string())
+        }
+        clients::RotateError::Database(e) => CliError::Failed(e.into()),
+    })?;
+    let until = rotated.old_works_until.map(rfc3339);
     log::warn!(
-        "client {id} has a new secret; the old one works until {}",
-        rotated.old_works_until.and_utc().to_rfc3339()
+        "client {id} has a new secret; the old one {}",
+        until.as_deref().map_or_else(
+            || "stopped working".to_owned(),
+            |u| format!("works until {u}")
+        )
     );
     println!(
         "{}",
         serde_json::json!({
             "client_id": id,
             "client_secret": rotated.secret,
-            "old_secret_works_until": rotated.old_works_until.and_utc().to_rfc3339(),
+            "old_secret_works_until": until,
         })
     );
     Ok(())

@@ -202,36 +202,67 @@ pub fn join_origins(origins: &[Origin]) -> String {
 }
 
 /// A new client secret for `client rotate-secret`, shown once.
-#[derive(Debug)]
 pub struct RotatedSecret {
     pub secret: String,
-    /// Until when the replaced secret still authenticates.
-    pub old_works_until: NaiveDateTime,
+    /// Until when the replaced secret still authenticates (None: it
+    /// stopped at once).
+    pub old_works_until: Option<NaiveDateTime>,
+}
+
+impl std::fmt::Debug for RotatedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedSecret")
+            .field("secret", &"<redacted>")
+            .field("old_works_until", &self.old_works_until)
+            .finish()
+    }
+}
+
+/// Why a secret was not rotated.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error("no such client")]
+    Unknown,
+    #[error("a public client has no secret to rotate")]
+    Public,
+    #[error("the client's secret changed meanwhile (another rotation?): nothing was changed")]
+    Changed,
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
 }
 
 /// `client rotate-secret`: a new 256-bit secret (stored as its SHA-256)
 /// replaces the client's; the old one keeps working for `grace` (zero: it
 /// stops at once, as far as each instance's client cache allows:
-/// `DZDESK_CLIENT_CACHE_SECS`). None: no such confidential client.
+/// `DZDESK_CLIENT_CACHE_SECS`, and is forgotten).
 pub fn rotate_secret(
     conn: &mut AnyConnection,
     client_id: &str,
     grace: chrono::Duration,
     now: NaiveDateTime,
-) -> diesel::QueryResult<Option<RotatedSecret>> {
+) -> Result<RotatedSecret, RotateError> {
+    let client = Client::find(conn, client_id)?.ok_or(RotateError::Unknown)?;
+    let current = match (&client.secret_hash, client.is_public()) {
+        (Some(hash), false) => hash.clone(),
+        _ => return Err(RotateError::Public),
+    };
     let secret = tokens::new_secret(prefixes::CLIENT_SECRET);
-    let old_works_until = now + grace;
+    let old_works_until = (grace > chrono::Duration::zero()).then(|| now + grace);
     let rotated = Client::rotate_secret(
         conn,
         client_id,
+        &current,
         &tokens::hash_secret(&secret),
         old_works_until,
         now,
     )?;
-    Ok(rotated.then_some(RotatedSecret {
+    if !rotated {
+        return Err(RotateError::Changed);
+    }
+    Ok(RotatedSecret {
         secret,
         old_works_until,
-    }))
+    })
 }
 
 #[cfg(test)]

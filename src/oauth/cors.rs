@@ -165,6 +165,11 @@ mod tests {
         let explicit = client("https://app.example.com/cb", "https://spa.example.com");
         assert!(admits(Some(&explicit), "https://spa.example.com"));
         assert!(!admits(Some(&explicit), "https://app.example.com"));
+        // A stored list that no longer parses fails closed: no origin, not
+        // the redirect URIs' ones.
+        let unreadable = client("https://app.example.com/cb", "https://*.example.com");
+        assert!(!admits(Some(&unreadable), "https://app.example.com"));
+        assert!(unreadable.allowed_origins().is_empty());
         let mut disabled = explicit.clone();
         disabled.disabled = true;
         assert!(!admits(Some(&disabled), "https://spa.example.com"));

@@ -32,9 +32,15 @@ const PREFLIGHT_MAX_AGE: &str = "600";
 #[derive(Debug, Clone)]
 pub struct Admitted(pub String);
 
-/// A page on an origin that the request's client did not register.
-#[derive(Debug)]
-pub struct Refused;
+/// Why a page was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The request names a client that does not exist.
+    UnknownClient,
+    /// The client (or the credential: an API key) does not allow the
+    /// page's origin.
+    Origin,
+}
 
 /// Why [`admit`] could not decide: the client could not be read.
 #[derive(Debug)]
@@ -70,6 +76,9 @@ pub async fn admit(
         Some(id) => find_client(state, id).await.map_err(AdmitError::Lookup)?,
         None => None,
     };
+    if client_id.is_some() && client.is_none() {
+        return Err(AdmitError::Refused(Refused::UnknownClient));
+    }
     if admits(client.as_deref(), &origin) {
         req.extensions_mut().insert(Admitted(origin));
         Ok(())
@@ -79,7 +88,7 @@ pub async fn admit(
             origin.escape_debug(),
             client_id.unwrap_or("-").escape_debug()
         );
-        Err(AdmitError::Refused(Refused))
+        Err(AdmitError::Refused(Refused::Origin))
     }
 }
 
@@ -148,26 +157,34 @@ fn preflight(surface: Surface, origin: &str) -> HttpResponse {
 
 /// The middleware: preflights of the CORS surfaces are answered here;
 /// other requests go on, and their answers get `Access-Control-Allow-Origin`
-/// (`*` on the public documents; the page's origin where [`admit`] or
-/// [`admit_failure`] let it through) and `Vary: Origin`.
+/// (`*` on the public documents, with or without an `Origin`: a shared cache
+/// may serve a server's copy to a browser; the page's origin where [`admit`]
+/// or [`admit_failure`] let it through, with `Vary: Origin`).
 pub async fn cors(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let surface = Surface::of(req.path());
-    let origin = origin_header(req.headers()).map(str::to_owned);
-    let (Some(surface), Some(origin)) = (surface, origin) else {
+    let Some(surface) = Surface::of(req.path()) else {
         return next
             .call(req)
             .await
             .map(ServiceResponse::map_into_boxed_body);
     };
-    if req.method() == Method::OPTIONS
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-    {
-        return Ok(req.into_response(preflight(surface, &origin)));
+    let origin = origin_header(req.headers()).map(str::to_owned);
+    if surface != Surface::Public && origin.is_none() {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    }
+    if let Some(origin) = &origin {
+        if req.method() == Method::OPTIONS
+            && req
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            return Ok(req.into_response(preflight(surface, origin)));
+        }
     }
     let mut res = next.call(req).await?.map_into_boxed_body();
     let allow = match surface {

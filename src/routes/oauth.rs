@@ -181,10 +181,10 @@ pub async fn token_post(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
-    let (params, authorization) = read_form(&req, &body)?;
-    let grant = token::grant_type(&params)?;
-    let auth = token::client_auth(authorization.as_deref(), &params)?;
-    client_guard(&state, &req, &auth)?;
+    let (params, authorization) = readable(&req, read_form(&req, &body))?;
+    let grant = readable(&req, token::grant_type(&params))?;
+    let auth = readable(&req, token::client_auth(authorization.as_deref(), &params))?;
+    readable(&req, client_guard(&state, &req, &auth))?;
     cross_origin(&state, &req, auth.client_id()).await?;
 
     // Hot path of service-to-service traffic: client_credentials with the
@@ -356,10 +356,10 @@ pub async fn revoke_post(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
-    let (params, authorization) = read_form(&req, &body)?;
-    let auth = token::client_auth(authorization.as_deref(), &params)?;
-    let token = token_param(&params)?;
-    client_guard(&state, &req, &auth)?;
+    let (params, authorization) = readable(&req, read_form(&req, &body))?;
+    let auth = readable(&req, token::client_auth(authorization.as_deref(), &params))?;
+    let token = readable(&req, token_param(&params))?;
+    readable(&req, client_guard(&state, &req, &auth))?;
     cross_origin(&state, &req, auth.client_id()).await?;
     let client_id = auth.client_id().to_owned();
     let st = state.clone();
@@ -397,20 +397,40 @@ pub async fn revoke_post(
 
 /// A page on another origin calls the token or revocation endpoint: only
 /// from an origin the named client registered, refused before anything
-/// else is done (see `oauth::cors`).
+/// else is done (see `oauth::cors`). An unknown client is `invalid_client`
+/// and counts as a failed authentication: a flood of made-up client_ids
+/// with an `Origin` meets the same lock as one without.
 async fn cross_origin(
     state: &AppState,
     req: &HttpRequest,
     client_id: &str,
 ) -> Result<(), OAuthError> {
-    cors::admit(state, req, Some(client_id))
+    let admitted = cors::admit(state, req, Some(client_id))
         .await
         .map_err(|e| match e {
-            cors::AdmitError::Refused(_) => OAuthError::InvalidRequest(
+            cors::AdmitError::Refused(cors::Refused::UnknownClient) => {
+                OAuthError::InvalidClient("client authentication failed".into())
+            }
+            cors::AdmitError::Refused(cors::Refused::Origin) => OAuthError::InvalidRequest(
                 "this client may not be called from a web page on this origin (its allowed_cors_origins, or the origins of its redirect URIs)".into(),
             ),
-            cors::AdmitError::Lookup(e) => OAuthError::server(e),
-        })
+            cors::AdmitError::Lookup(e) => {
+                cors::admit_failure(req);
+                OAuthError::server(e)
+            }
+        });
+    note_client_failure(state, req, client_id, &admitted).await;
+    admitted
+}
+
+/// An error found before the client is known (a malformed request, a
+/// locked client): it says nothing about any client, so a page on any
+/// well-formed origin may read it (`cors::admit_failure`).
+fn readable<T>(req: &HttpRequest, result: Result<T, OAuthError>) -> Result<T, OAuthError> {
+    if result.is_err() {
+        cors::admit_failure(req);
+    }
+    result
 }
 
 /// Brute force at client authentication (token, introspection and

@@ -836,11 +836,24 @@ fn client_rotate_secret_refuses_what_cannot_work() {
     );
     let public: serde_json::Value = serde_json::from_str(stdout(&public).trim()).unwrap();
     let public = public["client_id"].as_str().unwrap();
+    let confidential = create_client(
+        &db,
+        &[
+            "--redirect-uri",
+            "https://app.example/cb",
+            "--scope",
+            "requests:read",
+        ],
+    );
+    let confidential: serde_json::Value =
+        serde_json::from_str(stdout(&confidential).trim()).unwrap();
+    let confidential = confidential["client_id"].as_str().unwrap();
+    let secret_before = stored_client(&db, confidential).secret_hash;
     for (args, code) in [
         (vec!["--id", public], 2),
         (vec!["--id", "client_nope"], 1),
-        (vec!["--id", public, "--grace-hours", "169"], 2),
-        (vec!["--id", public, "--grace-hours", "-1"], 2),
+        (vec!["--id", confidential, "--grace-hours", "169"], 2),
+        (vec!["--id", confidential, "--grace-hours=-1"], 2),
     ] {
         let mut all = vec!["client", "rotate-secret"];
         all.extend(args.iter());
@@ -848,6 +861,11 @@ fn client_rotate_secret_refuses_what_cannot_work() {
         assert_eq!(out.status.code(), Some(code), "{all:?}: {}", stderr(&out));
         assert!(stdout(&out).is_empty());
     }
+    assert_eq!(
+        stored_client(&db, confidential).secret_hash,
+        secret_before,
+        "nothing rotated"
+    );
     // A bad or wildcard CORS origin is refused at create (exit 2).
     for origin in [
         "https://*.example.com",
@@ -968,15 +986,50 @@ async fn client_rotate_secret_shows_the_new_secret_once_and_the_old_one_works_fo
         .unwrap();
     assert_eq!(rotated.status.code(), Some(0), "{}", stderr(&rotated));
     let json: serde_json::Value = serde_json::from_str(stdout(&rotated).trim()).unwrap();
+    assert_eq!(json["old_secret_works_until"], serde_json::Value::Null);
     let third = json["client_secret"].as_str().unwrap().to_owned();
     assert_eq!(token_status(&app, &id, &third).await, 200);
     assert_eq!(token_status(&app, &id, &second).await, 401);
     assert_eq!(token_status(&app, &id, &first).await, 401);
+    let stored = app
+        .with_conn({
+            let id = id.clone();
+            move |conn| {
+                dzdesk_auth::db::models::Client::find(conn, &id)
+                    .unwrap()
+                    .unwrap()
+            }
+        })
+        .await;
+    assert_eq!(
+        stored.previous_secret_hash, None,
+        "not kept without a grace"
+    );
+    // A rotation that read a secret since replaced changes nothing.
+    let changed = app
+        .with_conn({
+            let id = id.clone();
+            move |conn| {
+                dzdesk_auth::db::models::Client::rotate_secret(
+                    conn,
+                    &id,
+                    "a hash read before another rotation",
+                    "new",
+                    None,
+                    chrono::Utc::now().naive_utc(),
+                )
+                .unwrap()
+            }
+        })
+        .await;
+    assert!(!changed);
+    assert_eq!(token_status(&app, &id, &third).await, 200);
 }
 
 /// Runs `user create --password-stdin` on a pseudo-terminal (util-linux
-/// `script`), typing `typed` into it.
-fn create_user_on_a_terminal(db: &TestDatabase, email: &str, typed: &str) -> Output {
+/// `script`), typing each of `lines` once the terminal shows the prompt
+/// before it (so that nothing is typed before echo is off).
+fn create_user_on_a_terminal(db: &TestDatabase, email: &str, lines: [&str; 2]) -> Output {
     let command = format!("{BIN} user create --email {email} --role agent --password-stdin");
     let mut child = Command::new("script")
         .args(["-qefc", &command, "/dev/null"])
@@ -989,15 +1042,52 @@ fn create_user_on_a_terminal(db: &TestDatabase, email: &str, typed: &str) -> Out
         .spawn()
         .expect("util-linux script");
     let mut input = child.stdin.take().unwrap();
-    // Typed a line at a time, as a person would, once the prompt is up.
-    for line in typed.split_inclusive('\n') {
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = input.write_all(line.as_bytes());
-        let _ = input.flush();
+    let mut terminal = child.stdout.take().unwrap();
+    let (tx, seen) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = terminal.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut shown = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (line, prompt) in lines.iter().zip(["Password", "again"]) {
+        while !String::from_utf8_lossy(&shown).contains(prompt) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match seen.recv_timeout(left) {
+                Ok(bytes) => shown.extend(bytes),
+                Err(_) => panic!("no prompt {prompt:?}: {}", String::from_utf8_lossy(&shown)),
+            }
+        }
+        input.write_all(format!("{line}\n").as_bytes()).unwrap();
+        input.flush().unwrap();
     }
-    std::thread::sleep(Duration::from_millis(300));
     drop(input);
-    wait_bounded(child, &["script", "user", "create"])
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "user create did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    while let Ok(bytes) = seen.recv_timeout(Duration::from_secs(2)) {
+        shown.extend(bytes);
+    }
+    let mut stderr = Vec::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    Output {
+        status,
+        stdout: shown,
+        stderr,
+    }
 }
 
 #[test]
@@ -1011,8 +1101,7 @@ fn password_stdin_on_a_terminal_prompts_twice_without_echo() {
         return;
     }
     let db = TestDatabase::new();
-    let out =
-        create_user_on_a_terminal(&db, "tty@example.com", &format!("{PASSWORD}\n{PASSWORD}\n"));
+    let out = create_user_on_a_terminal(&db, "tty@example.com", [PASSWORD, PASSWORD]);
     let shown = format!("{}{}", stdout(&out), stderr(&out));
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(shown.contains("Password"), "a prompt: {shown}");
@@ -1022,11 +1111,8 @@ fn password_stdin_on_a_terminal_prompts_twice_without_echo() {
     assert_eq!(user_count(&db), 1);
 
     // Two different passwords: exit 2, nobody created.
-    let out = create_user_on_a_terminal(
-        &db,
-        "typo@example.com",
-        &format!("{PASSWORD}\n{PASSWORD}x\n"),
-    );
+    let typo = format!("{PASSWORD}x");
+    let out = create_user_on_a_terminal(&db, "typo@example.com", [PASSWORD, &typo]);
     let shown = format!("{}{}", stdout(&out), stderr(&out));
     assert_eq!(out.status.code(), Some(2), "{shown}");
     assert!(shown.contains("differ"), "{shown}");

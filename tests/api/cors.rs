@@ -198,7 +198,8 @@ async fn the_token_endpoint_answers_a_page_on_a_registered_origin_and_refuses_ot
     assert_eq!(resp.status(), 400, "the reuse revoked the grant");
     assert!(header(&resp, "access-control-allow-origin").is_none());
 
-    // An unknown client from any origin: refused alike.
+    // An unknown client from any origin: invalid_client (a failed
+    // authentication), not readable by the page.
     let resp = flow
         .app
         .client
@@ -212,7 +213,7 @@ async fn the_token_endpoint_answers_a_page_on_a_registered_origin_and_refuses_ot
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.status(), 401);
     assert!(header(&resp, "access-control-allow-origin").is_none());
 }
 
@@ -221,23 +222,28 @@ async fn revocation_from_another_origin_is_refused_and_revokes_nothing() {
     let flow = Flow::new(Role::Agent, "requests:read", true).await;
     let tokens = flow.tokens("requests:read").await;
     let refresh = tokens["refresh_token"].as_str().unwrap();
-    let revoke = |origin: &'static str| {
+    let revoke = |origin: &'static str, token: String| {
         flow.app
             .client
             .post(flow.app.url("/oauth/revoke"))
             .header("origin", origin)
-            .form(&[("token", refresh), ("client_id", flow.client_id.as_str())])
+            .form(&[("token", token), ("client_id", flow.client_id.clone())])
             .send()
     };
-    let resp = revoke(REFUSED).await.unwrap();
+    let resp = revoke(REFUSED, refresh.to_owned()).await.unwrap();
     assert_eq!(resp.status(), 400);
     assert!(header(&resp, "access-control-allow-origin").is_none());
-    let resp = revoke(ALLOWED).await.unwrap();
+    // Not revoked: the token still refreshes.
+    let resp = flow.refresh(refresh, None).await;
+    assert_eq!(resp.status(), 200, "the refused call revoked nothing");
+    let rotated: Value = resp.json().await.unwrap();
+    let refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
+    let resp = revoke(ALLOWED, refresh.clone()).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "access-control-allow-origin"), Some(ALLOWED));
     assert_no_credentials(&resp);
-    // Revoked now (by the allowed call, not the refused one).
-    let resp = flow.refresh(refresh, None).await;
+    // Revoked now, by the allowed call.
+    let resp = flow.refresh(&refresh, None).await;
     assert_eq!(resp.status(), 400);
 }
 
@@ -515,4 +521,33 @@ async fn a_page_on_another_loopback_origin_calls_the_token_endpoint_in_chromium(
     );
 
     browser.client.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_origin_header_does_not_escape_the_client_authentication_lock() {
+    // Made-up client_ids with an Origin are failed authentications like
+    // any other (invalid_client), so the (client, address) pair locks.
+    let app = spawn_app().await;
+    let attempt = || {
+        app.client
+            .post(app.url("/oauth/token"))
+            .header("origin", REFUSED)
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "x"),
+                ("client_id", "client_made_up"),
+            ])
+            .send()
+    };
+    for _ in 0..5 {
+        let resp = attempt().await.unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"], "invalid_client");
+    }
+    let resp = attempt().await.unwrap();
+    assert_eq!(resp.status(), 429, "locked");
+    // The lock's answer is readable by the page (it names no client).
+    assert_eq!(header(&resp, "access-control-allow-origin"), Some(REFUSED));
 }

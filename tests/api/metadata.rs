@@ -210,7 +210,7 @@ async fn docs_say_how_to_get_a_client_id_and_an_initial_access_token() {
         "--public",
         "--cors-origin",
         "initial access token",
-        "dzdesk-auth api-key create --email ADMIN-EMAIL --name registration --scope admin",
+        "dzdesk-auth api-key create --email ADMIN-EMAIL --name registration --scope admin --expires-in-days 1",
         "http://127.0.0.1/oauth/register",
         "Walkthrough: from zero to a token",
     ] {

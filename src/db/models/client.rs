@@ -120,13 +120,15 @@ impl Client {
     /// credentials or tokens (CORS): as registered (`--cors-origin`,
     /// `allowed_cors_origins`), else the origins of its redirect URIs.
     pub fn allowed_origins(&self) -> Vec<Origin> {
-        let explicit: Vec<Origin> = self
-            .cors_origins
-            .lines()
-            .filter_map(|l| Origin::parse(l).ok())
-            .collect();
-        if !explicit.is_empty() {
-            return explicit;
+        // Registered explicitly: those, and only those that still parse (a
+        // row that no longer does fails closed, never back to the
+        // redirect URIs' origins).
+        if self.cors_origins.lines().any(|l| !l.trim().is_empty()) {
+            return self
+                .cors_origins
+                .lines()
+                .filter_map(|l| Origin::parse(l).ok())
+                .collect();
         }
         let mut derived: Vec<Origin> = Vec::new();
         for origin in self.redirect_uris().iter().filter_map(Origin::of) {
@@ -210,24 +212,29 @@ impl Client {
             .map(|n| n > 0)
     }
 
-    /// `client rotate-secret`: a new secret (its SHA-256) replaces the
-    /// current one, which keeps working until `old_works_until` (`now`: not
-    /// at all). One statement: of two rotations, each replaces what the
-    /// other left. False when no such confidential client exists.
+    /// `client rotate-secret`: a new secret (its SHA-256) replaces
+    /// `current` (the hash read before), which keeps working until
+    /// `old_works_until` (None: not at all, and it is not kept). False when
+    /// the client is gone, public, or its secret changed meanwhile (of two
+    /// rotations, the second finds the first's secret and changes nothing,
+    /// rather than demoting a secret just handed out).
     pub fn rotate_secret(
         conn: &mut AnyConnection,
         id: &str,
+        current: &str,
         new_secret_hash: &str,
-        old_works_until: NaiveDateTime,
+        old_works_until: Option<NaiveDateTime>,
         now: NaiveDateTime,
     ) -> QueryResult<bool> {
+        let previous = old_works_until.map(|_| current);
         diesel::update(
             clients::table
                 .find(id)
-                .filter(clients::confidential.eq(true)),
+                .filter(clients::confidential.eq(true))
+                .filter(clients::secret_hash.eq(current)),
         )
         .set((
-            clients::previous_secret_hash.eq(clients::secret_hash),
+            clients::previous_secret_hash.eq(previous),
             clients::previous_secret_expires_at.eq(old_works_until),
             clients::secret_hash.eq(new_secret_hash),
             clients::updated_at.eq(now),
