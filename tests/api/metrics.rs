@@ -352,7 +352,16 @@ async fn the_pool_gauges_and_a_database_timeout_are_counted() {
     )
     .await;
     assert_eq!(app.get("/readyz").await.status(), 200);
-    let before = Scrape::of(&app).await;
+    // The service's own background work (start-up sweeps, the key reload)
+    // may hold the only connection for a moment: wait until it is back.
+    let mut before = Scrape::of(&app).await;
+    for _ in 0..100 {
+        if before.sum("dzdesk_auth_db_pool_connections_in_use", &[]) == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        before = Scrape::of(&app).await;
+    }
     assert_eq!(before.sum("dzdesk_auth_db_pool_max_connections", &[]), 1.0);
     assert_eq!(
         before.sum("dzdesk_auth_db_pool_connections_in_use", &[]),
