@@ -72,7 +72,7 @@ echo 'schemathesis bystander password' |
 "$bin" user set-plan --email bystander@example.com --plan enterprise --rate-limit 60000000 >/dev/null
 bystander_key=$("$bin" api-key create --email bystander@example.com --name bystander --scope admin |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-client=$("$bin" client create --name schemathesis --redirect-uri https://example.com/cb \
+client=$("$bin" client create --name schemathesis \
   --scope "requests:read users:read" --grant-type client_credentials --introspect)
 client_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client_id"])' "$client")
 client_secret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client_secret"])' "$client")
