@@ -28,7 +28,7 @@ use crate::ratelimit::Limiter;
 use crate::routes::openapi::{self, Endpoint};
 use crate::routes::surface::{self, oauth_json_endpoint, Hsts, HttpsOnly, RequestDeadline};
 use crate::routes::{
-    self, cors, health, oauth, register, static_files, v1, web as pages, well_known,
+    self, cors, health, oauth, oidc, register, static_files, v1, web as pages, well_known,
 };
 use crate::state::{AppState, ClientCache, ServerKeys};
 use crate::telemetry::{access_log, Observability};
@@ -339,6 +339,15 @@ impl Application {
                     well_known::metadata,
                     resource,
                 ))
+                .service(Endpoint::per_method(
+                    well_known::__path_openid_configuration,
+                    well_known::openid_configuration,
+                    resource,
+                ))
+                .service(
+                    Endpoint::per_method(oidc::__path_userinfo_get, oidc::userinfo_get, resource)
+                        .to(oidc::__path_userinfo_post, oidc::userinfo_post),
+                )
                 .service(Endpoint::per_method(
                     well_known::__path_metadata_for_path,
                     well_known::metadata_for_path,

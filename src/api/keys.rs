@@ -150,7 +150,9 @@ pub fn validate_name(raw: &str) -> Result<String, ApiError> {
     Ok(name.to_owned())
 }
 
-/// A non-empty list of known scopes.
+/// A non-empty list of known API scopes. The OpenID Connect identity
+/// scopes (`openid`, `profile`, `email`) are not for API keys: they say who
+/// signed in to an application, and grant nothing on `/v1`.
 pub fn parse_scope_list(names: &[&str]) -> Result<ScopeSet, ApiError> {
     if names.is_empty() {
         return Err(field_error("scopes", "must name at least one scope"));
@@ -158,10 +160,15 @@ pub fn parse_scope_list(names: &[&str]) -> Result<ScopeSet, ApiError> {
     names
         .iter()
         .map(|n| {
-            Scope::parse(n).ok_or_else(|| {
-                let shown: String = n.chars().take(40).collect();
-                field_error("scopes", &format!("unknown scope '{shown}'"))
-            })
+            let shown: String = n.chars().take(40).collect();
+            match Scope::parse(n) {
+                Some(s) if s.is_identity() => Err(field_error(
+                    "scopes",
+                    &format!("'{shown}' is an OpenID Connect scope, not an API permission"),
+                )),
+                Some(s) => Ok(s),
+                None => Err(field_error("scopes", &format!("unknown scope '{shown}'"))),
+            }
         })
         .collect()
 }

@@ -39,7 +39,12 @@ pub fn insufficient(scope: Scope, message: impl Into<String>) -> ApiError {
 /// key used from any other address gets 403 FORBIDDEN").
 pub fn principal_of(resolved: Resolved) -> Result<Principal, ApiError> {
     match resolved {
-        Resolved::Active(caller) if caller.is_bearer() => Ok(caller),
+        // OIDC identity scopes grant nothing here: /v1 sees the API scopes
+        // alone.
+        Resolved::Active(mut caller) if caller.is_bearer() => {
+            caller.scopes = caller.scopes.api_only();
+            Ok(caller)
+        }
         Resolved::IpRefused { .. } => Err(ApiError::Forbidden(
             "This API key may not be used from this IP address (see the account's IP allowlist)"
                 .into(),

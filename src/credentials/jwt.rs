@@ -27,6 +27,8 @@ use crate::tokens;
 
 /// RFC 9068 2.1: access tokens MUST carry `typ: at+jwt`.
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// OIDC Core 2 / RFC 7519 5.1: ID tokens are `typ: JWT`.
+pub const ID_TOKEN_TYP: &str = "JWT";
 /// Clock skew tolerated when checking `exp`.
 pub const LEEWAY_SECS: i64 = 30;
 const ALGORITHM: &str = "ES256";
@@ -252,6 +254,16 @@ impl KeyRing {
     pub fn sign(&self, claims: &AccessClaims) -> anyhow::Result<String> {
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.kid = Some(self.signing_kid.clone());
+        to_low_s(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+    }
+
+    /// Signs an OpenID Connect ID token (`typ: JWT`, OIDC Core 2: never
+    /// `at+jwt`, so an ID token never verifies as an access token, RFC 9068
+    /// 4) with the same key and low-S signature.
+    pub fn sign_id_token<C: Serialize>(&self, claims: &C) -> anyhow::Result<String> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some(ID_TOKEN_TYP.to_owned());
         header.kid = Some(self.signing_kid.clone());
         to_low_s(jsonwebtoken::encode(&header, claims, &self.encoding)?)
     }

@@ -77,6 +77,8 @@ diesel::table! {
         scopes -> Text,
         created_at -> Timestamp,
         revoked_at -> Nullable<Timestamp>,
+        auth_time -> Nullable<Timestamp>,
+        sid -> Nullable<Text>,
     }
 }
 
@@ -93,6 +95,9 @@ diesel::table! {
         expires_at -> Timestamp,
         used_at -> Nullable<Timestamp>,
         grant_id -> Nullable<Text>,
+        nonce -> Nullable<Text>,
+        auth_time -> Nullable<Timestamp>,
+        sid -> Nullable<Text>,
     }
 }
 

@@ -2,7 +2,9 @@ use std::fmt;
 
 use crate::domain::Role;
 
-/// One permission of the DZDESK API (the seed's "Key Permissions" table).
+/// One permission of the DZDESK API (the seed's "Key Permissions" table),
+/// or one of the OpenID Connect identity scopes (`openid`, `profile`,
+/// `email`: OIDC Core 3.1.2.1, 5.4), which grant no API access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
     RequestsRead,
@@ -10,16 +12,37 @@ pub enum Scope {
     UsersRead,
     UsersWrite,
     Admin,
+    Openid,
+    Profile,
+    Email,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 8] = [
+        Scope::RequestsRead,
+        Scope::RequestsWrite,
+        Scope::UsersRead,
+        Scope::UsersWrite,
+        Scope::Admin,
+        Scope::Openid,
+        Scope::Profile,
+        Scope::Email,
+    ];
+
+    /// The scopes of the DZDESK API: what API keys hold and `/v1` checks.
+    pub const API: [Scope; 5] = [
         Scope::RequestsRead,
         Scope::RequestsWrite,
         Scope::UsersRead,
         Scope::UsersWrite,
         Scope::Admin,
     ];
+
+    /// An OpenID Connect identity scope: it says who the user is (the ID
+    /// token, UserInfo) and grants nothing on `/v1`.
+    pub fn is_identity(self) -> bool {
+        matches!(self, Scope::Openid | Scope::Profile | Scope::Email)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -28,6 +51,9 @@ impl Scope {
             Scope::UsersRead => "users:read",
             Scope::UsersWrite => "users:write",
             Scope::Admin => "admin",
+            Scope::Openid => "openid",
+            Scope::Profile => "profile",
+            Scope::Email => "email",
         }
     }
 
@@ -39,6 +65,9 @@ impl Scope {
             Scope::UsersRead => "Read user data",
             Scope::UsersWrite => "Manage users",
             Scope::Admin => "Full access to your DZDESK account, including administration",
+            Scope::Openid => "Know who you are: your DZDESK user id, and when you signed in",
+            Scope::Profile => "See your profile: your user name and when it last changed",
+            Scope::Email => "See your email address",
         }
     }
 
@@ -47,13 +76,19 @@ impl Scope {
     }
 
     /// Whether a user of `role` may grant this scope (admin: all; agent:
-    /// requests:read, requests:write, users:read).
+    /// requests:read, requests:write, users:read; every role: the identity
+    /// scopes, which are about the user alone).
     pub fn grantable_by(self, role: Role) -> bool {
         match role {
             Role::Admin => true,
             Role::Agent => matches!(
                 self,
-                Scope::RequestsRead | Scope::RequestsWrite | Scope::UsersRead
+                Scope::RequestsRead
+                    | Scope::RequestsWrite
+                    | Scope::UsersRead
+                    | Scope::Openid
+                    | Scope::Profile
+                    | Scope::Email
             ),
         }
     }
@@ -126,6 +161,17 @@ impl ScopeSet {
     pub fn to_vec(&self) -> Vec<&'static str> {
         self.iter().map(|s| s.as_str()).collect()
     }
+
+    /// The API scopes of `self` (identity scopes dropped): what `/v1`
+    /// sees.
+    pub fn api_only(&self) -> ScopeSet {
+        self.iter().filter(|s| !s.is_identity()).collect()
+    }
+
+    /// Whether any identity scope is in `self`.
+    pub fn has_identity(&self) -> bool {
+        self.iter().any(Scope::is_identity)
+    }
 }
 
 impl FromIterator<Scope> for ScopeSet {
@@ -157,9 +203,22 @@ mod tests {
     }
 
     #[test]
+    fn identity_scopes_are_grantable_by_every_role_and_covered_by_admin() {
+        let identity = ScopeSet::parse("openid profile email").unwrap();
+        for role in [Role::Admin, Role::Agent] {
+            assert_eq!(identity.split_by_role(role).0, identity);
+        }
+        assert!(ScopeSet::parse("admin").unwrap().covers(&identity));
+        assert!(!ScopeSet::parse("requests:read").unwrap().covers(&identity));
+        let mixed = ScopeSet::parse("openid requests:read email").unwrap();
+        assert_eq!(mixed.api_only().to_string(), "requests:read");
+        assert!(mixed.has_identity() && !mixed.api_only().has_identity());
+    }
+
+    #[test]
     fn unknown_scope_is_rejected_by_name() {
-        let err = ScopeSet::parse("requests:read openid").unwrap_err();
-        assert!(err.contains("openid"));
+        let err = ScopeSet::parse("requests:read offline_access").unwrap_err();
+        assert!(err.contains("offline_access"));
         assert!(ScopeSet::parse("Requests:Read").is_err());
     }
 

@@ -180,6 +180,8 @@ pub fn register(
                 scopes: client.scopes.clone(),
                 created_at: now,
                 revoked_at: None,
+                auth_time: None,
+                sid: None,
             }
             .insert_if_missing(conn)?;
         }
@@ -305,7 +307,7 @@ mod tests {
         r.redirect_uris = vec!["http://evil.example/cb".into()];
         assert!(NewClient::parse(r).is_err());
         let mut r = req();
-        r.scope = "requests:read openid".into();
+        r.scope = "requests:read offline_access".into();
         assert!(NewClient::parse(r).is_err());
         let mut r = req();
         r.grant_types = vec!["password".into()];

@@ -31,6 +31,8 @@ pub enum Surface {
     Token,
     /// `/v1/...`: the access token's client's origins.
     Api,
+    /// `GET`/`POST /oauth/userinfo`: the access token's client's origins.
+    UserInfo,
 }
 
 impl Surface {
@@ -39,9 +41,10 @@ impl Surface {
     pub fn of(path: &str) -> Option<Self> {
         match path {
             "/oauth/token" | "/oauth/revoke" => Some(Surface::Token),
-            "/.well-known/jwks.json" | "/.well-known/oauth-authorization-server" => {
-                Some(Surface::Public)
-            }
+            "/oauth/userinfo" => Some(Surface::UserInfo),
+            "/.well-known/jwks.json"
+            | "/.well-known/oauth-authorization-server"
+            | "/.well-known/openid-configuration" => Some(Surface::Public),
             p if p.starts_with("/.well-known/oauth-authorization-server/") => Some(Surface::Public),
             p if p == "/v1" || p.starts_with("/v1/") => Some(Surface::Api),
             _ => None,
@@ -54,6 +57,7 @@ impl Surface {
             Surface::Public => "GET",
             Surface::Token => "POST",
             Surface::Api => "GET, POST, PUT, PATCH, DELETE",
+            Surface::UserInfo => "GET, POST",
         }
     }
 
@@ -61,7 +65,7 @@ impl Surface {
     pub fn request_headers(self) -> &'static str {
         match self {
             Surface::Public => "",
-            Surface::Token | Surface::Api => "Authorization, Content-Type",
+            Surface::Token | Surface::Api | Surface::UserInfo => "Authorization, Content-Type",
         }
     }
 
@@ -69,7 +73,7 @@ impl Surface {
     pub fn exposed_headers(self) -> &'static str {
         match self {
             Surface::Public => "",
-            Surface::Token => "WWW-Authenticate, Retry-After, X-Request-Id",
+            Surface::Token | Surface::UserInfo => "WWW-Authenticate, Retry-After, X-Request-Id",
             Surface::Api => "WWW-Authenticate, Retry-After, X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset",
         }
     }
@@ -199,6 +203,11 @@ mod tests {
         assert_eq!(Surface::of("/oauth/token"), Some(Surface::Token));
         assert_eq!(Surface::of("/oauth/revoke"), Some(Surface::Token));
         assert_eq!(Surface::of("/v1/me"), Some(Surface::Api));
+        assert_eq!(Surface::of("/oauth/userinfo"), Some(Surface::UserInfo));
+        assert_eq!(
+            Surface::of("/.well-known/openid-configuration"),
+            Some(Surface::Public)
+        );
         assert_eq!(Surface::of("/.well-known/jwks.json"), Some(Surface::Public));
         assert_eq!(
             Surface::of("/.well-known/oauth-authorization-server/auth"),

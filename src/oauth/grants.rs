@@ -21,6 +21,7 @@ use crate::db::models::{AuthorizationCodeRow, Client, GrantRow, RefreshTokenRow,
 use crate::db::AnyConnection;
 use crate::domain::{GrantType, ScopeSet};
 use crate::oauth::error::OAuthError;
+use crate::oauth::oidc;
 use crate::oauth::request::{
     requested_scope, sign_access_token, FormParams, IssuedTokens, TokenConfig,
 };
@@ -181,6 +182,8 @@ pub fn authorization_code(
         scopes: row.scopes.clone(),
         created_at: now.naive_utc(),
         revoked_at: None,
+        auth_time: row.auth_time,
+        sid: row.sid.clone(),
     };
     let refresh = client
         .allows_grant(GrantType::RefreshToken)
@@ -210,11 +213,26 @@ pub fn authorization_code(
     }
     let (access_token, expires_in) =
         sign_access_token(keys, cfg, &user.id, &client.id, &scope, &grant.id, now)?;
+    // OIDC Core 3.1.3.3: the code exchange of an `openid` request returns an
+    // ID token, with the request's nonce exactly (3.1.3.6).
+    let authn = oidc::Authentication {
+        auth_time: row.auth_time.unwrap_or(row.created_at),
+        sid: row.sid.clone(),
+        nonce: row.nonce.clone(),
+    };
+    let about = oidc::IdTokenFor {
+        user: &user,
+        client_id: &client.id,
+        scope: &scope,
+        access_token: &access_token,
+    };
+    let id_token = oidc::id_token(keys, cfg, about, &authn, now)?;
     Ok(IssuedTokens {
         access_token,
         expires_in,
         scope,
         refresh_token: refresh.map(|(token, _)| token),
+        id_token,
     })
 }
 
@@ -297,11 +315,26 @@ pub fn refresh_token(
     }
     let (access_token, expires_in) =
         sign_access_token(keys, cfg, &user.id, &client.id, &scope, &grant.id, now)?;
+    // OIDC Core 12.2: a refresh of an `openid` grant returns an ID token with
+    // the same sub, aud and auth_time (and no nonce).
+    let authn = oidc::Authentication {
+        auth_time: grant.auth_time.unwrap_or(grant.created_at),
+        sid: grant.sid.clone(),
+        nonce: None,
+    };
+    let about = oidc::IdTokenFor {
+        user: &user,
+        client_id: &client.id,
+        scope: &scope,
+        access_token: &access_token,
+    };
+    let id_token = oidc::id_token(keys, cfg, about, &authn, now)?;
     Ok(IssuedTokens {
         access_token,
         expires_in,
         scope,
         refresh_token: Some(token),
+        id_token,
     })
 }
 

@@ -503,6 +503,8 @@ pub fn update(
                 scopes: new.scopes.to_string(),
                 created_at: now.naive_utc(),
                 revoked_at: None,
+                auth_time: None,
+                sid: None,
             }
             .insert_if_missing(conn)?;
         }

@@ -71,6 +71,9 @@ pub struct IssuedTokens {
     pub expires_in: i64,
     pub scope: ScopeSet,
     pub refresh_token: Option<String>,
+    /// OpenID Connect: with `openid` in the scope (code exchange and
+    /// refresh).
+    pub id_token: Option<String>,
 }
 
 /// Token settings from the configuration.

@@ -142,7 +142,14 @@ pub fn client_credentials(
             "this client is not registered for the client_credentials grant".into(),
         ));
     }
-    let scope = requested_scope(params, &client.scopes())?;
+    // The OIDC identity scopes are about a user; a client acting for itself
+    // has none, so its tokens carry API scopes only.
+    let scope = requested_scope(params, &client.scopes())?.api_only();
+    if scope.is_empty() {
+        return Err(OAuthError::InvalidScope(
+            "openid, profile and email need a user: the client_credentials grant carries API scopes only".into(),
+        ));
+    }
     let grant_id = GrantRow::client_credentials_id(&client.id);
     let (access_token, expires_in) =
         sign_access_token(keys, cfg, &client.id, &client.id, &scope, &grant_id, now)?;
@@ -151,6 +158,7 @@ pub fn client_credentials(
         expires_in,
         scope,
         refresh_token: None,
+        id_token: None,
     })
 }
 

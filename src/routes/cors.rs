@@ -135,8 +135,8 @@ fn preflight(surface: Surface, origin: &str) -> HttpResponse {
         Surface::Public => "*",
         // No client is known yet; the request itself is checked (module
         // documentation).
-        Surface::Token | Surface::Api if Origin::parse(origin).is_ok() => origin,
-        Surface::Token | Surface::Api => return resp,
+        _ if Origin::parse(origin).is_ok() => origin,
+        _ => return resp,
     };
     set(headers, header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
     set(
@@ -189,7 +189,7 @@ pub async fn cors(
     let mut res = next.call(req).await?.map_into_boxed_body();
     let allow = match surface {
         Surface::Public => Some("*".to_owned()),
-        Surface::Token | Surface::Api => res
+        Surface::Token | Surface::Api | Surface::UserInfo => res
             .request()
             .extensions()
             .get::<Admitted>()

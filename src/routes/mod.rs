@@ -5,6 +5,7 @@ pub mod cors;
 pub mod health;
 pub mod metrics;
 pub mod oauth;
+pub mod oidc;
 pub mod openapi;
 pub mod register;
 pub mod static_files;

@@ -44,6 +44,9 @@ pub struct TokenBody {
     scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<String>,
+    /// OpenID Connect Core 3.1.3.3: when the scope holds `openid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<String>,
 }
 
 /// A grant type of the token endpoint.
@@ -531,6 +534,7 @@ fn token_response(issued: IssuedTokens) -> HttpResponse {
         expires_in: issued.expires_in,
         scope: issued.scope.to_string(),
         refresh_token: issued.refresh_token,
+        id_token: issued.id_token,
     });
     no_store(&mut resp);
     resp
@@ -610,6 +614,7 @@ async fn authorize(
                 signed_in: signed_in.as_ref().map(|s| SignedInUser {
                     session_id: &s.session_id,
                     user: &s.user,
+                    signed_in_at: s.signed_in_at,
                 }),
                 csrf: &state2.csrf,
                 issuer: &state2.settings.issuer,

@@ -421,7 +421,7 @@ fn finish_oauth(path: &str, op: &mut Value) {
     } else {
         op["security"] = json!([{"bearer": []}]);
         statuses.push("401");
-        if path == "/oauth/register" {
+        if path == "/oauth/register" || path == "/oauth/userinfo" {
             statuses.push("403");
         }
         if has_body(op) {
@@ -473,6 +473,7 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
         "/oauth/revoke",
         "/oauth/register",
         "/oauth/register/{client_id}",
+        "/oauth/userinfo",
     ];
     if let Some(paths) = doc["paths"].as_object_mut() {
         for (path, item) in paths.iter_mut() {

@@ -38,8 +38,10 @@ pub async fn jwks(state: web::Data<AppState>) -> Result<HttpResponse, WebError> 
         .json(ring.jwks()))
 }
 
-/// RFC 8414 2: the authorization server metadata. Every URL is built from
-/// `DZDESK_ISSUER`; only endpoints that exist are advertised.
+/// RFC 8414 2: the authorization server metadata, which is also the OpenID
+/// Connect discovery document (Discovery 1.0 3; RFC 8414 2 lets the OIDC
+/// fields appear here). Every URL is built from `DZDESK_ISSUER`; only
+/// endpoints that exist are advertised.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Metadata {
     issuer: String,
@@ -62,6 +64,11 @@ pub struct Metadata {
     /// RFC 9207 3.
     authorization_response_iss_parameter_supported: bool,
     service_documentation: String,
+    /// OpenID Connect Discovery 1.0 3.
+    userinfo_endpoint: String,
+    id_token_signing_alg_values_supported: [&'static str; 1],
+    subject_types_supported: [&'static str; 1],
+    claims_supported: [&'static str; 12],
 }
 
 /// `GET /.well-known/oauth-authorization-server` (RFC 8414 3).
@@ -101,7 +108,20 @@ pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
             ],
             authorization_response_iss_parameter_supported: true,
             service_documentation: url("/docs"),
+            userinfo_endpoint: url("/oauth/userinfo"),
+            id_token_signing_alg_values_supported: ["ES256"],
+            subject_types_supported: ["public"],
+            claims_supported: crate::oauth::oidc::CLAIMS_SUPPORTED,
         })
+}
+
+/// `GET /.well-known/openid-configuration` (OpenID Connect Discovery 1.0
+/// 4): the same document as the RFC 8414 metadata, so the two never
+/// disagree.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "well-known", operation_id = "openidConfiguration",
+    responses((status = 200, description = "OpenID Connect Discovery 1.0 3 (the RFC 8414 metadata)", body = Metadata)))]
+pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
+    metadata(state).await
 }
 
 /// `GET /.well-known/oauth-authorization-server/{issuer_path}` (RFC 8414

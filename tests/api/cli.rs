@@ -446,7 +446,7 @@ fn client_create_with_invalid_input_exits_2_and_creates_nothing() {
             "--redirect-uri",
             "https://app.example/cb",
             "--scope",
-            "requests:read openid",
+            "requests:read offline_access",
         ],
         vec!["--redirect-uri", "https://app.example/cb", "--scope", ""],
         vec!["--scope", "requests:read"],

@@ -24,6 +24,7 @@ mod login;
 mod metadata;
 mod metrics;
 mod oauth_flow;
+mod oidc;
 mod openapi;
 mod pages;
 mod ratelimits;

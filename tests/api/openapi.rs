@@ -10,8 +10,11 @@ use crate::v1_keys::{api, user_with_key};
 
 /// Every operation the route table serves and documents. A new operation
 /// goes here too.
-const OPERATIONS: [(&str, &str); 25] = [
+const OPERATIONS: [(&str, &str); 28] = [
     ("get", "/v1/me"),
+    ("get", "/.well-known/openid-configuration"),
+    ("get", "/oauth/userinfo"),
+    ("post", "/oauth/userinfo"),
     ("get", "/v1/api-keys"),
     ("post", "/v1/api-keys"),
     ("delete", "/v1/api-keys/{id}"),

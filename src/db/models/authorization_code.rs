@@ -21,6 +21,11 @@ pub struct AuthorizationCodeRow {
     pub expires_at: NaiveDateTime,
     pub used_at: Option<NaiveDateTime>,
     pub grant_id: Option<String>,
+    /// OpenID Connect: the authorization request's `nonce` (returned as is
+    /// in the ID token), when the user signed in, and the session's `sid`.
+    pub nonce: Option<String>,
+    pub auth_time: Option<NaiveDateTime>,
+    pub sid: Option<String>,
 }
 
 // Database methods

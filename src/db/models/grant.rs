@@ -16,6 +16,12 @@ pub struct GrantRow {
     pub scopes: String,
     pub created_at: NaiveDateTime,
     pub revoked_at: Option<NaiveDateTime>,
+    /// OpenID Connect: when the user signed in for the authorization that
+    /// started the grant, and that browser session's `sid`; every ID token
+    /// of the grant repeats them (OIDC Core 12.2). None for
+    /// client_credentials grants and grants from before OIDC.
+    pub auth_time: Option<NaiveDateTime>,
+    pub sid: Option<String>,
 }
 
 // Local methods

@@ -194,9 +194,9 @@ fn key_row(key: KeyView, now: DateTime<Utc>) -> KeyRowView {
     }
 }
 
-/// The scopes a user of `role` may put on a key, in `Scope::ALL` order.
+/// The scopes a user of `role` may put on a key, in `Scope::API` order.
 fn grantable(role: Role) -> impl Iterator<Item = Scope> {
-    Scope::ALL.into_iter().filter(move |s| s.grantable_by(role))
+    Scope::API.into_iter().filter(move |s| s.grantable_by(role))
 }
 
 /// `ApiError`s other than a validation message, as the page shows them.

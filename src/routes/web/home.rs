@@ -54,7 +54,7 @@ pub async fn home(
 #[template(path = "docs.html")]
 struct DocsPage<'a> {
     issuer: &'a str,
-    scopes: [Scope; 5],
+    scopes: [Scope; 8],
 }
 
 /// `GET /docs`: the endpoints and scopes, for client developers (the

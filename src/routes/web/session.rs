@@ -78,6 +78,8 @@ pub fn looks_like_secret(value: &str, prefix: &str) -> bool {
 pub struct SignedIn {
     pub session_id: String,
     pub user: User,
+    /// When this browser signed in (the session's start): OIDC `auth_time`.
+    pub signed_in_at: chrono::NaiveDateTime,
 }
 
 impl MaybeSignedIn {
@@ -126,6 +128,7 @@ impl FromRequest for MaybeSignedIn {
             Ok(MaybeSignedIn(found.map(|(session, user)| SignedIn {
                 session_id: session.id,
                 user,
+                signed_in_at: session.created_at,
             })))
         })
     }

@@ -1,0 +1,394 @@
+//! OpenID Connect Core 1.0 on the code flow: the ID token (claims, nonce,
+//! at_hash, refresh), UserInfo, discovery, and the rules that keep an ID
+//! token from ever counting as an access token.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use dzdesk_auth::domain::Role;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{location, spawn_app};
+use crate::oauth_flow::{assert_error_redirect, param, pkce, AuthRequest, Flow};
+use crate::v1_keys::key_for;
+
+/// A nonce with every character a URL and a JSON string must carry safely.
+const NONCE: &str = "n-0S6_WzA2Mj &<>\"'%+/=?#üλ\\";
+
+const SCOPE: &str = "requests:read openid profile email";
+
+/// Verifies an ID token with the published keys: ES256, `typ: JWT`, our
+/// issuer, audience `client_id`, not expired. Its claims.
+async fn verify_id_token(flow: &Flow, token: &str) -> Value {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("JWT"));
+    assert_eq!(header.alg, Algorithm::ES256);
+    let set: jsonwebtoken::jwk::JwkSet = flow
+        .app
+        .get("/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let jwk = set
+        .find(header.kid.as_deref().unwrap())
+        .expect("kid published");
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_issuer(&[&flow.app.settings.issuer]);
+    validation.set_audience(&[&flow.client_id]);
+    validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+    jsonwebtoken::decode::<Value>(token, &DecodingKey::from_jwk(jwk).unwrap(), &validation)
+        .unwrap()
+        .claims
+}
+
+fn at_hash(access_token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(&Sha256::digest(access_token.as_bytes())[..16])
+}
+
+/// The whole flow with `scope` and `nonce`: the token response.
+async fn tokens(flow: &Flow, scope: &str, nonce: Option<&str>) -> Value {
+    let (verifier, challenge) = pkce();
+    let req = AuthRequest::new(&flow.client_id, Some(&challenge))
+        .with("scope", Some(scope))
+        .with("nonce", nonce);
+    let code = flow.code(&req).await;
+    let resp = flow.exchange(&code, Some(&verifier)).await;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_code_exchange_returns_an_id_token_with_the_exact_nonce_and_at_hash() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let before = chrono::Utc::now().timestamp();
+    let body = tokens(&flow, "openid email requests:read", Some(NONCE)).await;
+    assert_eq!(body["scope"], "requests:read openid email");
+    let access = body["access_token"].as_str().unwrap();
+    let claims = verify_id_token(&flow, body["id_token"].as_str().expect("id_token")).await;
+    assert_eq!(claims["iss"], flow.app.settings.issuer.as_str());
+    assert_eq!(claims["sub"], flow.user_id.as_str(), "the /v1/me id");
+    assert_eq!(claims["aud"], flow.client_id.as_str());
+    assert_eq!(claims["nonce"], NONCE, "echoed exactly");
+    assert_eq!(claims["at_hash"], at_hash(access));
+    assert_eq!(claims["email"], flow.email.as_str());
+    assert_eq!(claims["email_verified"], false);
+    let iat = claims["iat"].as_i64().unwrap();
+    assert!(iat >= before - 1);
+    assert!(claims["exp"].as_i64().unwrap() > iat);
+    let auth_time = claims["auth_time"].as_i64().unwrap();
+    assert!(auth_time <= iat && auth_time >= before - 60, "{auth_time}");
+    let sid = claims["sid"].as_str().unwrap();
+    assert_eq!(sid.len(), 32);
+    // /v1/me names the same subject.
+    let me: Value = flow
+        .app
+        .client
+        .get(flow.app.url("/v1/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["data"]["id"], claims["sub"]);
+    // /v1 ignores the identity scopes.
+    assert_eq!(me["data"]["scopes"], serde_json::json!(["requests:read"]));
+
+    // Refresh (OIDC Core 12.2): a new ID token with the same sub, aud,
+    // auth_time and sid, no nonce, and the new access token's at_hash.
+    let resp = flow
+        .refresh(body["refresh_token"].as_str().unwrap(), None)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let refreshed: Value = resp.json().await.unwrap();
+    let again = verify_id_token(&flow, refreshed["id_token"].as_str().expect("id_token")).await;
+    assert_eq!(again["sub"], claims["sub"]);
+    assert_eq!(again["aud"], claims["aud"]);
+    assert_eq!(again["auth_time"], claims["auth_time"]);
+    assert_eq!(again["sid"], claims["sid"]);
+    assert!(again.get("nonce").is_none(), "{again}");
+    assert_eq!(
+        again["at_hash"],
+        at_hash(refreshed["access_token"].as_str().unwrap())
+    );
+
+    // A refresh narrowed to API scopes: no ID token.
+    let resp = flow
+        .refresh(
+            refreshed["refresh_token"].as_str().unwrap(),
+            Some("requests:read"),
+        )
+        .await;
+    let narrowed: Value = resp.json().await.unwrap();
+    assert!(narrowed.get("id_token").is_none(), "{narrowed}");
+}
+
+#[tokio::test]
+async fn without_openid_there_is_no_id_token_and_without_email_no_email_claims() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let body = tokens(&flow, "requests:read", None).await;
+    assert!(body.get("id_token").is_none(), "{body}");
+    let body = tokens(&flow, "openid", None).await;
+    let claims = verify_id_token(&flow, body["id_token"].as_str().unwrap()).await;
+    assert!(claims.get("email").is_none() && claims.get("email_verified").is_none());
+    assert!(claims.get("nonce").is_none(), "none was sent");
+}
+
+#[tokio::test]
+async fn a_public_client_must_send_a_nonce_with_openid() {
+    let flow = Flow::new(Role::Agent, SCOPE, true).await;
+    let (_, challenge) = pkce();
+    let req = AuthRequest::new(&flow.client_id, Some(&challenge)).with("scope", Some("openid"));
+    let resp = flow.get(&req).await;
+    assert_error_redirect(&resp, &flow.app.settings.issuer, "invalid_request");
+    assert!(param(&location(&resp), "error_description")
+        .unwrap()
+        .contains("nonce"));
+    // Not needed without openid; with a nonce the flow goes through.
+    let body = tokens(&flow, "requests:read", None).await;
+    assert!(body.get("id_token").is_none());
+    let body = tokens(&flow, "openid", Some(NONCE)).await;
+    let claims = verify_id_token(&flow, body["id_token"].as_str().unwrap()).await;
+    assert_eq!(claims["nonce"], NONCE);
+    // An overlong nonce is refused.
+    let long = "n".repeat(513);
+    let req = AuthRequest::new(&flow.client_id, Some(&challenge))
+        .with("scope", Some("openid"))
+        .with("nonce", Some(&long));
+    let resp = flow.get(&req).await;
+    assert_error_redirect(&resp, &flow.app.settings.issuer, "invalid_request");
+}
+
+#[tokio::test]
+async fn an_id_token_is_never_an_access_token() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let body = tokens(&flow, "openid requests:read", Some("n")).await;
+    let id_token = body["id_token"].as_str().unwrap();
+    // Not at /v1 ...
+    let resp = flow
+        .app
+        .client
+        .get(flow.app.url("/v1/me"))
+        .bearer_auth(id_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // ... nor at UserInfo ...
+    let resp = flow
+        .app
+        .client
+        .get(flow.app.url("/oauth/userinfo"))
+        .bearer_auth(id_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // ... nor at introspection (its own client asks).
+    let resp = flow
+        .app
+        .client
+        .post(flow.app.url("/oauth/introspect"))
+        .basic_auth(&flow.client_id, flow.secret.as_deref())
+        .form(&[("token", id_token)])
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer, serde_json::json!({"active": false}));
+}
+
+async fn userinfo(flow: &Flow, bearer: Option<&str>, post: bool) -> reqwest::Response {
+    let url = flow.app.url("/oauth/userinfo");
+    let mut req = if post {
+        flow.app.client.post(url)
+    } else {
+        flow.app.client.get(url)
+    };
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn userinfo_answers_the_granted_claims_and_rfc_6750_errors() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let body = tokens(&flow, "openid email", Some("n")).await;
+    let access = body["access_token"].as_str().unwrap();
+    for post in [false, true] {
+        let resp = userinfo(&flow, Some(access), post).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["cache-control"], "no-store");
+        let claims: Value = resp.json().await.unwrap();
+        assert_eq!(
+            claims,
+            serde_json::json!({"sub": flow.user_id, "email": flow.email, "email_verified": false})
+        );
+    }
+    let body = tokens(&flow, "openid profile", Some("n")).await;
+    let claims: Value = userinfo(&flow, body["access_token"].as_str(), false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        claims,
+        serde_json::json!({"sub": flow.user_id, "preferred_username": flow.email})
+    );
+
+    // Without openid: 403 insufficient_scope.
+    let body = tokens(&flow, "requests:read", None).await;
+    let resp = userinfo(&flow, body["access_token"].as_str(), false).await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        r#"Bearer error="insufficient_scope", scope="openid""#
+    );
+    // No token: the bare challenge. A bad one, or an API key: invalid_token.
+    let resp = userinfo(&flow, None, false).await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    let (_, key) = key_for(&flow.app, &flow.user_id, "requests:read").await;
+    for bad in ["nope", key.as_str()] {
+        let resp = userinfo(&flow, Some(bad), false).await;
+        assert_eq!(resp.status(), 401, "{bad}");
+        assert_eq!(
+            resp.headers()["www-authenticate"],
+            r#"Bearer error="invalid_token""#
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_token");
+    }
+}
+
+#[tokio::test]
+async fn discovery_matches_the_server_metadata_and_names_the_oidc_features() {
+    let app = spawn_app().await;
+    let oidc: Value = app
+        .get("/.well-known/openid-configuration")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let oauth: Value = app
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(oidc, oauth, "one document");
+    assert_eq!(oidc["issuer"], app.settings.issuer.as_str());
+    assert_eq!(
+        oidc["userinfo_endpoint"],
+        format!("{}/oauth/userinfo", app.settings.issuer)
+    );
+    assert_eq!(
+        oidc["id_token_signing_alg_values_supported"],
+        serde_json::json!(["ES256"])
+    );
+    assert_eq!(
+        oidc["subject_types_supported"],
+        serde_json::json!(["public"])
+    );
+    for claim in [
+        "sub",
+        "auth_time",
+        "nonce",
+        "at_hash",
+        "sid",
+        "email",
+        "email_verified",
+    ] {
+        assert!(
+            oidc["claims_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from(claim)),
+            "{claim}"
+        );
+    }
+    for scope in ["openid", "profile", "email"] {
+        assert!(
+            oidc["scopes_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from(scope)),
+            "{scope}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn identity_scopes_are_for_sign_in_only() {
+    let app = spawn_app().await;
+    let user = app.create_user("agent@example.com", Role::Agent).await;
+    // Not on API keys.
+    let (_, admin_key) = {
+        let admin = app.create_user("admin@example.com", Role::Admin).await;
+        key_for(&app, &admin, "admin").await
+    };
+    let _ = user;
+    let resp = app
+        .client
+        .post(app.url("/v1/api-keys"))
+        .bearer_auth(&admin_key)
+        .json(&serde_json::json!({"name": "x", "scopes": ["openid"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("OpenID"),
+        "{body}"
+    );
+    // Not on client_credentials tokens: a service has no identity.
+    let (id, secret) = app
+        .create_client("requests:read openid", &["client_credentials"], false)
+        .await;
+    let token = |scope: Option<&'static str>| {
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(s) = scope {
+            form.push(("scope", s));
+        }
+        app.client
+            .post(app.url("/oauth/token"))
+            .basic_auth(&id, secret.as_deref())
+            .form(&form)
+            .send()
+    };
+    let resp = token(Some("openid")).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_scope");
+    let body: Value = token(None).await.unwrap().json().await.unwrap();
+    assert_eq!(body["scope"], "requests:read");
+    assert!(body.get("id_token").is_none());
+}
+
+#[tokio::test]
+async fn an_agent_may_grant_the_identity_scopes_and_the_consent_page_says_what_they_are() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let (_, challenge) = pkce();
+    let req = AuthRequest::new(&flow.client_id, Some(&challenge))
+        .with("scope", Some("openid profile email"))
+        .with("nonce", Some("n"));
+    let page = flow.consent_page(&req).await;
+    assert!(page.contains("See your email address"), "{page}");
+    assert!(page.contains("Know who you are"), "{page}");
+    // select_account cannot be honoured: said so.
+    let req = req.with("prompt", Some("select_account"));
+    let resp = flow.get(&req).await;
+    assert_error_redirect(
+        &resp,
+        &flow.app.settings.issuer,
+        "account_selection_required",
+    );
+}
