@@ -48,7 +48,7 @@ use crate::tokens;
 pub const CODE_TTL_SECS: i64 = 60;
 
 /// The authorization request's own parameters; each may appear once.
-const PROTOCOL_PARAMS: [&str; 9] = [
+const PROTOCOL_PARAMS: [&str; 10] = [
     "response_type",
     "client_id",
     "redirect_uri",
@@ -58,7 +58,14 @@ const PROTOCOL_PARAMS: [&str; 9] = [
     "code_challenge_method",
     "prompt",
     "nonce",
+    "max_age",
 ];
+
+/// After a sign-in forced by `prompt=login` or an exceeded `max_age`, the
+/// browser comes back to the request with `max_age` set to this many
+/// seconds instead: the sign-in it just did passes, and the request cannot
+/// send it to sign in again and again.
+pub const FRESH_SIGN_IN_SECS: i64 = 600;
 
 /// The longest `nonce` kept (OIDC Core 3.1.2.1 sets no limit; ours is
 /// stored with the code and echoed in the ID token).
@@ -110,9 +117,12 @@ pub struct ConsentPrompt {
 pub enum AuthorizeOutcome {
     /// Redirect to the client (success or error), `iss` included.
     Redirect(String),
-    /// Signed out: sign in, then come back to `next`.
+    /// Signed out, or signed in too long ago (`prompt=login`, `max_age`):
+    /// sign in, then come back to `next`. `reauth`: the browser is signed
+    /// in, and must sign in again all the same.
     Login {
         next: String,
+        reauth: bool,
     },
     Consent(ConsentPrompt),
     /// Unknown client, missing or unregistered redirect_uri, unreadable
@@ -237,6 +247,7 @@ pub fn authorize(
         raw_query: input.raw_query,
         interaction: None,
         approved: None,
+        now: input.now,
     };
     // RFC 7636 4.4.1 / RFC 9700 2.1.1: public clients must use PKCE; a
     // confidential client may be flagged to require it. S256 only: the addon
@@ -579,12 +590,88 @@ impl Authorizer for DbAuthorizer<'_> {
     }
 }
 
-/// `prompt` (OpenID Connect Core 3.1.2.1, as DZDESK clients use it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Prompt {
-    Default,
-    None,
-    Consent,
+/// `prompt` (OpenID Connect Core 3.1.2.1): a space-delimited set of
+/// `none`, `login`, `consent` (`select_account` is refused: a browser holds
+/// one account's session).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Prompt {
+    none: bool,
+    login: bool,
+    consent: bool,
+}
+
+impl Prompt {
+    /// The parsed set, or the error and description to redirect with.
+    fn parse(raw: Option<&str>) -> Result<Self, (&'static str, &'static str)> {
+        let mut prompt = Prompt::default();
+        for value in raw.unwrap_or_default().split(' ').filter(|v| !v.is_empty()) {
+            match value {
+                "none" => prompt.none = true,
+                "login" => prompt.login = true,
+                "consent" => prompt.consent = true,
+                "select_account" => {
+                    return Err((
+                        "account_selection_required",
+                        "prompt=select_account is not supported: a browser is signed in to one account (sign out to change it)",
+                    ))
+                }
+                _ => {
+                    return Err((
+                        "invalid_request",
+                        "prompt must be none, login or consent",
+                    ))
+                }
+            }
+        }
+        // OIDC Core 3.1.2.1: "If this parameter contains none with any other
+        // value, an error is returned."
+        if prompt.none && (prompt.login || prompt.consent) {
+            return Err((
+                "invalid_request",
+                "prompt=none cannot be combined with other values",
+            ));
+        }
+        Ok(prompt)
+    }
+}
+
+/// `max_age` (OIDC Core 3.1.2.1): whole seconds, at most ten years.
+fn parse_max_age(raw: Option<&str>) -> Result<Option<i64>, ()> {
+    match raw {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (0..=10 * 366 * 86_400).contains(n))
+            .map(Some)
+            .ok_or(()),
+    }
+}
+
+/// The authorization request to come back to after a forced sign-in: the
+/// same, without `login` in `prompt`, and with `max_age` at
+/// [`FRESH_SIGN_IN_SECS`] (see there).
+fn after_sign_in(raw_query: &str) -> String {
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in url::form_urlencoded::parse(raw_query.as_bytes()) {
+        match k.as_ref() {
+            "max_age" => {}
+            "prompt" => {
+                let rest: Vec<&str> = v
+                    .split(' ')
+                    .filter(|p| *p != "login" && !p.is_empty())
+                    .collect();
+                if !rest.is_empty() {
+                    out.append_pair("prompt", &rest.join(" "));
+                }
+            }
+            _ => {
+                out.append_pair(&k, &v);
+            }
+        }
+    }
+    out.append_pair("max_age", &FRESH_SIGN_IN_SECS.to_string());
+    format!("/oauth/authorize?{}", out.finish())
 }
 
 /// Sign-in, remembered consent and the consent decision.
@@ -602,6 +689,7 @@ struct ConsentSolicitor<'a> {
     interaction: Option<AuthorizeOutcome>,
     /// Set on approval: the scopes to remember.
     approved: Option<ScopeSet>,
+    now: DateTime<Utc>,
 }
 
 impl ConsentSolicitor<'_> {
@@ -666,27 +754,16 @@ impl OwnerSolicitor<OAuthRequest> for ConsentSolicitor<'_> {
                 );
             }
         }
-        let prompt = match query.unique_value("prompt").as_deref() {
-            None => Prompt::Default,
-            Some("none") => Prompt::None,
-            Some("consent") => Prompt::Consent,
-            // OIDC Core 3.1.2.1: "the Authorization Server SHOULD prompt the
-            // End-User to select a user account"; a browser here holds one
-            // session of one account.
-            Some("select_account") => {
-                return self.fail(
-                    &solicitation,
-                    "account_selection_required",
-                    "prompt=select_account is not supported: a browser is signed in to one account (sign out to change it)",
-                )
-            }
-            Some(_) => {
-                return self.fail(
-                    &solicitation,
-                    "invalid_request",
-                    "prompt must be none or consent",
-                )
-            }
+        let prompt = match Prompt::parse(query.unique_value("prompt").as_deref()) {
+            Ok(prompt) => prompt,
+            Err((error, description)) => return self.fail(&solicitation, error, description),
+        };
+        let Ok(max_age) = parse_max_age(query.unique_value("max_age").as_deref()) else {
+            return self.fail(
+                &solicitation,
+                "invalid_request",
+                "max_age must be a whole number of seconds",
+            );
         };
         // OpenID Connect (the request asks for `openid`).
         let openid = self
@@ -711,14 +788,38 @@ impl OwnerSolicitor<OAuthRequest> for ConsentSolicitor<'_> {
             );
         }
 
+        // A sign-in forced by prompt=login or max_age comes back without
+        // them (after_sign_in); any other comes back to the same request.
+        let forced = prompt.login || max_age.is_some();
+        let next = if forced {
+            after_sign_in(self.raw_query)
+        } else {
+            format!("/oauth/authorize?{}", self.raw_query)
+        };
         let Some(signed_in) = self.signed_in else {
-            if prompt == Prompt::None {
+            if prompt.none {
                 // OIDC Core 3.1.2.6: interaction needed with prompt=none.
                 return self.fail(&solicitation, "login_required", "the user is not signed in");
             }
-            let next = format!("/oauth/authorize?{}", self.raw_query);
-            return self.page(AuthorizeOutcome::Login { next });
+            return self.page(AuthorizeOutcome::Login {
+                next,
+                reauth: false,
+            });
         };
+        // OIDC Core 3.1.2.1: prompt=login "SHOULD prompt the End-User for
+        // reauthentication"; max_age: "If the elapsed time is greater than
+        // this value, the OP MUST attempt to actively re-authenticate".
+        let age = (self.now.naive_utc() - signed_in.signed_in_at).num_seconds();
+        if prompt.login || max_age.is_some_and(|m| age > m) {
+            if prompt.none {
+                return self.fail(
+                    &solicitation,
+                    "login_required",
+                    "the sign-in is older than max_age",
+                );
+            }
+            return self.page(AuthorizeOutcome::Login { next, reauth: true });
+        }
 
         let granted =
             ScopeSet::parse(&solicitation.pre_grant().scope.to_string()).unwrap_or_default();
@@ -745,10 +846,10 @@ impl OwnerSolicitor<OAuthRequest> for ConsentSolicitor<'_> {
         }
 
         let already = self.remembered.as_ref().is_some_and(|r| r.covers(&granted));
-        if already && prompt != Prompt::Consent {
+        if already && !prompt.consent {
             return OwnerConsent::Authorized(signed_in.user.id.clone());
         }
-        if prompt == Prompt::None {
+        if prompt.none {
             return self.fail(
                 &solicitation,
                 "consent_required",

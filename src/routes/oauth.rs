@@ -627,11 +627,13 @@ async fn authorize(
         AuthorizeOutcome::Redirect(location) => HttpResponse::Found()
             .insert_header((header::LOCATION, location))
             .finish(),
-        AuthorizeOutcome::Login { next } => {
-            let query = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("next", &next)
-                .finish();
-            see_other(&format!("/login?{query}"))
+        AuthorizeOutcome::Login { next, reauth } => {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            query.append_pair("next", &next);
+            if reauth {
+                query.append_pair("reauth", "1");
+            }
+            see_other(&format!("/login?{}", query.finish()))
         }
         AuthorizeOutcome::Consent(prompt) => {
             render(StatusCode::OK, &ConsentPage { prompt: &prompt })?

@@ -392,3 +392,131 @@ async fn an_agent_may_grant_the_identity_scopes_and_the_consent_page_says_what_t
         "account_selection_required",
     );
 }
+
+/// Signs in again on the login page `login_path` (a `/login?...&reauth=1`
+/// the service redirected to): the page shows its form although the
+/// browser is signed in, with the account's email filled in. The redirect
+/// after the sign-in.
+async fn sign_in_again(flow: &Flow, login_path: &str) -> String {
+    let page = flow.app.get(login_path).await;
+    assert_eq!(page.status(), 200, "the form, though signed in");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&flow.email), "the email is filled in");
+    let csrf = crate::helpers::hidden_input(&html, "csrf_token").unwrap();
+    // As a browser reads the attribute: entities decoded.
+    let next = crate::helpers::hidden_input(&html, "next")
+        .unwrap_or_default()
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    let resp = flow
+        .app
+        .post_form(
+            "/login",
+            &[
+                ("csrf_token", csrf.as_str()),
+                ("email", flow.email.as_str()),
+                ("password", crate::helpers::PASSWORD),
+                ("next", next.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    location(&resp)
+}
+
+#[tokio::test]
+async fn prompt_login_makes_a_signed_in_user_sign_in_again_and_auth_time_says_when() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    // The first sign-in's time, as the ID token says it.
+    let first = tokens(&flow, "openid", None).await;
+    let first = verify_id_token(&flow, first["id_token"].as_str().unwrap()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let (verifier, challenge) = pkce();
+    let req = AuthRequest::new(&flow.client_id, Some(&challenge))
+        .with("scope", Some("openid"))
+        .with("prompt", Some("login consent"));
+    let resp = flow.get(&req).await;
+    assert_eq!(resp.status(), 303, "to the login page, though signed in");
+    let login = location(&resp);
+    assert!(
+        login.starts_with("/login?") && login.contains("reauth=1"),
+        "{login}"
+    );
+    let back = sign_in_again(&flow, &login).await;
+    // Back to the request without prompt=login (no loop), with max_age.
+    assert!(back.starts_with("/oauth/authorize?"), "{back}");
+    let back_url = url::Url::parse(&format!("http://x{back}")).unwrap();
+    let pairs: Vec<(String, String)> = back_url.query_pairs().into_owned().collect();
+    assert!(
+        pairs.contains(&("prompt".into(), "consent".into())),
+        "{back}"
+    );
+    assert!(pairs.contains(&("max_age".into(), "600".into())), "{back}");
+    // The consent page (prompt=consent kept), approved: a code.
+    let page = flow.app.get(&back).await;
+    assert_eq!(page.status(), 200);
+    let csrf = crate::helpers::hidden_input(&page.text().await.unwrap(), "csrf_token").unwrap();
+    let resp = flow
+        .app
+        .post_form(
+            &back,
+            &[("csrf_token", csrf.as_str()), ("decision", "approve")],
+        )
+        .await;
+    assert_eq!(resp.status(), 302);
+    let code = param(&location(&resp), "code").unwrap();
+    let body: Value = flow
+        .exchange(&code, Some(&verifier))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let claims = verify_id_token(&flow, body["id_token"].as_str().unwrap()).await;
+    assert!(
+        claims["auth_time"].as_i64().unwrap() > first["auth_time"].as_i64().unwrap(),
+        "auth_time is the new sign-in's: {claims} vs {first}"
+    );
+}
+
+#[tokio::test]
+async fn max_age_sends_an_old_sign_in_back_to_the_login_page() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    // Consent remembered for openid first.
+    tokens(&flow, "openid", None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (_, challenge) = pkce();
+    let req = |max_age: &str| {
+        AuthRequest::new(&flow.client_id, Some(&challenge))
+            .with("scope", Some("openid"))
+            .with("max_age", Some(max_age))
+    };
+    // Young enough: straight to the code.
+    let resp = flow.get(&req("3600")).await;
+    assert_eq!(resp.status(), 302);
+    assert!(param(&location(&resp), "code").is_some());
+    // Too old: sign in again.
+    let resp = flow.get(&req("1")).await;
+    assert_eq!(resp.status(), 303);
+    let login = location(&resp);
+    assert!(login.contains("reauth=1"), "{login}");
+    let back = sign_in_again(&flow, &login).await;
+    let resp = flow.app.get(&back).await;
+    assert_eq!(
+        resp.status(),
+        302,
+        "remembered consent, fresh sign-in: a code"
+    );
+    assert!(param(&location(&resp), "code").is_some());
+    // prompt=none cannot sign in: login_required.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let resp = flow.get(&req("1").with("prompt", Some("none"))).await;
+    assert_error_redirect(&resp, &flow.app.settings.issuer, "login_required");
+    // Malformed values.
+    let resp = flow.get(&req("soon")).await;
+    assert_error_redirect(&resp, &flow.app.settings.issuer, "invalid_request");
+    let resp = flow
+        .get(&req("60").with("prompt", Some("none login")))
+        .await;
+    assert_error_redirect(&resp, &flow.app.settings.issuer, "invalid_request");
+}

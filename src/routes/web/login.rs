@@ -39,6 +39,9 @@ struct LoginPage<'a> {
 #[derive(Deserialize)]
 pub struct LoginQuery {
     next: Option<String>,
+    /// `1`: sign in even though signed in (an application asked for a
+    /// fresh sign-in: OIDC `prompt=login`, `max_age`).
+    reauth: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -66,9 +69,13 @@ pub async fn login_get(
     query: web::Query<LoginQuery>,
 ) -> Result<HttpResponse, WebError> {
     let next = query.next.as_deref().and_then(local_redirect_target);
-    if signed_in.0.is_some() {
-        return Ok(see_other(next.unwrap_or("/")));
-    }
+    let reauth = query.reauth.as_deref() == Some("1");
+    let email = match (&signed_in.0, reauth) {
+        (Some(_), false) => return Ok(see_other(next.unwrap_or("/"))),
+        // Signing in again: the account is known.
+        (Some(s), true) => s.user.email.clone(),
+        (None, _) => String::new(),
+    };
     let (pre, is_new) = match OurCookie::PreSession.value(&req, state.secure_cookies()) {
         Some(pre) => (pre, false),
         None => (tokens::new_secret("dzpre_"), true),
@@ -78,7 +85,7 @@ pub async fn login_get(
             .csrf
             .token(CsrfBinding::PreSession(&pre), LOGIN_PURPOSE),
         next: next.unwrap_or(""),
-        email: "",
+        email: &email,
         error: None,
     };
     let mut resp = render(StatusCode::OK, &page)?;
