@@ -15,6 +15,9 @@ pub type Principal = Caller;
 /// "Invalid or expired token"): it never says which check failed.
 pub const INVALID_TOKEN: &str = "Invalid or expired token";
 
+/// The 403 of an access token with OIDC identity scopes only.
+pub const NO_API_SCOPE: &str = "This access token carries no API scope: openid, profile and email are for signing in (the ID token, /oauth/userinfo) and grant nothing on /v1";
+
 /// The 403 of a credential without `admin` that tries to change API keys or
 /// the IP allowlist.
 pub const NEEDS_ADMIN_TO_MANAGE: &str = "Changing API keys or the IP allowlist through the API needs a credential with the 'admin' scope (least privilege: a key or token holds only the scopes it needs); without it, use Settings > API in the browser";
@@ -40,9 +43,14 @@ pub fn insufficient(scope: Scope, message: impl Into<String>) -> ApiError {
 pub fn principal_of(resolved: Resolved) -> Result<Principal, ApiError> {
     match resolved {
         // OIDC identity scopes grant nothing here: /v1 sees the API scopes
-        // alone.
+        // alone, and a token with none (only openid, profile, email) is
+        // refused everywhere, /v1/me included: its consent page promised
+        // the user id alone.
         Resolved::Active(mut caller) if caller.is_bearer() => {
             caller.scopes = caller.scopes.api_only();
+            if caller.scopes.is_empty() {
+                return Err(insufficient(Scope::RequestsRead, NO_API_SCOPE));
+            }
             Ok(caller)
         }
         Resolved::IpRefused { .. } => Err(ApiError::Forbidden(

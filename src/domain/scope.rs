@@ -66,7 +66,7 @@ impl Scope {
             Scope::UsersWrite => "Manage users",
             Scope::Admin => "Full access to your DZDESK account, including administration",
             Scope::Openid => "Know who you are: your DZDESK user id, and when you signed in",
-            Scope::Profile => "See your profile: your user name and when it last changed",
+            Scope::Profile => "See your user name (it is your email address)",
             Scope::Email => "See your email address",
         }
     }
@@ -100,11 +100,14 @@ impl Scope {
 /// Stored as its string form; a stored list that does not parse fails the
 /// load (`db::types`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, diesel::deserialize::FromSqlRow)]
-pub struct ScopeSet(u8);
+pub struct ScopeSet(u16);
+
+// A bit per scope: a scope past the width would wrap onto another's bit.
+const _: () = assert!(Scope::ALL.len() <= u16::BITS as usize);
 
 impl Scope {
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 }
 
@@ -112,7 +115,7 @@ impl ScopeSet {
     /// Parses a space-delimited list (RFC 6749 3.3). Unknown scope tokens are
     /// an error, named in the message; repeated ones count once.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let mut set = 0u8;
+        let mut set = 0u16;
         for token in raw.split(' ').filter(|t| !t.is_empty()) {
             let scope = Scope::parse(token).ok_or_else(|| {
                 let shown: String = token.chars().take(40).collect();

@@ -754,6 +754,22 @@ impl OwnerSolicitor<OAuthRequest> for ConsentSolicitor<'_> {
                 );
             }
         }
+        // OIDC Core 6: request objects are not supported (and say so in
+        // the discovery document).
+        if query.unique_value("request").is_some() {
+            return self.fail(
+                &solicitation,
+                "request_not_supported",
+                "request objects are not supported",
+            );
+        }
+        if query.unique_value("request_uri").is_some() {
+            return self.fail(
+                &solicitation,
+                "request_uri_not_supported",
+                "request_uri is not supported",
+            );
+        }
         let prompt = match Prompt::parse(query.unique_value("prompt").as_deref()) {
             Ok(prompt) => prompt,
             Err((error, description)) => return self.fail(&solicitation, error, description),

@@ -216,7 +216,7 @@ pub fn authorization_code(
     // OIDC Core 3.1.3.3: the code exchange of an `openid` request returns an
     // ID token, with the request's nonce exactly (3.1.3.6).
     let authn = oidc::Authentication {
-        auth_time: row.auth_time.unwrap_or(row.created_at),
+        auth_time: row.auth_time,
         sid: row.sid.clone(),
         nonce: row.nonce.clone(),
     };
@@ -284,6 +284,17 @@ pub fn refresh_token(
     let original =
         ScopeSet::parse(&row.scopes).map_err(|e| OAuthError::server(anyhow::anyhow!(e)))?;
     let requested = requested_scope(params, &original)?;
+    // `admin` covers every scope, the identity ones too; a refresh may
+    // still not add openid, profile or email to a grant the user never gave
+    // them for (no consent, no nonce, no sign-in behind an ID token).
+    if requested
+        .iter()
+        .any(|s| s.is_identity() && !original.contains(s))
+    {
+        return Err(OAuthError::InvalidScope(
+            "openid, profile and email can only be kept on refresh, not added".into(),
+        ));
+    }
     // What the client and the user's role permit today: a client narrowed
     // since, or an admin demoted to agent, gets no more than that (an agent
     // can never hold `admin`).
@@ -318,7 +329,7 @@ pub fn refresh_token(
     // OIDC Core 12.2: a refresh of an `openid` grant returns an ID token with
     // the same sub, aud and auth_time (and no nonce).
     let authn = oidc::Authentication {
-        auth_time: grant.auth_time.unwrap_or(grant.created_at),
+        auth_time: grant.auth_time,
         sid: grant.sid.clone(),
         nonce: None,
     };

@@ -96,9 +96,12 @@ fn answer(caller: &Client, active: Caller, issuer: &str) -> Introspection {
         }
     }
     let scopes = active.scopes;
+    // The email only to a client the user let see it (an API scope, or
+    // `email`): an `openid`-only grant promised the user id alone.
+    let shows_email = !scopes.api_only().is_empty() || scopes.contains(crate::domain::Scope::Email);
     let username = match &active.subject {
-        Subject::User { email, .. } => Some(email.clone()),
-        Subject::Service { .. } => None,
+        Subject::User { email, .. } if shows_email => Some(email.clone()),
+        Subject::User { .. } | Subject::Service { .. } => None,
     };
     let user_id = active.user().map(str::to_owned);
     match active.credential {

@@ -64,7 +64,9 @@ pub fn sid_of(session_id: &str) -> String {
 /// What an ID token says about the sign-in behind a grant.
 #[derive(Debug, Clone)]
 pub struct Authentication {
-    pub auth_time: NaiveDateTime,
+    /// None (a grant from before OIDC, or without a browser sign-in): no
+    /// ID token, rather than a made-up sign-in time.
+    pub auth_time: Option<NaiveDateTime>,
     pub sid: Option<String>,
     /// The authorization request's `nonce` (code exchange only).
     pub nonce: Option<String>,
@@ -88,9 +90,12 @@ pub fn id_token(
     authn: &Authentication,
     now: DateTime<Utc>,
 ) -> Result<Option<String>, OAuthError> {
-    if !about.scope.contains(Scope::Openid) {
+    let Some(auth_time) = authn
+        .auth_time
+        .filter(|_| about.scope.contains(Scope::Openid))
+    else {
         return Ok(None);
-    }
+    };
     let email = about.scope.contains(Scope::Email);
     let claims = IdClaims {
         iss: cfg.issuer.clone(),
@@ -98,7 +103,7 @@ pub fn id_token(
         aud: about.client_id.to_owned(),
         iat: now.timestamp(),
         exp: now.timestamp() + cfg.access_token_ttl.num_seconds(),
-        auth_time: authn.auth_time.and_utc().timestamp(),
+        auth_time: auth_time.and_utc().timestamp(),
         nonce: authn.nonce.clone(),
         at_hash: at_hash(about.access_token),
         sid: authn.sid.clone(),

@@ -33,7 +33,15 @@ impl ResponseError for UserInfoError {
             ),
             UserInfoError::Origin => ("invalid_request", r#"Bearer error="invalid_request""#),
         };
-        let mut resp = rfc_error(self.status_code(), code, self.to_string());
+        // RFC 6750 3.1: a request without any credential gets no error
+        // code or other error information.
+        let mut resp = if *self == UserInfoError::Missing {
+            let mut resp = HttpResponse::Unauthorized().finish();
+            no_store(&mut resp);
+            resp
+        } else {
+            rfc_error(self.status_code(), code, self.to_string())
+        };
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(challenge),

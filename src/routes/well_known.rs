@@ -69,6 +69,10 @@ pub struct Metadata {
     id_token_signing_alg_values_supported: [&'static str; 1],
     subject_types_supported: [&'static str; 1],
     claims_supported: [&'static str; 12],
+    /// Discovery 1.0 3: `request_uri_parameter_supported` defaults to true
+    /// when left out; request objects are not taken.
+    request_parameter_supported: bool,
+    request_uri_parameter_supported: bool,
 }
 
 /// `GET /.well-known/oauth-authorization-server` (RFC 8414 3).
@@ -112,6 +116,8 @@ pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
             id_token_signing_alg_values_supported: ["ES256"],
             subject_types_supported: ["public"],
             claims_supported: crate::oauth::oidc::CLAIMS_SUPPORTED,
+            request_parameter_supported: false,
+            request_uri_parameter_supported: false,
         })
 }
 

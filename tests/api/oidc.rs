@@ -520,3 +520,101 @@ async fn max_age_sends_an_old_sign_in_back_to_the_login_page() {
         .await;
     assert_error_redirect(&resp, &flow.app.settings.issuer, "invalid_request");
 }
+
+#[tokio::test]
+async fn review_fixes_identity_only_tokens_refresh_widening_and_request_objects() {
+    let flow = Flow::new(Role::Admin, "admin openid email", false).await;
+    // An openid-only access token: nothing on /v1, /v1/me included.
+    let body = tokens(&flow, "openid", None).await;
+    let access = body["access_token"].as_str().unwrap();
+    let resp = flow
+        .app
+        .client
+        .get(flow.app.url("/v1/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("insufficient_scope"));
+    // Its own client's introspection does not name the email either.
+    let answer: Value = flow
+        .app
+        .client
+        .post(flow.app.url("/oauth/introspect"))
+        .basic_auth(&flow.client_id, flow.secret.as_deref())
+        .form(&[("token", access)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["active"], true);
+    assert!(answer.get("username").is_none(), "{answer}");
+
+    // A grant without openid cannot gain it on refresh, admin or not.
+    let body = tokens(&flow, "admin", None).await;
+    let resp = flow
+        .refresh(body["refresh_token"].as_str().unwrap(), Some("openid"))
+        .await;
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"], "invalid_scope");
+
+    // Request objects are refused, not ignored.
+    let (_, challenge) = pkce();
+    for (key, error) in [
+        ("request", "request_not_supported"),
+        ("request_uri", "request_uri_not_supported"),
+    ] {
+        let req = AuthRequest::new(&flow.client_id, Some(&challenge))
+            .with("scope", Some("openid"))
+            .with(key, Some("eyJhbGciOiJub25lIn0.e30."));
+        let resp = flow.get(&req).await;
+        assert_error_redirect(&resp, &flow.app.settings.issuer, error);
+    }
+
+    // UserInfo without any credential: the bare challenge and no error
+    // information (RFC 6750 3.1).
+    let resp = userinfo(&flow, None, false).await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.text().await.unwrap(), "");
+}
+
+#[tokio::test]
+async fn a_public_clients_default_scope_with_openid_needs_a_nonce_too() {
+    let flow = Flow::new(Role::Agent, "openid requests:read", true).await;
+    let (_, challenge) = pkce();
+    // No scope parameter: the client's registered scopes, openid included.
+    let req = AuthRequest::new(&flow.client_id, Some(&challenge)).with("scope", None);
+    let resp = flow.get(&req).await;
+    assert_error_redirect(&resp, &flow.app.settings.issuer, "invalid_request");
+    // Client-credentials tokens are no way into UserInfo.
+    let app = spawn_app().await;
+    let (id, secret) = app
+        .create_client("requests:read", &["client_credentials"], false)
+        .await;
+    let token: Value = app
+        .client
+        .post(app.url("/oauth/token"))
+        .basic_auth(&id, secret.as_deref())
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let resp = app
+        .client
+        .get(app.url("/oauth/userinfo"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}

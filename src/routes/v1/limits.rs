@@ -35,6 +35,8 @@ use crate::state::AppState;
 pub(crate) enum Failure {
     Missing,
     Invalid,
+    /// An access token with OIDC identity scopes only (403).
+    NoApiScope,
     /// An API key used from outside its account's allowlist: the message,
     /// and the key (its usage log records the 403).
     IpRefused {
@@ -55,6 +57,9 @@ impl Failure {
                 ApiError::NoCredential("Missing token: send Authorization: Bearer <token>".into())
             }
             Failure::Invalid => ApiError::Unauthorized(principal::INVALID_TOKEN.into()),
+            Failure::NoApiScope => {
+                principal::insufficient(crate::domain::Scope::RequestsRead, principal::NO_API_SCOPE)
+            }
             Failure::IpRefused { message, .. } => ApiError::Forbidden(message.clone()),
             Failure::CheckFailed { unavailable: true } => {
                 ApiError::Unavailable(anyhow::anyhow!("the credential check failed"))
@@ -99,6 +104,7 @@ pub(crate) async fn authenticate(
     };
     principal::principal_of(resolved).map_err(|e| match (e, refused_key) {
         (ApiError::Forbidden(message), Some(key)) => Failure::IpRefused { message, key },
+        (ApiError::InsufficientScope { .. }, _) => Failure::NoApiScope,
         _ => Failure::Invalid,
     })
 }
@@ -134,7 +140,9 @@ pub async fn rate_limit(
     // the rate limit, so that the page can read its 429.
     let cross_origin = match &auth {
         Ok(p) => cors::admit(&state, req.request(), p.client_id()).await,
-        Err(Failure::Missing | Failure::Invalid | Failure::CheckFailed { .. }) => {
+        Err(
+            Failure::Missing | Failure::Invalid | Failure::NoApiScope | Failure::CheckFailed { .. },
+        ) => {
             cors::admit_failure(req.request());
             Ok(())
         }
