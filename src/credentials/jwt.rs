@@ -268,6 +268,56 @@ impl KeyRing {
         to_low_s(jsonwebtoken::encode(&header, claims, &self.encoding)?)
     }
 
+    /// Checks an `id_token_hint` (OIDC Core 3.1.2.1): an ID token this
+    /// server signed (`typ: JWT`, so an access token, `at+jwt`, never
+    /// passes), ES256 with a key of the ring, low-S, `iss` ours and `aud`
+    /// the client the authorization request is from. Expiry is not checked:
+    /// "the ID Token ... MAY be expired". Its `sub`.
+    pub fn verify_id_token_hint(
+        &self,
+        token: &str,
+        issuer: &str,
+        client_id: &str,
+    ) -> Result<String, JwtError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+        if header.typ.as_deref() != Some(ID_TOKEN_TYP) {
+            return Err(JwtError::WrongType);
+        }
+        if header.alg != Algorithm::ES256 {
+            return Err(JwtError::Algorithm);
+        }
+        if !has_low_s(token) {
+            return Err(JwtError::Signature);
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.verifying.get(kid))
+            .ok_or(JwtError::UnknownKey)?;
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[client_id]);
+        validation.set_required_spec_claims(&["iss", "aud", "sub"]);
+        validation.validate_exp = false;
+        #[derive(Deserialize)]
+        struct Hint {
+            sub: String,
+            at_hash: String,
+        }
+        let data =
+            jsonwebtoken::decode::<Hint>(token, key, &validation).map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => JwtError::Signature,
+                ErrorKind::InvalidIssuer => JwtError::Issuer,
+                ErrorKind::InvalidAudience => JwtError::Audience,
+                _ => JwtError::Claims,
+            })?;
+        // Every ID token of ours carries at_hash; an access token does not.
+        if data.claims.at_hash.is_empty() {
+            return Err(JwtError::Claims);
+        }
+        Ok(data.claims.sub)
+    }
+
     /// Whether the token's header names a key of this ring (no signature
     /// check).
     pub fn knows_kid_of(&self, token: &str) -> bool {

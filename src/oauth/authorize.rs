@@ -48,7 +48,7 @@ use crate::tokens;
 pub const CODE_TTL_SECS: i64 = 60;
 
 /// The authorization request's own parameters; each may appear once.
-const PROTOCOL_PARAMS: [&str; 10] = [
+const PROTOCOL_PARAMS: [&str; 11] = [
     "response_type",
     "client_id",
     "redirect_uri",
@@ -59,6 +59,7 @@ const PROTOCOL_PARAMS: [&str; 10] = [
     "prompt",
     "nonce",
     "max_age",
+    "id_token_hint",
 ];
 
 /// After a sign-in forced by `prompt=login` or an exceeded `max_age`, the
@@ -96,6 +97,8 @@ pub struct AuthorizeInput<'a> {
     pub signed_in: Option<SignedInUser<'a>>,
     pub csrf: &'a CsrfKey,
     pub issuer: &'a str,
+    /// The signing keys: an `id_token_hint` is checked against them.
+    pub keys: &'a crate::credentials::jwt::KeyRing,
     pub now: DateTime<Utc>,
 }
 
@@ -248,6 +251,13 @@ pub fn authorize(
         interaction: None,
         approved: None,
         now: input.now,
+        // Some(None): a hint that is not an ID token of ours for this client.
+        hint: param("id_token_hint").map(|token| {
+            input
+                .keys
+                .verify_id_token_hint(&token, input.issuer, &client.id)
+                .ok()
+        }),
     };
     // RFC 7636 4.4.1 / RFC 9700 2.1.1: public clients must use PKCE; a
     // confidential client may be flagged to require it. S256 only: the addon
@@ -690,6 +700,8 @@ struct ConsentSolicitor<'a> {
     /// Set on approval: the scopes to remember.
     approved: Option<ScopeSet>,
     now: DateTime<Utc>,
+    /// `id_token_hint`: the user it names (None inside: not a valid hint).
+    hint: Option<Option<String>>,
 }
 
 impl ConsentSolicitor<'_> {
@@ -804,6 +816,15 @@ impl OwnerSolicitor<OAuthRequest> for ConsentSolicitor<'_> {
             );
         }
 
+        // OIDC Core 3.1.2.1 id_token_hint: an access token, another
+        // client's ID token or a forged one is no hint.
+        if self.hint == Some(None) {
+            return self.fail(
+                &solicitation,
+                "invalid_request",
+                "id_token_hint is not an ID token this server issued to this client",
+            );
+        }
         // A sign-in forced by prompt=login or max_age comes back without
         // them (after_sign_in); any other comes back to the same request.
         let forced = prompt.login || max_age.is_some();
@@ -822,6 +843,18 @@ impl OwnerSolicitor<OAuthRequest> for ConsentSolicitor<'_> {
                 reauth: false,
             });
         };
+        // OIDC Core 3.1.2.1: the hint names another user than the one
+        // signed in: "it SHOULD return an error, such as login_required",
+        // whether or not this user has consented.
+        if let Some(Some(sub)) = &self.hint {
+            if *sub != signed_in.user.id {
+                return self.fail(
+                    &solicitation,
+                    "login_required",
+                    "the signed-in user is not the one id_token_hint names",
+                );
+            }
+        }
         // OIDC Core 3.1.2.1: prompt=login "SHOULD prompt the End-User for
         // reauthentication"; max_age: "If the elapsed time is greater than
         // this value, the OP MUST attempt to actively re-authenticate".

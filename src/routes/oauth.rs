@@ -606,6 +606,11 @@ async fn authorize(
     let outcome = state
         .db
         .run(move |conn| {
+            let keys = state2
+                .credentials
+                .keys
+                .current(conn)
+                .map_err(WebError::internal)?;
             let signed_in = signed_in.0;
             let input = AuthorizeInput {
                 request,
@@ -618,6 +623,7 @@ async fn authorize(
                 }),
                 csrf: &state2.csrf,
                 issuer: &state2.settings.issuer,
+                keys: &keys,
                 now: Utc::now(),
             };
             authorize::authorize(conn, input).map_err(WebError::internal)

@@ -618,3 +618,78 @@ async fn a_public_clients_default_scope_with_openid_needs_a_nonce_too() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 }
+
+/// Signs the flow's browser out, then in as `email`.
+async fn switch_user(flow: &Flow, email: &str) {
+    let token = flow.app.logout_token().await;
+    let resp = flow
+        .app
+        .post_form("/logout", &[("csrf_token", &token)])
+        .await;
+    assert_eq!(resp.status(), 303);
+    let resp = flow.app.login(email, crate::helpers::PASSWORD, "/").await;
+    assert_eq!(resp.status(), 303);
+}
+
+#[tokio::test]
+async fn id_token_hint_names_the_user_and_another_signed_in_user_gets_login_required() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let ann = tokens(&flow, "openid requests:read", None).await;
+    let ann_hint = ann["id_token"].as_str().unwrap().to_owned();
+    let ann_access = ann["access_token"].as_str().unwrap().to_owned();
+    // Bob, in the same browser, for the same client (and so consented).
+    flow.app.create_user("bob@example.com", Role::Agent).await;
+    switch_user(&flow, "bob@example.com").await;
+    let bob = tokens(&flow, "openid", None).await;
+    let bob_hint = bob["id_token"].as_str().unwrap().to_owned();
+
+    let (_, challenge) = pkce();
+    let req = |hint: &str, prompt: Option<&str>| {
+        AuthRequest::new(&flow.client_id, Some(&challenge))
+            .with("scope", Some("openid"))
+            .with("id_token_hint", Some(hint))
+            .with("prompt", prompt)
+    };
+    // Bob signed in, Bob's hint: a code, silently.
+    let resp = flow.get(&req(&bob_hint, Some("none"))).await;
+    assert_eq!(resp.status(), 302);
+    assert!(param(&location(&resp), "code").is_some());
+    // Ann's hint while Bob is signed in: login_required, although Bob has
+    // consented to this client, with or without prompt=none.
+    for prompt in [Some("none"), None] {
+        let resp = flow.get(&req(&ann_hint, prompt)).await;
+        assert_error_redirect(&resp, &flow.app.settings.issuer, "login_required");
+    }
+    // An access token is no hint, nor is an ID token of another client.
+    let resp = flow.get(&req(&ann_access, Some("none"))).await;
+    assert_error_redirect(&resp, &flow.app.settings.issuer, "invalid_request");
+    let (other_id, other_secret) = flow
+        .app
+        .create_client(SCOPE, &["authorization_code", "refresh_token"], false)
+        .await;
+    let (verifier, challenge2) = pkce();
+    let code = flow
+        .code(&AuthRequest::new(&other_id, Some(&challenge2)).with("scope", Some("openid")))
+        .await;
+    let other: Value = flow
+        .app
+        .client
+        .post(flow.app.url("/oauth/token"))
+        .basic_auth(&other_id, other_secret.as_deref())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", crate::oauth_flow::REDIRECT),
+            ("code_verifier", verifier.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let other_hint = other["id_token"].as_str().expect("id_token").to_owned();
+    // Same user (Bob), same keys, another audience.
+    let resp = flow.get(&req(&other_hint, Some("none"))).await;
+    assert_error_redirect(&resp, &flow.app.settings.issuer, "invalid_request");
+}
