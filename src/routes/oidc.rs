@@ -25,7 +25,7 @@ impl ResponseError for UserInfoError {
     /// `WWW-Authenticate` (no `error` when no token was sent, 3.1).
     fn error_response(&self) -> HttpResponse {
         let (code, challenge) = match self {
-            UserInfoError::Missing => ("invalid_request", "Bearer"),
+            UserInfoError::Missing => ("invalid_token", "Bearer"),
             UserInfoError::InvalidToken => ("invalid_token", r#"Bearer error="invalid_token""#),
             UserInfoError::InsufficientScope => (
                 "insufficient_scope",
@@ -33,15 +33,10 @@ impl ResponseError for UserInfoError {
             ),
             UserInfoError::Origin => ("invalid_request", r#"Bearer error="invalid_request""#),
         };
-        // RFC 6750 3.1: a request without any credential gets no error
-        // code or other error information.
-        let mut resp = if *self == UserInfoError::Missing {
-            let mut resp = HttpResponse::Unauthorized().finish();
-            no_store(&mut resp);
-            resp
-        } else {
-            rfc_error(self.status_code(), code, self.to_string())
-        };
+        // RFC 6750 3.1: a request without any credential gets the bare
+        // challenge, no error code in it; the body keeps the JSON shape every
+        // /oauth error has (and /openapi.json documents).
+        let mut resp = rfc_error(self.status_code(), code, self.to_string());
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(challenge),

@@ -578,11 +578,13 @@ async fn review_fixes_identity_only_tokens_refresh_widening_and_request_objects(
         assert_error_redirect(&resp, &flow.app.settings.issuer, error);
     }
 
-    // UserInfo without any credential: the bare challenge and no error
-    // information (RFC 6750 3.1).
+    // UserInfo without any credential: the bare challenge (RFC 6750 3.1),
+    // the JSON body of every /oauth error.
     let resp = userinfo(&flow, None, false).await;
     assert_eq!(resp.status(), 401);
-    assert_eq!(resp.text().await.unwrap(), "");
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_token");
 }
 
 #[tokio::test]
