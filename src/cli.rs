@@ -184,6 +184,11 @@ pub struct ClientCreateArgs {
     /// redirect URIs.
     #[arg(long = "cors-origin")]
     cors_origins: Vec<String>,
+    /// Where the browser may go after a logout the client starts
+    /// (repeatable; OpenID Connect RP-Initiated Logout; the rules of
+    /// --redirect-uri, matched exactly).
+    #[arg(long = "post-logout-redirect-uri")]
+    post_logout_redirect_uris: Vec<String>,
     #[command(flatten)]
     plan: PlanArgs,
 }
@@ -199,6 +204,7 @@ impl From<ClientCreateArgs> for ClientRequest {
             require_pkce: a.require_pkce,
             introspect: a.introspect,
             cors_origins: a.cors_origins,
+            post_logout_redirect_uris: a.post_logout_redirect_uris,
         }
     }
 }

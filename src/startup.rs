@@ -286,6 +286,11 @@ impl Application {
                     web::post().to(pages::login::logout_everywhere_post),
                 )
                 .route("/docs", web::get().to(pages::home::docs))
+                .route("/oauth/logout", web::get().to(pages::rp_logout::logout_get))
+                .route(
+                    "/oauth/logout",
+                    web::post().to(pages::rp_logout::logout_post),
+                )
                 // Every route from here to `split_for_parts` is an operation
                 // of /openapi.json, documented by its handler's
                 // `#[utoipa::path]` (see `routes::openapi`).

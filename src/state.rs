@@ -229,6 +229,7 @@ mod tests {
             previous_secret_hash: None,
             previous_secret_expires_at: None,
             cors_origins: String::new(),
+            post_logout_redirect_uris: String::new(),
         }
     }
 

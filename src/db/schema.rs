@@ -56,6 +56,7 @@ diesel::table! {
         previous_secret_hash -> Nullable<Text>,
         previous_secret_expires_at -> Nullable<Timestamp>,
         cors_origins -> Text,
+        post_logout_redirect_uris -> Text,
     }
 }
 

@@ -32,6 +32,8 @@ pub struct NewClient {
     /// Browser origins allowed to call us (CORS); empty: those of the
     /// redirect URIs ([`Client::allowed_origins`]).
     pub cors_origins: Vec<Origin>,
+    /// OIDC RP-Initiated Logout: where the browser may go after a logout.
+    pub post_logout_redirect_uris: Vec<RedirectUri>,
 }
 
 /// The registration request as typed by an operator or sent by a client.
@@ -45,6 +47,7 @@ pub struct ClientRequest {
     pub require_pkce: bool,
     pub introspect: bool,
     pub cors_origins: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 impl NewClient {
@@ -91,6 +94,18 @@ impl NewClient {
                 cors_origins.push(origin);
             }
         }
+        // The rules of redirect URIs (https, or http on loopback; no
+        // fragment, no credentials), exact strings.
+        let post_logout_redirect_uris = req
+            .post_logout_redirect_uris
+            .iter()
+            .map(|u| {
+                RedirectUri::parse(u).map_err(|e| format!("post-logout redirect URI: {e}: {u}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if post_logout_redirect_uris.len() > 20 {
+            return Err("at most 20 post-logout redirect URIs".into());
+        }
         let scopes = ScopeSet::parse(&req.scope)?;
         if scopes.is_empty() {
             return Err("at least one scope is required".into());
@@ -109,6 +124,7 @@ impl NewClient {
             plan: Plan::Standard,
             auth_method: None,
             cors_origins,
+            post_logout_redirect_uris,
         })
     }
 }
@@ -169,6 +185,7 @@ pub fn register(
         previous_secret_hash: None,
         previous_secret_expires_at: None,
         cors_origins: join_origins(&new.cors_origins),
+        post_logout_redirect_uris: join_uris(&new.post_logout_redirect_uris),
     };
     crate::db::write_transaction(conn, |conn| {
         client.insert(conn)?;
@@ -192,6 +209,14 @@ pub fn register(
         secret,
         registration_token,
     })
+}
+
+/// Redirect URIs as stored: one per line.
+pub fn join_uris(uris: &[RedirectUri]) -> String {
+    uris.iter()
+        .map(RedirectUri::as_str)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Origins as stored: one per line.

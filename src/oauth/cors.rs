@@ -145,6 +145,7 @@ mod tests {
             previous_secret_hash: None,
             previous_secret_expires_at: None,
             cors_origins: origins.into(),
+            post_logout_redirect_uris: String::new(),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod cors;
 pub mod error;
 pub mod grants;
 pub mod introspect;
+pub mod logout;
 pub mod oidc;
 pub mod registration;
 pub mod request;

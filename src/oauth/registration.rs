@@ -32,6 +32,8 @@ pub struct ClientMetadata {
     /// (CORS); omitted: the origins of `redirect_uris`. Not an RFC 7591
     /// field; Hydra's name for it.
     pub allowed_cors_origins: Option<Vec<String>>,
+    /// OpenID Connect RP-Initiated Logout 1.0 3.1.
+    pub post_logout_redirect_uris: Option<Vec<String>>,
 }
 
 /// RFC 7591 3.2.2 / RFC 7592 errors.
@@ -124,6 +126,8 @@ pub struct ClientInformation {
     /// As registered; absent: the origins of `redirect_uris`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_cors_origins: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 impl ClientInformation {
@@ -154,6 +158,11 @@ impl ClientInformation {
             scope: client.scopes.clone(),
             allowed_cors_origins: (!client.cors_origins.is_empty())
                 .then(|| client.cors_origins.lines().map(str::to_owned).collect()),
+            post_logout_redirect_uris: client
+                .post_logout_redirect_uris
+                .lines()
+                .map(str::to_owned)
+                .collect(),
         }
     }
 }
@@ -316,6 +325,7 @@ pub fn validate(meta: &ClientMetadata, ceiling: &ScopeSet) -> Result<NewClient, 
         require_pkce: false,
         introspect: false,
         cors_origins: meta.allowed_cors_origins.clone().unwrap_or_default(),
+        post_logout_redirect_uris: meta.post_logout_redirect_uris.clone().unwrap_or_default(),
     })
     .map_err(bad)?;
     new.dynamic = true;
@@ -446,6 +456,7 @@ pub fn update(
         scope: meta.scope.clone(),
         client_id: meta.client_id.clone(),
         allowed_cors_origins: meta.allowed_cors_origins.clone(),
+        post_logout_redirect_uris: meta.post_logout_redirect_uris.clone(),
     };
     if !method_given && client.is_public() {
         meta_now.token_endpoint_auth_method = Some("none".into());
@@ -492,6 +503,9 @@ pub fn update(
                 clients::scopes.eq(new.scopes.to_string()),
                 clients::grant_types.eq(grant_types.join(" ")),
                 clients::cors_origins.eq(crate::oauth::clients::join_origins(&new.cors_origins)),
+                clients::post_logout_redirect_uris.eq(crate::oauth::clients::join_uris(
+                    &new.post_logout_redirect_uris,
+                )),
                 clients::updated_at.eq(now.naive_utc()),
             ))
             .execute(conn)?;

@@ -66,6 +66,8 @@ pub struct Metadata {
     service_documentation: String,
     /// OpenID Connect Discovery 1.0 3.
     userinfo_endpoint: String,
+    /// OpenID Connect RP-Initiated Logout 1.0 2.1.
+    end_session_endpoint: String,
     id_token_signing_alg_values_supported: [&'static str; 1],
     subject_types_supported: [&'static str; 1],
     claims_supported: [&'static str; 12],
@@ -113,6 +115,7 @@ pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
             authorization_response_iss_parameter_supported: true,
             service_documentation: url("/docs"),
             userinfo_endpoint: url("/oauth/userinfo"),
+            end_session_endpoint: url("/oauth/logout"),
             id_token_signing_alg_values_supported: ["ES256"],
             subject_types_supported: ["public"],
             claims_supported: crate::oauth::oidc::CLAIMS_SUPPORTED,

@@ -103,6 +103,7 @@ async fn browser_revokes_a_connected_app() {
             require_pkce: false,
             introspect: false,
             cors_origins: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
         })
         .await;
     let Some(browser) = start_browser().await else {

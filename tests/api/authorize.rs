@@ -211,6 +211,7 @@ async fn confidential_client_flagged_require_pkce_needs_a_challenge() {
             require_pkce: true,
             introspect: false,
             cors_origins: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
         })
         .await;
     let resp = flow.get(&AuthRequest::new(&client_id, None)).await;
@@ -469,6 +470,7 @@ async fn the_clients_own_redirect_query_is_kept_verbatim() {
             require_pkce: false,
             introspect: false,
             cors_origins: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
         })
         .await;
     let req = AuthRequest::new(&client_id, None).with("redirect_uri", Some(redirect));
@@ -555,6 +557,7 @@ async fn redirect_uri_is_optional_for_a_client_with_one_registered_uri() {
             require_pkce: true,
             introspect: false,
             cors_origins: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
         })
         .await;
     flow.client_id = one;

@@ -543,6 +543,7 @@ fn service_client(
             require_pkce: false,
             introspect: true,
             cors_origins: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
         })
         .unwrap(),
         now,

@@ -473,6 +473,7 @@ impl TestApp {
             require_pkce: false,
             introspect: false,
             cors_origins: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
         })
         .await
     }

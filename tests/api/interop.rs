@@ -54,6 +54,7 @@ async fn oauth2_crate_with_chromium_runs_code_pkce_and_refresh() {
             require_pkce: true,
             introspect: false,
             cors_origins: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
         })
         .await;
     let Some(browser) = start_browser().await else {

@@ -28,6 +28,7 @@ pub(crate) async fn service(flow: &Flow, introspect: bool) -> (String, String) {
             require_pkce: false,
             introspect,
             cors_origins: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
         })
         .await;
     (id, secret.unwrap())

@@ -695,3 +695,220 @@ async fn id_token_hint_names_the_user_and_another_signed_in_user_gets_login_requ
     let resp = flow.get(&req(&other_hint, Some("none"))).await;
     assert_error_redirect(&resp, &flow.app.settings.issuer, "invalid_request");
 }
+
+const SIGNED_OUT: &str = "https://app.example/signed-out";
+
+/// A signed-in user and a confidential client registered with a
+/// post-logout redirect URI.
+async fn logout_flow() -> Flow {
+    let app = spawn_app().await;
+    let email = "agent@example.com".to_owned();
+    let user_id = app.create_user(&email, Role::Agent).await;
+    assert_eq!(
+        app.login(&email, crate::helpers::PASSWORD, "/")
+            .await
+            .status(),
+        303
+    );
+    let (client_id, secret) = app
+        .register_client(dzdesk_auth::oauth::clients::ClientRequest {
+            name: "Logout App".into(),
+            redirect_uris: vec![crate::oauth_flow::REDIRECT.into()],
+            scope: SCOPE.into(),
+            post_logout_redirect_uris: vec![SIGNED_OUT.into()],
+            ..Default::default()
+        })
+        .await;
+    Flow {
+        app,
+        user_id,
+        email,
+        client_id,
+        secret,
+    }
+}
+
+fn logout_path(pairs: &[(&str, &str)]) -> String {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    format!("/oauth/logout?{query}")
+}
+
+#[tokio::test]
+async fn rp_initiated_logout_confirms_ends_the_session_and_redirects_with_state() {
+    let flow = logout_flow().await;
+    let body = tokens(&flow, "openid", None).await;
+    let hint = body["id_token"].as_str().unwrap().to_owned();
+    let path = logout_path(&[
+        ("id_token_hint", &hint),
+        ("post_logout_redirect_uri", SIGNED_OUT),
+        ("state", "st&<x>"),
+    ]);
+    // The confirmation page: no session ends on a GET.
+    let page = flow.app.get(&path).await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Logout App") && html.contains(&flow.email),
+        "{html}"
+    );
+    assert_eq!(flow.app.session_count(&flow.user_id).await, 1);
+    let csrf = crate::helpers::hidden_input(&html, "csrf_token").unwrap();
+    // A forged post (no or a wrong token) ends nothing.
+    let form = |token: &str| {
+        vec![
+            ("csrf_token".to_owned(), token.to_owned()),
+            ("client_id".to_owned(), flow.client_id.clone()),
+            ("post_logout_redirect_uri".to_owned(), SIGNED_OUT.to_owned()),
+            ("state".to_owned(), "st&<x>".to_owned()),
+        ]
+    };
+    let forged = flow
+        .app
+        .client
+        .post(flow.app.url("/oauth/logout"))
+        .form(&form("nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(flow.app.session_count(&flow.user_id).await, 1);
+    // Confirmed: the session ends, and the browser goes back with state.
+    let resp = flow
+        .app
+        .client
+        .post(flow.app.url("/oauth/logout"))
+        .form(&form(&csrf))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let to = location(&resp);
+    assert!(to.starts_with(SIGNED_OUT), "{to}");
+    assert_eq!(param(&to, "state").as_deref(), Some("st&<x>"));
+    assert_eq!(flow.app.session_count(&flow.user_id).await, 0);
+    // Signed out already: straight back, no page.
+    let resp = flow.app.get(&path).await;
+    assert_eq!(resp.status(), 303);
+    assert!(location(&resp).starts_with(SIGNED_OUT));
+}
+
+#[tokio::test]
+async fn rp_initiated_logout_never_redirects_where_the_client_did_not_register() {
+    let flow = logout_flow().await;
+    let body = tokens(&flow, "openid", None).await;
+    let hint = body["id_token"].as_str().unwrap().to_owned();
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    for pairs in [
+        // Not registered (a prefix, another host).
+        vec![
+            ("id_token_hint", hint.as_str()),
+            (
+                "post_logout_redirect_uri",
+                "https://app.example/signed-out/x",
+            ),
+        ],
+        vec![
+            ("client_id", flow.client_id.as_str()),
+            ("post_logout_redirect_uri", "https://evil.example/"),
+        ],
+        // No client to check it against.
+        vec![("post_logout_redirect_uri", SIGNED_OUT)],
+        // An access token is no hint; the hint and client_id disagree.
+        vec![
+            ("id_token_hint", access.as_str()),
+            ("post_logout_redirect_uri", SIGNED_OUT),
+        ],
+        vec![
+            ("id_token_hint", hint.as_str()),
+            ("client_id", "client_other"),
+        ],
+    ] {
+        let resp = flow.app.get(&logout_path(&pairs)).await;
+        assert_eq!(resp.status(), 400, "{pairs:?}");
+        assert!(resp.headers().get("location").is_none());
+        assert!(
+            resp.text().await.unwrap().contains("<html"),
+            "an error page"
+        );
+    }
+    assert_eq!(
+        flow.app.session_count(&flow.user_id).await,
+        1,
+        "nothing ended"
+    );
+    // Discovery names the endpoint.
+    let meta: Value = flow
+        .app
+        .get("/.well-known/openid-configuration")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        meta["end_session_endpoint"],
+        format!("{}/oauth/logout", flow.app.settings.issuer)
+    );
+}
+
+#[tokio::test]
+async fn post_logout_redirect_uris_are_registered_like_redirect_uris() {
+    let app = spawn_app().await;
+    let admin = app.create_user("admin@example.com", Role::Admin).await;
+    let (_, key) = key_for(&app, &admin, "admin").await;
+    let register = |uris: Vec<&str>| {
+        app.client
+            .post(app.url("/oauth/register"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({
+                "redirect_uris": ["https://app.example/cb"],
+                "post_logout_redirect_uris": uris,
+            }))
+            .send()
+    };
+    let resp = register(vec![SIGNED_OUT]).await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let info: Value = resp.json().await.unwrap();
+    assert_eq!(
+        info["post_logout_redirect_uris"],
+        serde_json::json!([SIGNED_OUT])
+    );
+    for bad in [
+        "http://evil.example/out",
+        "https://app.example/out#x",
+        "not a url",
+    ] {
+        let resp = register(vec![bad]).await.unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+    }
+    // The CLI takes them too.
+    let out = crate::cli::run(
+        &[
+            "client",
+            "create",
+            "--name",
+            "App",
+            "--redirect-uri",
+            "https://app.example/cb",
+            "--scope",
+            "openid",
+            "--post-logout-redirect-uri",
+            SIGNED_OUT,
+        ],
+        &[("DATABASE_URL", app.database_url().as_str())],
+        None,
+    );
+    assert!(out.status.success());
+    let id: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = id["client_id"].as_str().unwrap().to_owned();
+    let stored = app
+        .with_conn(move |conn| {
+            dzdesk_auth::db::models::Client::find(conn, &id)
+                .unwrap()
+                .unwrap()
+        })
+        .await;
+    assert!(stored.allows_post_logout_redirect(SIGNED_OUT));
+    assert!(!stored.allows_post_logout_redirect("https://app.example/signed-out/"));
+}

@@ -349,6 +349,7 @@ async fn deleting_a_client_makes_its_tokens_inactive_at_once() {
             require_pkce: false,
             introspect: true,
             cors_origins: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
         })
         .await;
     let introspect = || {

@@ -47,6 +47,10 @@ pub struct Client {
     /// the origins of the registered redirect URIs. See
     /// [`Client::allowed_origins`].
     pub cors_origins: String,
+    /// OpenID Connect RP-Initiated Logout 1.0: where the client may send
+    /// the browser after a logout it started, newline-separated (the rules
+    /// of redirect URIs; matched exactly).
+    pub post_logout_redirect_uris: String,
 }
 
 impl fmt::Debug for Client {
@@ -143,6 +147,15 @@ impl Client {
     /// [`Client::allowed_origins`] (exact string comparison).
     pub fn allows_origin(&self, origin: &str) -> bool {
         self.allowed_origins().iter().any(|o| o.as_str() == origin)
+    }
+
+    /// Whether `requested` is one of the registered post-logout redirect
+    /// URIs, compared as exact strings (RP-Initiated Logout 1.0 3: "MUST
+    /// have been previously registered").
+    pub fn allows_post_logout_redirect(&self, requested: &str) -> bool {
+        self.post_logout_redirect_uris
+            .lines()
+            .any(|registered| registered == requested)
     }
 
     /// The registered redirect URI that `requested` matches, if any. Only

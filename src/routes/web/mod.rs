@@ -5,6 +5,7 @@ pub mod apps;
 pub mod home;
 pub mod login;
 pub mod nav;
+pub mod rp_logout;
 pub mod session;
 
 use actix_web::http::header;
