@@ -33,6 +33,8 @@ pub enum LogoutError {
     NoClient,
     #[error("This post_logout_redirect_uri is not registered for this application.")]
     Unregistered,
+    #[error("The state is too long (at most 512 bytes).")]
+    StateTooLong,
 }
 
 /// A logout request that checked out: the client it names (if any) and the
@@ -59,6 +61,9 @@ pub fn check(
     issuer: &str,
     req: &LogoutRequest,
 ) -> anyhow::Result<Result<Checked, LogoutError>> {
+    // `keys`: the ring that knows the hint's key, if any instance made it
+    // (`KeyStore::for_token`); a retired key's hints fail, and the handler
+    // still lets the user sign out (without the redirect).
     let hinted = match &req.id_token_hint {
         Some(token) => match audience_of(token).and_then(|aud| {
             keys.verify_id_token_hint(token, issuer, &aud)
@@ -89,7 +94,12 @@ pub fn check(
             let Ok(mut url) = Url::parse(uri) else {
                 return Ok(Err(LogoutError::Unregistered));
             };
-            if let Some(state) = req.state.as_deref().filter(|s| s.len() <= MAX_STATE_LEN) {
+            if let Some(state) = req.state.as_deref() {
+                // Dropped silently, the client would get a redirect without
+                // its state.
+                if state.len() > MAX_STATE_LEN {
+                    return Ok(Err(LogoutError::StateTooLong));
+                }
                 url.query_pairs_mut().append_pair("state", state);
             }
             Some(url.to_string())

@@ -753,17 +753,35 @@ async fn rp_initiated_logout_confirms_ends_the_session_and_redirects_with_state(
         html.contains("Logout App") && html.contains(&flow.email),
         "{html}"
     );
+    assert!(!html.contains("st&<x>"), "state is escaped in the page");
+    assert!(!html.contains("logout-problem"));
     assert_eq!(flow.app.session_count(&flow.user_id).await, 1);
-    let csrf = crate::helpers::hidden_input(&html, "csrf_token").unwrap();
-    // A forged post (no or a wrong token) ends nothing.
+    // The form as the browser posts it: the page's own hidden fields.
+    let field = |name: &str| {
+        crate::helpers::hidden_input(&html, name)
+            .unwrap_or_default()
+            .replace("&#38;", "&")
+            .replace("&#60;", "<")
+            .replace("&#62;", ">")
+            .replace("&amp;", "&")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+    };
+    assert_eq!(field("client_id"), flow.client_id);
+    assert_eq!(field("post_logout_redirect_uri"), SIGNED_OUT);
+    assert_eq!(field("state"), "st&<x>");
     let form = |token: &str| {
         vec![
             ("csrf_token".to_owned(), token.to_owned()),
-            ("client_id".to_owned(), flow.client_id.clone()),
-            ("post_logout_redirect_uri".to_owned(), SIGNED_OUT.to_owned()),
-            ("state".to_owned(), "st&<x>".to_owned()),
+            ("client_id".to_owned(), field("client_id")),
+            (
+                "post_logout_redirect_uri".to_owned(),
+                field("post_logout_redirect_uri"),
+            ),
+            ("state".to_owned(), field("state")),
         ]
     };
+    // A forged post (a wrong token) ends nothing.
     let forged = flow
         .app
         .client
@@ -779,7 +797,7 @@ async fn rp_initiated_logout_confirms_ends_the_session_and_redirects_with_state(
         .app
         .client
         .post(flow.app.url("/oauth/logout"))
-        .form(&form(&csrf))
+        .form(&form(&field("csrf_token")))
         .send()
         .await
         .unwrap();
@@ -800,43 +818,114 @@ async fn rp_initiated_logout_never_redirects_where_the_client_did_not_register()
     let body = tokens(&flow, "openid", None).await;
     let hint = body["id_token"].as_str().unwrap().to_owned();
     let access = body["access_token"].as_str().unwrap().to_owned();
-    for pairs in [
+    let long_state = "s".repeat(513);
+    let id = flow.client_id.as_str();
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
         // Not registered (a prefix, another host).
-        vec![
-            ("id_token_hint", hint.as_str()),
-            (
-                "post_logout_redirect_uri",
-                "https://app.example/signed-out/x",
-            ),
-        ],
-        vec![
-            ("client_id", flow.client_id.as_str()),
-            ("post_logout_redirect_uri", "https://evil.example/"),
-        ],
+        (
+            vec![
+                ("id_token_hint", hint.as_str()),
+                (
+                    "post_logout_redirect_uri",
+                    "https://app.example/signed-out/x",
+                ),
+            ],
+            "not registered",
+        ),
+        (
+            vec![
+                ("client_id", id),
+                ("post_logout_redirect_uri", "https://evil.example/"),
+            ],
+            "not registered",
+        ),
         // No client to check it against.
-        vec![("post_logout_redirect_uri", SIGNED_OUT)],
+        (
+            vec![("post_logout_redirect_uri", SIGNED_OUT)],
+            "needs the client",
+        ),
         // An access token is no hint; the hint and client_id disagree.
-        vec![
-            ("id_token_hint", access.as_str()),
-            ("post_logout_redirect_uri", SIGNED_OUT),
-        ],
-        vec![
-            ("id_token_hint", hint.as_str()),
-            ("client_id", "client_other"),
-        ],
-    ] {
-        let resp = flow.app.get(&logout_path(&pairs)).await;
-        assert_eq!(resp.status(), 400, "{pairs:?}");
-        assert!(resp.headers().get("location").is_none());
+        (
+            vec![
+                ("id_token_hint", access.as_str()),
+                ("post_logout_redirect_uri", SIGNED_OUT),
+            ],
+            "not an ID token",
+        ),
+        (
+            vec![
+                ("id_token_hint", hint.as_str()),
+                ("client_id", "client_other"),
+            ],
+            "does not match",
+        ),
+        (
+            vec![
+                ("client_id", id),
+                ("post_logout_redirect_uri", SIGNED_OUT),
+                ("state", long_state.as_str()),
+            ],
+            "too long",
+        ),
+    ];
+    // Signed in: the page says why, and offers to sign out without going
+    // back anywhere (its form carries no URI).
+    for (pairs, why) in &cases {
+        let resp = flow.app.get(&logout_path(pairs)).await;
+        assert_eq!(resp.status(), 200, "{pairs:?}");
+        let html = resp.text().await.unwrap();
         assert!(
-            resp.text().await.unwrap().contains("<html"),
-            "an error page"
+            html.contains("logout-problem") && html.contains(why),
+            "{why}: {html}"
+        );
+        assert_eq!(
+            crate::helpers::hidden_input(&html, "post_logout_redirect_uri").as_deref(),
+            Some("")
         );
     }
     assert_eq!(
         flow.app.session_count(&flow.user_id).await,
         1,
         "nothing ended"
+    );
+    // A tampered form (an unregistered URI) signs out, and goes to the
+    // login page only.
+    let page = flow.app.get(&logout_path(&[("client_id", id)])).await;
+    let csrf = crate::helpers::hidden_input(&page.text().await.unwrap(), "csrf_token").unwrap();
+    let resp = flow
+        .app
+        .client
+        .post(flow.app.url("/oauth/logout"))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("client_id", id),
+            ("post_logout_redirect_uri", "https://evil.example/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(location(&resp), "/login");
+    assert_eq!(flow.app.session_count(&flow.user_id).await, 0);
+    // Signed out: error pages, never a redirect.
+    for (pairs, _) in &cases {
+        let resp = flow.app.get(&logout_path(pairs)).await;
+        assert_eq!(resp.status(), 400, "{pairs:?}");
+        assert!(resp.headers().get("location").is_none());
+    }
+    // A post without the session cookie (a cross-site form) makes the
+    // browser drop no cookie.
+    let stranger = crate::helpers::new_client();
+    let resp = stranger
+        .post(flow.app.url("/oauth/logout"))
+        .form(&[("client_id", id), ("post_logout_redirect_uri", SIGNED_OUT)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert!(
+        resp.headers().get("set-cookie").is_none(),
+        "no cookie removed"
     );
     // Discovery names the endpoint.
     let meta: Value = flow

@@ -3,10 +3,13 @@
 //! site must not sign a user out by a link); the POST ends the browser
 //! session and sends the browser to the client's registered
 //! `post_logout_redirect_uri` with `state`, or to the login page. The
-//! checks are `oauth::logout`'s; an unregistered URI gets an error page,
-//! never a redirect.
+//! checks are `oauth::logout`'s. A request that fails them (an
+//! unregistered URI, a hint of a retired key, a disabled client) never
+//! redirects anywhere, but the signed-in user may still sign out: the page
+//! says why it will not go back to the application, and the session ends
+//! all the same. Signed out, such a request gets an error page.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
@@ -43,6 +46,8 @@ pub struct LogoutConfirm {
 struct LogoutPage<'a> {
     email: &'a str,
     client_name: Option<&'a str>,
+    /// Why the page will not go back to the application.
+    problem: Option<&'a str>,
     csrf_token: &'a str,
     client_id: &'a str,
     post_logout_redirect_uri: &'a str,
@@ -54,32 +59,45 @@ fn given(v: Option<String>) -> Option<String> {
     v.filter(|v| !v.is_empty())
 }
 
-async fn check(state: &web::Data<AppState>, req: LogoutRequest) -> Result<Checked, WebError> {
+/// The checked request, or why it failed (the user may still sign out).
+async fn check(
+    state: &web::Data<AppState>,
+    req: LogoutRequest,
+) -> Result<Result<Checked, logout::LogoutError>, WebError> {
     let st = state.clone();
     state
         .db
         .run(move |conn| {
-            let keys = st
-                .credentials
-                .keys
-                .current(conn)
-                .map_err(WebError::internal)?;
-            logout::check(conn, &keys, &st.settings.issuer, &req)
-                .map_err(WebError::internal)?
-                .map_err(|e| WebError::BadRequest(e.to_string()))
+            let keys = match &req.id_token_hint {
+                Some(token) => st.credentials.keys.for_token(conn, token),
+                None => st.credentials.keys.current(conn),
+            }
+            .map_err(WebError::internal)?;
+            logout::check(conn, &keys, &st.settings.issuer, &req).map_err(WebError::internal)
         })
         .await
 }
 
-/// After the logout: the client's URI, or the login page.
-fn leave(state: &AppState, checked: &Checked) -> Result<HttpResponse, WebError> {
-    let mut resp = see_other(checked.redirect.as_deref().unwrap_or("/login"));
-    resp.add_cookie(&OurCookie::Session.removal(state.secure_cookies()))
-        .map_err(WebError::internal)?;
+/// After the logout: the client's URI, or the login page. The session
+/// cookie is removed only from a browser that sent one (a cross-site form
+/// post arrives without the SameSite=Lax cookie, and must not make the
+/// browser drop it).
+fn leave(
+    req: &HttpRequest,
+    state: &AppState,
+    redirect: Option<&str>,
+) -> Result<HttpResponse, WebError> {
+    let secure = state.secure_cookies();
+    let mut resp = see_other(redirect.unwrap_or("/login"));
+    if OurCookie::Session.value(req, secure).is_some() {
+        resp.add_cookie(&OurCookie::Session.removal(secure))
+            .map_err(WebError::internal)?;
+    }
     Ok(resp)
 }
 
 pub async fn logout_get(
+    http: HttpRequest,
     state: web::Data<AppState>,
     signed_in: MaybeSignedIn,
     query: web::Query<LogoutQuery>,
@@ -92,23 +110,39 @@ pub async fn logout_get(
         state: given(query.state),
     };
     let checked = check(&state, req.clone()).await?;
-    // Signed out already: nothing to confirm.
     let Some(signed_in) = signed_in.0 else {
-        return leave(&state, &checked);
+        // Signed out already: nothing to confirm; back to a verified URI,
+        // else the reason.
+        let checked = checked.map_err(|e| WebError::BadRequest(e.to_string()))?;
+        return leave(&http, &state, checked.redirect.as_deref());
     };
     let token = state.csrf.token(
         CsrfBinding::Session(&signed_in.session_id),
         RP_LOGOUT_PURPOSE,
     );
+    // A request that failed its checks: the page says so, and its form
+    // signs out without going back to the application.
+    let (client, problem) = match &checked {
+        Ok(c) => (c.client.as_ref(), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let keep = |v: &Option<String>| {
+        if problem.is_none() {
+            v.clone().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
     let mut resp = render(
         actix_web::http::StatusCode::OK,
         &LogoutPage {
             email: &signed_in.user.email,
-            client_name: checked.client.as_ref().map(|c| c.name.as_str()),
+            client_name: client.map(|c| c.name.as_str()),
+            problem: problem.as_deref(),
             csrf_token: &token,
-            client_id: checked.client.as_ref().map_or("", |c| c.id.as_str()),
-            post_logout_redirect_uri: req.post_logout_redirect_uri.as_deref().unwrap_or(""),
-            state: req.state.as_deref().unwrap_or(""),
+            client_id: client.map_or("", |c| c.id.as_str()),
+            post_logout_redirect_uri: &keep(&req.post_logout_redirect_uri),
+            state: &keep(&req.state),
         },
     )?;
     resp.headers_mut().insert(
@@ -119,6 +153,7 @@ pub async fn logout_get(
 }
 
 pub async fn logout_post(
+    http: HttpRequest,
     state: web::Data<AppState>,
     signed_in: MaybeSignedIn,
     form: web::Form<LogoutConfirm>,
@@ -132,24 +167,28 @@ pub async fn logout_post(
         state: given(form.state),
     };
     let checked = check(&state, req).await?;
-    if let Some(signed_in) = signed_in.0 {
-        if !state.csrf.verify(
-            CsrfBinding::Session(&signed_in.session_id),
-            RP_LOGOUT_PURPOSE,
-            &form.csrf_token,
-        ) {
-            return Err(WebError::Forbidden);
-        }
-        let id = signed_in.session_id.clone();
-        state
-            .db
-            .run(move |conn| Session::delete(conn, &id).map_err(WebError::from))
-            .await?;
-        log::info!(
-            "user {} signed out at the request of client {}",
-            signed_in.user.id,
-            checked.client.as_ref().map_or("-", |c| c.id.as_str())
-        );
+    let Some(signed_in) = signed_in.0 else {
+        let checked = checked.map_err(|e| WebError::BadRequest(e.to_string()))?;
+        return leave(&http, &state, checked.redirect.as_deref());
+    };
+    if !state.csrf.verify(
+        CsrfBinding::Session(&signed_in.session_id),
+        RP_LOGOUT_PURPOSE,
+        &form.csrf_token,
+    ) {
+        return Err(WebError::Forbidden);
     }
-    leave(&state, &checked)
+    let id = signed_in.session_id.clone();
+    state
+        .db
+        .run(move |conn| Session::delete(conn, &id).map_err(WebError::from))
+        .await?;
+    log::info!(
+        "user {} signed out at an application's request",
+        signed_in.user.id
+    );
+    // A request that no longer checks out signs out all the same, and goes
+    // nowhere but the login page.
+    let redirect = checked.ok().and_then(|c| c.redirect);
+    leave(&http, &state, redirect.as_deref())
 }
