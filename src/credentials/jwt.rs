@@ -252,20 +252,48 @@ impl KeyRing {
 
     /// Signs `claims`; the signature is always low-S (see [`has_low_s`]).
     pub fn sign(&self, claims: &AccessClaims) -> anyhow::Result<String> {
-        let mut header = Header::new(Algorithm::ES256);
-        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
-        header.kid = Some(self.signing_kid.clone());
-        to_low_s(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+        self.sign_typed(ACCESS_TOKEN_TYP, claims)
     }
 
     /// Signs an OpenID Connect ID token (`typ: JWT`, OIDC Core 2: never
     /// `at+jwt`, so an ID token never verifies as an access token, RFC 9068
     /// 4) with the same key and low-S signature.
     pub fn sign_id_token<C: Serialize>(&self, claims: &C) -> anyhow::Result<String> {
+        self.sign_typed(ID_TOKEN_TYP, claims)
+    }
+
+    fn sign_typed<C: Serialize>(&self, typ: &str, claims: &C) -> anyhow::Result<String> {
         let mut header = Header::new(Algorithm::ES256);
-        header.typ = Some(ID_TOKEN_TYP.to_owned());
+        header.typ = Some(typ.to_owned());
         header.kid = Some(self.signing_kid.clone());
         to_low_s(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+    }
+
+    /// The checks before a signature is verified, shared by access tokens
+    /// and ID token hints: the header parses, `typ` is one `typ_ok` takes,
+    /// the algorithm is ES256 (pinned: `none`, HS256 signed with our public
+    /// key or any other is refused), the signature low-S ([`has_low_s`]),
+    /// and `kid` a key of the ring. That key.
+    fn key_of(&self, token: &str, typ_ok: impl Fn(&str) -> bool) -> Result<&DecodingKey, JwtError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            // `alg: none` and unknown algorithms do not even parse.
+            ErrorKind::Json(_) => JwtError::Algorithm,
+            _ => JwtError::Malformed,
+        })?;
+        if !header.typ.as_deref().is_some_and(typ_ok) {
+            return Err(JwtError::WrongType);
+        }
+        if header.alg != Algorithm::ES256 {
+            return Err(JwtError::Algorithm);
+        }
+        if !has_low_s(token) {
+            return Err(JwtError::Signature);
+        }
+        header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.verifying.get(kid))
+            .ok_or(JwtError::UnknownKey)
     }
 
     /// Checks an `id_token_hint` (OIDC Core 3.1.2.1): an ID token this
@@ -279,21 +307,7 @@ impl KeyRing {
         issuer: &str,
         client_id: &str,
     ) -> Result<String, JwtError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
-        if header.typ.as_deref() != Some(ID_TOKEN_TYP) {
-            return Err(JwtError::WrongType);
-        }
-        if header.alg != Algorithm::ES256 {
-            return Err(JwtError::Algorithm);
-        }
-        if !has_low_s(token) {
-            return Err(JwtError::Signature);
-        }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.verifying.get(kid))
-            .ok_or(JwtError::UnknownKey)?;
+        let key = self.key_of(token, |typ| typ == ID_TOKEN_TYP)?;
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[client_id]);
@@ -375,28 +389,9 @@ impl KeyRing {
         audience: &str,
         now: i64,
     ) -> Result<AccessClaims, JwtError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
-            // `alg: none` and unknown algorithms do not even parse.
-            ErrorKind::Json(_) => JwtError::Algorithm,
-            _ => JwtError::Malformed,
-        })?;
-        let typ_ok = header.typ.as_deref().is_some_and(|t| {
+        let key = self.key_of(token, |t| {
             t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
-        });
-        if !typ_ok {
-            return Err(JwtError::WrongType);
-        }
-        if header.alg != Algorithm::ES256 {
-            return Err(JwtError::Algorithm);
-        }
-        if !has_low_s(token) {
-            return Err(JwtError::Signature);
-        }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.verifying.get(kid))
-            .ok_or(JwtError::UnknownKey)?;
+        })?;
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);

@@ -277,25 +277,15 @@ pub async fn logout_post(
     form: web::Form<LogoutForm>,
 ) -> Result<HttpResponse, WebError> {
     let secure = state.secure_cookies();
-    let Some(signed_in) = signed_in.0 else {
+    if signed_in.0.is_none() {
         // Nothing to end; make sure the browser forgets any stale cookie.
         let mut resp = see_other("/login");
         resp.add_cookie(&OurCookie::Session.removal(secure))
             .map_err(WebError::internal)?;
         return Ok(resp);
-    };
-    if !state.csrf.verify(
-        CsrfBinding::Session(&signed_in.session_id),
-        LOGOUT_PURPOSE,
-        &form.csrf_token,
-    ) {
-        return Err(WebError::Forbidden);
     }
-    let id = signed_in.session_id.clone();
-    state
-        .db
-        .run(move |conn| Session::delete(conn, &id).map_err(WebError::from))
-        .await?;
+    let signed_in = signed_in.with_csrf(&state.csrf, LOGOUT_PURPOSE, &form.csrf_token)?;
+    signed_in.end(&state).await?;
     log::info!("user {} signed out", signed_in.user.id);
     let mut resp = see_other("/login");
     resp.add_cookie(&OurCookie::Session.removal(secure))

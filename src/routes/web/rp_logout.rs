@@ -14,7 +14,6 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::auth::csrf::CsrfBinding;
-use crate::db::models::Session;
 use crate::error::WebError;
 use crate::oauth::logout::{self, Checked, LogoutRequest};
 use crate::routes::web::session::{MaybeSignedIn, OurCookie};
@@ -167,22 +166,12 @@ pub async fn logout_post(
         state: given(form.state),
     };
     let checked = check(&state, req).await?;
-    let Some(signed_in) = signed_in.0 else {
+    if signed_in.0.is_none() {
         let checked = checked.map_err(|e| WebError::BadRequest(e.to_string()))?;
         return leave(&http, &state, checked.redirect.as_deref());
-    };
-    if !state.csrf.verify(
-        CsrfBinding::Session(&signed_in.session_id),
-        RP_LOGOUT_PURPOSE,
-        &form.csrf_token,
-    ) {
-        return Err(WebError::Forbidden);
     }
-    let id = signed_in.session_id.clone();
-    state
-        .db
-        .run(move |conn| Session::delete(conn, &id).map_err(WebError::from))
-        .await?;
+    let signed_in = signed_in.with_csrf(&state.csrf, RP_LOGOUT_PURPOSE, &form.csrf_token)?;
+    signed_in.end(&state).await?;
     log::info!(
         "user {} signed out at an application's request",
         signed_in.user.id

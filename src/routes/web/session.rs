@@ -82,6 +82,18 @@ pub struct SignedIn {
     pub signed_in_at: chrono::NaiveDateTime,
 }
 
+impl SignedIn {
+    /// Ends this browser session (the row; the caller removes the cookie).
+    pub async fn end(&self, state: &AppState) -> Result<(), WebError> {
+        let id = self.session_id.clone();
+        state
+            .db
+            .run(move |conn| Session::delete(conn, &id).map_err(WebError::from))
+            .await?;
+        Ok(())
+    }
+}
+
 impl MaybeSignedIn {
     /// A form post of a signed-in user: the session, whose CSRF token for
     /// `purpose` the form must carry. Signed out, or a missing or wrong
