@@ -1030,7 +1030,14 @@ async fn client_rotate_secret_shows_the_new_secret_once_and_the_old_one_works_fo
 /// `script`), typing each of `lines` once the terminal shows the prompt
 /// before it (so that nothing is typed before echo is off).
 fn create_user_on_a_terminal(db: &TestDatabase, email: &str, lines: [&str; 2]) -> Output {
-    let command = format!("{BIN} user create --email {email} --role agent --password-stdin");
+    // The shell writes the terminal's name first, so that the test can see
+    // the terminal's own echo flag: the prompt is printed a moment before
+    // echo goes off, and a loaded machine may type into that moment.
+    let tty_file = tempfile::NamedTempFile::new().unwrap();
+    let command = format!(
+        "tty > {}; exec {BIN} user create --email {email} --role agent --password-stdin",
+        tty_file.path().display()
+    );
     let mut child = Command::new("script")
         .args(["-qefc", &command, "/dev/null"])
         .env("DATABASE_URL", &db.url)
@@ -1062,6 +1069,7 @@ fn create_user_on_a_terminal(db: &TestDatabase, email: &str, lines: [&str; 2]) -
                 Err(_) => panic!("no prompt {prompt:?}: {}", String::from_utf8_lossy(&shown)),
             }
         }
+        wait_for_echo_off(tty_file.path(), deadline);
         input.write_all(format!("{line}\n").as_bytes()).unwrap();
         input.flush().unwrap();
     }
@@ -1087,6 +1095,27 @@ fn create_user_on_a_terminal(db: &TestDatabase, email: &str, lines: [&str; 2]) -
         status,
         stdout: shown,
         stderr,
+    }
+}
+
+/// Waits until the terminal named in `tty_file` has echo off (`stty` shows
+/// `-echo`), that is until the program reads the password.
+fn wait_for_echo_off(tty_file: &std::path::Path, deadline: Instant) {
+    loop {
+        let tty = std::fs::read_to_string(tty_file).unwrap_or_default();
+        let tty = tty.trim();
+        if tty.starts_with("/dev/") {
+            let out = Command::new("stty")
+                .args(["-a", "-F", tty])
+                .output()
+                .expect("stty");
+            let flags = String::from_utf8_lossy(&out.stdout).to_string();
+            if flags.split_whitespace().any(|flag| flag == "-echo") {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "echo never went off on {tty:?}");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
