@@ -189,6 +189,10 @@ pub struct ClientCreateArgs {
     /// --redirect-uri, matched exactly).
     #[arg(long = "post-logout-redirect-uri")]
     post_logout_redirect_uris: Vec<String>,
+    /// Refuse authorization requests that were not pushed first (POST
+    /// /oauth/par, RFC 9126 `require_pushed_authorization_requests`).
+    #[arg(long)]
+    require_par: bool,
     #[command(flatten)]
     plan: PlanArgs,
 }
@@ -205,6 +209,7 @@ impl From<ClientCreateArgs> for ClientRequest {
             introspect: a.introspect,
             cors_origins: a.cors_origins,
             post_logout_redirect_uris: a.post_logout_redirect_uris,
+            require_par: a.require_par,
         }
     }
 }
@@ -821,6 +826,12 @@ fn refuse_useless_flags(args: &ClientCreateArgs) -> Result<(), CliError> {
     if args.require_pkce {
         return Err(CliError::Invalid(
             "--require-pkce needs --grant-type authorization_code: PKCE protects the authorization code"
+                .into(),
+        ));
+    }
+    if args.require_par {
+        return Err(CliError::Invalid(
+            "--require-par needs --grant-type authorization_code: it is a rule of authorization requests"
                 .into(),
         ));
     }

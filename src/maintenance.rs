@@ -11,7 +11,9 @@ use diesel::QueryResult;
 
 use crate::api::usage::UsageTracker;
 use crate::api::usage_log::{self, UsageLog};
-use crate::db::models::{ApiKeyRow, AuthorizationCodeRow, RefreshTokenRow, RevokedAccessToken};
+use crate::db::models::{
+    ApiKeyRow, AuthorizationCodeRow, PushedRequestRow, RefreshTokenRow, RevokedAccessToken,
+};
 use crate::db::{AnyConnection, Database};
 
 /// How often a running instance sweeps.
@@ -36,6 +38,9 @@ pub struct Swept {
     pub revoked_access_tokens: usize,
     /// API usage log rows past 30 days or 10,000 per key.
     pub usage_log: usize,
+    /// Pushed authorization requests past their expiry (nothing refers to
+    /// them then: a late request_uri is unknown either way).
+    pub pushed_requests: usize,
 }
 
 /// Deletes codes and refresh tokens that expired more than [`retention`]
@@ -58,6 +63,7 @@ pub fn sweep_keys(
         // Past expiry a revoked access token fails on `exp` alone.
         revoked_access_tokens: RevokedAccessToken::delete_expired(conn, before)?,
         usage_log: usage_log::sweep(conn, now, keys)?,
+        pushed_requests: PushedRequestRow::delete_expired(conn, now)?,
     })
 }
 

@@ -313,6 +313,11 @@ impl Application {
                     |p| oauth_json_endpoint(p, oauth::TOKEN_BODY_LIMIT),
                 ))
                 .service(Endpoint::new(
+                    oauth::__path_par_post,
+                    oauth::par_post,
+                    |p| oauth_json_endpoint(p, oauth::TOKEN_BODY_LIMIT),
+                ))
+                .service(Endpoint::new(
                     oauth::__path_introspect_post,
                     oauth::introspect_post,
                     |p| oauth_json_endpoint(p, oauth::TOKEN_BODY_LIMIT),

@@ -230,6 +230,7 @@ mod tests {
             previous_secret_expires_at: None,
             cors_origins: String::new(),
             post_logout_redirect_uris: String::new(),
+            require_par: false,
         }
     }
 

@@ -57,6 +57,18 @@ diesel::table! {
         previous_secret_expires_at -> Nullable<Timestamp>,
         cors_origins -> Text,
         post_logout_redirect_uris -> Text,
+        require_par -> Bool,
+    }
+}
+
+diesel::table! {
+    pushed_requests (id) {
+        id -> Text,
+        client_id -> Text,
+        params -> Text,
+        browser_hash -> Nullable<Text>,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
     }
 }
 
@@ -171,6 +183,7 @@ diesel::joinable!(refresh_tokens -> grants (grant_id));
 diesel::joinable!(grants -> clients (client_id));
 diesel::joinable!(grants -> users (user_id));
 diesel::joinable!(consents -> clients (client_id));
+diesel::joinable!(pushed_requests -> clients (client_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -185,4 +198,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     revoked_access_tokens,
     api_keys,
     api_key_usage,
+    pushed_requests,
 );

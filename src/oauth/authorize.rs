@@ -38,7 +38,7 @@ use url::Url;
 
 use crate::auth::csrf::{CsrfBinding, CsrfKey};
 use crate::credentials::prefixes;
-use crate::db::models::{AuthorizationCodeRow, Client, ConsentRow, User};
+use crate::db::models::{AuthorizationCodeRow, Client, ConsentRow, PushedRequestRow, User};
 use crate::db::AnyConnection;
 use crate::domain::{GrantType, Role, Scope, ScopeSet};
 use crate::tokens;
@@ -99,6 +99,9 @@ pub struct AuthorizeInput<'a> {
     pub issuer: &'a str,
     /// The signing keys: an `id_token_hint` is checked against them.
     pub keys: &'a crate::credentials::jwt::KeyRing,
+    /// The browser's pushed-request cookie (RFC 9126, see `oauth::par`):
+    /// the handler makes one when the query carries a `request_uri`.
+    pub par_browser: Option<&'a str>,
     pub now: DateTime<Utc>,
 }
 
@@ -137,38 +140,118 @@ pub enum AuthorizeOutcome {
     Forbidden,
 }
 
+const BAD_CLIENT: &str = "This application is not registered, or its redirect URI is wrong.";
+
+/// The query's non-empty parameters, in order. RFC 6749 3.1: "Parameters
+/// sent without a value MUST be treated as if they were omitted".
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+}
+
+/// Why a pushed request's transaction did not commit.
+enum PushedTx {
+    Failed(anyhow::Error),
+    /// Another tab of the same browser ended the request first.
+    Ended,
+}
+
+impl From<diesel::result::Error> for PushedTx {
+    fn from(e: diesel::result::Error) -> Self {
+        PushedTx::Failed(e.into())
+    }
+}
+
 /// Runs one authorization request. Blocking: call on the blocking pool.
 pub fn authorize(
     conn: &mut AnyConnection,
-    mut input: AuthorizeInput<'_>,
+    input: AuthorizeInput<'_>,
 ) -> anyhow::Result<AuthorizeOutcome> {
-    // RFC 6749 3.1: "Parameters sent without a value MUST be treated as if
-    // they were omitted" and "MUST NOT be included more than once". oxide-auth
-    // treats a repeated parameter as absent (a repeated code_challenge would
-    // silently drop PKCE), so repeats are refused here, and the request that
-    // reaches oxide-auth carries only the non-empty values.
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(input.raw_query.as_bytes())
-        .into_owned()
-        .filter(|(_, v)| !v.is_empty())
-        .collect();
+    let sent = query_pairs(input.raw_query);
+    let sent_count = |key: &str| sent.iter().filter(|(k, _)| k == key).count();
+    let sent_value = |key: &str| sent.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    // RFC 9126 4: `client_id` + a `request_uri` from our PAR endpoint; any
+    // other request_uri (a request object by reference) is refused below.
+    let pushed_uri =
+        sent_value("request_uri").filter(|u| crate::oauth::par::is_pushed_reference(u));
+    let Some(request_uri) = pushed_uri else {
+        let query = input.raw_query.to_owned();
+        return run(conn, input, query, None).map(|(outcome, _)| outcome);
+    };
+    if sent_count("client_id") != 1 || sent_count("request_uri") != 1 {
+        return Ok(AuthorizeOutcome::BadRequest(BAD_CLIENT));
+    }
+    let (Some(client_id), Some(browser)) = (sent_value("client_id"), input.par_browser) else {
+        return Ok(AuthorizeOutcome::BadRequest(
+            crate::oauth::par::INVALID_REQUEST_URI,
+        ));
+    };
+    let resolved =
+        match crate::oauth::par::resolve(conn, &client_id, &request_uri, browser, input.now)? {
+            Ok(resolved) => resolved,
+            Err(text) => return Ok(AuthorizeOutcome::BadRequest(text)),
+        };
+    // The code and the end of the pushed request commit together: of two
+    // tabs finishing the same request, one gets a code.
+    let params = resolved.params.clone();
+    let result = crate::db::write_transaction(conn, |conn| {
+        let (outcome, rewrite) =
+            run(conn, input, params, Some(&resolved)).map_err(PushedTx::Failed)?;
+        if let AuthorizeOutcome::Redirect(_) = outcome {
+            if !PushedRequestRow::finish(conn, &resolved.id, &resolved.browser_hash)? {
+                return Err(PushedTx::Ended);
+            }
+        }
+        if let Some(query) = rewrite {
+            PushedRequestRow::set_params(conn, &resolved.id, &resolved.browser_hash, &query)?;
+        }
+        Ok(outcome)
+    });
+    match result {
+        Ok(outcome) => Ok(outcome),
+        Err(PushedTx::Ended) => Ok(AuthorizeOutcome::BadRequest(
+            crate::oauth::par::INVALID_REQUEST_URI,
+        )),
+        Err(PushedTx::Failed(e)) => Err(e),
+    }
+}
+
+/// One authorization request with the parameters of `query` (the browser's
+/// own, or those pushed for its `request_uri`). Returns the outcome and,
+/// for a pushed request, the parameters to keep for the browser's return
+/// after a forced sign-in.
+fn run(
+    conn: &mut AnyConnection,
+    mut input: AuthorizeInput<'_>,
+    query: String,
+    pushed: Option<&crate::oauth::par::Resolved>,
+) -> anyhow::Result<(AuthorizeOutcome, Option<String>)> {
+    // RFC 6749 3.1: parameters "MUST NOT be included more than once".
+    // oxide-auth treats a repeated parameter as absent (a repeated
+    // code_challenge would silently drop PKCE), so repeats are refused here,
+    // and the request that reaches oxide-auth carries only the non-empty
+    // values.
+    let pairs = query_pairs(&query);
     let count = |key: &str| pairs.iter().filter(|(k, _)| k == key).count();
     let param = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-    const BAD_CLIENT: &str = "This application is not registered, or its redirect URI is wrong.";
+    let done = |outcome| Ok((outcome, None));
     if count("client_id") != 1 || count("redirect_uri") > 1 {
-        return Ok(AuthorizeOutcome::BadRequest(BAD_CLIENT));
+        return done(AuthorizeOutcome::BadRequest(BAD_CLIENT));
     }
     let client = match param("client_id") {
         Some(id) => Client::find(conn, &id)?,
         None => None,
     };
     let Some(client) = client.filter(|c| !c.disabled) else {
-        return Ok(AuthorizeOutcome::BadRequest(BAD_CLIENT));
+        return done(AuthorizeOutcome::BadRequest(BAD_CLIENT));
     };
     // RFC 6749 3.1.2.3: optional for a client with exactly one registered
     // URI, which it then means; required otherwise.
     let given = param("redirect_uri");
     let Some(redirect_uri) = given.clone().or_else(|| client.sole_redirect_uri()) else {
-        return Ok(AuthorizeOutcome::BadRequest(
+        return done(AuthorizeOutcome::BadRequest(
             "redirect_uri is required: this application registered more than one redirect URI.",
         ));
     };
@@ -178,39 +261,40 @@ pub fn authorize(
         .match_redirect_uri(&redirect_uri)
         .and_then(|_| Url::parse(&redirect_uri).ok())
     else {
-        return Ok(AuthorizeOutcome::BadRequest(BAD_CLIENT));
+        return done(AuthorizeOutcome::BadRequest(BAD_CLIENT));
     };
     let state = (count("state") == 1).then(|| param("state")).flatten();
     let repeated = PROTOCOL_PARAMS.iter().find(|k| count(k) > 1);
-    let pkce_required = client.is_public() || client.require_pkce;
     let problem = match (repeated, count("response_type")) {
         (Some(key), _) => Some(("invalid_request", format!("parameter '{key}' is repeated"))),
         (None, 0) => Some(("invalid_request", "response_type is required".to_owned())),
-        _ => request_problem(
-            param("response_type").as_deref(),
-            param("code_challenge").as_deref(),
-            param("code_challenge_method").as_deref(),
-            pkce_required,
-        ),
+        // RFC 9126 5: "the authorization server MUST reject authorization
+        // requests from this client that are not made using PAR".
+        _ if client.require_par && pushed.is_none() => Some((
+            "invalid_request",
+            "this client must push its authorization requests first (POST /oauth/par, RFC 9126)"
+                .to_owned(),
+        )),
+        _ => parameter_problem(&client, &param),
     };
     if let Some((error, description)) = problem {
         let url = error_redirect(redirect, error, &description, state.as_deref());
-        return Ok(AuthorizeOutcome::Redirect(client_redirect(
+        return done(AuthorizeOutcome::Redirect(client_redirect(
             url.as_str(),
             &redirect_uri,
             input.issuer,
         )?));
     }
-    let mut query: NormalizedParameter = pairs.iter().cloned().collect();
+    let mut normalized: NormalizedParameter = pairs.iter().cloned().collect();
     if given.is_none() {
         // oxide-auth binds the request to the URI it redirects to.
-        query.insert_or_poison(
+        normalized.insert_or_poison(
             Cow::Borrowed("redirect_uri"),
             Cow::Owned(redirect_uri.clone()),
         );
     }
     if let Some(q) = input.request.query_mut() {
-        *q = query.clone();
+        *q = normalized.clone();
     }
     let remembered = match &input.signed_in {
         Some(s) => ConsentRow::find(conn, &s.user.id, &client.id)?.map(|c| c.scopes()),
@@ -246,8 +330,11 @@ pub fn authorize(
         requested,
         method: input.method,
         csrf: input.csrf,
-        binding: request_binding(&query),
+        binding: request_binding(&normalized),
         raw_query: input.raw_query,
+        params: &query,
+        pushed: pushed.is_some(),
+        rewrite: None,
         interaction: None,
         approved: None,
         now: input.now,
@@ -284,14 +371,14 @@ pub fn authorize(
         .execute(input.request);
 
     if let Some(interaction) = solicitor.interaction.take() {
-        return Ok(interaction);
+        return Ok((interaction, solicitor.rewrite.take()));
     }
     let approved = solicitor.approved.take();
     let issued = authorizer.issued;
     let response = match result {
         Ok(response) => response,
         Err(FlowError::OAuth(FlowOAuthError::DenySilently)) | Err(FlowError::Web(_)) => {
-            return Ok(AuthorizeOutcome::BadRequest(BAD_CLIENT))
+            return done(AuthorizeOutcome::BadRequest(BAD_CLIENT))
         }
         Err(e) => anyhow::bail!("authorization flow: {e:?}"),
     };
@@ -310,7 +397,7 @@ pub fn authorize(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .ok_or_else(|| anyhow::anyhow!("authorization flow answered without a redirect"))?;
-    Ok(AuthorizeOutcome::Redirect(client_redirect(
+    done(AuthorizeOutcome::Redirect(client_redirect(
         &location,
         &redirect_uri,
         input.issuer,
@@ -371,6 +458,75 @@ fn request_problem(
         }
         _ => None,
     }
+}
+
+/// What is wrong with an authorization request's own parameters, for a
+/// client whose redirect URI is trusted: the authorization endpoint checks
+/// every request with it before oxide-auth runs, and the pushed
+/// authorization request endpoint every pushed one (RFC 9126 2.1: "validate
+/// the pushed request as it would an authorization request"). The
+/// descriptions are fixed texts, never the request's values.
+pub(crate) fn parameter_problem(
+    client: &Client,
+    param: &dyn Fn(&str) -> Option<String>,
+) -> Option<(&'static str, String)> {
+    let problem = |error, text: &str| Some((error, text.to_owned()));
+    // RFC 6749 4.1.2.1 unauthorized_client: "The client is not authorized
+    // to request an authorization code using this method."
+    if !client.allows_grant(GrantType::AuthorizationCode) {
+        return problem(
+            "unauthorized_client",
+            "this client may not use the authorization code grant",
+        );
+    }
+    let found = request_problem(
+        param("response_type").as_deref(),
+        param("code_challenge").as_deref(),
+        param("code_challenge_method").as_deref(),
+        client.is_public() || client.require_pkce,
+    );
+    if found.is_some() {
+        return found;
+    }
+    // OIDC Core 6: request objects are not supported (and the discovery
+    // document says so); a request_uri is one of our PAR endpoint's or
+    // nothing (`oauth::par`).
+    if param("request").is_some() {
+        return problem("request_not_supported", "request objects are not supported");
+    }
+    if param("request_uri").is_some() {
+        return problem(
+            "request_uri_not_supported",
+            "request_uri must be one this server issued at its pushed authorization request endpoint (request objects by reference are not supported)",
+        );
+    }
+    if let Err((error, description)) = Prompt::parse(param("prompt").as_deref()) {
+        return problem(error, description);
+    }
+    if parse_max_age(param("max_age").as_deref()).is_err() {
+        return problem(
+            "invalid_request",
+            "max_age must be a whole number of seconds",
+        );
+    }
+    let nonce = param("nonce");
+    if nonce.as_ref().is_some_and(|n| n.len() > MAX_NONCE_LEN) {
+        return problem("invalid_request", "nonce is too long (at most 512 bytes)");
+    }
+    // Issue 15: a public client's ID token is bound to its request by the
+    // nonce alone (no client authentication at the token endpoint). The
+    // request asks for `openid` (by name, or as a registered default).
+    let openid = match param("scope") {
+        Some(raw) => ScopeSet::parse(&raw).is_ok_and(|s| s.contains(Scope::Openid)),
+        None => client.scopes().contains(Scope::Openid),
+    };
+    if openid && nonce.is_none() && client.is_public() {
+        return problem(
+            "invalid_request",
+            "nonce is required: an OpenID Connect request of a public client must carry one",
+        );
+    }
+    None
 }
 
 /// The `error_description` of an error oxide-auth redirected without one.
@@ -658,8 +814,8 @@ fn parse_max_age(raw: Option<&str>) -> Result<Option<i64>, ()> {
     }
 }
 
-/// The authorization request to come back to after a forced sign-in: the
-/// same, without `login` in `prompt`, and with `max_age` at
+/// The authorization request's query to come back to after a forced
+/// sign-in: the same, without `login` in `prompt`, and with `max_age` at
 /// [`FRESH_SIGN_IN_SECS`] (see there).
 fn after_sign_in(raw_query: &str) -> String {
     let mut out = url::form_urlencoded::Serializer::new(String::new());
@@ -681,7 +837,7 @@ fn after_sign_in(raw_query: &str) -> String {
         }
     }
     out.append_pair("max_age", &FRESH_SIGN_IN_SECS.to_string());
-    format!("/oauth/authorize?{}", out.finish())
+    out.finish()
 }
 
 /// Sign-in, remembered consent and the consent decision.
@@ -694,7 +850,14 @@ struct ConsentSolicitor<'a> {
     method: Method,
     csrf: &'a CsrfKey,
     binding: String,
+    /// The browser's query: sign-in and the consent form come back to it.
     raw_query: &'a str,
+    /// The request's parameters: `raw_query`, or those pushed for it.
+    params: &'a str,
+    /// The request was pushed (RFC 9126).
+    pushed: bool,
+    /// A pushed request's parameters to keep after a forced sign-in.
+    rewrite: Option<String>,
     /// Set when the answer is a page of ours rather than a redirect.
     interaction: Option<AuthorizeOutcome>,
     /// Set on approval: the scopes to remember.
@@ -731,15 +894,6 @@ impl ConsentSolicitor<'_> {
     }
 }
 
-/// RFC 7636 4.2: an S256 challenge is the base64url SHA-256 of the
-/// verifier: exactly 43 characters of the base64url alphabet.
-fn valid_s256_challenge(challenge: &str) -> bool {
-    challenge.len() == 43
-        && challenge
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 impl OwnerSolicitor<OAuthRequest> for ConsentSolicitor<'_> {
     fn check_consent(
         &mut self,
@@ -747,74 +901,9 @@ impl OwnerSolicitor<OAuthRequest> for ConsentSolicitor<'_> {
         solicitation: Solicitation,
     ) -> OwnerConsent<OAuthResponse> {
         let query = OAuthRequest::query(request).cloned().unwrap_or_default();
-
-        // RFC 6749 4.1.2.1 unauthorized_client: "The client is not authorized
-        // to request an authorization code using this method."
-        if !self.client.allows_grant(GrantType::AuthorizationCode) {
-            return self.fail(
-                &solicitation,
-                "unauthorized_client",
-                "this client may not use the authorization code grant",
-            );
-        }
-        if let Some(challenge) = query.unique_value("code_challenge") {
-            if !valid_s256_challenge(&challenge) {
-                return self.fail(
-                    &solicitation,
-                    "invalid_request",
-                    "code_challenge must be 43 base64url characters (S256)",
-                );
-            }
-        }
-        // OIDC Core 6: request objects are not supported (and say so in
-        // the discovery document).
-        if query.unique_value("request").is_some() {
-            return self.fail(
-                &solicitation,
-                "request_not_supported",
-                "request objects are not supported",
-            );
-        }
-        if query.unique_value("request_uri").is_some() {
-            return self.fail(
-                &solicitation,
-                "request_uri_not_supported",
-                "request_uri is not supported",
-            );
-        }
-        let prompt = match Prompt::parse(query.unique_value("prompt").as_deref()) {
-            Ok(prompt) => prompt,
-            Err((error, description)) => return self.fail(&solicitation, error, description),
-        };
-        let Ok(max_age) = parse_max_age(query.unique_value("max_age").as_deref()) else {
-            return self.fail(
-                &solicitation,
-                "invalid_request",
-                "max_age must be a whole number of seconds",
-            );
-        };
-        // OpenID Connect (the request asks for `openid`).
-        let openid = self
-            .requested
-            .as_ref()
-            .is_some_and(|r| r.contains(Scope::Openid));
-        let nonce = query.unique_value("nonce");
-        if nonce.as_ref().is_some_and(|n| n.len() > MAX_NONCE_LEN) {
-            return self.fail(
-                &solicitation,
-                "invalid_request",
-                "nonce is too long (at most 512 bytes)",
-            );
-        }
-        // Issue 15: a public client's ID token is bound to its request by
-        // the nonce alone (no client authentication at the token endpoint).
-        if openid && nonce.is_none() && self.client.is_public() {
-            return self.fail(
-                &solicitation,
-                "invalid_request",
-                "nonce is required: an OpenID Connect request of a public client must carry one",
-            );
-        }
+        // Checked by `parameter_problem` before oxide-auth ran.
+        let prompt = Prompt::parse(query.unique_value("prompt").as_deref()).unwrap_or_default();
+        let max_age = parse_max_age(query.unique_value("max_age").as_deref()).unwrap_or_default();
 
         // OIDC Core 3.1.2.1 id_token_hint: an access token, another
         // client's ID token or a forged one is no hint.
@@ -827,11 +916,16 @@ impl OwnerSolicitor<OAuthRequest> for ConsentSolicitor<'_> {
         }
         // A sign-in forced by prompt=login or max_age comes back without
         // them (after_sign_in); any other comes back to the same request.
+        // A pushed request comes back by its request_uri: what changes is
+        // kept with it (`rewrite`), never in the browser's query.
         let forced = prompt.login || max_age.is_some();
-        let next = if forced {
-            after_sign_in(self.raw_query)
-        } else {
-            format!("/oauth/authorize?{}", self.raw_query)
+        let next = match (forced, self.pushed) {
+            (true, false) => format!("/oauth/authorize?{}", after_sign_in(self.raw_query)),
+            (true, true) => {
+                self.rewrite = Some(after_sign_in(self.params));
+                format!("/oauth/authorize?{}", self.raw_query)
+            }
+            (false, _) => format!("/oauth/authorize?{}", self.raw_query),
         };
         let Some(signed_in) = self.signed_in else {
             if prompt.none {
@@ -942,12 +1036,9 @@ mod tests {
 
     #[test]
     fn s256_challenge_shape() {
-        assert!(valid_s256_challenge(
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
-        ));
-        assert!(!valid_s256_challenge("short"));
-        assert!(!valid_s256_challenge(
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM"
-        ));
+        let problem = |c: &str| request_problem(Some("code"), Some(c), Some("S256"), true);
+        assert!(problem("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM").is_none());
+        assert!(problem("short").is_some());
+        assert!(problem("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM").is_some());
     }
 }

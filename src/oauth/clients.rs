@@ -34,6 +34,8 @@ pub struct NewClient {
     pub cors_origins: Vec<Origin>,
     /// OIDC RP-Initiated Logout: where the browser may go after a logout.
     pub post_logout_redirect_uris: Vec<RedirectUri>,
+    /// RFC 9126 6: authorization requests must be pushed first.
+    pub require_par: bool,
 }
 
 /// The registration request as typed by an operator or sent by a client.
@@ -48,6 +50,7 @@ pub struct ClientRequest {
     pub introspect: bool,
     pub cors_origins: Vec<String>,
     pub post_logout_redirect_uris: Vec<String>,
+    pub require_par: bool,
 }
 
 impl NewClient {
@@ -125,6 +128,7 @@ impl NewClient {
             auth_method: None,
             cors_origins,
             post_logout_redirect_uris,
+            require_par: req.require_par,
         })
     }
 }
@@ -186,6 +190,7 @@ pub fn register(
         previous_secret_expires_at: None,
         cors_origins: join_origins(&new.cors_origins),
         post_logout_redirect_uris: join_uris(&new.post_logout_redirect_uris),
+        require_par: new.require_par,
     };
     crate::db::write_transaction(conn, |conn| {
         client.insert(conn)?;

@@ -26,7 +26,7 @@ use crate::db::models::Client;
 pub enum Surface {
     /// Metadata and JWKS: `Access-Control-Allow-Origin: *`, GET only.
     Public,
-    /// `POST /oauth/token`, `POST /oauth/revoke`: the named client's
+    /// `POST /oauth/token`, `POST /oauth/revoke`, `POST /oauth/par`: the named client's
     /// origins.
     Token,
     /// `/v1/...`: the access token's client's origins.
@@ -40,7 +40,7 @@ impl Surface {
     /// browser pages, introspection, registration).
     pub fn of(path: &str) -> Option<Self> {
         match path {
-            "/oauth/token" | "/oauth/revoke" => Some(Surface::Token),
+            "/oauth/token" | "/oauth/revoke" | "/oauth/par" => Some(Surface::Token),
             "/oauth/userinfo" => Some(Surface::UserInfo),
             "/.well-known/jwks.json"
             | "/.well-known/oauth-authorization-server"
@@ -146,6 +146,7 @@ mod tests {
             previous_secret_expires_at: None,
             cors_origins: origins.into(),
             post_logout_redirect_uris: String::new(),
+            require_par: false,
         }
     }
 

@@ -31,6 +31,17 @@ pub enum OAuthError {
     /// 6749 4.1.2.1's `temporarily_unavailable` says what it is.
     #[error("too many failed client authentications: try again in {0} s")]
     TooManyAttempts(i64),
+    /// RFC 9126 2.3 (429): the client has [`crate::oauth::par::MAX_WAITING_PER_CLIENT`]
+    /// pushed requests that no browser has taken yet.
+    #[error(
+        "too many pushed authorization requests are waiting for a browser: try again in a minute"
+    )]
+    TooManyPushed,
+    /// An error of the authorization endpoint's own (RFC 6749 4.1.2.1,
+    /// OIDC Core 3.1.2.6) for a request validated elsewhere: the pushed
+    /// authorization request endpoint (RFC 9126 2.3).
+    #[error("{1}")]
+    AuthorizationRequest(&'static str, String),
     /// The database is unreachable or did not answer in time (503). RFC
     /// 6749 4.1.2.1: "temporarily_unavailable: The authorization server is
     /// currently unable to handle the request due to a temporary
@@ -52,9 +63,10 @@ impl OAuthError {
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::UnsupportedTokenType(_) => "unsupported_token_type",
-            OAuthError::TooManyAttempts(_) | OAuthError::TemporarilyUnavailable(_) => {
-                "temporarily_unavailable"
-            }
+            OAuthError::TooManyAttempts(_)
+            | OAuthError::TooManyPushed
+            | OAuthError::TemporarilyUnavailable(_) => "temporarily_unavailable",
+            OAuthError::AuthorizationRequest(code, _) => code,
             OAuthError::ServerError(_) => "server_error",
         }
     }

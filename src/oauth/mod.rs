@@ -9,6 +9,7 @@ pub mod grants;
 pub mod introspect;
 pub mod logout;
 pub mod oidc;
+pub mod par;
 pub mod registration;
 pub mod request;
 pub mod token;

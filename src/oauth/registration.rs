@@ -34,6 +34,8 @@ pub struct ClientMetadata {
     pub allowed_cors_origins: Option<Vec<String>>,
     /// OpenID Connect RP-Initiated Logout 1.0 3.1.
     pub post_logout_redirect_uris: Option<Vec<String>>,
+    /// RFC 9126 6: the client's authorization requests must be pushed.
+    pub require_pushed_authorization_requests: Option<bool>,
 }
 
 /// RFC 7591 3.2.2 / RFC 7592 errors.
@@ -128,6 +130,8 @@ pub struct ClientInformation {
     pub allowed_cors_origins: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub post_logout_redirect_uris: Vec<String>,
+    /// RFC 9126 6.
+    pub require_pushed_authorization_requests: bool,
 }
 
 impl ClientInformation {
@@ -163,6 +167,7 @@ impl ClientInformation {
                 .lines()
                 .map(str::to_owned)
                 .collect(),
+            require_pushed_authorization_requests: client.require_par,
         }
     }
 }
@@ -326,6 +331,7 @@ pub fn validate(meta: &ClientMetadata, ceiling: &ScopeSet) -> Result<NewClient, 
         introspect: false,
         cors_origins: meta.allowed_cors_origins.clone().unwrap_or_default(),
         post_logout_redirect_uris: meta.post_logout_redirect_uris.clone().unwrap_or_default(),
+        require_par: meta.require_pushed_authorization_requests.unwrap_or(false),
     })
     .map_err(bad)?;
     new.dynamic = true;
@@ -457,6 +463,7 @@ pub fn update(
         client_id: meta.client_id.clone(),
         allowed_cors_origins: meta.allowed_cors_origins.clone(),
         post_logout_redirect_uris: meta.post_logout_redirect_uris.clone(),
+        require_pushed_authorization_requests: meta.require_pushed_authorization_requests,
     };
     if !method_given && client.is_public() {
         meta_now.token_endpoint_auth_method = Some("none".into());
@@ -506,6 +513,7 @@ pub fn update(
                 clients::post_logout_redirect_uris.eq(crate::oauth::clients::join_uris(
                     &new.post_logout_redirect_uris,
                 )),
+                clients::require_par.eq(new.require_par),
                 clients::updated_at.eq(now.naive_utc()),
             ))
             .execute(conn)?;

@@ -22,14 +22,15 @@ use crate::oauth::authorize::{
     self, AuthorizeInput, AuthorizeOutcome, ConsentPrompt, SignedInUser,
 };
 use crate::oauth::error::OAuthError;
-use crate::oauth::introspect;
 use crate::oauth::token::{self, ClientAuth, FormParams, IssuedTokens};
+use crate::oauth::{introspect, par};
 use crate::ratelimit::ip_key;
 use crate::ratelimit::throttle::{self, Begin, LockScope};
 use crate::routes::cors;
-use crate::routes::web::session::MaybeSignedIn;
+use crate::routes::web::session::{MaybeSignedIn, OurCookie};
 use crate::routes::web::{render, see_other};
 use crate::state::AppState;
+use crate::tokens;
 
 /// Largest body of a token, introspection or revocation request (larger:
 /// 413, see `routes::surface`).
@@ -106,14 +107,17 @@ pub struct RevokeRequest {
     client_secret: Option<String>,
 }
 
-/// The authorization request (RFC 6749 4.1.1, RFC 7636 4.3, OIDC `prompt`).
+/// The authorization request (RFC 6749 4.1.1, RFC 7636 4.3, OIDC `prompt`),
+/// or `client_id` and the `request_uri` of a pushed one (RFC 9126 4).
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct AuthorizeQuery {
-    /// `code`.
-    response_type: String,
+    /// `code` (required unless `request_uri` is given).
+    response_type: Option<String>,
     client_id: String,
+    /// From `POST /oauth/par`; every other parameter is then ignored.
+    request_uri: Option<String>,
     /// One of the client's registered redirect URIs (required when it has several).
     redirect_uri: Option<String>,
     scope: Option<String>,
@@ -124,6 +128,41 @@ pub struct AuthorizeQuery {
     code_challenge_method: Option<String>,
     /// `consent` or `none`.
     prompt: Option<String>,
+}
+
+/// The pushed authorization request (RFC 9126 2.1): the authorization
+/// request's parameters, form-encoded, with client authentication as at
+/// the token endpoint.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ParRequest {
+    /// `code`.
+    response_type: String,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    /// One of the client's registered redirect URIs (required when it has several).
+    redirect_uri: Option<String>,
+    scope: Option<String>,
+    state: Option<String>,
+    /// Required for public clients.
+    code_challenge: Option<String>,
+    /// `S256`.
+    code_challenge_method: Option<String>,
+    /// OpenID Connect: echoed in the ID token; required for public clients with `openid`.
+    nonce: Option<String>,
+    /// `none`, `login` and/or `consent`.
+    prompt: Option<String>,
+    max_age: Option<i64>,
+}
+
+/// The pushed authorization response (RFC 9126 2.2).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ParBody {
+    /// `urn:ietf:params:oauth:request_uri:...`: single use, for
+    /// `GET /oauth/authorize?client_id=...&request_uri=...`.
+    request_uri: String,
+    /// Seconds left to use it (60).
+    expires_in: i64,
 }
 
 /// The consent page's answer, form-encoded.
@@ -140,7 +179,9 @@ impl ResponseError for OAuthError {
     fn status_code(&self) -> StatusCode {
         match self {
             OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
-            OAuthError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            OAuthError::TooManyAttempts(_) | OAuthError::TooManyPushed => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             OAuthError::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             OAuthError::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
@@ -158,6 +199,12 @@ impl ResponseError for OAuthError {
             resp.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(crate::error::RETRY_AFTER_UNAVAILABLE),
+            );
+        }
+        if let OAuthError::TooManyPushed = self {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::oauth::par::PUSHED_TTL_SECS),
             );
         }
         if let OAuthError::TooManyAttempts(secs) = self {
@@ -238,6 +285,41 @@ pub async fn token_post(
         }
     }
     Ok(token_response(issued?))
+}
+
+/// `POST /oauth/par` (RFC 9126): stores an authorization request of an
+/// authenticated client, validated as the authorization endpoint would, and
+/// answers the single-use `request_uri` that stands for it.
+#[utoipa::path(post, path = "/oauth/par", tag = "oauth", operation_id = "pushAuthorizationRequest",
+    request_body(content = ParRequest, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 201, description = "Stored (Cache-Control: no-store)", body = ParBody)))]
+pub async fn par_post(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, OAuthError> {
+    let (params, authorization) = readable(&req, read_form(&req, &body))?;
+    let auth = readable(&req, token::client_auth(authorization.as_deref(), &params))?;
+    readable(&req, client_guard(&state, &req, &auth))?;
+    cross_origin(&state, &req, auth.client_id()).await?;
+    let client_id = auth.client_id().to_owned();
+    let state2 = state.clone();
+    let pushed = state
+        .db
+        .run(move |conn| {
+            let client = authenticated_client(conn, &state2, &auth)?;
+            par::push(conn, &client, &params, Utc::now())
+        })
+        .await;
+    note_client_failure(&state, &req, &client_id, &pushed).await;
+    let pushed = pushed?;
+    // RFC 9126 2.2: "201 Created".
+    let mut resp = HttpResponse::Created().json(ParBody {
+        request_uri: pushed.request_uri,
+        expires_in: pushed.expires_in,
+    });
+    no_store(&mut resp);
+    Ok(resp)
 }
 
 /// The form body and Authorization header of a request to the token,
@@ -602,6 +684,16 @@ async fn authorize(
         authorize::Method::Get
     };
     let raw_query = req.query_string().to_owned();
+    // RFC 9126: a browser that brings a request_uri is bound to it by a
+    // cookie of its own (`oauth::par`).
+    let secure = state.secure_cookies();
+    let pushed = url::form_urlencoded::parse(raw_query.as_bytes()).any(|(k, _)| k == "request_uri");
+    let (par_browser, new_par_cookie) = match OurCookie::PushedRequest.value(&req, secure) {
+        Some(value) => (Some(value), false),
+        None if pushed => (Some(tokens::new_secret("dzpar_")), true),
+        None => (None, false),
+    };
+    let par_cookie = new_par_cookie.then(|| par_browser.clone()).flatten();
     let state2 = state.clone();
     let outcome = state
         .db
@@ -624,6 +716,7 @@ async fn authorize(
                 csrf: &state2.csrf,
                 issuer: &state2.settings.issuer,
                 keys: &keys,
+                par_browser: par_browser.as_deref(),
                 now: Utc::now(),
             };
             authorize::authorize(conn, input).map_err(WebError::internal)
@@ -647,6 +740,10 @@ async fn authorize(
         AuthorizeOutcome::BadRequest(message) => return Err(WebError::BadRequest(message.into())),
         AuthorizeOutcome::Forbidden => return Err(WebError::Forbidden),
     };
+    if let Some(value) = par_cookie {
+        resp.add_cookie(&OurCookie::PushedRequest.set(value, secure))
+            .map_err(WebError::internal)?;
+    }
     // Pages and redirects carry a code or a CSRF token: never cache them.
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

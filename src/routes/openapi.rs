@@ -413,7 +413,10 @@ fn finish_v1(op: &mut Value) {
 /// The OAuth JSON endpoints (token, introspection, revocation,
 /// registration): the RFC 6749 5.2 body for every error the surface adds.
 fn finish_oauth(path: &str, op: &mut Value) {
-    let client_auth = matches!(path, "/oauth/token" | "/oauth/introspect" | "/oauth/revoke");
+    let client_auth = matches!(
+        path,
+        "/oauth/token" | "/oauth/introspect" | "/oauth/revoke" | "/oauth/par"
+    );
     let mut statuses = vec!["400", "503"];
     if client_auth {
         op["security"] = json!([{"client_secret_basic": []}, {}]);
@@ -469,6 +472,7 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
     }
     let json_oauth = [
         "/oauth/token",
+        "/oauth/par",
         "/oauth/introspect",
         "/oauth/revoke",
         "/oauth/register",

@@ -75,6 +75,11 @@ pub struct Metadata {
     /// when left out; request objects are not taken.
     request_parameter_supported: bool,
     request_uri_parameter_supported: bool,
+    /// RFC 9126 5.
+    pushed_authorization_request_endpoint: String,
+    /// RFC 9126 5: false, a client may be registered to require it
+    /// (`require_pushed_authorization_requests`).
+    require_pushed_authorization_requests: bool,
 }
 
 /// `GET /.well-known/oauth-authorization-server` (RFC 8414 3).
@@ -120,7 +125,12 @@ pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
             subject_types_supported: ["public"],
             claims_supported: crate::oauth::oidc::CLAIMS_SUPPORTED,
             request_parameter_supported: false,
+            // Discovery 1.0 3 means request objects by reference; the
+            // request_uri of a pushed request (RFC 9126 4) is advertised by
+            // pushed_authorization_request_endpoint.
             request_uri_parameter_supported: false,
+            pushed_authorization_request_endpoint: url("/oauth/par"),
+            require_pushed_authorization_requests: false,
         })
 }
 

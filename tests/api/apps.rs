@@ -104,6 +104,7 @@ async fn browser_revokes_a_connected_app() {
             introspect: false,
             cors_origins: Vec::new(),
             post_logout_redirect_uris: Vec::new(),
+            require_par: false,
         })
         .await;
     let Some(browser) = start_browser().await else {

@@ -212,6 +212,7 @@ async fn confidential_client_flagged_require_pkce_needs_a_challenge() {
             introspect: false,
             cors_origins: Vec::new(),
             post_logout_redirect_uris: Vec::new(),
+            require_par: false,
         })
         .await;
     let resp = flow.get(&AuthRequest::new(&client_id, None)).await;
@@ -471,6 +472,7 @@ async fn the_clients_own_redirect_query_is_kept_verbatim() {
             introspect: false,
             cors_origins: Vec::new(),
             post_logout_redirect_uris: Vec::new(),
+            require_par: false,
         })
         .await;
     let req = AuthRequest::new(&client_id, None).with("redirect_uri", Some(redirect));
@@ -558,6 +560,7 @@ async fn redirect_uri_is_optional_for_a_client_with_one_registered_uri() {
             introspect: false,
             cors_origins: Vec::new(),
             post_logout_redirect_uris: Vec::new(),
+            require_par: false,
         })
         .await;
     flow.client_id = one;

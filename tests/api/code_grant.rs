@@ -336,6 +336,7 @@ async fn sweep_deletes_codes_and_refresh_tokens_a_day_past_expiry() {
             refresh_tokens: 0,
             revoked_access_tokens: 0,
             usage_log: 0,
+            pushed_requests: 0,
         }
     );
     // ...while a refresh token lives 30 days.

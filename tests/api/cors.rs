@@ -457,6 +457,7 @@ async fn a_page_on_another_loopback_origin_calls_the_token_endpoint_in_chromium(
             grant_types: vec!["authorization_code".into(), "refresh_token".into()],
             cors_origins: Vec::new(),
             post_logout_redirect_uris: Vec::new(),
+            require_par: false,
             ..Default::default()
         })
         .await;

@@ -544,6 +544,7 @@ fn service_client(
             introspect: true,
             cors_origins: Vec::new(),
             post_logout_redirect_uris: Vec::new(),
+            require_par: false,
         })
         .unwrap(),
         now,

@@ -474,6 +474,7 @@ impl TestApp {
             introspect: false,
             cors_origins: Vec::new(),
             post_logout_redirect_uris: Vec::new(),
+            require_par: false,
         })
         .await
     }

@@ -55,6 +55,7 @@ async fn oauth2_crate_with_chromium_runs_code_pkce_and_refresh() {
             introspect: false,
             cors_origins: Vec::new(),
             post_logout_redirect_uris: Vec::new(),
+            require_par: false,
         })
         .await;
     let Some(browser) = start_browser().await else {

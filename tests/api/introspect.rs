@@ -29,6 +29,7 @@ pub(crate) async fn service(flow: &Flow, introspect: bool) -> (String, String) {
             introspect,
             cors_origins: Vec::new(),
             post_logout_redirect_uris: Vec::new(),
+            require_par: false,
         })
         .await;
     (id, secret.unwrap())

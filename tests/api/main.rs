@@ -27,6 +27,7 @@ mod oauth_flow;
 mod oidc;
 mod openapi;
 mod pages;
+mod par;
 mod ratelimits;
 mod refresh;
 mod register;

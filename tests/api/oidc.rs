@@ -14,13 +14,13 @@ use crate::oauth_flow::{assert_error_redirect, param, pkce, AuthRequest, Flow};
 use crate::v1_keys::key_for;
 
 /// A nonce with every character a URL and a JSON string must carry safely.
-const NONCE: &str = "n-0S6_WzA2Mj &<>\"'%+/=?#üλ\\";
+pub(crate) const NONCE: &str = "n-0S6_WzA2Mj &<>\"'%+/=?#üλ\\";
 
 const SCOPE: &str = "requests:read openid profile email";
 
 /// Verifies an ID token with the published keys: ES256, `typ: JWT`, our
 /// issuer, audience `client_id`, not expired. Its claims.
-async fn verify_id_token(flow: &Flow, token: &str) -> Value {
+pub(crate) async fn verify_id_token(flow: &Flow, token: &str) -> Value {
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("JWT"));
     assert_eq!(header.alg, Algorithm::ES256);
@@ -397,7 +397,7 @@ async fn an_agent_may_grant_the_identity_scopes_and_the_consent_page_says_what_t
 /// the service redirected to): the page shows its form although the
 /// browser is signed in, with the account's email filled in. The redirect
 /// after the sign-in.
-async fn sign_in_again(flow: &Flow, login_path: &str) -> String {
+pub(crate) async fn sign_in_again(flow: &Flow, login_path: &str) -> String {
     let page = flow.app.get(login_path).await;
     assert_eq!(page.status(), 200, "the form, though signed in");
     let html = page.text().await.unwrap();
@@ -716,6 +716,7 @@ async fn logout_flow() -> Flow {
             redirect_uris: vec![crate::oauth_flow::REDIRECT.into()],
             scope: SCOPE.into(),
             post_logout_redirect_uris: vec![SIGNED_OUT.into()],
+            require_par: false,
             ..Default::default()
         })
         .await;

@@ -10,7 +10,7 @@ use crate::v1_keys::{api, user_with_key};
 
 /// Every operation the route table serves and documents. A new operation
 /// goes here too.
-const OPERATIONS: [(&str, &str); 28] = [
+const OPERATIONS: [(&str, &str); 29] = [
     ("get", "/v1/me"),
     ("get", "/.well-known/openid-configuration"),
     ("get", "/oauth/userinfo"),
@@ -31,6 +31,7 @@ const OPERATIONS: [(&str, &str); 28] = [
     ("post", "/oauth/authorize"),
     ("post", "/oauth/token"),
     ("post", "/oauth/introspect"),
+    ("post", "/oauth/par"),
     ("post", "/oauth/revoke"),
     ("post", "/oauth/register"),
     ("get", "/oauth/register/{client_id}"),
@@ -250,7 +251,12 @@ async fn the_document_has_the_envelope_error_codes_headers_and_security() {
 
     // The OAuth JSON endpoints: form bodies, the RFC 6749 5.2 body, client
     // authentication; bearer at registration.
-    for path in ["/oauth/token", "/oauth/introspect", "/oauth/revoke"] {
+    for path in [
+        "/oauth/token",
+        "/oauth/introspect",
+        "/oauth/revoke",
+        "/oauth/par",
+    ] {
         let op = &doc["paths"][path]["post"];
         assert!(
             op["requestBody"]["content"]["application/x-www-form-urlencoded"].is_object(),

@@ -133,6 +133,7 @@ async fn every_page_fits_phone_and_desktop_widths_with_labelled_controls() {
             introspect: false,
             cors_origins: Vec::new(),
             post_logout_redirect_uris: Vec::new(),
+            require_par: false,
         })
         .await;
     let Some(browser) = start_browser().await else {

@@ -350,6 +350,7 @@ async fn deleting_a_client_makes_its_tokens_inactive_at_once() {
             introspect: true,
             cors_origins: Vec::new(),
             post_logout_redirect_uris: Vec::new(),
+            require_par: false,
         })
         .await;
     let introspect = || {

@@ -51,6 +51,9 @@ pub struct Client {
     /// the browser after a logout it started, newline-separated (the rules
     /// of redirect URIs; matched exactly).
     pub post_logout_redirect_uris: String,
+    /// RFC 9126 6: authorization requests must be pushed (`POST
+    /// /oauth/par`) first.
+    pub require_par: bool,
 }
 
 impl fmt::Debug for Client {

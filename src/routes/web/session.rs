@@ -20,6 +20,10 @@ pub enum OurCookie {
     /// Random value (`dzpre_...`) of a browser that has not signed in yet;
     /// CSRF tokens of the login form are bound to it.
     PreSession,
+    /// Random value (`dzpar_...`) that binds a pushed authorization request
+    /// (RFC 9126) to the browser that took its request_uri; the database
+    /// holds its hash (`oauth::par`).
+    PushedRequest,
 }
 
 impl OurCookie {
@@ -33,6 +37,8 @@ impl OurCookie {
             (OurCookie::Session, true) => "__Host-dzdesk_session",
             (OurCookie::PreSession, false) => "dzdesk_pre",
             (OurCookie::PreSession, true) => "__Host-dzdesk_pre",
+            (OurCookie::PushedRequest, false) => "dzdesk_par",
+            (OurCookie::PushedRequest, true) => "__Host-dzdesk_par",
         }
     }
 
@@ -40,6 +46,7 @@ impl OurCookie {
         match self {
             OurCookie::Session => "dzsess_",
             OurCookie::PreSession => "dzpre_",
+            OurCookie::PushedRequest => "dzpar_",
         }
     }
 
