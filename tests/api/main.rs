@@ -18,6 +18,7 @@ mod health;
 mod helpers;
 mod https;
 mod interop;
+mod interop_oidc;
 mod introspect;
 mod logging;
 mod login;
