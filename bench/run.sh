@@ -17,7 +17,13 @@
 # token endpoint: client lookup, secret check, ES256 signature), refresh (the
 # refresh_token grant with rotation: every request presents a token never used
 # before, so it is driven by examples/refresh_load.rs, which first runs the
-# real sign-in + consent + code exchange once per connection); limits
+# real sign-in + consent + code exchange once per connection); flow and
+# flow_openid (whole authorization-code round trips: GET /oauth/authorize,
+# answered at once as the consent is remembered, then the code exchange with
+# PKCE, for scope requests:read and for "openid requests:read", which adds a
+# nonce and an ID token; the same driver with FLOW_SCOPE set, each connection
+# a browser that signs in once; rps counts round trips, and when both run,
+# flow_openid_vs_flow is the ratio of their rps); limits
 # (bench/limits.sh: /v1/me with an enterprise key whose limit never triggers,
 # with limits off, counted in process and counted in Redis, ROUNDS times,
 # with the ratios against "off"); usage_log (bench/usage_log.sh: the same
@@ -37,7 +43,7 @@ cd "$(dirname "$0")/.."
 pg=${BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
 conns=${CONNS:-32}
 duration=${DURATION:-10s}
-scenarios=${SCENARIOS:-healthz introspect me_api_key client_credentials refresh limits usage_log flood metrics}
+scenarios=${SCENARIOS:-healthz introspect me_api_key client_credentials refresh flow flow_openid limits usage_log flood metrics}
 port=${PORT:-18181}
 oha=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 if [ ! -x "$oha" ]; then
@@ -49,7 +55,7 @@ fi
 driver=${CARGO_TARGET_DIR:-target}/release/examples/refresh_load
 if [ -n "${BENCH_BIN:-}" ]; then
   bin=$BENCH_BIN
-  [[ " $scenarios " == *" refresh "* ]] && cargo build --release --quiet --example refresh_load
+  [[ " $scenarios " =~ " "(refresh|flow|flow_openid)" " ]] && cargo build --release --quiet --example refresh_load
 else
   cargo build --release --quiet --bin dzdesk-auth --example refresh_load
   bin=${CARGO_TARGET_DIR:-target}/release/dzdesk-auth
@@ -85,7 +91,10 @@ if "$bin" user set-plan --help >/dev/null 2>&1; then
   "$bin" user set-plan --email bench@example.com --plan enterprise --rate-limit 60000000 >/dev/null
   "$bin" client set-plan --id "$id" --plan enterprise --rate-limit 60000000 >/dev/null
 fi
-rcreds=$("$bin" client create --name bench-refresh --scope "requests:read" --redirect-uri http://127.0.0.1/cb)
+# The flow scenarios use it too (openid for flow_openid; builds without
+# OpenID Connect get requests:read alone, for the others).
+rcreds=$("$bin" client create --name bench-refresh --scope "requests:read openid" --redirect-uri http://127.0.0.1/cb 2>/dev/null) \
+  || rcreds=$("$bin" client create --name bench-refresh --scope "requests:read" --redirect-uri http://127.0.0.1/cb)
 rid=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])' <<<"$rcreds")
 rsecret=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' <<<"$rcreds")
 # The me_api_key scenario: an API key of that user (on an argument list only
@@ -144,6 +153,25 @@ if want client_credentials; then
 fi
 if want refresh; then
   "$driver" "http://127.0.0.1:$port" "$rid" "$rsecret" bench@example.com env:BENCH_PASSWORD "$conns" "${duration%s}"
+fi
+flow_line= flow_openid_line=
+if want flow; then
+  flow_line=$(FLOW_SCOPE="requests:read" "$driver" "http://127.0.0.1:$port" "$rid" "$rsecret" \
+    bench@example.com env:BENCH_PASSWORD "$conns" "${duration%s}")
+  echo "$flow_line"
+fi
+if want flow_openid; then
+  flow_openid_line=$(FLOW_SCOPE="openid requests:read" "$driver" "http://127.0.0.1:$port" "$rid" "$rsecret" \
+    bench@example.com env:BENCH_PASSWORD "$conns" "${duration%s}")
+  echo "$flow_openid_line"
+fi
+if [ -n "$flow_line" ] && [ -n "$flow_openid_line" ]; then
+  # What OpenID Connect adds to a round trip (the nonce, the ID token).
+  python3 - "$flow_line" "$flow_openid_line" <<'PY'
+import re, sys
+flow, openid = (float(re.search(r"rps=(\d+)", line)[1]) for line in sys.argv[1:])
+print("flow_openid_vs_flow=%.3f" % (openid / flow if flow else 0.0))
+PY
 fi
 if [ -n "${scraper:-}" ]; then
   kill "$scraper" 2>/dev/null && wait "$scraper" 2>/dev/null || true

@@ -1,4 +1,5 @@
-//! Load driver for the refresh_token grant (used by `bench/run.sh`).
+//! Load driver for the refresh_token grant and for whole authorization-code
+//! round trips (used by `bench/run.sh`).
 //!
 //! Every refresh request needs a refresh token never used before, so `oha`
 //! cannot drive it. This driver first runs the real authorization-code flow
@@ -7,10 +8,26 @@
 //! previous response returned (rotation). Prints one line:
 //! `scenario=refresh rps=... p50_ms=... p99_ms=... non2xx=... requests=...`.
 //!
+//! With the environment variable `FLOW_SCOPE` set (e.g. `requests:read` or
+//! `openid requests:read`), it measures authorization-code round trips
+//! instead: each connection is a browser of its own (cookie store) that
+//! signs in once and approves the consent for that scope once (remembered
+//! after), then loops: `GET /oauth/authorize` (a fresh state and PKCE
+//! challenge, and a nonce when the scope has `openid`) answered by a 302
+//! carrying a code, then the code exchange at `POST /oauth/token` (HTTP
+//! Basic, the verifier) answered by 200, with an `id_token` when `openid`.
+//! Both steps make one round trip; rps counts round trips, and one whose
+//! step answered otherwise counts in non2xx. Prints one line:
+//! `scenario=flow rps=...` (`scenario=flow_openid` when the scope has
+//! `openid`), with the fields above.
+//!
 //! cargo run --release --example refresh_load -- BASE CLIENT_ID CLIENT_SECRET EMAIL PASSWORD [CONNS] [SECONDS]
 //! (the password is read from the environment variable named by PASSWORD if
-//! it starts with `env:`).
+//! it starts with `env:`). The client must have the redirect URI
+//! `http://127.0.0.1/cb` and the scopes asked for.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,6 +35,11 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The redirect URI the bench client is registered with.
+const REDIRECT_URI: &str = "http://127.0.0.1/cb";
+/// What the refresh scenario's tokens are granted.
+const REFRESH_SCOPE: &str = "requests:read";
 
 struct Config {
     base: String,
@@ -67,9 +89,55 @@ fn query_param(location: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Runs the authorization-code flow once per connection; returns the
-/// refresh tokens.
-async fn seed(cfg: &Config) -> Result<Vec<String>, BoxError> {
+fn random_hex() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// A fresh PKCE verifier and its S256 challenge.
+fn pkce() -> (String, String) {
+    let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+fn wants_openid(scope: &str) -> bool {
+    scope.split_whitespace().any(|s| s == "openid")
+}
+
+/// An authorization request for `scope` with a fresh state (and nonce, for
+/// OpenID Connect).
+fn authorize_url(cfg: &Config, scope: &str, challenge: &str) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &cfg.client_id)
+        .append_pair("redirect_uri", REDIRECT_URI)
+        .append_pair("scope", scope)
+        .append_pair("state", &random_hex())
+        .append_pair("code_challenge", challenge)
+        .append_pair("code_challenge_method", "S256");
+    if wants_openid(scope) {
+        query.append_pair("nonce", &random_hex());
+    }
+    format!("{}/oauth/authorize?{}", cfg.base, query.finish())
+}
+
+/// The code of an authorization response: a 302 to the redirect URI.
+fn code_of(resp: &reqwest::Response) -> Result<String, BoxError> {
+    if resp.status() != 302 {
+        return Err(format!("authorize answered {}", resp.status()).into());
+    }
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("authorize did not redirect")?;
+    query_param(location, "code").ok_or_else(|| "no code in the redirect".into())
+}
+
+/// A browser of its own (cookie store, redirects not followed), signed in
+/// as the configured user.
+async fn sign_in(cfg: &Config) -> Result<reqwest::Client, BoxError> {
     let browser = reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -94,51 +162,80 @@ async fn seed(cfg: &Config) -> Result<Vec<String>, BoxError> {
     if resp.status() != 303 || resp.headers().get("set-cookie").is_none() {
         return Err("sign-in failed".into());
     }
-    let redirect = "http://127.0.0.1/cb";
-    let mut tokens = Vec::with_capacity(cfg.conns);
-    for i in 0..cfg.conns {
-        let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-        let query = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("response_type", "code")
-            .append_pair("client_id", &cfg.client_id)
-            .append_pair("redirect_uri", redirect)
-            .append_pair("scope", "requests:read")
-            .append_pair("state", &format!("s{i}"))
-            .append_pair("code_challenge", &challenge)
-            .append_pair("code_challenge_method", "S256")
-            .finish();
-        let url = format!("{}/oauth/authorize?{query}", cfg.base);
-        let mut resp = browser.get(&url).send().await?;
-        if resp.status() == 200 {
-            // First time: approve on the consent page (remembered after).
-            let page = resp.text().await?;
-            let csrf = hidden_input(&page, "csrf_token").ok_or("no consent form")?;
-            resp = browser
-                .post(&url)
-                .form(&[("csrf_token", csrf.as_str()), ("decision", "approve")])
-                .send()
-                .await?;
-        }
-        let location = resp
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .ok_or("authorize did not redirect")?;
-        let code = query_param(location, "code").ok_or("no code in the redirect")?;
-        let body: serde_json::Value = browser
-            .post(format!("{}/oauth/token", cfg.base))
-            .basic_auth(&cfg.client_id, Some(&cfg.client_secret))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", code.as_str()),
-                ("redirect_uri", redirect),
-                ("code_verifier", verifier.as_str()),
-            ])
+    Ok(browser)
+}
+
+/// Approves `scope` on the consent page if it is shown (the first time the
+/// user meets the client with these scopes); after that the consent is
+/// remembered and authorization requests are answered at once. The code of
+/// this request is left unused.
+async fn approve_once(
+    browser: &reqwest::Client,
+    cfg: &Config,
+    scope: &str,
+) -> Result<(), BoxError> {
+    let (_, challenge) = pkce();
+    let url = authorize_url(cfg, scope, &challenge);
+    let mut resp = browser.get(&url).send().await?;
+    if resp.status() == 200 {
+        let page = resp.text().await?;
+        let csrf = hidden_input(&page, "csrf_token").ok_or("no consent form")?;
+        resp = browser
+            .post(&url)
+            .form(&[("csrf_token", csrf.as_str()), ("decision", "approve")])
             .send()
-            .await?
-            .json()
             .await?;
+    }
+    code_of(&resp).map(drop)
+}
+
+/// One authorization-code round trip of a signed-in browser whose consent
+/// to `scope` is remembered: authorize (a 302 with a code), then the code
+/// exchange with PKCE (a 200, with an ID token for `openid`). Returns the
+/// token response.
+async fn round_trip(
+    browser: &reqwest::Client,
+    cfg: &Config,
+    scope: &str,
+) -> Result<serde_json::Value, BoxError> {
+    let (verifier, challenge) = pkce();
+    let resp = browser
+        .get(authorize_url(cfg, scope, &challenge))
+        .send()
+        .await?;
+    let code = code_of(&resp);
+    // Read to the end, so that the keep-alive connection is reused.
+    resp.bytes().await?;
+    let code = code?;
+    let resp = browser
+        .post(format!("{}/oauth/token", cfg.base))
+        .basic_auth(&cfg.client_id, Some(&cfg.client_secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT_URI),
+            ("code_verifier", verifier.as_str()),
+        ])
+        .send()
+        .await?;
+    if resp.status() != 200 {
+        return Err(format!("the code exchange answered {}", resp.status()).into());
+    }
+    let body: serde_json::Value = resp.json().await?;
+    if wants_openid(scope) && body["id_token"].as_str().is_none() {
+        return Err("no id_token in the code exchange".into());
+    }
+    Ok(body)
+}
+
+/// Runs the authorization-code flow once per connection (one browser,
+/// consent approved once); returns the refresh tokens.
+async fn seed(cfg: &Config) -> Result<Vec<String>, BoxError> {
+    let browser = sign_in(cfg).await?;
+    approve_once(&browser, cfg, REFRESH_SCOPE).await?;
+    let mut tokens = Vec::with_capacity(cfg.conns);
+    for _ in 0..cfg.conns {
+        let body = round_trip(&browser, cfg, REFRESH_SCOPE).await?;
         let refresh = body["refresh_token"]
             .as_str()
             .ok_or("no refresh_token in the code exchange")?;
@@ -147,17 +244,28 @@ async fn seed(cfg: &Config) -> Result<Vec<String>, BoxError> {
     Ok(tokens)
 }
 
+/// One browser per connection (a session belongs to a browser), each
+/// signed in and having approved `scope`. One after another: a sign-in
+/// costs an argon2 hash, and parallel ones would only queue on it.
+async fn sign_in_browsers(cfg: &Config, scope: &str) -> Result<Vec<reqwest::Client>, BoxError> {
+    let mut browsers = Vec::with_capacity(cfg.conns);
+    for _ in 0..cfg.conns {
+        let browser = sign_in(cfg).await?;
+        approve_once(&browser, cfg, scope).await?;
+        browsers.push(browser);
+    }
+    Ok(browsers)
+}
+
+#[derive(Default)]
 struct WorkerResult {
     latencies: Vec<Duration>,
     failures: usize,
 }
 
 /// One keep-alive connection refreshing its own token chain until `until`.
-async fn worker(cfg: &Config, mut token: String, until: Instant) -> WorkerResult {
-    let mut result = WorkerResult {
-        latencies: Vec::new(),
-        failures: 0,
-    };
+async fn refresh_worker(cfg: &Config, mut token: String, until: Instant) -> WorkerResult {
+    let mut result = WorkerResult::default();
     let Ok(http) = reqwest::Client::builder().pool_max_idle_per_host(1).build() else {
         result.failures += 1;
         return result;
@@ -194,6 +302,51 @@ async fn worker(cfg: &Config, mut token: String, until: Instant) -> WorkerResult
     result
 }
 
+/// One signed-in browser running authorization-code round trips until
+/// `until`. A failed round trip is counted and the next one starts.
+async fn flow_worker(
+    cfg: &Config,
+    scope: &str,
+    browser: reqwest::Client,
+    until: Instant,
+) -> WorkerResult {
+    let mut result = WorkerResult::default();
+    while Instant::now() < until {
+        let started = Instant::now();
+        match round_trip(&browser, cfg, scope).await {
+            Ok(_) => result.latencies.push(started.elapsed()),
+            Err(_) => result.failures += 1,
+        }
+    }
+    result
+}
+
+/// Starts one worker per connection at once, all stopping after
+/// `duration`; returns their results together and the seconds they ran.
+async fn run_all<S, F, Fut>(
+    conns: Vec<S>,
+    duration: Duration,
+    work: F,
+) -> Result<(WorkerResult, f64), BoxError>
+where
+    F: Fn(S, Instant) -> Fut,
+    Fut: Future<Output = WorkerResult> + Send + 'static,
+{
+    let started = Instant::now();
+    let until = started + duration;
+    let handles: Vec<_> = conns
+        .into_iter()
+        .map(|conn| tokio::spawn(work(conn, until)))
+        .collect();
+    let mut total = WorkerResult::default();
+    for h in handles {
+        let r = h.await?;
+        total.latencies.extend(r.latencies);
+        total.failures += r.failures;
+    }
+    Ok((total, started.elapsed().as_secs_f64()))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -207,29 +360,42 @@ async fn main() -> Result<(), BoxError> {
     // reqwest's rustls is built without a provider of its own (the tests'
     // TLS client brings aws-lc-rs): install it before any client is built.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let cfg = config()?;
-    let tokens = seed(&cfg).await?;
-    let cfg = std::sync::Arc::new(cfg);
-    let started = Instant::now();
-    let until = started + cfg.duration;
-    let handles: Vec<_> = tokens
-        .into_iter()
-        .map(|t| {
-            let cfg = cfg.clone();
-            tokio::spawn(async move { worker(&cfg, t, until).await })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    let mut failures = 0;
-    for h in handles {
-        let r = h.await?;
-        latencies.extend(r.latencies);
-        failures += r.failures;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let cfg = Arc::new(config()?);
+    let flow_scope = std::env::var("FLOW_SCOPE")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let (scenario, result, elapsed) = match flow_scope {
+        None => {
+            let tokens = seed(&cfg).await?;
+            let (result, elapsed) = run_all(tokens, cfg.duration, |token, until| {
+                let cfg = cfg.clone();
+                async move { refresh_worker(&cfg, token, until).await }
+            })
+            .await?;
+            ("refresh", result, elapsed)
+        }
+        Some(scope) => {
+            let browsers = sign_in_browsers(&cfg, &scope).await?;
+            let (result, elapsed) = run_all(browsers, cfg.duration, |browser, until| {
+                let (cfg, scope) = (cfg.clone(), scope.clone());
+                async move { flow_worker(&cfg, &scope, browser, until).await }
+            })
+            .await?;
+            let scenario = if wants_openid(&scope) {
+                "flow_openid"
+            } else {
+                "flow"
+            };
+            (scenario, result, elapsed)
+        }
+    };
+    let WorkerResult {
+        mut latencies,
+        failures,
+    } = result;
     latencies.sort_unstable();
     println!(
-        "scenario=refresh rps={:.0} p50_ms={:.2} p99_ms={:.2} non2xx={} requests={}",
+        "scenario={scenario} rps={:.0} p50_ms={:.2} p99_ms={:.2} non2xx={} requests={}",
         latencies.len() as f64 / elapsed,
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
