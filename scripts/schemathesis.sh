@@ -11,7 +11,7 @@
 #    confidential client (client_credentials, --introspect);
 # 4. runs `schemathesis run --checks all` with the API key as the `bearer`
 #    scheme (/v1, registration) and the client's credentials as the
-#    `client_secret_basic` scheme (token, introspection, revocation);
+#    `client_secret_basic` scheme (token, introspection, revocation, PAR);
 # 5. prints the number of test cases and exits non-zero on any failure
 #    (3: schemathesis could not be installed).
 #
@@ -106,6 +106,27 @@ revoke_key_id=$(created_id POST /v1/api-keys "$bystander_key" '{"name": "revocat
 target_user_id=$(created_id POST /v1/users "$api_key" '{"email": "target@example.com", "password": "schemathesis target password"}')
 doomed_user_id=$(created_id POST /v1/users "$api_key" '{"email": "doomed@example.com", "password": "schemathesis doomed password"}')
 
+# An OpenID Connect access token of the admin (code flow with curl, as in
+# README's walkthrough), so that UserInfo reaches its success path: with
+# the API key every call would be 401 (API keys never carry openid).
+oidc=$("$bin" client create --name schemathesis-oidc --scope "openid email profile" \
+  --redirect-uri http://127.0.0.1/cb)
+oidc_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client_id"])' "$oidc")
+oidc_secret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client_secret"])' "$oidc")
+jar=$work/jar
+csrf_of() { grep -o 'name="csrf_token" value="[^"]*"' | cut -d'"' -f4; }
+login_csrf=$(curl -fsS -c "$jar" "$base/login" | csrf_of)
+curl -fsS -b "$jar" -c "$jar" -o /dev/null --data-urlencode "csrf_token=$login_csrf" \
+  --data-urlencode "email=admin@example.com" --data-urlencode "password=schemathesis admin password" "$base/login"
+authorize="$base/oauth/authorize?response_type=code&client_id=$oidc_id&redirect_uri=http://127.0.0.1/cb&scope=openid%20email%20profile&state=st&nonce=n"
+consent_csrf=$(curl -fsS -b "$jar" "$authorize" | csrf_of)
+location=$(curl -fsS -b "$jar" -o /dev/null -w '%{redirect_url}' --data-urlencode "csrf_token=$consent_csrf" \
+  -d decision=approve "$authorize")
+code=$(python3 -c 'import sys,urllib.parse as u; print(u.parse_qs(u.urlsplit(sys.argv[1]).query)["code"][0])' "$location")
+openid_token=$(curl -fsS -u "$oidc_id:$oidc_secret" -d grant_type=authorization_code --data-urlencode "code=$code" \
+  --data-urlencode "redirect_uri=http://127.0.0.1/cb" "$base/oauth/token" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+
 # Credentials by security scheme of the document: only the operations that
 # name a scheme get its credentials.
 cat >"$work/schemathesis.toml" <<EOF
@@ -163,6 +184,10 @@ phases.stateful.enabled = false
 include-operation-id = ["putIpAllowlist"]
 headers = { Authorization = "Bearer $bystander_key" }
 
+[[operations]]
+include-operation-id = ["userinfo", "userinfoPost"]
+headers = { Authorization = "Bearer $openid_token" }
+
 # Stateful sequences with positive data only: a link fills the path
 # parameter a negative case had made invalid, and the then valid request is
 # reported as "schema-violating request accepted" (schemathesis issue 2983).
@@ -171,7 +196,7 @@ headers = { Authorization = "Bearer $bystander_key" }
 mode = "positive"
 
 [[operations]]
-include-operation-id = ["createApiKey", "listUsers", "listApiKeyUsage", "createUser", "updateUser", "putIpAllowlist", "token", "introspect", "revoke", "registerClient", "updateClient", "authorize", "authorizeDecision"]
+include-operation-id = ["createApiKey", "listUsers", "listApiKeyUsage", "createUser", "updateUser", "putIpAllowlist", "token", "introspect", "revoke", "pushAuthorizationRequest", "registerClient", "updateClient", "authorize", "authorizeDecision"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429"]
 EOF
 

@@ -829,12 +829,6 @@ fn refuse_useless_flags(args: &ClientCreateArgs) -> Result<(), CliError> {
                 .into(),
         ));
     }
-    if args.require_par {
-        return Err(CliError::Invalid(
-            "--require-par needs --grant-type authorization_code: it is a rule of authorization requests"
-                .into(),
-        ));
-    }
     Ok(())
 }
 

@@ -67,6 +67,7 @@ diesel::table! {
         client_id -> Text,
         params -> Text,
         browser_hash -> Nullable<Text>,
+        reauth_after -> Nullable<Timestamp>,
         created_at -> Timestamp,
         expires_at -> Timestamp,
     }

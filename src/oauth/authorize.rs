@@ -38,39 +38,25 @@ use url::Url;
 
 use crate::auth::csrf::{CsrfBinding, CsrfKey};
 use crate::credentials::prefixes;
-use crate::db::models::{AuthorizationCodeRow, Client, ConsentRow, PushedRequestRow, User};
+use crate::db::models::{
+    AuthorizationCodeRow, Client, ConsentRow, PushedRequestRow, RedirectProblem, User,
+};
 use crate::db::AnyConnection;
-use crate::domain::{GrantType, Role, Scope, ScopeSet};
+use crate::domain::{Role, Scope, ScopeSet};
+use crate::oauth::params::{
+    parameter_problem, parse_max_age, Prompt, CODE_FLOW_ONLY, PROTOCOL_PARAMS,
+};
 use crate::tokens;
 
 /// Lifetime of an authorization code. RFC 6749 4.1.2: "A maximum
 /// authorization code lifetime of 10 minutes is RECOMMENDED"; ours is shorter.
 pub const CODE_TTL_SECS: i64 = 60;
 
-/// The authorization request's own parameters; each may appear once.
-const PROTOCOL_PARAMS: [&str; 11] = [
-    "response_type",
-    "client_id",
-    "redirect_uri",
-    "scope",
-    "state",
-    "code_challenge",
-    "code_challenge_method",
-    "prompt",
-    "nonce",
-    "max_age",
-    "id_token_hint",
-];
-
 /// After a sign-in forced by `prompt=login` or an exceeded `max_age`, the
 /// browser comes back to the request with `max_age` set to this many
 /// seconds instead: the sign-in it just did passes, and the request cannot
 /// send it to sign in again and again.
 pub const FRESH_SIGN_IN_SECS: i64 = 600;
-
-/// The longest `nonce` kept (OIDC Core 3.1.2.1 sets no limit; ours is
-/// stored with the code and echoed in the ID token).
-pub const MAX_NONCE_LEN: usize = 512;
 
 /// GET shows or skips the consent page; POST carries the decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,8 +140,9 @@ fn query_pairs(query: &str) -> Vec<(String, String)> {
 /// Why a pushed request's transaction did not commit.
 enum PushedTx {
     Failed(anyhow::Error),
-    /// Another tab of the same browser ended the request first.
-    Ended,
+    /// The page to show instead (the request_uri cannot be used: unknown,
+    /// replayed, another browser's, or ended by another tab first).
+    Refused(&'static str),
 }
 
 impl From<diesel::result::Error> for PushedTx {
@@ -188,46 +175,54 @@ pub fn authorize(
             crate::oauth::par::INVALID_REQUEST_URI,
         ));
     };
-    let resolved =
-        match crate::oauth::par::resolve(conn, &client_id, &request_uri, browser, input.now)? {
-            Ok(resolved) => resolved,
-            Err(text) => return Ok(AuthorizeOutcome::BadRequest(text)),
-        };
-    // The code and the end of the pushed request commit together: of two
-    // tabs finishing the same request, one gets a code.
-    let params = resolved.params.clone();
+    // RFC 9126 4 and 7.3: the pushed request is taken, the code issued and
+    // the request ended in one transaction: of two tabs finishing the same
+    // request one gets a code, and an answer that is no step forward (an
+    // error of ours, a page saying the client is gone) leaves it untaken.
+    let now = input.now;
     let result = crate::db::write_transaction(conn, |conn| {
-        let (outcome, rewrite) =
+        let resolved = crate::oauth::par::resolve(conn, &client_id, &request_uri, browser, now)?
+            .map_err(PushedTx::Refused)?;
+        let params = resolved.params.clone();
+        let (outcome, reauth) =
             run(conn, input, params, Some(&resolved)).map_err(PushedTx::Failed)?;
-        if let AuthorizeOutcome::Redirect(_) = outcome {
-            if !PushedRequestRow::finish(conn, &resolved.id, &resolved.browser_hash)? {
-                return Err(PushedTx::Ended);
+        match outcome {
+            // Another tab of this browser ended it first.
+            AuthorizeOutcome::Redirect(_)
+                if !PushedRequestRow::finish(conn, &resolved.id, &resolved.browser_hash)? =>
+            {
+                return Err(PushedTx::Refused(crate::oauth::par::INVALID_REQUEST_URI));
             }
+            AuthorizeOutcome::BadRequest(text) => return Err(PushedTx::Refused(text)),
+            _ => {}
         }
-        if let Some(query) = rewrite {
-            PushedRequestRow::set_params(conn, &resolved.id, &resolved.browser_hash, &query)?;
+        if reauth {
+            PushedRequestRow::mark_reauth(
+                conn,
+                &resolved.id,
+                &resolved.browser_hash,
+                now.naive_utc(),
+            )?;
         }
         Ok(outcome)
     });
     match result {
         Ok(outcome) => Ok(outcome),
-        Err(PushedTx::Ended) => Ok(AuthorizeOutcome::BadRequest(
-            crate::oauth::par::INVALID_REQUEST_URI,
-        )),
+        Err(PushedTx::Refused(text)) => Ok(AuthorizeOutcome::BadRequest(text)),
         Err(PushedTx::Failed(e)) => Err(e),
     }
 }
 
 /// One authorization request with the parameters of `query` (the browser's
 /// own, or those pushed for its `request_uri`). Returns the outcome and,
-/// for a pushed request, the parameters to keep for the browser's return
-/// after a forced sign-in.
+/// for a pushed request, whether it sends the browser to sign in again
+/// (to be recorded with it: `reauth_after`).
 fn run(
     conn: &mut AnyConnection,
     mut input: AuthorizeInput<'_>,
     query: String,
     pushed: Option<&crate::oauth::par::Resolved>,
-) -> anyhow::Result<(AuthorizeOutcome, Option<String>)> {
+) -> anyhow::Result<(AuthorizeOutcome, bool)> {
     // RFC 6749 3.1: parameters "MUST NOT be included more than once".
     // oxide-auth treats a repeated parameter as absent (a repeated
     // code_challenge would silently drop PKCE), so repeats are refused here,
@@ -236,7 +231,7 @@ fn run(
     let pairs = query_pairs(&query);
     let count = |key: &str| pairs.iter().filter(|(k, _)| k == key).count();
     let param = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-    let done = |outcome| Ok((outcome, None));
+    let done = |outcome| Ok((outcome, false));
     if count("client_id") != 1 || count("redirect_uri") > 1 {
         return done(AuthorizeOutcome::BadRequest(BAD_CLIENT));
     }
@@ -248,19 +243,20 @@ fn run(
         return done(AuthorizeOutcome::BadRequest(BAD_CLIENT));
     };
     // RFC 6749 3.1.2.3: optional for a client with exactly one registered
-    // URI, which it then means; required otherwise.
+    // URI, which it then means; required otherwise. The same check as
+    // DbRegistrar::bound_redirect: nothing below redirects anywhere else.
     let given = param("redirect_uri");
-    let Some(redirect_uri) = given.clone().or_else(|| client.sole_redirect_uri()) else {
-        return done(AuthorizeOutcome::BadRequest(
-            "redirect_uri is required: this application registered more than one redirect URI.",
-        ));
-    };
-    // The same check as DbRegistrar::bound_redirect: nothing below redirects
-    // anywhere else.
-    let Some(redirect) = client
-        .match_redirect_uri(&redirect_uri)
-        .and_then(|_| Url::parse(&redirect_uri).ok())
-    else {
+    let redirect_uri =
+        match client.authorization_redirect(given.as_deref()) {
+            Ok(uri) => uri,
+            Err(RedirectProblem::Missing) => return done(AuthorizeOutcome::BadRequest(
+                "redirect_uri is required: this application registered more than one redirect URI.",
+            )),
+            Err(RedirectProblem::Unregistered) => {
+                return done(AuthorizeOutcome::BadRequest(BAD_CLIENT))
+            }
+        };
+    let Ok(redirect) = Url::parse(&redirect_uri) else {
         return done(AuthorizeOutcome::BadRequest(BAD_CLIENT));
     };
     let state = (count("state") == 1).then(|| param("state")).flatten();
@@ -332,9 +328,9 @@ fn run(
         csrf: input.csrf,
         binding: request_binding(&normalized),
         raw_query: input.raw_query,
-        params: &query,
         pushed: pushed.is_some(),
-        rewrite: None,
+        reauth_after: pushed.and_then(|p| p.reauth_after),
+        reauth: false,
         interaction: None,
         approved: None,
         now: input.now,
@@ -371,7 +367,7 @@ fn run(
         .execute(input.request);
 
     if let Some(interaction) = solicitor.interaction.take() {
-        return Ok((interaction, solicitor.rewrite.take()));
+        return Ok((interaction, solicitor.reauth));
     }
     let approved = solicitor.approved.take();
     let issued = authorizer.issued;
@@ -402,131 +398,6 @@ fn run(
         &redirect_uri,
         input.issuer,
     )?))
-}
-
-/// The `error_description` of `unsupported_response_type`.
-const CODE_FLOW_ONLY: &str = "only response_type=code is supported (the authorization code flow)";
-
-/// What makes a request with a trusted client and redirect URI fail before
-/// oxide-auth sees it, with a description the client can act on (RFC 6749
-/// 4.1.2.1: `error_description`, "human-readable ASCII"). The descriptions
-/// never repeat the request's values: they are fixed texts.
-fn request_problem(
-    response_type: Option<&str>,
-    challenge: Option<&str>,
-    method: Option<&str>,
-    pkce_required: bool,
-) -> Option<(&'static str, String)> {
-    let problem = |error, text: &str| Some((error, text.to_owned()));
-    // RFC 6749 4.1.1 and 4.1.2.1: the code flow only.
-    if response_type != Some("code") {
-        return problem("unsupported_response_type", CODE_FLOW_ONLY);
-    }
-    // RFC 7636 4.3, 4.4.1 and RFC 9700 2.1.1.
-    if method.is_some_and(|m| m != "S256") {
-        return problem(
-            "invalid_request",
-            "code_challenge_method must be S256 (plain is not accepted)",
-        );
-    }
-    match challenge {
-        None if pkce_required => problem(
-            "invalid_request",
-            "code_challenge is required for this client (PKCE with S256, RFC 7636)",
-        ),
-        None if method.is_some() => problem(
-            "invalid_request",
-            "code_challenge_method was sent without a code_challenge",
-        ),
-        // RFC 7636 4.3: without a method the challenge is plain.
-        Some(_) if method.is_none() => problem(
-            "invalid_request",
-            "code_challenge_method=S256 is required with a code_challenge (the default, plain, is not accepted)",
-        ),
-        // RFC 7636 4.2: an S256 challenge is BASE64URL(SHA256(verifier)),
-        // 43 characters of the base64url alphabet.
-        Some(c)
-            if c.len() != 43
-                || !c
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
-        {
-            problem(
-                "invalid_request",
-                "code_challenge must be the S256 challenge: 43 characters of A-Z, a-z, 0-9, '-' and '_' (RFC 7636 4.2)",
-            )
-        }
-        _ => None,
-    }
-}
-
-/// What is wrong with an authorization request's own parameters, for a
-/// client whose redirect URI is trusted: the authorization endpoint checks
-/// every request with it before oxide-auth runs, and the pushed
-/// authorization request endpoint every pushed one (RFC 9126 2.1: "validate
-/// the pushed request as it would an authorization request"). The
-/// descriptions are fixed texts, never the request's values.
-pub(crate) fn parameter_problem(
-    client: &Client,
-    param: &dyn Fn(&str) -> Option<String>,
-) -> Option<(&'static str, String)> {
-    let problem = |error, text: &str| Some((error, text.to_owned()));
-    // RFC 6749 4.1.2.1 unauthorized_client: "The client is not authorized
-    // to request an authorization code using this method."
-    if !client.allows_grant(GrantType::AuthorizationCode) {
-        return problem(
-            "unauthorized_client",
-            "this client may not use the authorization code grant",
-        );
-    }
-    let found = request_problem(
-        param("response_type").as_deref(),
-        param("code_challenge").as_deref(),
-        param("code_challenge_method").as_deref(),
-        client.is_public() || client.require_pkce,
-    );
-    if found.is_some() {
-        return found;
-    }
-    // OIDC Core 6: request objects are not supported (and the discovery
-    // document says so); a request_uri is one of our PAR endpoint's or
-    // nothing (`oauth::par`).
-    if param("request").is_some() {
-        return problem("request_not_supported", "request objects are not supported");
-    }
-    if param("request_uri").is_some() {
-        return problem(
-            "request_uri_not_supported",
-            "request_uri must be one this server issued at its pushed authorization request endpoint (request objects by reference are not supported)",
-        );
-    }
-    if let Err((error, description)) = Prompt::parse(param("prompt").as_deref()) {
-        return problem(error, description);
-    }
-    if parse_max_age(param("max_age").as_deref()).is_err() {
-        return problem(
-            "invalid_request",
-            "max_age must be a whole number of seconds",
-        );
-    }
-    let nonce = param("nonce");
-    if nonce.as_ref().is_some_and(|n| n.len() > MAX_NONCE_LEN) {
-        return problem("invalid_request", "nonce is too long (at most 512 bytes)");
-    }
-    // Issue 15: a public client's ID token is bound to its request by the
-    // nonce alone (no client authentication at the token endpoint). The
-    // request asks for `openid` (by name, or as a registered default).
-    let openid = match param("scope") {
-        Some(raw) => ScopeSet::parse(&raw).is_ok_and(|s| s.contains(Scope::Openid)),
-        None => client.scopes().contains(Scope::Openid),
-    };
-    if openid && nonce.is_none() && client.is_public() {
-        return problem(
-            "invalid_request",
-            "nonce is required: an OpenID Connect request of a public client must carry one",
-        );
-    }
-    None
 }
 
 /// The `error_description` of an error oxide-auth redirected without one.
@@ -662,14 +533,10 @@ impl Registrar for DbRegistrar<'_> {
         bound: BoundClient,
         scope: Option<FlowScope>,
     ) -> Result<PreGrant, RegistrarError> {
-        let allowed = self.client.scopes();
-        let requested = match scope {
-            Some(s) => ScopeSet::parse(&s.to_string()).map_err(|_| RegistrarError::Unspecified)?,
-            None => allowed,
-        };
-        if requested.is_empty() || !allowed.covers(&requested) {
-            return Err(RegistrarError::Unspecified);
-        }
+        let requested = self
+            .client
+            .requestable_scopes(scope.map(|s| s.to_string()).as_deref())
+            .ok_or(RegistrarError::Unspecified)?;
         let granted = match self.role {
             Some(role) => requested.split_by_role(role).0,
             None => requested,
@@ -756,64 +623,6 @@ impl Authorizer for DbAuthorizer<'_> {
     }
 }
 
-/// `prompt` (OpenID Connect Core 3.1.2.1): a space-delimited set of
-/// `none`, `login`, `consent` (`select_account` is refused: a browser holds
-/// one account's session).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Prompt {
-    none: bool,
-    login: bool,
-    consent: bool,
-}
-
-impl Prompt {
-    /// The parsed set, or the error and description to redirect with.
-    fn parse(raw: Option<&str>) -> Result<Self, (&'static str, &'static str)> {
-        let mut prompt = Prompt::default();
-        for value in raw.unwrap_or_default().split(' ').filter(|v| !v.is_empty()) {
-            match value {
-                "none" => prompt.none = true,
-                "login" => prompt.login = true,
-                "consent" => prompt.consent = true,
-                "select_account" => {
-                    return Err((
-                        "account_selection_required",
-                        "prompt=select_account is not supported: a browser is signed in to one account (sign out to change it)",
-                    ))
-                }
-                _ => {
-                    return Err((
-                        "invalid_request",
-                        "prompt must be none, login or consent",
-                    ))
-                }
-            }
-        }
-        // OIDC Core 3.1.2.1: "If this parameter contains none with any other
-        // value, an error is returned."
-        if prompt.none && (prompt.login || prompt.consent) {
-            return Err((
-                "invalid_request",
-                "prompt=none cannot be combined with other values",
-            ));
-        }
-        Ok(prompt)
-    }
-}
-
-/// `max_age` (OIDC Core 3.1.2.1): whole seconds, at most ten years.
-fn parse_max_age(raw: Option<&str>) -> Result<Option<i64>, ()> {
-    match raw {
-        None => Ok(None),
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (0..=10 * 366 * 86_400).contains(n))
-            .map(Some)
-            .ok_or(()),
-    }
-}
-
 /// The authorization request's query to come back to after a forced
 /// sign-in: the same, without `login` in `prompt`, and with `max_age` at
 /// [`FRESH_SIGN_IN_SECS`] (see there).
@@ -852,12 +661,13 @@ struct ConsentSolicitor<'a> {
     binding: String,
     /// The browser's query: sign-in and the consent form come back to it.
     raw_query: &'a str,
-    /// The request's parameters: `raw_query`, or those pushed for it.
-    params: &'a str,
     /// The request was pushed (RFC 9126).
     pushed: bool,
-    /// A pushed request's parameters to keep after a forced sign-in.
-    rewrite: Option<String>,
+    /// A pushed request that sent its browser to sign in again: a sign-in
+    /// at or after this time satisfies its prompt=login and max_age.
+    reauth_after: Option<chrono::NaiveDateTime>,
+    /// Set when a pushed request sends its browser to sign in again.
+    reauth: bool,
     /// Set when the answer is a page of ours rather than a redirect.
     interaction: Option<AuthorizeOutcome>,
     /// Set on approval: the scopes to remember.
@@ -916,22 +726,21 @@ impl OwnerSolicitor<OAuthRequest> for ConsentSolicitor<'_> {
         }
         // A sign-in forced by prompt=login or max_age comes back without
         // them (after_sign_in); any other comes back to the same request.
-        // A pushed request comes back by its request_uri: what changes is
-        // kept with it (`rewrite`), never in the browser's query.
+        // A pushed request comes back by its request_uri, its parameters
+        // unchanged: the forced sign-in is recorded with it instead
+        // (`reauth_after`), and one at or after that time satisfies it.
         let forced = prompt.login || max_age.is_some();
-        let next = match (forced, self.pushed) {
-            (true, false) => format!("/oauth/authorize?{}", after_sign_in(self.raw_query)),
-            (true, true) => {
-                self.rewrite = Some(after_sign_in(self.params));
-                format!("/oauth/authorize?{}", self.raw_query)
-            }
-            (false, _) => format!("/oauth/authorize?{}", self.raw_query),
+        let next = if forced && !self.pushed {
+            format!("/oauth/authorize?{}", after_sign_in(self.raw_query))
+        } else {
+            format!("/oauth/authorize?{}", self.raw_query)
         };
         let Some(signed_in) = self.signed_in else {
             if prompt.none {
                 // OIDC Core 3.1.2.6: interaction needed with prompt=none.
                 return self.fail(&solicitation, "login_required", "the user is not signed in");
             }
+            self.reauth = forced && self.pushed;
             return self.page(AuthorizeOutcome::Login {
                 next,
                 reauth: false,
@@ -953,7 +762,10 @@ impl OwnerSolicitor<OAuthRequest> for ConsentSolicitor<'_> {
         // reauthentication"; max_age: "If the elapsed time is greater than
         // this value, the OP MUST attempt to actively re-authenticate".
         let age = (self.now.naive_utc() - signed_in.signed_in_at).num_seconds();
-        if prompt.login || max_age.is_some_and(|m| age > m) {
+        let signed_in_since = self
+            .reauth_after
+            .is_some_and(|t| signed_in.signed_in_at >= t);
+        if !signed_in_since && (prompt.login || max_age.is_some_and(|m| age > m)) {
             if prompt.none {
                 return self.fail(
                     &solicitation,
@@ -961,6 +773,7 @@ impl OwnerSolicitor<OAuthRequest> for ConsentSolicitor<'_> {
                     "the sign-in is older than max_age",
                 );
             }
+            self.reauth = self.pushed;
             return self.page(AuthorizeOutcome::Login { next, reauth: true });
         }
 
@@ -1032,13 +845,5 @@ mod tests {
             out,
             "https://app.example/cb?description=mine&error=invalid_scope&error_description=bad&state=s&iss=https%3A%2F%2Fauth.example"
         );
-    }
-
-    #[test]
-    fn s256_challenge_shape() {
-        let problem = |c: &str| request_problem(Some("code"), Some(c), Some("S256"), true);
-        assert!(problem("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM").is_none());
-        assert!(problem("short").is_some());
-        assert!(problem("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM").is_some());
     }
 }

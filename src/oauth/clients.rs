@@ -84,6 +84,13 @@ impl NewClient {
             .iter()
             .map(|u| RedirectUri::parse(u).map_err(|e| format!("{e}: {u}")))
             .collect::<Result<Vec<_>, _>>()?;
+        // RFC 9126 6: a rule of authorization requests.
+        if req.require_par && !grant_types.contains(&GrantType::AuthorizationCode) {
+            return Err(
+                "require_pushed_authorization_requests (--require-par) needs the authorization_code grant"
+                    .into(),
+            );
+        }
         if grant_types.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {
             return Err("the authorization_code grant needs at least one --redirect-uri".into());
         }

@@ -31,12 +31,12 @@ pub enum OAuthError {
     /// 6749 4.1.2.1's `temporarily_unavailable` says what it is.
     #[error("too many failed client authentications: try again in {0} s")]
     TooManyAttempts(i64),
-    /// RFC 9126 2.3 (429): the client has [`crate::oauth::par::MAX_WAITING_PER_CLIENT`]
-    /// pushed requests that no browser has taken yet.
-    #[error(
-        "too many pushed authorization requests are waiting for a browser: try again in a minute"
-    )]
-    TooManyPushed,
+    /// RFC 9126 2.3 (429, `Retry-After` in seconds): the client has as many
+    /// pushed requests waiting for a browser as it may, or (a public client)
+    /// pushed as many from this address this minute as it may (see
+    /// `oauth::par`).
+    #[error("too many pushed authorization requests: try again in {0} s")]
+    TooManyPushed(i64),
     /// An error of the authorization endpoint's own (RFC 6749 4.1.2.1,
     /// OIDC Core 3.1.2.6) for a request validated elsewhere: the pushed
     /// authorization request endpoint (RFC 9126 2.3).
@@ -64,7 +64,7 @@ impl OAuthError {
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::UnsupportedTokenType(_) => "unsupported_token_type",
             OAuthError::TooManyAttempts(_)
-            | OAuthError::TooManyPushed
+            | OAuthError::TooManyPushed(_)
             | OAuthError::TemporarilyUnavailable(_) => "temporarily_unavailable",
             OAuthError::AuthorizationRequest(code, _) => code,
             OAuthError::ServerError(_) => "server_error",

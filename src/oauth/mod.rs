@@ -10,6 +10,7 @@ pub mod introspect;
 pub mod logout;
 pub mod oidc;
 pub mod par;
+pub mod params;
 pub mod registration;
 pub mod request;
 pub mod token;

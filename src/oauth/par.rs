@@ -12,11 +12,10 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::db::models::{Client, PushedRequestRow};
+use crate::db::models::{Client, PushedRequestRow, RedirectProblem};
 use crate::db::AnyConnection;
-use crate::domain::{GrantType, ScopeSet};
-use crate::oauth::authorize::parameter_problem;
 use crate::oauth::error::OAuthError;
+use crate::oauth::params::{parameter_problem, PROTOCOL_PARAMS};
 use crate::oauth::request::FormParams;
 use crate::tokens;
 
@@ -39,14 +38,10 @@ pub const MAX_WAITING_PER_CLIENT: i64 = 1000;
 /// is among the pushed parameters, so nothing is trusted to redirect to.
 pub const INVALID_REQUEST_URI: &str = "invalid_request_uri: this request_uri is unknown, expired or already used, or belongs to another client or browser.";
 
-/// Client authentication (RFC 9126 2.1: "the client authenticates ... as
-/// for the token endpoint"), not part of the authorization request.
-const CLIENT_AUTH_PARAMS: [&str; 4] = [
-    "client_id",
-    "client_secret",
-    "client_assertion",
-    "client_assertion_type",
-];
+/// How many requests a public client may push a minute from one address:
+/// anyone may push for a public client (RFC 9126 2.1: it identifies itself
+/// by client_id alone), and each push stores a row.
+pub const PUBLIC_PUSHES_PER_MIN: u32 = 60;
 
 /// The PAR endpoint's answer (RFC 9126 2.2).
 #[derive(Debug)]
@@ -71,37 +66,6 @@ pub fn push(
             "request_uri cannot be pushed".into(),
         ));
     }
-    // RFC 6749 4.1.2.1 unauthorized_client.
-    if !client.allows_grant(GrantType::AuthorizationCode) {
-        return Err(OAuthError::UnauthorizedClient(
-            "this client may not use the authorization code grant".into(),
-        ));
-    }
-    // RFC 6749 3.1.2.3: exact match with a registered URI; optional only
-    // for a client with one.
-    match params.get("redirect_uri") {
-        Some(uri) if client.match_redirect_uri(uri).is_some() => {}
-        Some(_) => {
-            return Err(OAuthError::InvalidRequest(
-                "redirect_uri is not registered for this client".into(),
-            ))
-        }
-        None if client.sole_redirect_uri().is_some() => {}
-        None => {
-            return Err(OAuthError::InvalidRequest(
-                "redirect_uri is required: this client registered more than one".into(),
-            ))
-        }
-    }
-    // RFC 6749 3.3: within the client's registration.
-    if let Some(raw) = params.get("scope") {
-        let requested = ScopeSet::parse(raw).map_err(OAuthError::InvalidScope)?;
-        if requested.is_empty() || !client.scopes().covers(&requested) {
-            return Err(OAuthError::InvalidScope(
-                "the requested scope is not registered for this client".into(),
-            ));
-        }
-    }
     let param = |key: &str| params.get(key).map(str::to_owned);
     if let Some((error, description)) = parameter_problem(client, &param) {
         return Err(match error {
@@ -112,15 +76,37 @@ pub fn push(
             _ => OAuthError::AuthorizationRequest(error, description),
         });
     }
+    // RFC 6749 3.1.2.3, as the authorization endpoint checks it.
+    match client.authorization_redirect(params.get("redirect_uri")) {
+        Ok(_) => {}
+        Err(RedirectProblem::Unregistered) => {
+            return Err(OAuthError::InvalidRequest(
+                "redirect_uri is not registered for this client".into(),
+            ))
+        }
+        Err(RedirectProblem::Missing) => {
+            return Err(OAuthError::InvalidRequest(
+                "redirect_uri is required: this client registered more than one".into(),
+            ))
+        }
+    }
+    // RFC 6749 3.3.
+    if client.requestable_scopes(params.get("scope")).is_none() {
+        return Err(OAuthError::InvalidScope(
+            "the requested scope is unknown or not registered for this client".into(),
+        ));
+    }
 
+    // The authorization request's own parameters, and only those (RFC 6749
+    // 3.1: unrecognized parameters are ignored; client authentication is
+    // no part of it).
     let mut stored = url::form_urlencoded::Serializer::new(String::new());
     stored.append_pair("client_id", &client.id);
-    let mut rest: Vec<(&str, &str)> = params
-        .iter()
-        .filter(|(k, _)| !CLIENT_AUTH_PARAMS.contains(k))
-        .collect();
-    rest.sort_unstable();
-    stored.extend_pairs(rest);
+    for key in PROTOCOL_PARAMS.iter().filter(|k| **k != "client_id") {
+        if let Some(value) = params.get(key) {
+            stored.append_pair(key, value);
+        }
+    }
 
     let reference = tokens::new_secret("");
     let at = now.naive_utc();
@@ -129,12 +115,13 @@ pub fn push(
         client_id: client.id.clone(),
         params: stored.finish(),
         browser_hash: None,
+        reauth_after: None,
         created_at: at,
         expires_at: at + Duration::seconds(PUSHED_TTL_SECS),
     };
     crate::db::write_transaction(conn, |conn| {
         if PushedRequestRow::count_waiting(conn, &client.id, at)? >= MAX_WAITING_PER_CLIENT {
-            return Err(OAuthError::TooManyPushed);
+            return Err(OAuthError::TooManyPushed(PUSHED_TTL_SECS));
         }
         row.insert(conn)?;
         Ok(())
@@ -158,6 +145,8 @@ pub struct Resolved {
     pub browser_hash: String,
     /// The pushed parameters (form-encoded), `client_id` first.
     pub params: String,
+    /// See [`PushedRequestRow::reauth_after`].
+    pub reauth_after: Option<chrono::NaiveDateTime>,
 }
 
 /// RFC 9126 4: the authorization request `client_id` + `request_uri`
@@ -206,5 +195,6 @@ pub fn resolve(
         id,
         browser_hash,
         params: row.params,
+        reauth_after: row.reauth_after,
     }))
 }

@@ -179,7 +179,7 @@ impl ResponseError for OAuthError {
     fn status_code(&self) -> StatusCode {
         match self {
             OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
-            OAuthError::TooManyAttempts(_) | OAuthError::TooManyPushed => {
+            OAuthError::TooManyAttempts(_) | OAuthError::TooManyPushed(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             OAuthError::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -201,13 +201,7 @@ impl ResponseError for OAuthError {
                 HeaderValue::from_static(crate::error::RETRY_AFTER_UNAVAILABLE),
             );
         }
-        if let OAuthError::TooManyPushed = self {
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(crate::oauth::par::PUSHED_TTL_SECS),
-            );
-        }
-        if let OAuthError::TooManyAttempts(secs) = self {
+        if let OAuthError::TooManyAttempts(secs) | OAuthError::TooManyPushed(secs) = self {
             if let Ok(v) = HeaderValue::from_str(&secs.max(&1).to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
@@ -302,6 +296,9 @@ pub async fn par_post(
     let auth = readable(&req, token::client_auth(authorization.as_deref(), &params))?;
     readable(&req, client_guard(&state, &req, &auth))?;
     cross_origin(&state, &req, auth.client_id()).await?;
+    if let ClientAuth::Public { .. } = auth {
+        public_push_limit(&state, &req).await?;
+    }
     let client_id = auth.client_id().to_owned();
     let state2 = state.clone();
     let pushed = state
@@ -320,6 +317,30 @@ pub async fn par_post(
     });
     no_store(&mut resp);
     Ok(resp)
+}
+
+/// Pushes of public clients from one address ([`par::PUBLIC_PUSHES_PER_MIN`],
+/// counted in Redis when configured): without a secret, anyone may push for
+/// a public client, and every push stores a row until it expires.
+async fn public_push_limit(state: &AppState, req: &HttpRequest) -> Result<(), OAuthError> {
+    if !state.settings.rate_limits {
+        return Ok(());
+    }
+    let address = state
+        .client_ip(req)
+        .map_or_else(|| "ip:unknown".to_owned(), ip_key);
+    let now = Utc::now().timestamp_micros();
+    let decision = state
+        .limiter
+        .check(&format!("par:{address}"), par::PUBLIC_PUSHES_PER_MIN, now)
+        .await;
+    if decision.allowed {
+        return Ok(());
+    }
+    if let Some(m) = state.metrics() {
+        m.throttled(Throttled::Ip);
+    }
+    Err(OAuthError::TooManyPushed(decision.retry_after_secs()))
 }
 
 /// The form body and Authorization header of a request to the token,

@@ -78,11 +78,6 @@ async fn openidconnect_crate_with_chromium_runs_discovery_code_pkce_nonce_userin
             require_par: false,
         })
         .await;
-    let Some(browser) = start_browser().await else {
-        return;
-    };
-    let c = &browser.client;
-
     let http = crate::helpers::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -110,6 +105,12 @@ async fn openidconnect_crate_with_chromium_runs_discovery_code_pkce_nonce_userin
         Some(ClientSecret::new(secret.unwrap())),
     )
     .set_redirect_uri(RedirectUrl::new(redirect.clone()).unwrap());
+
+    // Discovery needs no browser: it ran above in any case.
+    let Some(browser) = start_browser().await else {
+        return;
+    };
+    let c = &browser.client;
 
     // `openid` is added by the crate itself.
     let (pkce_challenge, pkce_verifier) = PkceCodeChallenge::new_random_sha256();

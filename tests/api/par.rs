@@ -123,17 +123,7 @@ async fn a_pushed_request_runs_once_with_the_pushed_parameters_only() {
     let resp = other.get(flow.app.url(&path)).send().await.unwrap();
     assert_invalid_request_uri(resp).await;
     // The row is gone: nothing of the request is left behind.
-    let left = flow
-        .app
-        .with_conn(|conn| {
-            use diesel::prelude::*;
-            dzdesk_auth::db::schema::pushed_requests::table
-                .count()
-                .get_result::<i64>(conn)
-                .unwrap()
-        })
-        .await;
-    assert_eq!(left, 0);
+    assert_eq!(pushed_rows(&flow.app).await, 0);
 }
 
 #[tokio::test]
@@ -359,17 +349,19 @@ async fn pushed_requests_are_checked_as_authorization_requests_are() {
         .unwrap();
     assert_token_error(resp, 400, "unauthorized_client").await;
     // Nothing was stored for any of them.
-    let rows = flow
-        .app
-        .with_conn(|conn| {
-            use diesel::prelude::*;
-            dzdesk_auth::db::schema::pushed_requests::table
-                .count()
-                .get_result::<i64>(conn)
-                .unwrap()
-        })
-        .await;
-    assert_eq!(rows, 1, "the good one only");
+    assert_eq!(pushed_rows(&flow.app).await, 1, "the good one only");
+    assert_eq!(pushed_rows(&conf.app).await, 0);
+}
+
+async fn pushed_rows(app: &crate::helpers::TestApp) -> i64 {
+    app.with_conn(|conn| {
+        use diesel::prelude::*;
+        dzdesk_auth::db::schema::pushed_requests::table
+            .count()
+            .get_result::<i64>(conn)
+            .unwrap()
+    })
+    .await
 }
 
 #[tokio::test]
@@ -452,6 +444,24 @@ async fn a_client_that_requires_par_must_push_and_registration_says_so() {
         .unwrap();
     let info: Value = resp.json().await.unwrap();
     assert_eq!(info["require_pushed_authorization_requests"], false);
+    // A rule of authorization requests: not for a client without the code
+    // grant.
+    let resp = flow
+        .app
+        .client
+        .post(flow.app.url("/oauth/register"))
+        .bearer_auth(&admin_key)
+        .json(&serde_json::json!({
+            "grant_types": ["client_credentials"],
+            "scope": "requests:read",
+            "require_pushed_authorization_requests": true,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client_metadata", "{body}");
 }
 
 #[tokio::test]
@@ -544,4 +554,162 @@ async fn the_cli_registers_a_client_that_requires_par() {
     let out = create(&["--grant-type", "client_credentials", "--require-par"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--require-par"));
+}
+
+#[tokio::test]
+async fn max_age_in_a_pushed_request_is_kept_and_a_reload_does_not_skip_the_sign_in() {
+    let flow = Flow::new(Role::Agent, "requests:read", false).await;
+    let (verifier, challenge) = pkce();
+    // A generous max_age the fresh session meets: straight to consent, and
+    // the form (bound to the pushed parameters) approves.
+    let req = AuthRequest::new(&flow.client_id, Some(&challenge)).with("max_age", Some("3600"));
+    let uri = pushed(&flow, &req).await;
+    let path = authorize_path(&flow.client_id, &uri, "");
+    let html = flow.app.get(&path).await.text().await.unwrap();
+    let csrf = hidden_input(&html, "csrf_token").expect("the consent page");
+    let resp = flow
+        .app
+        .post_form(
+            &path,
+            &[("csrf_token", csrf.as_str()), ("decision", "approve")],
+        )
+        .await;
+    assert_eq!(resp.status(), 302, "approved, not 403 or another sign-in");
+    let code = param(&location(&resp), "code").unwrap();
+    assert_eq!(flow.exchange(&code, Some(&verifier)).await.status(), 200);
+
+    // prompt=login: the login page; coming back without signing in (a
+    // reload) is sent there again, as often as it comes back.
+    let req = AuthRequest::new(&flow.client_id, Some(&challenge))
+        .with("prompt", Some("login"))
+        .with("scope", Some("requests:read"));
+    let uri = pushed(&flow, &req).await;
+    let path = authorize_path(&flow.client_id, &uri, "");
+    for _ in 0..2 {
+        let resp = flow.app.get(&path).await;
+        assert_eq!(resp.status(), 303);
+        assert!(location(&resp).contains("reauth=1"), "{}", location(&resp));
+    }
+    // max_age=0 as well: no sign-in can be that fresh but the one it asks.
+    let req = AuthRequest::new(&flow.client_id, Some(&challenge)).with("max_age", Some("0"));
+    let uri = pushed(&flow, &req).await;
+    let path = authorize_path(&flow.client_id, &uri, "");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for _ in 0..2 {
+        let resp = flow.app.get(&path).await;
+        assert_eq!(resp.status(), 303, "sign in again");
+    }
+    let login = location(&flow.app.get(&path).await);
+    let back = sign_in_again(&flow, &login).await;
+    assert_eq!(back, path);
+    let resp = flow.app.get(&back).await;
+    assert_eq!(resp.status(), 302, "consent remembered: the code");
+    let code = param(&location(&resp), "code").unwrap();
+    let resp = flow.exchange(&code, Some(&verifier)).await;
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn of_two_tabs_approving_one_pushed_request_one_gets_a_code() {
+    let flow = Flow::new(Role::Agent, "requests:read", false).await;
+    let (_, challenge) = pkce();
+    let req = AuthRequest::new(&flow.client_id, Some(&challenge));
+    let uri = pushed(&flow, &req).await;
+    let path = authorize_path(&flow.client_id, &uri, "");
+    // Two tabs of one browser show the consent page, then both approve.
+    let first = flow.app.get(&path).await.text().await.unwrap();
+    let second = flow.app.get(&path).await.text().await.unwrap();
+    let tokens = [first, second].map(|html| hidden_input(&html, "csrf_token").unwrap());
+    let answers = futures_util::future::join_all(tokens.iter().map(|csrf| async {
+        let form = [("csrf_token", csrf.as_str()), ("decision", "approve")];
+        flow.app.post_form(&path, &form).await
+    }))
+    .await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 302).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 400).count(),
+        1,
+        "{statuses:?}"
+    );
+    // Exactly one code was stored.
+    let codes = flow
+        .app
+        .with_conn(|conn| {
+            use diesel::prelude::*;
+            dzdesk_auth::db::schema::authorization_codes::table
+                .count()
+                .get_result::<i64>(conn)
+                .unwrap()
+        })
+        .await;
+    assert_eq!(codes, 1);
+}
+
+#[tokio::test]
+async fn pushes_are_bounded_per_client_and_per_address_and_swept() {
+    let flow = Flow::new(Role::Agent, "requests:read", true).await;
+    let (_, challenge) = pkce();
+    let req = AuthRequest::new(&flow.client_id, Some(&challenge));
+    // A public client: anyone may push for it, so pushes are limited per
+    // address (60 a minute, then 429 with Retry-After).
+    let mut statuses = Vec::new();
+    for _ in 0..61 {
+        statuses.push(push(&flow, &req.params).await);
+    }
+    let last = statuses.pop().unwrap();
+    assert!(statuses.iter().all(|r| r.status() == 201));
+    assert!(
+        last.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            >= 1
+    );
+    assert_token_error(last, 429, "temporarily_unavailable").await;
+
+    // A confidential client: at most 1000 waiting for a browser.
+    let conf = Flow::on(
+        crate::helpers::spawn_app().await,
+        Role::Agent,
+        "requests:read",
+        false,
+    )
+    .await;
+    let req = AuthRequest::new(&conf.client_id, Some(&challenge));
+    let client_id = conf.client_id.clone();
+    conf.app
+        .with_conn(move |conn| {
+            let at = chrono::Utc::now().naive_utc();
+            for i in 0..1000 {
+                dzdesk_auth::db::models::PushedRequestRow {
+                    id: format!("filler-{i}"),
+                    client_id: client_id.clone(),
+                    params: String::new(),
+                    browser_hash: None,
+                    reauth_after: None,
+                    created_at: at,
+                    expires_at: at + chrono::Duration::seconds(60),
+                }
+                .insert(conn)
+                .unwrap();
+            }
+        })
+        .await;
+    let resp = push(&conf, &req.params).await;
+    assert_eq!(resp.headers()["retry-after"], "60");
+    assert_token_error(resp, 429, "temporarily_unavailable").await;
+    // Past their 60 s the sweep deletes them, and pushing works again.
+    let later = chrono::Utc::now().naive_utc() + chrono::Duration::seconds(61);
+    let swept = conf
+        .app
+        .with_conn(move |conn| dzdesk_auth::maintenance::sweep(conn, later).unwrap())
+        .await;
+    assert_eq!(swept.pushed_requests, 1000);
+    pushed(&conf, &req).await;
 }

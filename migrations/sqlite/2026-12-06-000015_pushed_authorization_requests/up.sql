@@ -17,6 +17,10 @@ CREATE TABLE pushed_requests (
     -- hex SHA-256 of that browser's binding cookie, and only that browser
     -- may continue (sign-in, consent) until expires_at.
     browser_hash TEXT,
+    -- Set when the taken request sent its browser to sign in again
+    -- (prompt=login, max_age): only a sign-in at or after it satisfies
+    -- the request. The pushed parameters themselves never change.
+    reauth_after TIMESTAMP,
     created_at   TIMESTAMP NOT NULL,
     -- Pushed: 60 s to start; taken: the time left to sign in and consent.
     expires_at   TIMESTAMP NOT NULL

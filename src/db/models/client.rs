@@ -56,6 +56,15 @@ pub struct Client {
     pub require_par: bool,
 }
 
+/// Why an authorization request has no redirect URI to go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectProblem {
+    /// Not one of the registered URIs.
+    Unregistered,
+    /// Left out, and the client registered several.
+    Missing,
+}
+
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
@@ -85,6 +94,32 @@ impl Client {
             [only] => Some(only.as_str().to_owned()),
             _ => None,
         }
+    }
+
+    /// The redirect URI an authorization request goes to: `given` when it
+    /// matches a registered one (exact string; RFC 6749 3.1.2.3), else,
+    /// without one, the sole registered URI. The authorization and the
+    /// pushed authorization request endpoints both ask this.
+    pub fn authorization_redirect(&self, given: Option<&str>) -> Result<String, RedirectProblem> {
+        match given {
+            Some(uri) if self.match_redirect_uri(uri).is_some() => Ok(uri.to_owned()),
+            Some(_) => Err(RedirectProblem::Unregistered),
+            None => self.sole_redirect_uri().ok_or(RedirectProblem::Missing),
+        }
+    }
+
+    /// The scopes an authorization request may ask for (RFC 6749 3.3):
+    /// `raw` parsed, or the registered scopes when absent; None when it
+    /// does not parse, is empty, or names a scope the client did not
+    /// register (`invalid_scope`). The role of the user who approves
+    /// narrows it further.
+    pub fn requestable_scopes(&self, raw: Option<&str>) -> Option<ScopeSet> {
+        let allowed = self.scopes();
+        let requested = match raw {
+            Some(raw) => ScopeSet::parse(raw).ok()?,
+            None => allowed,
+        };
+        (!requested.is_empty() && allowed.covers(&requested)).then_some(requested)
     }
 
     /// The plan; a stored plan that does not parse is an error.

@@ -19,7 +19,7 @@ mod user;
 pub use api_key::{ApiKeyRow, ApiKeyStatus, Lineage};
 pub use api_key_usage::{NewUsageRow, StatusFilter, UsageQuery, UsageRow};
 pub use authorization_code::AuthorizationCodeRow;
-pub use client::Client;
+pub use client::{Client, RedirectProblem};
 pub use consent::{ConnectedApp, ConsentRow};
 pub use grant::{GrantRow, GrantStatus};
 pub use pushed_request::PushedRequestRow;

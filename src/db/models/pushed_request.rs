@@ -17,6 +17,9 @@ pub struct PushedRequestRow {
     /// None until a browser takes the request_uri; then the SHA-256 of
     /// that browser's binding cookie.
     pub browser_hash: Option<String>,
+    /// A sign-in the request forced (prompt=login, max_age): only a
+    /// session that began at or after this satisfies it.
+    pub reauth_after: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
     pub expires_at: NaiveDateTime,
 }
@@ -68,20 +71,22 @@ impl PushedRequestRow {
         Ok(updated == 1)
     }
 
-    /// Replaces the parameters of a taken request (the request to come
-    /// back to after a forced sign-in).
-    pub fn set_params(
+    /// Records that the taken request sent its browser to sign in again
+    /// at `now` (kept if already set: a later mark would only raise the
+    /// bar for a sign-in already under way).
+    pub fn mark_reauth(
         conn: &mut AnyConnection,
         id: &str,
         browser_hash: &str,
-        params: &str,
+        now: NaiveDateTime,
     ) -> QueryResult<bool> {
         let updated = diesel::update(
             pushed_requests::table
                 .filter(pushed_requests::id.eq(id))
-                .filter(pushed_requests::browser_hash.eq(browser_hash)),
+                .filter(pushed_requests::browser_hash.eq(browser_hash))
+                .filter(pushed_requests::reauth_after.is_null()),
         )
-        .set(pushed_requests::params.eq(params))
+        .set(pushed_requests::reauth_after.eq(now))
         .execute(conn)?;
         Ok(updated == 1)
     }
