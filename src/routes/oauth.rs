@@ -225,11 +225,7 @@ pub async fn token_post(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
-    let (params, authorization) = readable(&req, read_form(&req, &body))?;
-    let grant = readable(&req, token::grant_type(&params))?;
-    let auth = readable(&req, token::client_auth(authorization.as_deref(), &params))?;
-    readable(&req, client_guard(&state, &req, &auth))?;
-    cross_origin(&state, &req, auth.client_id()).await?;
+    let (params, auth, grant) = client_request(&req, &body, &state, token::grant_type).await?;
 
     // Hot path of service-to-service traffic: client_credentials with the
     // client and the keys in memory needs no database and no blocking-pool
@@ -292,10 +288,7 @@ pub async fn par_post(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
-    let (params, authorization) = readable(&req, read_form(&req, &body))?;
-    let auth = readable(&req, token::client_auth(authorization.as_deref(), &params))?;
-    readable(&req, client_guard(&state, &req, &auth))?;
-    cross_origin(&state, &req, auth.client_id()).await?;
+    let (params, auth, ()) = client_request(&req, &body, &state, |_| Ok(())).await?;
     if let ClientAuth::Public { .. } = auth {
         public_push_limit(&state, &req).await?;
     }
@@ -341,6 +334,25 @@ async fn public_push_limit(state: &AppState, req: &HttpRequest) -> Result<(), OA
         m.throttled(Throttled::Ip);
     }
     Err(OAuthError::TooManyPushed(decision.retry_after_secs()))
+}
+
+/// What the token, revocation and pushed authorization request endpoints
+/// do first: the form, the client's credentials, the endpoint's own
+/// parameter (`param`), the client-authentication lock, and the page's
+/// origin (CORS), in that order; an error before the client is known is
+/// readable from any origin (`readable`).
+async fn client_request<T>(
+    req: &HttpRequest,
+    body: &[u8],
+    state: &AppState,
+    param: impl FnOnce(&FormParams) -> Result<T, OAuthError>,
+) -> Result<(FormParams, ClientAuth, T), OAuthError> {
+    let (params, authorization) = readable(req, read_form(req, body))?;
+    let auth = readable(req, token::client_auth(authorization.as_deref(), &params))?;
+    let own = readable(req, param(&params))?;
+    readable(req, client_guard(state, req, &auth))?;
+    cross_origin(state, req, auth.client_id()).await?;
+    Ok((params, auth, own))
 }
 
 /// The form body and Authorization header of a request to the token,
@@ -462,11 +474,7 @@ pub async fn revoke_post(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthError> {
-    let (params, authorization) = readable(&req, read_form(&req, &body))?;
-    let auth = readable(&req, token::client_auth(authorization.as_deref(), &params))?;
-    let token = readable(&req, token_param(&params))?;
-    readable(&req, client_guard(&state, &req, &auth))?;
-    cross_origin(&state, &req, auth.client_id()).await?;
+    let (_, auth, token) = client_request(&req, &body, &state, token_param).await?;
     let client_id = auth.client_id().to_owned();
     let st = state.clone();
     let revoked = state

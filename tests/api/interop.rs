@@ -38,6 +38,31 @@ pub async fn callback_listener() -> u16 {
     port
 }
 
+/// Clicks Approve on the consent page and waits for the client's callback
+/// page: the URL the browser landed on.
+pub async fn approve_and_land(c: &fantoccini::Client) -> url::Url {
+    click(c, "#approve").await;
+    if c.wait()
+        .for_element(fantoccini::Locator::Css("#callback"))
+        .await
+        .is_err()
+    {
+        panic!(
+            "no callback page: at {:?}\n{}",
+            c.current_url().await,
+            c.source().await.unwrap_or_default()
+        );
+    }
+    c.current_url().await.unwrap()
+}
+
+/// A query parameter of `url`.
+pub fn query_value(url: &url::Url, key: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
 #[tokio::test]
 async fn oauth2_crate_with_chromium_runs_code_pkce_and_refresh() {
     let app = spawn_app().await;
@@ -96,27 +121,9 @@ async fn oauth2_crate_with_chromium_runs_code_pkce_and_refresh() {
     // An agent cannot grant admin: the page lists it as left out.
     let left_out = c.find(fantoccini::Locator::Css("#left-out")).await.unwrap();
     assert!(left_out.text().await.unwrap().contains("admin"));
-    click(c, "#approve").await;
-    if c.wait()
-        .for_element(fantoccini::Locator::Css("#callback"))
-        .await
-        .is_err()
-    {
-        panic!(
-            "no callback page: at {:?}\n{}",
-            c.current_url().await,
-            c.source().await.unwrap_or_default()
-        );
-    }
-
-    let landed = c.current_url().await.unwrap();
+    let landed = approve_and_land(c).await;
     assert!(landed.as_str().starts_with(&redirect), "{landed}");
-    let get = |k: &str| {
-        landed
-            .query_pairs()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.into_owned())
-    };
+    let get = |k: &str| query_value(&landed, k);
     assert_eq!(get("state").as_deref(), Some(csrf_state.secret().as_str()));
     assert_eq!(get("iss").as_deref(), Some(app.settings.issuer.as_str()));
     let code = get("code").expect("code");

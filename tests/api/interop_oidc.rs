@@ -23,7 +23,7 @@ use dzdesk_auth::oauth::clients::ClientRequest;
 
 use crate::browser::{click, start_browser, type_into};
 use crate::helpers::{spawn_app_custom, TestApp, PASSWORD};
-use crate::interop::callback_listener;
+use crate::interop::{approve_and_land, callback_listener, query_value};
 
 /// The service with an issuer a client can reach: the test settings' issuer
 /// (`http://127.0.0.1`) names no port, and discovery starts from the issuer.
@@ -137,27 +137,9 @@ async fn openidconnect_crate_with_chromium_runs_discovery_code_pkce_nonce_userin
         .await
         .unwrap();
     assert_eq!(name.text().await.unwrap(), "Interop App");
-    click(c, "#approve").await;
-    if c.wait()
-        .for_element(Locator::Css("#callback"))
-        .await
-        .is_err()
-    {
-        panic!(
-            "no callback page: at {:?}\n{}",
-            c.current_url().await,
-            c.source().await.unwrap_or_default()
-        );
-    }
-
-    let landed = c.current_url().await.unwrap();
+    let landed = approve_and_land(c).await;
     assert!(landed.as_str().starts_with(&redirect), "{landed}");
-    let get = |k: &str| {
-        landed
-            .query_pairs()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.into_owned())
-    };
+    let get = |k: &str| query_value(&landed, k);
     assert_eq!(get("state").as_deref(), Some(csrf_state.secret().as_str()));
     assert_eq!(get("iss").as_deref(), Some(app.settings.issuer.as_str()));
     let code = get("code").expect("code");

@@ -58,6 +58,19 @@ fn authorize_path(client_id: &str, request_uri: &str, extra: &str) -> String {
     )
 }
 
+/// Approves `path`'s consent page in the flow's browser.
+async fn approve(flow: &Flow, path: &str) -> Response {
+    let page = flow.app.get(path).await;
+    assert_eq!(page.status(), 200, "no consent page: {}", location(&page));
+    let csrf = hidden_input(&page.text().await.unwrap(), "csrf_token").unwrap();
+    flow.app
+        .post_form(
+            path,
+            &[("csrf_token", csrf.as_str()), ("decision", "approve")],
+        )
+        .await
+}
+
 async fn assert_invalid_request_uri(resp: Response) {
     assert_eq!(resp.status(), 400);
     assert!(resp.headers().get("location").is_none());
@@ -392,15 +405,7 @@ async fn a_client_that_requires_par_must_push_and_registration_says_so() {
     // ...and pushed, it runs.
     let uri = pushed(&flow, &req).await;
     let path = authorize_path(&flow.client_id, &uri, "");
-    let html = flow.app.get(&path).await.text().await.unwrap();
-    let csrf = hidden_input(&html, "csrf_token").unwrap();
-    let resp = flow
-        .app
-        .post_form(
-            &path,
-            &[("csrf_token", csrf.as_str()), ("decision", "approve")],
-        )
-        .await;
+    let resp = approve(&flow, &path).await;
     let code = param(&location(&resp), "code").unwrap();
     assert_eq!(flow.exchange(&code, Some(&verifier)).await.status(), 200);
 
@@ -478,16 +483,8 @@ async fn prompt_login_in_a_pushed_request_signs_in_again_and_comes_back_by_reque
     let back = sign_in_again(&flow, &login).await;
     // Back by request_uri, not by the parameters.
     assert_eq!(back, path);
-    let resp = flow.app.get(&back).await;
-    assert_eq!(resp.status(), 200, "the consent page, not another sign-in");
-    let csrf = hidden_input(&resp.text().await.unwrap(), "csrf_token").unwrap();
-    let resp = flow
-        .app
-        .post_form(
-            &back,
-            &[("csrf_token", csrf.as_str()), ("decision", "approve")],
-        )
-        .await;
+    // The consent page, not another sign-in.
+    let resp = approve(&flow, &back).await;
     let code = param(&location(&resp), "code").unwrap();
     assert_eq!(flow.exchange(&code, Some(&verifier)).await.status(), 200);
 }
@@ -565,15 +562,7 @@ async fn max_age_in_a_pushed_request_is_kept_and_a_reload_does_not_skip_the_sign
     let req = AuthRequest::new(&flow.client_id, Some(&challenge)).with("max_age", Some("3600"));
     let uri = pushed(&flow, &req).await;
     let path = authorize_path(&flow.client_id, &uri, "");
-    let html = flow.app.get(&path).await.text().await.unwrap();
-    let csrf = hidden_input(&html, "csrf_token").expect("the consent page");
-    let resp = flow
-        .app
-        .post_form(
-            &path,
-            &[("csrf_token", csrf.as_str()), ("decision", "approve")],
-        )
-        .await;
+    let resp = approve(&flow, &path).await;
     assert_eq!(resp.status(), 302, "approved, not 403 or another sign-in");
     let code = param(&location(&resp), "code").unwrap();
     assert_eq!(flow.exchange(&code, Some(&verifier)).await.status(), 200);
