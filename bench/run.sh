@@ -155,16 +155,20 @@ if want refresh; then
   "$driver" "http://127.0.0.1:$port" "$rid" "$rsecret" bench@example.com env:BENCH_PASSWORD "$conns" "${duration%s}"
 fi
 flow_line= flow_openid_line=
-if want flow; then
-  flow_line=$(FLOW_SCOPE="requests:read" "$driver" "http://127.0.0.1:$port" "$rid" "$rsecret" \
-    bench@example.com env:BENCH_PASSWORD "$conns" "${duration%s}")
-  echo "$flow_line"
-fi
-if want flow_openid; then
-  flow_openid_line=$(FLOW_SCOPE="openid requests:read" "$driver" "http://127.0.0.1:$port" "$rid" "$rsecret" \
-    bench@example.com env:BENCH_PASSWORD "$conns" "${duration%s}")
-  echo "$flow_openid_line"
-fi
+# In the order SCENARIOS names them: each run leaves codes and grants
+# behind, so "flow_openid flow" measures the other order.
+for s in $scenarios; do
+  case $s in
+    flow)
+      flow_line=$(FLOW_SCOPE="requests:read" "$driver" "http://127.0.0.1:$port" "$rid" "$rsecret" \
+        bench@example.com env:BENCH_PASSWORD "$conns" "${duration%s}")
+      echo "$flow_line" ;;
+    flow_openid)
+      flow_openid_line=$(FLOW_SCOPE="openid requests:read" "$driver" "http://127.0.0.1:$port" "$rid" "$rsecret" \
+        bench@example.com env:BENCH_PASSWORD "$conns" "${duration%s}")
+      echo "$flow_openid_line" ;;
+  esac
+done
 if [ -n "$flow_line" ] && [ -n "$flow_openid_line" ]; then
   # What OpenID Connect adds to a round trip (the nonce, the ID token).
   python3 - "$flow_line" "$flow_openid_line" <<'PY'
