@@ -337,10 +337,11 @@ async fn public_push_limit(state: &AppState, req: &HttpRequest) -> Result<(), OA
 }
 
 /// What the token, revocation and pushed authorization request endpoints
-/// do first: the form, the client's credentials, the endpoint's own
-/// parameter (`param`), the client-authentication lock, and the page's
-/// origin (CORS), in that order; an error before the client is known is
-/// readable from any origin (`readable`).
+/// do first: the form, the endpoint's own parameter (`param`: a malformed
+/// request is told so before its credentials are looked at), the client's
+/// credentials, the client-authentication lock, and the page's origin
+/// (CORS), in that order; an error before the client is known is readable
+/// from any origin (`readable`).
 async fn client_request<T>(
     req: &HttpRequest,
     body: &[u8],
@@ -348,8 +349,8 @@ async fn client_request<T>(
     param: impl FnOnce(&FormParams) -> Result<T, OAuthError>,
 ) -> Result<(FormParams, ClientAuth, T), OAuthError> {
     let (params, authorization) = readable(req, read_form(req, body))?;
-    let auth = readable(req, token::client_auth(authorization.as_deref(), &params))?;
     let own = readable(req, param(&params))?;
+    let auth = readable(req, token::client_auth(authorization.as_deref(), &params))?;
     readable(req, client_guard(state, req, &auth))?;
     cross_origin(state, req, auth.client_id()).await?;
     Ok((params, auth, own))
