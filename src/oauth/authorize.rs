@@ -128,13 +128,32 @@ pub enum AuthorizeOutcome {
 
 const BAD_CLIENT: &str = "This application is not registered, or its redirect URI is wrong.";
 
-/// The query's non-empty parameters, in order. RFC 6749 3.1: "Parameters
+/// A query's non-empty parameters, in order. RFC 6749 3.1: "Parameters
 /// sent without a value MUST be treated as if they were omitted".
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .filter(|(_, v)| !v.is_empty())
-        .collect()
+struct QueryPairs(Vec<(String, String)>);
+
+impl QueryPairs {
+    fn parse(query: &str) -> Self {
+        Self(
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .filter(|(_, v)| !v.is_empty())
+                .collect(),
+        )
+    }
+
+    /// How many times `key` appears.
+    fn count(&self, key: &str) -> usize {
+        self.0.iter().filter(|(k, _)| k == key).count()
+    }
+
+    /// The first value of `key`.
+    fn value(&self, key: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
 }
 
 /// Why a pushed request's transaction did not commit.
@@ -156,21 +175,19 @@ pub fn authorize(
     conn: &mut AnyConnection,
     input: AuthorizeInput<'_>,
 ) -> anyhow::Result<AuthorizeOutcome> {
-    let sent = query_pairs(input.raw_query);
-    let sent_count = |key: &str| sent.iter().filter(|(k, _)| k == key).count();
-    let sent_value = |key: &str| sent.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let sent = QueryPairs::parse(input.raw_query);
     // RFC 9126 4: `client_id` + a `request_uri` from our PAR endpoint; any
     // other request_uri (a request object by reference) is refused below.
-    let pushed_uri =
-        sent_value("request_uri").filter(|u| crate::oauth::par::is_pushed_reference(u));
+    let pushed_uri = sent
+        .value("request_uri")
+        .filter(|u| crate::oauth::par::is_pushed_reference(u));
     let Some(request_uri) = pushed_uri else {
-        let query = input.raw_query.to_owned();
-        return run(conn, input, query, None).map(|(outcome, _)| outcome);
+        return run(conn, input, sent, None).map(|(outcome, _)| outcome);
     };
-    if sent_count("client_id") != 1 || sent_count("request_uri") != 1 {
+    if sent.count("client_id") != 1 || sent.count("request_uri") != 1 {
         return Ok(AuthorizeOutcome::BadRequest(BAD_CLIENT));
     }
-    let (Some(client_id), Some(browser)) = (sent_value("client_id"), input.par_browser) else {
+    let (Some(client_id), Some(browser)) = (sent.value("client_id"), input.par_browser) else {
         return Ok(AuthorizeOutcome::BadRequest(
             crate::oauth::par::INVALID_REQUEST_URI,
         ));
@@ -183,9 +200,9 @@ pub fn authorize(
     let result = crate::db::write_transaction(conn, |conn| {
         let resolved = crate::oauth::par::resolve(conn, &client_id, &request_uri, browser, now)?
             .map_err(PushedTx::Refused)?;
-        let params = resolved.params.clone();
+        let pushed = QueryPairs::parse(&resolved.params);
         let (outcome, reauth) =
-            run(conn, input, params, Some(&resolved)).map_err(PushedTx::Failed)?;
+            run(conn, input, pushed, Some(&resolved)).map_err(PushedTx::Failed)?;
         match outcome {
             // Another tab of this browser ended it first.
             AuthorizeOutcome::Redirect(_)
@@ -220,7 +237,7 @@ pub fn authorize(
 fn run(
     conn: &mut AnyConnection,
     mut input: AuthorizeInput<'_>,
-    query: String,
+    query: QueryPairs,
     pushed: Option<&crate::oauth::par::Resolved>,
 ) -> anyhow::Result<(AuthorizeOutcome, bool)> {
     // RFC 6749 3.1: parameters "MUST NOT be included more than once".
@@ -228,9 +245,8 @@ fn run(
     // code_challenge would silently drop PKCE), so repeats are refused here,
     // and the request that reaches oxide-auth carries only the non-empty
     // values.
-    let pairs = query_pairs(&query);
-    let count = |key: &str| pairs.iter().filter(|(k, _)| k == key).count();
-    let param = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let count = |key: &str| query.count(key);
+    let param = |key: &str| query.value(key);
     let done = |outcome| Ok((outcome, false));
     if count("client_id") != 1 || count("redirect_uri") > 1 {
         return done(AuthorizeOutcome::BadRequest(BAD_CLIENT));
@@ -281,7 +297,7 @@ fn run(
             input.issuer,
         )?));
     }
-    let mut normalized: NormalizedParameter = pairs.iter().cloned().collect();
+    let mut normalized: NormalizedParameter = query.0.iter().cloned().collect();
     if given.is_none() {
         // oxide-auth binds the request to the URI it redirects to.
         normalized.insert_or_poison(

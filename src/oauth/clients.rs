@@ -166,12 +166,7 @@ pub fn register(
         name: new.name,
         confidential: !new.public,
         secret_hash: secret.as_deref().map(tokens::hash_secret),
-        redirect_uris: new
-            .redirect_uris
-            .iter()
-            .map(|r| r.as_str())
-            .collect::<Vec<_>>()
-            .join("\n"),
+        redirect_uris: join_uris(&new.redirect_uris),
         scopes: new.scopes.to_string(),
         grant_types: new
             .grant_types

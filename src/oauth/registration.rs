@@ -501,12 +501,7 @@ pub fn update(
             .set((
                 clients::name.eq(&new.name),
                 clients::token_endpoint_auth_method.eq(&method),
-                clients::redirect_uris.eq(new
-                    .redirect_uris
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n")),
+                clients::redirect_uris.eq(crate::oauth::clients::join_uris(&new.redirect_uris)),
                 clients::scopes.eq(new.scopes.to_string()),
                 clients::grant_types.eq(grant_types.join(" ")),
                 clients::cors_origins.eq(crate::oauth::clients::join_origins(&new.cors_origins)),

@@ -82,6 +82,12 @@ impl LocalStore {
     }
 }
 
+/// [`ip_key`] of the request's address, or one shared key when it is
+/// unknown (no peer address: every such request counts together).
+pub fn address_key(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "ip:unknown".to_owned(), ip_key)
+}
+
 /// The key of an address's budget: IPv6 counts per /64 (one customer's
 /// network), IPv4 per address. IPv6 addresses that carry an IPv4 one count
 /// as that IPv4 address: NAT64's well-known prefix (RFC 6052 2.1,

@@ -24,13 +24,12 @@ use crate::oauth::authorize::{
 use crate::oauth::error::OAuthError;
 use crate::oauth::token::{self, ClientAuth, FormParams, IssuedTokens};
 use crate::oauth::{introspect, par};
-use crate::ratelimit::ip_key;
+use crate::ratelimit::address_key;
 use crate::ratelimit::throttle::{self, Begin, LockScope};
 use crate::routes::cors;
 use crate::routes::web::session::{MaybeSignedIn, OurCookie};
 use crate::routes::web::{render, see_other};
 use crate::state::AppState;
-use crate::tokens;
 
 /// Largest body of a token, introspection or revocation request (larger:
 /// 413, see `routes::surface`).
@@ -319,9 +318,7 @@ async fn public_push_limit(state: &AppState, req: &HttpRequest) -> Result<(), OA
     if !state.settings.rate_limits {
         return Ok(());
     }
-    let address = state
-        .client_ip(req)
-        .map_or_else(|| "ip:unknown".to_owned(), ip_key);
+    let address = address_key(state.client_ip(req));
     let now = Utc::now().timestamp_micros();
     let decision = state
         .limiter
@@ -575,10 +572,7 @@ fn client_guard(state: &AppState, req: &HttpRequest, auth: &ClientAuth) -> Resul
 }
 
 fn client_subjects(state: &AppState, req: &HttpRequest, client_id: &str) -> Vec<throttle::Subject> {
-    let address = state
-        .client_ip(req)
-        .map_or_else(|| "ip:unknown".to_owned(), ip_key);
-    throttle::client_subjects(client_id, &address)
+    throttle::client_subjects(client_id, &address_key(state.client_ip(req)))
 }
 
 /// Counts a failed client authentication (in Redis when configured; a lock
@@ -718,12 +712,9 @@ async fn authorize(
     // cookie of its own (`oauth::par`).
     let secure = state.secure_cookies();
     let pushed = url::form_urlencoded::parse(raw_query.as_bytes()).any(|(k, _)| k == "request_uri");
-    let (par_browser, new_par_cookie) = match OurCookie::PushedRequest.value(&req, secure) {
-        Some(value) => (Some(value), false),
-        None if pushed => (Some(tokens::new_secret("dzpar_")), true),
-        None => (None, false),
-    };
-    let par_cookie = new_par_cookie.then(|| par_browser.clone()).flatten();
+    let existing = OurCookie::PushedRequest.value(&req, secure);
+    let par_cookie = (pushed && existing.is_none()).then(|| OurCookie::PushedRequest.fresh());
+    let par_browser = existing.or_else(|| par_cookie.clone());
     let state2 = state.clone();
     let outcome = state
         .db

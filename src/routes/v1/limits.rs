@@ -24,8 +24,8 @@ use crate::credentials::{Caller, Resolved};
 use crate::error::ApiError;
 use crate::http::bearer;
 use crate::metrics::Throttled;
+use crate::ratelimit::address_key;
 use crate::ratelimit::gcra::Decision;
-use crate::ratelimit::ip_key;
 use crate::routes::cors;
 use crate::state::AppState;
 
@@ -168,9 +168,7 @@ pub async fn rate_limit(
         let (key, limit) = match &auth {
             Ok(p) => (p.account_key(), p.account.plan.limit()),
             Err(_) => (
-                state
-                    .client_ip(req.request())
-                    .map_or_else(|| "ip:unknown".to_owned(), ip_key),
+                address_key(state.client_ip(req.request())),
                 state.settings.auth_failures_per_min,
             ),
         };

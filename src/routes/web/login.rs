@@ -14,7 +14,7 @@ use crate::db::models::Session;
 use crate::domain::Password;
 use crate::error::WebError;
 use crate::metrics::Throttled;
-use crate::ratelimit::ip_key;
+use crate::ratelimit::address_key;
 use crate::ratelimit::throttle::{self, Begin, LockScope};
 use crate::routes::web::session::{MaybeSignedIn, OurCookie};
 use crate::routes::web::{render, see_other};
@@ -78,7 +78,7 @@ pub async fn login_get(
     };
     let (pre, is_new) = match OurCookie::PreSession.value(&req, state.secure_cookies()) {
         Some(pre) => (pre, false),
-        None => (tokens::new_secret("dzpre_"), true),
+        None => (OurCookie::PreSession.fresh(), true),
     };
     let page = LoginPage {
         csrf_token: &state
@@ -145,7 +145,7 @@ pub async fn login_post(
     // (the account and address pair, the address, the account), so parallel
     // guesses cannot overtake the limit.
     let ip = state.client_ip(&req);
-    let address = ip.map_or_else(|| "ip:unknown".to_owned(), ip_key);
+    let address = address_key(ip);
     let subjects = throttle::sign_in_subjects(&email, &address);
     let now_secs = Utc::now().timestamp();
     let shared = match state.limiter.throttle_begin(&subjects, now_secs).await {

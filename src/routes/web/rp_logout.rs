@@ -132,7 +132,8 @@ pub async fn logout_get(
             String::new()
         }
     };
-    let mut resp = render(
+    // `render` marks the page no-store (it carries a CSRF token).
+    render(
         actix_web::http::StatusCode::OK,
         &LogoutPage {
             email: &signed_in.user.email,
@@ -143,12 +144,7 @@ pub async fn logout_get(
             post_logout_redirect_uri: &keep(&req.post_logout_redirect_uri),
             state: &keep(&req.state),
         },
-    )?;
-    resp.headers_mut().insert(
-        actix_web::http::header::CACHE_CONTROL,
-        actix_web::http::header::HeaderValue::from_static("no-store"),
-    );
-    Ok(resp)
+    )
 }
 
 pub async fn logout_post(

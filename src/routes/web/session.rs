@@ -11,6 +11,7 @@ use crate::auth::csrf::{CsrfBinding, CsrfKey};
 use crate::db::models::{Session, User};
 use crate::error::WebError;
 use crate::state::AppState;
+use crate::tokens;
 
 /// The cookies of ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,11 @@ impl OurCookie {
             OurCookie::PreSession => "dzpre_",
             OurCookie::PushedRequest => "dzpar_",
         }
+    }
+
+    /// A new value for this cookie: its prefix and 256 random bits.
+    pub fn fresh(self) -> String {
+        tokens::new_secret(self.prefix())
     }
 
     /// The cookie's value in `req`, if it looks like one of ours.
