@@ -960,16 +960,7 @@ async fn client_rotate_secret_shows_the_new_secret_once_and_the_old_one_works_fo
     assert_eq!(token_status(&app, &id, &second).await, 200);
     assert_eq!(token_status(&app, &id, &first).await, 200, "in its grace");
     // Stored hashed, both of them.
-    let stored = app
-        .with_conn({
-            let id = id.clone();
-            move |conn| {
-                dzdesk_auth::db::models::Client::find(conn, &id)
-                    .unwrap()
-                    .unwrap()
-            }
-        })
-        .await;
+    let stored = app.stored_client(&id).await;
     assert_ne!(stored.secret_hash.as_deref(), Some(second.as_str()));
     assert_ne!(stored.previous_secret_hash.as_deref(), Some(first.as_str()));
     // Past the grace (the clock moved on): the old secret fails.
@@ -991,16 +982,7 @@ async fn client_rotate_secret_shows_the_new_secret_once_and_the_old_one_works_fo
     assert_eq!(token_status(&app, &id, &third).await, 200);
     assert_eq!(token_status(&app, &id, &second).await, 401);
     assert_eq!(token_status(&app, &id, &first).await, 401);
-    let stored = app
-        .with_conn({
-            let id = id.clone();
-            move |conn| {
-                dzdesk_auth::db::models::Client::find(conn, &id)
-                    .unwrap()
-                    .unwrap()
-            }
-        })
-        .await;
+    let stored = app.stored_client(&id).await;
     assert_eq!(
         stored.previous_secret_hash, None,
         "not kept without a grace"

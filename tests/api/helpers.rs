@@ -493,6 +493,17 @@ impl TestApp {
         .expect("join")
     }
 
+    /// The client `id` as stored (it must exist).
+    pub async fn stored_client(&self, id: &str) -> dzdesk_auth::db::models::Client {
+        let id = id.to_owned();
+        self.with_conn(move |conn| {
+            dzdesk_auth::db::models::Client::find(conn, &id)
+                .unwrap()
+                .expect("the client exists")
+        })
+        .await
+    }
+
     /// Runs blocking database work for a test (assertions on stored rows, or
     /// changes behind the service's back, which the service's revocation
     /// view has applied when this returns).

@@ -992,13 +992,7 @@ async fn post_logout_redirect_uris_are_registered_like_redirect_uris() {
     assert!(out.status.success());
     let id: Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = id["client_id"].as_str().unwrap().to_owned();
-    let stored = app
-        .with_conn(move |conn| {
-            dzdesk_auth::db::models::Client::find(conn, &id)
-                .unwrap()
-                .unwrap()
-        })
-        .await;
+    let stored = app.stored_client(&id).await;
     assert!(stored.allows_post_logout_redirect(SIGNED_OUT));
     assert!(!stored.allows_post_logout_redirect("https://app.example/signed-out/"));
 }

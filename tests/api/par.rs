@@ -50,6 +50,12 @@ async fn pushed(flow: &Flow, req: &AuthRequest) -> String {
     uri
 }
 
+/// Pushes `req`: the authorization URL (path) of its request_uri.
+async fn pushed_path(flow: &Flow, req: &AuthRequest) -> String {
+    let uri = pushed(flow, req).await;
+    authorize_path(&flow.client_id, &uri, "")
+}
+
 fn authorize_path(client_id: &str, request_uri: &str, extra: &str) -> String {
     format!(
         "/oauth/authorize?client_id={}&request_uri={}{extra}",
@@ -147,8 +153,7 @@ async fn a_taken_request_uri_belongs_to_its_browser_and_of_two_racing_browsers_o
 
     // Taken by the signed-in browser: another browser (with its own
     // session) gets the replay's answer, and the owner goes on.
-    let uri = pushed(&flow, &req).await;
-    let path = authorize_path(&flow.client_id, &uri, "");
+    let path = pushed_path(&flow, &req).await;
     assert_eq!(flow.app.get(&path).await.status(), 200);
     let thief = new_client();
     flow.app.create_user("thief@example.com", Role::Agent).await;
@@ -162,8 +167,7 @@ async fn a_taken_request_uri_belongs_to_its_browser_and_of_two_racing_browsers_o
     assert_eq!(flow.app.get(&path).await.status(), 200, "still the owner's");
 
     // Eight browsers at once on a fresh request_uri: exactly one takes it.
-    let uri = pushed(&flow, &req).await;
-    let path = authorize_path(&flow.client_id, &uri, "");
+    let path = pushed_path(&flow, &req).await;
     let browsers: Vec<reqwest::Client> = (0..8).map(|_| new_client()).collect();
     let answers =
         futures_util::future::join_all(browsers.iter().map(|b| b.get(flow.app.url(&path)).send()))
@@ -403,8 +407,7 @@ async fn a_client_that_requires_par_must_push_and_registration_says_so() {
         .unwrap()
         .contains("/oauth/par"));
     // ...and pushed, it runs.
-    let uri = pushed(&flow, &req).await;
-    let path = authorize_path(&flow.client_id, &uri, "");
+    let path = pushed_path(&flow, &req).await;
     let resp = approve(&flow, &path).await;
     let code = param(&location(&resp), "code").unwrap();
     assert_eq!(flow.exchange(&code, Some(&verifier)).await.status(), 200);
@@ -474,8 +477,7 @@ async fn prompt_login_in_a_pushed_request_signs_in_again_and_comes_back_by_reque
     let flow = Flow::new(Role::Agent, "requests:read", false).await;
     let (verifier, challenge) = pkce();
     let req = AuthRequest::new(&flow.client_id, Some(&challenge)).with("prompt", Some("login"));
-    let uri = pushed(&flow, &req).await;
-    let path = authorize_path(&flow.client_id, &uri, "");
+    let path = pushed_path(&flow, &req).await;
     let resp = flow.app.get(&path).await;
     assert_eq!(resp.status(), 303);
     let login = location(&resp);
@@ -539,13 +541,7 @@ async fn the_cli_registers_a_client_that_requires_par() {
     );
     let created: Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = created["client_id"].as_str().unwrap().to_owned();
-    let stored = app
-        .with_conn(move |conn| {
-            dzdesk_auth::db::models::Client::find(conn, &id)
-                .unwrap()
-                .unwrap()
-        })
-        .await;
+    let stored = app.stored_client(&id).await;
     assert!(stored.require_par);
     // Without the code grant it cannot mean anything: exit 2.
     let out = create(&["--grant-type", "client_credentials", "--require-par"]);
@@ -560,8 +556,7 @@ async fn max_age_in_a_pushed_request_is_kept_and_a_reload_does_not_skip_the_sign
     // A generous max_age the fresh session meets: straight to consent, and
     // the form (bound to the pushed parameters) approves.
     let req = AuthRequest::new(&flow.client_id, Some(&challenge)).with("max_age", Some("3600"));
-    let uri = pushed(&flow, &req).await;
-    let path = authorize_path(&flow.client_id, &uri, "");
+    let path = pushed_path(&flow, &req).await;
     let resp = approve(&flow, &path).await;
     assert_eq!(resp.status(), 302, "approved, not 403 or another sign-in");
     let code = param(&location(&resp), "code").unwrap();
@@ -572,8 +567,7 @@ async fn max_age_in_a_pushed_request_is_kept_and_a_reload_does_not_skip_the_sign
     let req = AuthRequest::new(&flow.client_id, Some(&challenge))
         .with("prompt", Some("login"))
         .with("scope", Some("requests:read"));
-    let uri = pushed(&flow, &req).await;
-    let path = authorize_path(&flow.client_id, &uri, "");
+    let path = pushed_path(&flow, &req).await;
     for _ in 0..2 {
         let resp = flow.app.get(&path).await;
         assert_eq!(resp.status(), 303);
@@ -581,8 +575,7 @@ async fn max_age_in_a_pushed_request_is_kept_and_a_reload_does_not_skip_the_sign
     }
     // max_age=0 as well: no sign-in can be that fresh but the one it asks.
     let req = AuthRequest::new(&flow.client_id, Some(&challenge)).with("max_age", Some("0"));
-    let uri = pushed(&flow, &req).await;
-    let path = authorize_path(&flow.client_id, &uri, "");
+    let path = pushed_path(&flow, &req).await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     for _ in 0..2 {
         let resp = flow.app.get(&path).await;
@@ -603,8 +596,7 @@ async fn of_two_tabs_approving_one_pushed_request_one_gets_a_code() {
     let flow = Flow::new(Role::Agent, "requests:read", false).await;
     let (_, challenge) = pkce();
     let req = AuthRequest::new(&flow.client_id, Some(&challenge));
-    let uri = pushed(&flow, &req).await;
-    let path = authorize_path(&flow.client_id, &uri, "");
+    let path = pushed_path(&flow, &req).await;
     // Two tabs of one browser show the consent page, then both approve.
     let first = flow.app.get(&path).await.text().await.unwrap();
     let second = flow.app.get(&path).await.text().await.unwrap();
