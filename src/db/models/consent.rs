@@ -48,15 +48,21 @@ impl ConsentRow {
         now: NaiveDateTime,
     ) -> QueryResult<()> {
         if Self::find(conn, user_id, client_id)?.is_none() {
-            let inserted = diesel::insert_into(consents::table)
-                .values(&ConsentRow {
-                    user_id: user_id.to_owned(),
-                    client_id: client_id.to_owned(),
-                    scopes: scopes.to_string(),
-                    created_at: now,
-                    updated_at: now,
-                })
-                .execute(conn);
+            // In its own (nested: SAVEPOINT) transaction, as
+            // `GrantRow::insert_if_missing`: a caller may already be in one
+            // (a pushed request's), which on PostgreSQL the unique violation
+            // of a concurrent approval would otherwise abort.
+            let inserted = crate::db::write_transaction(conn, |conn| {
+                diesel::insert_into(consents::table)
+                    .values(&ConsentRow {
+                        user_id: user_id.to_owned(),
+                        client_id: client_id.to_owned(),
+                        scopes: scopes.to_string(),
+                        created_at: now,
+                        updated_at: now,
+                    })
+                    .execute(conn)
+            });
             match inserted {
                 Ok(_) => return Ok(()),
                 Err(e) if is_unique_violation(&e) => {}
