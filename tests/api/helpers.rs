@@ -151,7 +151,11 @@ pub fn test_settings(url: &str) -> Settings {
         redis_prefix: format!("dzdesk_test_{}:", tokens::new_id("")),
         auth_failures_per_min: 60,
         redis_timeout: dzdesk_auth::config::DEFAULT_REDIS_TIMEOUT,
-        request_timeout: std::time::Duration::from_secs(10),
+        // Far above any request's need: a CI machine that stalls for a few
+        // seconds (another test's initdb flushing) must not turn answers
+        // into 408s (two bruteforce tests failed together in one CI run).
+        // slow_clients sets its own deadline to test it.
+        request_timeout: std::time::Duration::from_secs(30),
         max_connections: 4096,
         tls: None,
         http_listen: None,
