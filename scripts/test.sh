@@ -87,9 +87,22 @@ fi
 echo "==> module layers"
 python3 scripts/layers.py
 
+# Runs a test command; on failure, repeats each panic's message last, where
+# a CI log cut to its tail still shows it (a backtrace pushed them out once).
+tests_log=$(mktemp)
+run_tests() {
+  local status=0
+  RUST_BACKTRACE=0 "$@" 2>&1 | tee "$tests_log" || status=$?
+  if [ "$status" != 0 ]; then
+    echo "==> the panics above, again:"
+    grep -A4 "panicked at" "$tests_log" | cut -c1-400 | head -80
+    exit "$status"
+  fi
+}
+
 echo "==> tests on SQLite"
 start=$(date +%s)
-env -u TEST_DATABASE_URL cargo test --all-targets
+run_tests env -u TEST_DATABASE_URL cargo test --all-targets
 echo "==> SQLite: $(( $(date +%s) - start )) s"
 
 # The README's walkthrough, verbatim, against a fresh server (SQLite here,
@@ -131,7 +144,7 @@ fi
 
 echo "==> tests on PostgreSQL"
 start=$(date +%s)
-TEST_DATABASE_URL="$pg_url" cargo test --test api
+run_tests env TEST_DATABASE_URL="$pg_url" cargo test --test api
 echo "==> PostgreSQL: $(( $(date +%s) - start )) s"
 
 echo "==> README walkthrough on PostgreSQL"
