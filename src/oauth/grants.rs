@@ -17,7 +17,9 @@ use oxide_auth::primitives::grant::Value;
 
 use crate::credentials::jwt::KeyRing;
 use crate::credentials::prefixes;
-use crate::db::models::{AuthorizationCodeRow, Client, GrantRow, RefreshTokenRow, User};
+use crate::db::models::{
+    AuthorizationCodeRow, Client, GrantRow, RefreshTokenRow, Rotated, Successor, User,
+};
 use crate::db::AnyConnection;
 use crate::domain::{GrantType, ScopeSet};
 use crate::oauth::error::OAuthError;
@@ -255,34 +257,109 @@ pub fn refresh_token(
     let presented = params
         .get("refresh_token")
         .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is required".into()))?;
-    // One round trip: the token, its grant and the grant's user.
-    let (row, grant, user) =
-        RefreshTokenRow::find_with_grant(conn, &tokens::hash_secret(presented))?
-            .ok_or_else(invalid_refresh)?;
+    let presented_id = tokens::hash_secret(presented);
+    // The rotation: the rules the database checks at the moment of the
+    // write (RefreshTokenRow::rotate: not used before, this client's, not
+    // expired, the grant not revoked, the user not disabled), the presented
+    // token marked used and its successor inserted, in one statement on
+    // PostgreSQL.
+    let token = tokens::new_secret(prefixes::REFRESH_TOKEN);
+    let successor_id = tokens::hash_secret(&token);
+    let successor = Successor {
+        id: &successor_id,
+        created_at: now.naive_utc(),
+        expires_at: now.naive_utc() + cfg.refresh_token_ttl,
+    };
+    // The scope is checked against what the rotation read back, inside
+    // its transaction: a refused scope leaves the token as it was.
+    let rotated = RefreshTokenRow::rotate(
+        conn,
+        &presented_id,
+        &client.id,
+        &successor,
+        now.naive_utc(),
+        |rotated| permitted_scope(rotated, params, client),
+    )?;
+    let Some((rotated, scope)) = rotated else {
+        return Err(refused(conn, &presented_id, client, now));
+    };
+    let Rotated {
+        grant_id,
+        grant_auth_time,
+        grant_sid,
+        user,
+        ..
+    } = rotated;
+    let (access_token, expires_in) =
+        sign_access_token(keys, cfg, &user.id, &client.id, &scope, &grant_id, now)?;
+    // OIDC Core 12.2: a refresh of an `openid` grant returns an ID token with
+    // the same sub, aud and auth_time (and no nonce).
+    let authn = oidc::Authentication {
+        auth_time: grant_auth_time,
+        sid: grant_sid,
+        nonce: None,
+    };
+    let about = oidc::IdTokenFor {
+        user: &user,
+        client_id: &client.id,
+        scope: &scope,
+        access_token: &access_token,
+    };
+    let id_token = oidc::id_token(keys, cfg, about, &authn, now)?;
+    Ok(IssuedTokens {
+        access_token,
+        expires_in,
+        scope,
+        refresh_token: Some(token),
+        id_token,
+    })
+}
+
+/// Why a presented refresh token was not rotated, read again after the
+/// rotation matched nothing; the grant is revoked on reuse. The rules, in
+/// the order they are told apart (each one also a condition of
+/// `RefreshTokenRow::rotate`):
+fn refused(
+    conn: &mut AnyConnection,
+    presented_id: &str,
+    client: &Client,
+    now: DateTime<Utc>,
+) -> OAuthError {
+    let found = match RefreshTokenRow::find_with_grant(conn, presented_id) {
+        Ok(found) => found,
+        Err(e) => return e.into(),
+    };
+    let Some((row, grant, _user)) = found else {
+        return invalid_refresh();
+    };
     // RFC 6749 6: "validate the refresh token and ensure that it was issued
-    // to the authenticated client".
-    if grant.client_id != client.id {
-        return Err(invalid_refresh());
-    }
-    if grant.revoked_at.is_some() {
-        return Err(invalid_refresh());
+    // to the authenticated client". Before anything else: another client's
+    // token may not revoke its grant.
+    if grant.client_id != client.id || grant.revoked_at.is_some() {
+        return invalid_refresh();
     }
     // RFC 9700 4.14.2: a rotated token presented again means one of two
     // parties holds a stolen copy; revoke the grant so both lose access.
+    // Also the loser of concurrent uses: the same token used twice.
     if row.used_at.is_some() {
-        return Err(revoke_reused(conn, &grant.id, now));
+        return revoke_reused(conn, &grant.id, now);
     }
-    if row.expires_at <= now.naive_utc() {
-        return Err(invalid_refresh());
-    }
-    if user.disabled {
-        return Err(invalid_refresh());
-    }
-    // RFC 6749 6: "The requested scope MUST NOT include any scope not
-    // originally granted by the resource owner" (invalid_scope); narrower is
-    // allowed, and the new refresh token keeps the original scope.
-    let original =
-        ScopeSet::parse(&row.scopes).map_err(|e| OAuthError::server(anyhow::anyhow!(e)))?;
+    // Otherwise expired, or the user is disabled (or, raced with a rotation
+    // undone meanwhile, neither): refused, nothing revoked.
+    invalid_refresh()
+}
+
+/// RFC 6749 6: "The requested scope MUST NOT include any scope not
+/// originally granted by the resource owner" (invalid_scope); narrower is
+/// allowed, and the new refresh token keeps the original scope. Then what
+/// the client and the user's role permit today.
+fn permitted_scope(
+    rotated: &Rotated,
+    params: &FormParams,
+    client: &Client,
+) -> Result<ScopeSet, OAuthError> {
+    let original = ScopeSet::parse(&rotated.token_scopes)
+        .map_err(|e| OAuthError::server(anyhow::anyhow!(e)))?;
     let requested = requested_scope(params, &original)?;
     // `admin` covers every scope, the identity ones too; a refresh may
     // still not add openid, profile or email to a grant the user never gave
@@ -300,53 +377,14 @@ pub fn refresh_token(
     // can never hold `admin`).
     let scope = requested
         .within(&client.scopes())
-        .split_by_role(user.role())
+        .split_by_role(rotated.user.role())
         .0;
     if scope.is_empty() {
         return Err(OAuthError::InvalidGrant(
             "none of the granted scopes is permitted any more".into(),
         ));
     }
-
-    let (token, next) = new_refresh_row(&grant.id, &row.scopes, cfg, now);
-    let committed = crate::db::write_transaction(conn, |conn| {
-        if !RefreshTokenRow::mark_used(conn, &row.id, now.naive_utc())? {
-            return Err(TxError::Lost);
-        }
-        next.insert(conn)?;
-        Ok(())
-    });
-    match committed {
-        Ok(()) => {}
-        Err(TxError::Lost) => {
-            // Rotated by a concurrent request: the same token used twice.
-            return Err(revoke_reused(conn, &grant.id, now));
-        }
-        Err(TxError::Db(e)) => return Err(e.into()),
-    }
-    let (access_token, expires_in) =
-        sign_access_token(keys, cfg, &user.id, &client.id, &scope, &grant.id, now)?;
-    // OIDC Core 12.2: a refresh of an `openid` grant returns an ID token with
-    // the same sub, aud and auth_time (and no nonce).
-    let authn = oidc::Authentication {
-        auth_time: grant.auth_time,
-        sid: grant.sid.clone(),
-        nonce: None,
-    };
-    let about = oidc::IdTokenFor {
-        user: &user,
-        client_id: &client.id,
-        scope: &scope,
-        access_token: &access_token,
-    };
-    let id_token = oidc::id_token(keys, cfg, about, &authn, now)?;
-    Ok(IssuedTokens {
-        access_token,
-        expires_in,
-        scope,
-        refresh_token: Some(token),
-        id_token,
-    })
+    Ok(scope)
 }
 
 /// Revokes the grant of a reused refresh token; the error to answer with.

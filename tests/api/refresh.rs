@@ -86,6 +86,11 @@ async fn refresh_may_narrow_scope_but_never_widen_it() {
         "invalid_scope",
     )
     .await;
+    // A refused request used nothing up: the rotation (one statement on
+    // PostgreSQL) rolled back with the scope check, and the token still
+    // rotates once, then counts as used.
+    assert_eq!(flow.refresh(&token, None).await.status(), 200);
+    assert_token_error(flow.refresh(&token, None).await, 400, "invalid_grant").await;
 
     let flow = Flow::new(Role::Agent, SCOPE, false).await;
     let token = refresh_of(&flow.tokens(SCOPE).await);

@@ -1,5 +1,6 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Text, Timestamp};
 
 use crate::db::models::{GrantRow, User};
 use crate::db::schema::{grants, refresh_tokens, users};
@@ -59,6 +60,140 @@ impl RefreshTokenRow {
         .set(refresh_tokens::used_at.eq(now))
         .execute(conn)?;
         Ok(updated == 1)
+    }
+}
+
+/// Which presented token may be rotated, as SQL over `refresh_tokens` and
+/// the parameters `$1` now, `$2` the presented token's id, `$3` the
+/// authenticated client. The rules of a rotation that only the database can
+/// check at the moment of the write:
+/// - RFC 9700 4.14.2: not rotated before (`used_at IS NULL`): of many
+///   concurrent uses, exactly one matches (the others wait for its row lock
+///   and then see it used);
+/// - RFC 6749 6: issued to the authenticated client, not expired, of a
+///   grant not revoked, whose user is not disabled.
+///
+/// When no row matches, the refresh grant (`oauth::grants`) reads the token again to
+/// tell which rule refused it (and revokes the grant on reuse).
+const ROTATABLE: &str = "id = $2 AND used_at IS NULL AND expires_at > $1 \
+     AND grant_id IN (SELECT g.id FROM grants g JOIN users u ON u.id = g.user_id \
+     WHERE g.client_id = $3 AND g.revoked_at IS NULL AND NOT u.disabled)";
+
+/// What a rotation read back: the presented token's grant and scopes, and
+/// the grant's user.
+#[derive(QueryableByName)]
+pub struct Rotated {
+    #[diesel(sql_type = Text)]
+    pub grant_id: String,
+    /// The presented token's scopes (the successor keeps them).
+    #[diesel(sql_type = Text)]
+    pub token_scopes: String,
+    #[diesel(sql_type = Nullable<Timestamp>)]
+    pub grant_auth_time: Option<NaiveDateTime>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub grant_sid: Option<String>,
+    #[diesel(embed)]
+    pub user: User,
+}
+
+/// The successor a rotation inserts.
+pub struct Successor<'a> {
+    pub id: &'a str,
+    pub created_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+}
+
+impl RefreshTokenRow {
+    /// Rotates the presented token (`id`, its hash) if [`ROTATABLE`] holds:
+    /// marks it used and inserts its successor with the same grant and
+    /// scopes, then asks `accept` (the checks that need what was read
+    /// back); all of it commits only if `accept` does, in one transaction
+    /// ([`crate::db::write_transaction`]: only while the caller still
+    /// waits). `Ok(None)` when no row matched.
+    ///
+    /// PostgreSQL: one statement (a data-modifying CTE) between BEGIN and
+    /// COMMIT, where the read, update and insert took a round trip each.
+    /// SQLite has no data-modifying CTE: the same guard, then the read and
+    /// the insert, in-process.
+    pub fn rotate<T, E: From<diesel::result::Error>>(
+        conn: &mut AnyConnection,
+        id: &str,
+        client_id: &str,
+        successor: &Successor,
+        now: NaiveDateTime,
+        accept: impl FnOnce(&Rotated) -> Result<T, E>,
+    ) -> Result<Option<(Rotated, T)>, E> {
+        crate::db::write_transaction(conn, |conn| {
+            let Some(rotated) = Self::rotate_here(conn, id, client_id, successor, now)? else {
+                return Ok(None);
+            };
+            let accepted = accept(&rotated)?;
+            Ok(Some((rotated, accepted)))
+        })
+    }
+
+    fn rotate_here(
+        conn: &mut AnyConnection,
+        id: &str,
+        client_id: &str,
+        successor: &Successor,
+        now: NaiveDateTime,
+    ) -> QueryResult<Option<Rotated>> {
+        let lite = match conn {
+            AnyConnection::Postgresql(pg) => {
+                let sql = format!(
+                    "WITH used AS (UPDATE refresh_tokens SET used_at = $1 WHERE {ROTATABLE} \
+                     RETURNING grant_id, scopes), \
+                     successor AS (INSERT INTO refresh_tokens \
+                     (id, grant_id, scopes, created_at, expires_at, used_at) \
+                     SELECT $4, grant_id, scopes, $5, $6, NULL FROM used) \
+                     SELECT used.grant_id, used.scopes AS token_scopes, \
+                     g.auth_time AS grant_auth_time, g.sid AS grant_sid, u.* \
+                     FROM used JOIN grants g ON g.id = used.grant_id \
+                     JOIN users u ON u.id = g.user_id"
+                );
+                return diesel::sql_query(sql)
+                    .bind::<Timestamp, _>(now)
+                    .bind::<Text, _>(id)
+                    .bind::<Text, _>(client_id)
+                    .bind::<Text, _>(successor.id)
+                    .bind::<Timestamp, _>(successor.created_at)
+                    .bind::<Timestamp, _>(successor.expires_at)
+                    .get_result::<Rotated>(pg)
+                    .optional();
+            }
+            AnyConnection::Sqlite(lite) => lite,
+        };
+        // SQLite numbers `$n` parameters by first appearance: $1, $2, $3.
+        let claimed = diesel::sql_query(format!(
+            "UPDATE refresh_tokens SET used_at = $1 WHERE {ROTATABLE}"
+        ))
+        .bind::<Timestamp, _>(now)
+        .bind::<Text, _>(id)
+        .bind::<Text, _>(client_id)
+        .execute(lite)?;
+        if claimed != 1 {
+            return Ok(None);
+        }
+        let Some((row, grant, user)) = Self::find_with_grant(conn, id)? else {
+            return Ok(None);
+        };
+        RefreshTokenRow {
+            id: successor.id.to_owned(),
+            grant_id: row.grant_id.clone(),
+            scopes: row.scopes.clone(),
+            created_at: successor.created_at,
+            expires_at: successor.expires_at,
+            used_at: None,
+        }
+        .insert(conn)?;
+        Ok(Some(Rotated {
+            grant_id: row.grant_id,
+            token_scopes: row.scopes,
+            grant_auth_time: grant.auth_time,
+            grant_sid: grant.sid,
+            user,
+        }))
     }
 }
 

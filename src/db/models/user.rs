@@ -9,7 +9,7 @@ use crate::db::{is_unique_violation, AnyConnection};
 use crate::domain::{Email, Plan, Role};
 use crate::tokens;
 
-#[derive(Queryable, Selectable, Insertable, Clone)]
+#[derive(Queryable, QueryableByName, Selectable, Insertable, Clone)]
 #[diesel(table_name = users)]
 pub struct User {
     pub id: String,
