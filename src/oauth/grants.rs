@@ -18,7 +18,8 @@ use oxide_auth::primitives::grant::Value;
 use crate::credentials::jwt::KeyRing;
 use crate::credentials::prefixes;
 use crate::db::models::{
-    AuthorizationCodeRow, Client, GrantRow, RefreshTokenRow, Rotated, Successor, User,
+    AuthorizationCodeRow, Client, GrantRow, Redeemed, Redemption, RefreshTokenRow, Rotated,
+    Successor,
 };
 use crate::db::AnyConnection;
 use crate::domain::{GrantType, ScopeSet};
@@ -28,19 +29,6 @@ use crate::oauth::request::{
     requested_scope, sign_access_token, FormParams, IssuedTokens, TokenConfig,
 };
 use crate::tokens;
-
-/// Why a single-use transaction did not commit.
-enum TxError {
-    /// Another request consumed the code or rotated the token first.
-    Lost,
-    Db(diesel::result::Error),
-}
-
-impl From<diesel::result::Error> for TxError {
-    fn from(e: diesel::result::Error) -> Self {
-        TxError::Db(e)
-    }
-}
 
 fn invalid_code() -> OAuthError {
     OAuthError::InvalidGrant("the authorization code is invalid, expired or already used".into())
@@ -82,42 +70,86 @@ fn check_pkce(challenge: Option<&str>, verifier: Option<&str>) -> Result<(), OAu
     }
 }
 
-/// Revokes every token issued from a code that is being replayed.
-fn revoke_for_code(
+/// Why a presented code was not redeemed, read again after the redemption
+/// matched nothing; the code's grant is revoked on a replay. Each rule is
+/// also a condition of `AuthorizationCodeRow::redeem`.
+fn refused_code(
     conn: &mut AnyConnection,
     code_id: &str,
+    client: &Client,
     now: DateTime<Utc>,
-) -> Result<(), OAuthError> {
-    if let Some(grant_id) = AuthorizationCodeRow::find(conn, code_id)?.and_then(|r| r.grant_id) {
-        if GrantRow::revoke(conn, &grant_id, now.naive_utc())? {
-            log::warn!("authorization code replayed: grant {grant_id} revoked");
+) -> OAuthError {
+    let row = match AuthorizationCodeRow::find(conn, code_id) {
+        Ok(Some(row)) => row,
+        Ok(None) => return invalid_code(),
+        Err(e) => return e.into(),
+    };
+    // RFC 6749 4.1.3: "ensure that the authorization code was issued to the
+    // authenticated confidential client, or if the client is public, ensure
+    // that the code was issued to client_id in the request". First of all:
+    // a code of another client is just invalid, and may not trigger the
+    // replay revocation below (anyone holding a public client_id could
+    // otherwise end other users' grants with a leaked used code).
+    if row.client_id != client.id {
+        return invalid_code();
+    }
+    // RFC 6749 4.1.2: "If an authorization code is used more than once, the
+    // authorization server MUST deny the request and SHOULD revoke (when
+    // possible) all tokens previously issued based on that authorization
+    // code." Also the loser of concurrent redemptions: a replay by the
+    // code's own client.
+    if let (Some(_), Some(grant_id)) = (row.used_at, row.grant_id) {
+        match GrantRow::revoke(conn, &grant_id, now.naive_utc()) {
+            Ok(true) => log::warn!("authorization code replayed: grant {grant_id} revoked"),
+            Ok(false) => {}
+            Err(e) => return e.into(),
         }
     }
-    Ok(())
+    // Otherwise expired (RFC 6749 4.1.3: "verify that the authorization
+    // code is valid", 60 s), or its user is disabled.
+    invalid_code()
 }
 
-fn new_refresh_row(
-    grant_id: &str,
-    scopes: &str,
-    cfg: &TokenConfig,
-    now: DateTime<Utc>,
-) -> (String, RefreshTokenRow) {
-    let token = tokens::new_secret(prefixes::REFRESH_TOKEN);
-    let now = now.naive_utc();
-    let row = RefreshTokenRow {
-        id: tokens::hash_secret(&token),
-        grant_id: grant_id.to_owned(),
-        scopes: scopes.to_owned(),
-        created_at: now,
-        expires_at: now + cfg.refresh_token_ttl,
-        used_at: None,
+/// The checks of a code exchange that need the code's request, made on
+/// what the redemption read back (inside its transaction: a refusal leaves
+/// the code unused). The scope to issue.
+fn check_request(
+    code: &Redeemed,
+    client: &Client,
+    params: &FormParams,
+) -> Result<ScopeSet, OAuthError> {
+    // RFC 6749 4.1.3: redirect_uri is required when the authorization request
+    // had one, "and their values MUST be identical". Without one (a client
+    // with a single registered URI, 3.1.2.3; stored empty), the token
+    // request may leave it out or name that URI.
+    let matches = match (params.get("redirect_uri"), code.redirect_uri.is_empty()) {
+        (None, true) => true,
+        (Some(sent), true) => client.sole_redirect_uri().as_deref() == Some(sent),
+        (sent, false) => sent == Some(code.redirect_uri.as_str()),
     };
-    (token, row)
+    if !matches {
+        return Err(OAuthError::InvalidGrant(
+            "redirect_uri does not match the authorization request".into(),
+        ));
+    }
+    check_pkce(code.code_challenge.as_deref(), params.get("code_verifier"))?;
+    ScopeSet::parse(&code.scopes).map_err(|e| OAuthError::server(anyhow::anyhow!(e)))
 }
 
-/// The user behind a grant, if still enabled.
-fn active_user(conn: &mut AnyConnection, user_id: &str) -> Result<Option<User>, OAuthError> {
-    Ok(User::find(conn, user_id)?.filter(|u| !u.disabled))
+/// A new refresh token, and the id its row is stored under (its hash).
+fn new_refresh_token() -> (String, String) {
+    let token = tokens::new_secret(prefixes::REFRESH_TOKEN);
+    let id = tokens::hash_secret(&token);
+    (token, id)
+}
+
+/// The row of a new refresh token `id`, living the configured lifetime.
+fn successor<'a>(id: &'a str, cfg: &TokenConfig, now: DateTime<Utc>) -> Successor<'a> {
+    Successor {
+        id,
+        created_at: now.naive_utc(),
+        expires_at: now.naive_utc() + cfg.refresh_token_ttl,
+    }
 }
 
 /// `grant_type=authorization_code` (RFC 6749 4.1.3).
@@ -138,89 +170,42 @@ pub fn authorization_code(
         .get("code")
         .ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
     let code_id = tokens::hash_secret(code);
-    let row = AuthorizationCodeRow::find(conn, &code_id)?.ok_or_else(invalid_code)?;
-    // RFC 6749 4.1.3: "ensure that the authorization code was issued to the
-    // authenticated confidential client, or if the client is public, ensure
-    // that the code was issued to client_id in the request". First of all:
-    // a code of another client is just invalid, and may not trigger the
-    // replay revocation below (anyone holding a public client_id could
-    // otherwise end other users' grants with a leaked used code).
-    if row.client_id != client.id {
-        return Err(invalid_code());
-    }
-    // RFC 6749 4.1.2: "If an authorization code is used more than once, the
-    // authorization server MUST deny the request and SHOULD revoke (when
-    // possible) all tokens previously issued based on that authorization code."
-    if row.used_at.is_some() {
-        revoke_for_code(conn, &code_id, now)?;
-        return Err(invalid_code());
-    }
-    // RFC 6749 4.1.3: "verify that the authorization code is valid" (60 s).
-    if row.expires_at <= now.naive_utc() {
-        return Err(invalid_code());
-    }
-    // RFC 6749 4.1.3: redirect_uri is required when the authorization request
-    // had one, "and their values MUST be identical". Without one (a client
-    // with a single registered URI, 3.1.2.3; stored empty), the token
-    // request may leave it out or name that URI.
-    let matches = match (params.get("redirect_uri"), row.redirect_uri.is_empty()) {
-        (None, true) => true,
-        (Some(sent), true) => client.sole_redirect_uri().as_deref() == Some(sent),
-        (sent, false) => sent == Some(row.redirect_uri.as_str()),
-    };
-    if !matches {
-        return Err(OAuthError::InvalidGrant(
-            "redirect_uri does not match the authorization request".into(),
-        ));
-    }
-    check_pkce(row.code_challenge.as_deref(), params.get("code_verifier"))?;
-    let user = active_user(conn, &row.user_id)?.ok_or_else(invalid_code)?;
-    let scope = ScopeSet::parse(&row.scopes).map_err(|e| OAuthError::server(anyhow::anyhow!(e)))?;
-
-    let grant = GrantRow {
-        id: tokens::new_id("grant_"),
-        client_id: client.id.clone(),
-        user_id: Some(user.id.clone()),
-        scopes: row.scopes.clone(),
-        created_at: now.naive_utc(),
-        revoked_at: None,
-        auth_time: row.auth_time,
-        sid: row.sid.clone(),
-    };
+    // Single use: the code marked used, its grant and first refresh token
+    // inserted, in one statement on PostgreSQL, and committed only if the
+    // request's own checks pass too.
+    let grant_id = tokens::new_id("grant_");
     let refresh = client
         .allows_grant(GrantType::RefreshToken)
-        .then(|| new_refresh_row(&grant.id, &row.scopes, cfg, now));
-    // Single use: the grant, the code's used_at and the refresh token commit
-    // together, and only if `used_at IS NULL` still held.
-    let committed = crate::db::write_transaction(conn, |conn| {
-        grant.insert(conn)?;
-        if !AuthorizationCodeRow::consume(conn, &code_id, &grant.id, now.naive_utc())? {
-            return Err(TxError::Lost);
-        }
-        if let Some((_, row)) = &refresh {
-            row.insert(conn)?;
-        }
-        Ok(())
-    });
-    match committed {
-        Ok(()) => {}
-        Err(TxError::Lost) => {
-            // A concurrent redemption won: this one is a replay, by the
-            // code's own client (checked above, RFC 6749 4.1.3, before
-            // anything could be revoked).
-            revoke_for_code(conn, &code_id, now)?;
-            return Err(invalid_code());
-        }
-        Err(TxError::Db(e)) => return Err(e.into()),
-    }
+        .then(new_refresh_token);
+    let first_refresh = refresh.as_ref().map(|(_, id)| successor(id, cfg, now));
+    let redemption = Redemption {
+        code_id: &code_id,
+        client_id: &client.id,
+        grant_id: &grant_id,
+        refresh: first_refresh.as_ref(),
+        now: now.naive_utc(),
+    };
+    let redeemed = AuthorizationCodeRow::redeem(conn, &redemption, |code| {
+        check_request(code, client, params)
+    })?;
+    let Some((redeemed, scope)) = redeemed else {
+        return Err(refused_code(conn, &code_id, client, now));
+    };
+    let Redeemed {
+        auth_time,
+        sid,
+        nonce,
+        user,
+        ..
+    } = redeemed;
     let (access_token, expires_in) =
-        sign_access_token(keys, cfg, &user.id, &client.id, &scope, &grant.id, now)?;
+        sign_access_token(keys, cfg, &user.id, &client.id, &scope, &grant_id, now)?;
     // OIDC Core 3.1.3.3: the code exchange of an `openid` request returns an
     // ID token, with the request's nonce exactly (3.1.3.6).
     let authn = oidc::Authentication {
-        auth_time: row.auth_time,
-        sid: row.sid.clone(),
-        nonce: row.nonce.clone(),
+        auth_time,
+        sid,
+        nonce,
     };
     let about = oidc::IdTokenFor {
         user: &user,
@@ -263,20 +248,15 @@ pub fn refresh_token(
     // expired, the grant not revoked, the user not disabled), the presented
     // token marked used and its successor inserted, in one statement on
     // PostgreSQL.
-    let token = tokens::new_secret(prefixes::REFRESH_TOKEN);
-    let successor_id = tokens::hash_secret(&token);
-    let successor = Successor {
-        id: &successor_id,
-        created_at: now.naive_utc(),
-        expires_at: now.naive_utc() + cfg.refresh_token_ttl,
-    };
+    let (token, successor_id) = new_refresh_token();
+    let next = successor(&successor_id, cfg, now);
     // The scope is checked against what the rotation read back, inside
     // its transaction: a refused scope leaves the token as it was.
     let rotated = RefreshTokenRow::rotate(
         conn,
         &presented_id,
         &client.id,
-        &successor,
+        &next,
         now.naive_utc(),
         |rotated| permitted_scope(rotated, params, client),
     )?;
@@ -448,9 +428,10 @@ mod tests {
             refresh_token_ttl: Duration::days(30),
         };
         let now = Utc::now();
-        let (token, row) = new_refresh_row("grant_x", "requests:read", &cfg, now);
+        let (token, id) = new_refresh_token();
         assert!(token.starts_with(prefixes::REFRESH_TOKEN));
-        assert_eq!(row.id, tokens::hash_secret(&token));
+        assert_eq!(id, tokens::hash_secret(&token));
+        let row = successor(&id, &cfg, now);
         assert_eq!(row.expires_at - row.created_at, Duration::days(30));
     }
 }

@@ -75,7 +75,7 @@ async fn public_client_exchanges_with_client_id_and_verifier_only() {
 #[tokio::test]
 async fn wrong_verifier_is_invalid_grant() {
     let flow = Flow::new(Role::Agent, SCOPE, false).await;
-    let (_, challenge) = pkce();
+    let (verifier, challenge) = pkce();
     let (other_verifier, _) = pkce();
     let code = flow
         .code(&AuthRequest::new(&flow.client_id, Some(&challenge)))
@@ -86,6 +86,20 @@ async fn wrong_verifier_is_invalid_grant() {
         "invalid_grant",
     )
     .await;
+    // The refusal rolled the redemption back (its checks run inside it):
+    // the code was not used up, and no grant was left behind.
+    assert_eq!(flow.exchange(&code, Some(&verifier)).await.status(), 200);
+    let grants = flow
+        .app
+        .with_conn(|conn| {
+            use diesel::prelude::*;
+            dzdesk_auth::db::schema::grants::table
+                .count()
+                .get_result::<i64>(conn)
+                .unwrap()
+        })
+        .await;
+    assert_eq!(grants, 1);
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Text, Timestamp};
 
+use crate::db::models::{GrantRow, RefreshTokenRow, Successor, User};
 use crate::db::schema::authorization_codes;
 use crate::db::AnyConnection;
 
@@ -28,6 +30,50 @@ pub struct AuthorizationCodeRow {
     pub sid: Option<String>,
 }
 
+/// Which presented code may be redeemed, as SQL over `authorization_codes`
+/// and the parameters `$1` now, `$2` the code's id, `$3` the authenticated
+/// client. The rules of a redemption that only the database can check at
+/// the moment of the write:
+/// - RFC 6749 4.1.2: not used before (`used_at IS NULL`): of concurrent
+///   redemptions exactly one matches (the others wait for its row lock and
+///   then see it used);
+/// - RFC 6749 4.1.3: issued to the authenticated client, not expired (60
+///   s), and its user is not disabled.
+///
+/// When no row matches, the code grant (`oauth::grants`) reads the code
+/// again to tell which rule refused it (and revokes on a replay).
+const REDEEMABLE: &str = "id = $2 AND used_at IS NULL AND expires_at > $1 \
+     AND client_id = $3 AND user_id IN (SELECT id FROM users WHERE NOT disabled)";
+
+/// One redemption's new rows: the grant's id and the refresh token's (None
+/// for a client without the refresh_token grant).
+pub struct Redemption<'a> {
+    pub code_id: &'a str,
+    pub client_id: &'a str,
+    pub grant_id: &'a str,
+    pub refresh: Option<&'a Successor<'a>>,
+    pub now: NaiveDateTime,
+}
+
+/// What a redemption read back: the code's request and the user.
+#[derive(QueryableByName)]
+pub struct Redeemed {
+    #[diesel(sql_type = Text)]
+    pub redirect_uri: String,
+    #[diesel(sql_type = Text)]
+    pub scopes: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub code_challenge: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub nonce: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamp>)]
+    pub auth_time: Option<NaiveDateTime>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub sid: Option<String>,
+    #[diesel(embed)]
+    pub user: User,
+}
+
 // Database methods
 impl AuthorizationCodeRow {
     pub fn insert(&self, conn: &mut AnyConnection) -> QueryResult<()> {
@@ -45,26 +91,113 @@ impl AuthorizationCodeRow {
             .optional()
     }
 
-    /// Marks the code used by the grant `grant_id`. Returns false when another
-    /// redemption got there first: `UPDATE ... WHERE used_at IS NULL` is
-    /// atomic on both backends, so exactly one caller sees true.
-    pub fn consume(
+    /// Redeems the code (`id`, its hash) if [`REDEEMABLE`] holds: marks it
+    /// used by the new grant `grant_id`, inserts that grant (the code's
+    /// user, scopes, auth_time and sid) and, when given, its first refresh
+    /// token; then asks `accept` (the checks that need what was read back:
+    /// redirect_uri, PKCE). All of it commits only if `accept` does, in one
+    /// transaction ([`crate::db::write_transaction`]: only while the caller
+    /// still waits). `Ok(None)` when no row matched.
+    ///
+    /// PostgreSQL: one statement (a data-modifying CTE) between BEGIN and
+    /// COMMIT, where two reads, two inserts and an update took a round trip
+    /// each. SQLite (no data-modifying CTE): the same guard, then the rest
+    /// in-process.
+    pub fn redeem<T, E: From<diesel::result::Error>>(
         conn: &mut AnyConnection,
-        id: &str,
-        grant_id: &str,
-        now: NaiveDateTime,
-    ) -> QueryResult<bool> {
-        let updated = diesel::update(
-            authorization_codes::table
-                .filter(authorization_codes::id.eq(id))
-                .filter(authorization_codes::used_at.is_null()),
-        )
-        .set((
-            authorization_codes::used_at.eq(now),
-            authorization_codes::grant_id.eq(grant_id),
+        redemption: &Redemption,
+        accept: impl FnOnce(&Redeemed) -> Result<T, E>,
+    ) -> Result<Option<(Redeemed, T)>, E> {
+        crate::db::write_transaction(conn, |conn| {
+            let Some(redeemed) = Self::redeem_here(conn, redemption)? else {
+                return Ok(None);
+            };
+            let accepted = accept(&redeemed)?;
+            Ok(Some((redeemed, accepted)))
+        })
+    }
+
+    fn redeem_here(conn: &mut AnyConnection, r: &Redemption) -> QueryResult<Option<Redeemed>> {
+        let lite = match conn {
+            AnyConnection::Postgresql(pg) => {
+                let sql = format!(
+                    "WITH code AS (UPDATE authorization_codes SET used_at = $1, grant_id = $4 \
+                     WHERE {REDEEMABLE} RETURNING *), \
+                     new_grant AS (INSERT INTO grants \
+                     (id, client_id, user_id, scopes, created_at, revoked_at, auth_time, sid) \
+                     SELECT $4, client_id, user_id, scopes, $1, NULL, auth_time, sid FROM code), \
+                     refresh AS (INSERT INTO refresh_tokens \
+                     (id, grant_id, scopes, created_at, expires_at, used_at) \
+                     SELECT $5::text, $4, scopes, $1, $6, NULL FROM code \
+                     WHERE $5::text IS NOT NULL) \
+                     SELECT code.redirect_uri, code.scopes, code.code_challenge, code.nonce, \
+                     code.auth_time, code.sid, u.* \
+                     FROM code JOIN users u ON u.id = code.user_id"
+                );
+                return diesel::sql_query(sql)
+                    .bind::<Timestamp, _>(r.now)
+                    .bind::<Text, _>(r.code_id)
+                    .bind::<Text, _>(r.client_id)
+                    .bind::<Text, _>(r.grant_id)
+                    .bind::<Nullable<Text>, _>(r.refresh.map(|s| s.id))
+                    .bind::<Timestamp, _>(r.refresh.map_or(r.now, |s| s.expires_at))
+                    .get_result::<Redeemed>(pg)
+                    .optional();
+            }
+            AnyConnection::Sqlite(lite) => lite,
+        };
+        // SQLite numbers `$n` parameters by first appearance: $1, $2, $3.
+        let claimed = diesel::sql_query(format!(
+            "UPDATE authorization_codes SET used_at = $1 WHERE {REDEEMABLE}"
         ))
-        .execute(conn)?;
-        Ok(updated == 1)
+        .bind::<Timestamp, _>(r.now)
+        .bind::<Text, _>(r.code_id)
+        .bind::<Text, _>(r.client_id)
+        .execute(lite)?;
+        if claimed != 1 {
+            return Ok(None);
+        }
+        let Some(code) = Self::find(conn, r.code_id)? else {
+            return Ok(None);
+        };
+        let Some(user) = User::find(conn, &code.user_id)? else {
+            return Ok(None);
+        };
+        GrantRow {
+            id: r.grant_id.to_owned(),
+            client_id: code.client_id.clone(),
+            user_id: Some(code.user_id.clone()),
+            scopes: code.scopes.clone(),
+            created_at: r.now,
+            revoked_at: None,
+            auth_time: code.auth_time,
+            sid: code.sid.clone(),
+        }
+        .insert(conn)?;
+        // After the grant: the code's grant_id refers to it.
+        diesel::update(authorization_codes::table.find(r.code_id))
+            .set(authorization_codes::grant_id.eq(r.grant_id))
+            .execute(conn)?;
+        if let Some(refresh) = r.refresh {
+            RefreshTokenRow {
+                id: refresh.id.to_owned(),
+                grant_id: r.grant_id.to_owned(),
+                scopes: code.scopes.clone(),
+                created_at: refresh.created_at,
+                expires_at: refresh.expires_at,
+                used_at: None,
+            }
+            .insert(conn)?;
+        }
+        Ok(Some(Redeemed {
+            redirect_uri: code.redirect_uri,
+            scopes: code.scopes,
+            code_challenge: code.code_challenge,
+            nonce: code.nonce,
+            auth_time: code.auth_time,
+            sid: code.sid,
+            user,
+        }))
     }
 
     /// Deletes codes that expired before `before` (used or not).
