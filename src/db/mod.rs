@@ -576,6 +576,41 @@ impl Drop for CallerGuard {
     }
 }
 
+/// A single-use claim (a code redeemed, a refresh token rotated) in a
+/// [`write_transaction`]: `claim` makes the writes and reads back what it
+/// claimed, None when its guard matched nothing; `accept` then checks what
+/// was read back. It commits only when both succeed. A claim that matched
+/// nothing, or that `accept` refused, rolls back without having asked to
+/// commit, so the caller may still give up (503) while the refusal is told
+/// apart and answered.
+pub(crate) fn claim_once<R, T, E: From<diesel::result::Error>>(
+    conn: &mut AnyConnection,
+    claim: impl FnOnce(&mut AnyConnection) -> QueryResult<Option<R>>,
+    accept: impl FnOnce(&R) -> Result<T, E>,
+) -> Result<Option<(R, T)>, E> {
+    enum Claim<E> {
+        Missed,
+        Failed(E),
+    }
+    impl<E: From<diesel::result::Error>> From<diesel::result::Error> for Claim<E> {
+        fn from(e: diesel::result::Error) -> Self {
+            Claim::Failed(E::from(e))
+        }
+    }
+    let outcome = write_transaction(conn, |conn| {
+        let Some(claimed) = claim(conn)? else {
+            return Err(Claim::Missed);
+        };
+        let accepted = accept(&claimed).map_err(Claim::Failed)?;
+        Ok((claimed, accepted))
+    });
+    match outcome {
+        Ok(both) => Ok(Some(both)),
+        Err(Claim::Missed) => Ok(None),
+        Err(Claim::Failed(e)) => Err(e),
+    }
+}
+
 /// Runs `f` in a transaction that writes: on SQLite it begins with
 /// `BEGIN IMMEDIATE`, taking the write lock first, so that it waits for
 /// another writer (`busy_timeout`) instead of failing at once with

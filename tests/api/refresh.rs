@@ -184,11 +184,77 @@ async fn disabled_user_cannot_refresh() {
     assert_token_error(flow.refresh(&token, None).await, 400, "invalid_grant").await;
 }
 
+/// The rotation's own guard refuses a disabled user's token, whatever else
+/// disabling does (here only the flag is set: no grant is revoked), and the
+/// refusal revokes nothing.
+#[tokio::test]
+async fn a_disabled_flag_alone_refuses_the_refresh_and_revokes_nothing() {
+    use dzdesk_auth::db::schema::users;
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let body = flow.tokens(SCOPE).await;
+    let token = refresh_of(&body);
+    let grant = grant_of(body["access_token"].as_str().unwrap());
+    let user_id = flow.user_id.clone();
+    let set = move |disabled: bool| {
+        let user_id = user_id.clone();
+        move |conn: &mut _| {
+            diesel::update(users::table.find(user_id))
+                .set(users::disabled.eq(disabled))
+                .execute(conn)
+                .unwrap()
+        }
+    };
+    flow.app.with_conn(set(true)).await;
+    assert_token_error(flow.refresh(&token, None).await, 400, "invalid_grant").await;
+    assert!(grant_revoked(&flow, &grant).await.is_none());
+    // Not used up either: enabled again, it rotates.
+    flow.app.with_conn(set(false)).await;
+    assert_eq!(flow.refresh(&token, None).await.status(), 200);
+}
+
+/// A rotated token presented by another client is invalid for it, and is
+/// not a reuse: only the token's own client can revoke its grant.
+#[tokio::test]
+async fn another_client_presenting_a_rotated_token_revokes_nothing() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let body = flow.tokens(SCOPE).await;
+    let first = refresh_of(&body);
+    let grant = grant_of(body["access_token"].as_str().unwrap());
+    let second = refresh_of(&flow.refresh(&first, None).await.json().await.unwrap());
+    let (other_id, other_secret) = flow
+        .app
+        .create_client(SCOPE, &["authorization_code", "refresh_token"], false)
+        .await;
+    let resp = flow
+        .app
+        .client
+        .post(flow.app.url("/oauth/token"))
+        .basic_auth(&other_id, other_secret.as_deref())
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", &first)])
+        .send()
+        .await
+        .unwrap();
+    assert_token_error(resp, 400, "invalid_grant").await;
+    assert!(grant_revoked(&flow, &grant).await.is_none());
+    assert_eq!(flow.refresh(&second, None).await.status(), 200);
+}
+
 #[tokio::test]
 async fn twenty_parallel_refreshes_of_one_token_give_exactly_one_success() {
     let flow = Flow::new(Role::Agent, SCOPE, false).await;
     let token = refresh_of(&flow.tokens(SCOPE).await);
     assert_exactly_one_success((0..20).map(|_| flow.refresh(&token, None))).await;
+    // One successor was stored: the first token and the winner's.
+    let rows = flow
+        .app
+        .with_conn(|conn| {
+            dzdesk_auth::db::schema::refresh_tokens::table
+                .count()
+                .get_result::<i64>(conn)
+                .unwrap()
+        })
+        .await;
+    assert_eq!(rows, 2);
 }
 
 #[tokio::test]

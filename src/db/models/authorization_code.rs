@@ -58,17 +58,18 @@ pub struct Redemption<'a> {
 /// What a redemption read back: the code's request and the user.
 #[derive(QueryableByName)]
 pub struct Redeemed {
-    #[diesel(sql_type = Text)]
+    // Named apart from the user's columns, which come by name too.
+    #[diesel(sql_type = Text, column_name = code_redirect_uri)]
     pub redirect_uri: String,
-    #[diesel(sql_type = Text)]
+    #[diesel(sql_type = Text, column_name = code_scopes)]
     pub scopes: String,
-    #[diesel(sql_type = Nullable<Text>)]
+    #[diesel(sql_type = Nullable<Text>, column_name = code_challenge)]
     pub code_challenge: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
+    #[diesel(sql_type = Nullable<Text>, column_name = code_nonce)]
     pub nonce: Option<String>,
-    #[diesel(sql_type = Nullable<Timestamp>)]
+    #[diesel(sql_type = Nullable<Timestamp>, column_name = code_auth_time)]
     pub auth_time: Option<NaiveDateTime>,
-    #[diesel(sql_type = Nullable<Text>)]
+    #[diesel(sql_type = Nullable<Text>, column_name = code_sid)]
     pub sid: Option<String>,
     #[diesel(embed)]
     pub user: User,
@@ -108,13 +109,13 @@ impl AuthorizationCodeRow {
         redemption: &Redemption,
         accept: impl FnOnce(&Redeemed) -> Result<T, E>,
     ) -> Result<Option<(Redeemed, T)>, E> {
-        crate::db::write_transaction(conn, |conn| {
-            let Some(redeemed) = Self::redeem_here(conn, redemption)? else {
-                return Ok(None);
-            };
-            let accepted = accept(&redeemed)?;
-            Ok(Some((redeemed, accepted)))
-        })
+        // SQLite: a code that does not exist takes no write lock.
+        if matches!(conn, AnyConnection::Sqlite(_))
+            && Self::find(conn, redemption.code_id)?.is_none()
+        {
+            return Ok(None);
+        }
+        crate::db::claim_once(conn, |conn| Self::redeem_here(conn, redemption), accept)
     }
 
     fn redeem_here(conn: &mut AnyConnection, r: &Redemption) -> QueryResult<Option<Redeemed>> {
@@ -130,8 +131,9 @@ impl AuthorizationCodeRow {
                      (id, grant_id, scopes, created_at, expires_at, used_at) \
                      SELECT $5::text, $4, scopes, $1, $6, NULL FROM code \
                      WHERE $5::text IS NOT NULL) \
-                     SELECT code.redirect_uri, code.scopes, code.code_challenge, code.nonce, \
-                     code.auth_time, code.sid, u.* \
+                     SELECT code.redirect_uri AS code_redirect_uri, code.scopes AS code_scopes, \
+                     code.code_challenge AS code_challenge, code.nonce AS code_nonce, \
+                     code.auth_time AS code_auth_time, code.sid AS code_sid, u.* \
                      FROM code JOIN users u ON u.id = code.user_id"
                 );
                 return diesel::sql_query(sql)
@@ -157,12 +159,9 @@ impl AuthorizationCodeRow {
         if claimed != 1 {
             return Ok(None);
         }
-        let Some(code) = Self::find(conn, r.code_id)? else {
-            return Ok(None);
-        };
-        let Some(user) = User::find(conn, &code.user_id)? else {
-            return Ok(None);
-        };
+        // Claimed in this transaction: both are there (else roll back).
+        let code = Self::find(conn, r.code_id)?.ok_or(diesel::result::Error::NotFound)?;
+        let user = User::find(conn, &code.user_id)?.ok_or(diesel::result::Error::NotFound)?;
         GrantRow {
             id: r.grant_id.to_owned(),
             client_id: code.client_id.clone(),

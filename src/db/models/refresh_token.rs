@@ -47,20 +47,6 @@ impl RefreshTokenRow {
             .first(conn)
             .optional()
     }
-
-    /// Marks the token rotated. False when it already was: the affected-row
-    /// count of `UPDATE ... WHERE used_at IS NULL` lets exactly one of many
-    /// concurrent uses win.
-    pub fn mark_used(conn: &mut AnyConnection, id: &str, now: NaiveDateTime) -> QueryResult<bool> {
-        let updated = diesel::update(
-            refresh_tokens::table
-                .filter(refresh_tokens::id.eq(id))
-                .filter(refresh_tokens::used_at.is_null()),
-        )
-        .set(refresh_tokens::used_at.eq(now))
-        .execute(conn)?;
-        Ok(updated == 1)
-    }
 }
 
 /// Which presented token may be rotated, as SQL over `refresh_tokens` and
@@ -123,13 +109,16 @@ impl RefreshTokenRow {
         now: NaiveDateTime,
         accept: impl FnOnce(&Rotated) -> Result<T, E>,
     ) -> Result<Option<(Rotated, T)>, E> {
-        crate::db::write_transaction(conn, |conn| {
-            let Some(rotated) = Self::rotate_here(conn, id, client_id, successor, now)? else {
-                return Ok(None);
-            };
-            let accepted = accept(&rotated)?;
-            Ok(Some((rotated, accepted)))
-        })
+        // SQLite: a token that does not exist takes no write lock (junk
+        // tokens must not queue every writer).
+        if matches!(conn, AnyConnection::Sqlite(_)) && Self::find(conn, id)?.is_none() {
+            return Ok(None);
+        }
+        crate::db::claim_once(
+            conn,
+            |conn| Self::rotate_here(conn, id, client_id, successor, now),
+            accept,
+        )
     }
 
     fn rotate_here(
@@ -175,9 +164,9 @@ impl RefreshTokenRow {
         if claimed != 1 {
             return Ok(None);
         }
-        let Some((row, grant, user)) = Self::find_with_grant(conn, id)? else {
-            return Ok(None);
-        };
+        // Claimed in this transaction: it is there (else roll back).
+        let (row, grant, user) =
+            Self::find_with_grant(conn, id)?.ok_or(diesel::result::Error::NotFound)?;
         RefreshTokenRow {
             id: successor.id.to_owned(),
             grant_id: row.grant_id.clone(),
