@@ -21,12 +21,28 @@
 //! `scenario=flow rps=...` (`scenario=flow_openid` when the scope has
 //! `openid`), with the fields above.
 //!
+//! With the environment variable `LOGINS=1`, it measures sign-ins instead:
+//! each connection loops a real browser sign-in as a fresh browser (no
+//! cookie kept from the last one): `GET /login` (a pre-session cookie and the
+//! CSRF token of the form), then `POST /login` with the right password,
+//! answered by a 303 that sets the session cookie. rps counts sign-ins, the
+//! latencies are those of both requests, and a sign-in answered otherwise
+//! counts in non2xx (its statuses are listed in `failed=`). Every connection
+//! comes from an address of its own when BASE is on loopback (127.1.0.x;
+//! `LOGINS_ONE_ADDRESS=1` keeps them all on one): the sign-in throttle
+//! reserves a failure per (account, address) and per address before the
+//! password is checked, so 32 concurrent sign-ins from one address measure
+//! its locks, not argon2. Prints one line: `scenario=logins rps=...` with
+//! the fields above.
+//!
 //! cargo run --release --example refresh_load -- BASE CLIENT_ID CLIENT_SECRET EMAIL PASSWORD [CONNS] [SECONDS]
 //! (the password is read from the environment variable named by PASSWORD if
 //! it starts with `env:`). The client must have the redirect URI
 //! `http://127.0.0.1/cb` and the scopes asked for.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -261,6 +277,99 @@ async fn sign_in_browsers(cfg: &Config, scope: &str) -> Result<Vec<reqwest::Clie
 struct WorkerResult {
     latencies: Vec<Duration>,
     failures: usize,
+    /// Why they failed: an HTTP status, or 0 for no answer (logins only).
+    failed: BTreeMap<u16, usize>,
+}
+
+/// The `name=value` pairs of a response's `Set-Cookie` headers, as a
+/// `Cookie` header.
+fn cookies_of(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One browser sign-in of a fresh browser: `GET /login`, then `POST /login`
+/// with its pre-session cookie and CSRF token. Ok for a 303 that sets a
+/// cookie; else the status (0: no answer).
+async fn sign_in_once(http: &reqwest::Client, cfg: &Config) -> Result<(), u16> {
+    let url = format!("{}/login", cfg.base);
+    let status = |e: reqwest::Error| e.status().map_or(0, |s| s.as_u16());
+    let resp = http.get(&url).send().await.map_err(status)?;
+    if resp.status() != 200 {
+        let code = resp.status().as_u16();
+        resp.bytes().await.map_err(status)?;
+        return Err(code);
+    }
+    let cookie = cookies_of(&resp);
+    let page = resp.text().await.map_err(status)?;
+    let csrf = hidden_input(&page, "csrf_token").ok_or(200u16)?;
+    let resp = http
+        .post(&url)
+        .header("cookie", cookie)
+        .form(&[
+            ("email", cfg.email.as_str()),
+            ("password", cfg.password.as_str()),
+            ("next", "/"),
+            ("csrf_token", csrf.as_str()),
+        ])
+        .send()
+        .await
+        .map_err(status)?;
+    let code = resp.status().as_u16();
+    let signed_in = code == 303 && resp.headers().get("set-cookie").is_some();
+    // Read to the end, so that the keep-alive connection is reused.
+    resp.bytes().await.map_err(status)?;
+    if signed_in {
+        Ok(())
+    } else {
+        Err(code)
+    }
+}
+
+/// Connection `i`'s own source address on loopback (127.1.0.1, ...), so
+/// that the sign-in throttle sees one address per connection, as with
+/// people signing in from their own machines. None off loopback, or with
+/// `LOGINS_ONE_ADDRESS=1`.
+fn login_address(cfg: &Config, i: usize) -> Option<IpAddr> {
+    let host = url::Url::parse(&cfg.base).ok()?.host_str()?.to_owned();
+    let loopback = host == "localhost" || host.parse::<Ipv4Addr>().is_ok_and(|a| a.is_loopback());
+    let one = std::env::var("LOGINS_ONE_ADDRESS").is_ok_and(|v| v == "1");
+    if !loopback || one {
+        return None;
+    }
+    let [hi, lo] = u16::try_from(i % 65_000 + 1).ok()?.to_be_bytes();
+    Some(IpAddr::V4(Ipv4Addr::new(127, 1, hi, lo)))
+}
+
+/// One connection signing in again and again until `until`, as a fresh
+/// browser each time (cookies are not kept), on one keep-alive connection.
+async fn login_worker(cfg: &Config, address: Option<IpAddr>, until: Instant) -> WorkerResult {
+    let mut result = WorkerResult::default();
+    let Ok(http) = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(1)
+        .local_address(address)
+        .build()
+    else {
+        result.failures += 1;
+        return result;
+    };
+    while Instant::now() < until {
+        let started = Instant::now();
+        match sign_in_once(&http, cfg).await {
+            Ok(()) => result.latencies.push(started.elapsed()),
+            Err(code) => {
+                result.failures += 1;
+                *result.failed.entry(code).or_default() += 1;
+            }
+        }
+    }
+    result
 }
 
 /// One keep-alive connection refreshing its own token chain until `until`.
@@ -343,6 +452,9 @@ where
         let r = h.await?;
         total.latencies.extend(r.latencies);
         total.failures += r.failures;
+        for (code, n) in r.failed {
+            *total.failed.entry(code).or_default() += n;
+        }
     }
     Ok((total, started.elapsed().as_secs_f64()))
 }
@@ -364,7 +476,17 @@ async fn main() -> Result<(), BoxError> {
     let flow_scope = std::env::var("FLOW_SCOPE")
         .ok()
         .filter(|s| !s.trim().is_empty());
+    let logins = std::env::var("LOGINS").is_ok_and(|v| v == "1");
     let (scenario, result, elapsed) = match flow_scope {
+        None if logins => {
+            let addresses: Vec<_> = (0..cfg.conns).map(|i| login_address(&cfg, i)).collect();
+            let (result, elapsed) = run_all(addresses, cfg.duration, |address, until| {
+                let cfg = cfg.clone();
+                async move { login_worker(&cfg, address, until).await }
+            })
+            .await?;
+            ("logins", result, elapsed)
+        }
         None => {
             let tokens = seed(&cfg).await?;
             let (result, elapsed) = run_all(tokens, cfg.duration, |token, until| {
@@ -392,15 +514,25 @@ async fn main() -> Result<(), BoxError> {
     let WorkerResult {
         mut latencies,
         failures,
+        failed,
     } = result;
     latencies.sort_unstable();
+    // Statuses of the failed sign-ins (logins only; 0: no answer).
+    let failed = if scenario == "logins" {
+        let list: Vec<String> = failed.iter().map(|(c, n)| format!("{c}:{n}")).collect();
+        format!(" failed={{{}}}", list.join(","))
+    } else {
+        String::new()
+    };
     println!(
-        "scenario={scenario} rps={:.0} p50_ms={:.2} p99_ms={:.2} non2xx={} requests={}",
+        "scenario={scenario} rps={:.prec$} p50_ms={:.2} p99_ms={:.2} non2xx={} requests={}{failed}",
         latencies.len() as f64 / elapsed,
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
         failures,
-        latencies.len()
+        latencies.len(),
+        // Sign-ins are tens per second: one decimal.
+        prec = usize::from(scenario == "logins"),
     );
     Ok(())
 }
