@@ -2,7 +2,7 @@
 //! verification that pins the algorithm per key, and the JWKS (RFC 7517).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -162,13 +162,24 @@ pub struct KeyRing {
     /// Tokens whose signature and claims this ring has verified, by SHA-256
     /// of (issuer, audience, token): the same bytes verify the same way, so
     /// a service introspecting one bearer token on every request pays the
-    /// ECDSA verification once. Expiry is re-checked on every hit; the map is
-    /// dropped with the ring at each key reload.
-    verified: RwLock<HashMap<[u8; 32], AccessClaims>>,
+    /// ECDSA verification once. Expiry is re-checked on every hit. A reload
+    /// that finds the same public keys keeps the map
+    /// ([`KeyRing::keep_verified_of`]): dropping it every
+    /// `DZDESK_KEY_RELOAD_SECS` made every token pay its verification again
+    /// at once, a latency spike a minute. In [`SHARDS`] shards, so that a
+    /// shard's growth (a rehash under its write lock) holds up a sixteenth
+    /// of the readers, for a sixteenth as long.
+    verified: Arc<[RwLock<HashMap<[u8; 32], AccessClaims>>; SHARDS]>,
 }
 
-/// Verified tokens remembered per key ring at most; when full it starts over.
+/// Verified tokens remembered per key set at most; when a shard is full it
+/// starts over.
 pub const MAX_VERIFIED: usize = 50_000;
+const SHARDS: usize = 16;
+
+fn empty_verified() -> Arc<[RwLock<HashMap<[u8; 32], AccessClaims>>; SHARDS]> {
+    Arc::new(std::array::from_fn(|_| RwLock::new(HashMap::new())))
+}
 
 impl KeyRing {
     /// Loads the current keys, creating the first one on a fresh database.
@@ -232,8 +243,18 @@ impl KeyRing {
             encoding: EncodingKey::from_ec_der(&active.private_key),
             verifying,
             jwks: JwkSet { keys },
-            verified: RwLock::new(HashMap::new()),
+            verified: empty_verified(),
         })
+    }
+
+    /// Takes over what `older` has verified when both trust exactly the
+    /// same public keys (same kids, same keys): a token verifies under this
+    /// ring as it did under that one. A key added, revoked or dropped starts
+    /// an empty map.
+    pub fn keep_verified_of(&mut self, older: &KeyRing) {
+        if self.jwks == older.jwks {
+            self.verified = older.verified.clone();
+        }
     }
 
     pub fn signing_kid(&self) -> &str {
@@ -359,7 +380,8 @@ impl KeyRing {
             return Err(JwtError::Signature);
         }
         let key: [u8; 32] = hash.finalize().into();
-        let hit = self.verified.read().ok().and_then(|m| m.get(&key).cloned());
+        let shard = &self.verified[usize::from(key[0]) % SHARDS];
+        let hit = shard.read().ok().and_then(|m| m.get(&key).cloned());
         if let Some(claims) = hit {
             if claims.exp + LEEWAY_SECS < now {
                 return Err(JwtError::Expired);
@@ -367,8 +389,8 @@ impl KeyRing {
             return Ok(claims);
         }
         let claims = self.verify(token, issuer, audience, now)?;
-        if let Ok(mut m) = self.verified.write() {
-            if m.len() >= MAX_VERIFIED {
+        if let Ok(mut m) = shard.write() {
+            if m.len() >= MAX_VERIFIED / SHARDS {
                 m.clear();
             }
             m.insert(key, claims.clone());
@@ -483,6 +505,19 @@ mod tests {
 
     const ISS: &str = "https://auth.example.com";
     const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn a_reload_with_the_same_keys_keeps_what_was_verified_and_new_keys_do_not() {
+        let row = generate_key(chrono::Utc::now().naive_utc()).unwrap();
+        let older = KeyRing::from_rows(std::slice::from_ref(&row)).unwrap();
+        let mut same = KeyRing::from_rows(std::slice::from_ref(&row)).unwrap();
+        same.keep_verified_of(&older);
+        assert!(Arc::ptr_eq(&same.verified, &older.verified));
+        let other = generate_key(chrono::Utc::now().naive_utc()).unwrap();
+        let mut rotated = KeyRing::from_rows(&[other, row]).unwrap();
+        rotated.keep_verified_of(&older);
+        assert!(!Arc::ptr_eq(&rotated.verified, &older.verified));
+    }
 
     #[test]
     fn verify_cached_remembers_only_successes_and_rechecks_expiry() {

@@ -5,7 +5,7 @@
 //! (SQLite, or PostgreSQL while the listener is down), and in any case every
 //! `DZDESK_KEY_RELOAD_SECS`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,9 @@ pub struct KeyStore {
     /// stale, and a slow read that began before a newer one can never
     /// replace it (it would bring revoked keys back).
     epoch: AtomicU64,
+    /// A caller is re-reading a ring that is only old (not invalidated):
+    /// the others go on with it meanwhile.
+    reloading: AtomicBool,
     reload_every: Duration,
     max_token_lifetime: chrono::Duration,
     /// Opens the private keys on every reload.
@@ -45,6 +48,7 @@ impl KeyStore {
         Self {
             current: RwLock::new((ring, Instant::now(), 0)),
             epoch: AtomicU64::new(0),
+            reloading: AtomicBool::new(false),
             sealer,
             reload_every,
             max_token_lifetime,
@@ -52,11 +56,48 @@ impl KeyStore {
     }
 
     /// The keys in memory, if not invalidated and younger than the reload
-    /// interval. No I/O.
+    /// interval; or older, up to twice the interval, while another caller
+    /// re-reads them (stale while revalidating: when the interval ran out,
+    /// every request at that moment went to the database at once to read
+    /// the same keys). No I/O.
     pub fn cached(&self) -> Option<Arc<KeyRing>> {
         let (ring, loaded, epoch) = self.snapshot();
-        let fresh = epoch == self.epoch.load(Ordering::Acquire);
-        (fresh && loaded.elapsed() < self.reload_every).then_some(ring)
+        if epoch != self.epoch.load(Ordering::Acquire) {
+            return None;
+        }
+        let age = loaded.elapsed();
+        let usable = age < self.reload_every
+            || (age < self.reload_every * 2 && self.reloading.load(Ordering::Acquire));
+        usable.then_some(ring)
+    }
+
+    /// The keys, re-read first when invalidated or older than the reload
+    /// interval: an invalidated ring is never used, and of the callers that
+    /// find it only old, one re-reads it while the others use it (up to
+    /// twice the interval, and also when that re-read fails). Blocking
+    /// (may query): call with a connection on the blocking pool.
+    pub fn current(&self, conn: &mut AnyConnection) -> anyhow::Result<Arc<KeyRing>> {
+        if let Some(ring) = self.cached() {
+            return Ok(ring);
+        }
+        let (ring, loaded, epoch) = self.snapshot();
+        let only_old =
+            epoch == self.epoch.load(Ordering::Acquire) && loaded.elapsed() < self.reload_every * 2;
+        if !only_old {
+            return self.reload(conn);
+        }
+        if self.reloading.swap(true, Ordering::AcqRel) {
+            return Ok(ring);
+        }
+        let reloaded = self.reload(conn);
+        self.reloading.store(false, Ordering::Release);
+        match reloaded {
+            Ok(newer) => Ok(newer),
+            Err(e) => {
+                log::warn!("signing keys could not be re-read, the ones in memory go on: {e:#}");
+                Ok(ring)
+            }
+        }
     }
 
     /// The keys changed in the database (a rotation, a revoked key): stop
@@ -77,16 +118,6 @@ impl KeyStore {
             Err(poisoned) => poisoned.into_inner(),
         };
         (guard.0.clone(), guard.1, guard.2)
-    }
-
-    /// The keys, re-read first when invalidated or older than the reload
-    /// interval. Blocking (may query): call with a connection on the
-    /// blocking pool.
-    pub fn current(&self, conn: &mut AnyConnection) -> anyhow::Result<Arc<KeyRing>> {
-        match self.cached() {
-            Some(ring) => Ok(ring),
-            None => self.reload(conn),
-        }
     }
 
     /// The keys to check `token` with: [`KeyStore::current`], re-read (at
@@ -111,12 +142,14 @@ impl KeyStore {
         // the result stale, and a read that began earlier than the one
         // installed is never installed over it.
         let epoch = self.epoch.load(Ordering::Acquire);
-        let ring = Arc::new(KeyRing::load(
+        let mut ring = KeyRing::load(
             conn,
             &self.sealer,
             Utc::now().naive_utc(),
             self.max_token_lifetime,
-        )?);
+        )?;
+        ring.keep_verified_of(&self.snapshot().0);
+        let ring = Arc::new(ring);
         self.install(ring.clone(), epoch);
         Ok(ring)
     }
@@ -201,6 +234,36 @@ mod tests {
         let before = store.epoch.load(Ordering::Acquire);
         store.invalidate();
         store.install(ring(), before);
+        assert!(store.cached().is_none());
+    }
+
+    #[test]
+    fn an_old_ring_is_served_while_one_caller_rereads_it_never_an_invalidated_one() {
+        let store = KeyStore::new(
+            ring(),
+            Sealer::default(),
+            Duration::from_millis(20),
+            chrono::Duration::hours(1),
+        );
+        assert!(store.cached().is_some());
+        std::thread::sleep(Duration::from_millis(25));
+        // Old, and nobody re-reads it: this caller must.
+        assert!(store.cached().is_none());
+        // Another caller re-reads it: served meanwhile ...
+        store.reloading.store(true, Ordering::Release);
+        assert!(store.cached().is_some());
+        // ... but not once invalidated (a key changed) ...
+        store.invalidate();
+        assert!(store.cached().is_none());
+        // ... nor past twice the interval.
+        let store = KeyStore::new(
+            ring(),
+            Sealer::default(),
+            Duration::from_millis(20),
+            chrono::Duration::hours(1),
+        );
+        store.reloading.store(true, Ordering::Release);
+        std::thread::sleep(Duration::from_millis(45));
         assert!(store.cached().is_none());
     }
 }
