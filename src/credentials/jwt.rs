@@ -169,15 +169,18 @@ pub struct KeyRing {
     /// at once, a latency spike a minute. In [`SHARDS`] shards, so that a
     /// shard's growth (a rehash under its write lock) holds up a sixteenth
     /// of the readers, for a sixteenth as long.
-    verified: Arc<[RwLock<HashMap<[u8; 32], AccessClaims>>; SHARDS]>,
+    verified: Verified,
 }
+
+/// The verification cache's shards, keyed by the SHA-256 above.
+type Verified = Arc<[RwLock<HashMap<[u8; 32], AccessClaims>>; SHARDS]>;
 
 /// Verified tokens remembered per key set at most; when a shard is full it
 /// starts over.
 pub const MAX_VERIFIED: usize = 50_000;
 const SHARDS: usize = 16;
 
-fn empty_verified() -> Arc<[RwLock<HashMap<[u8; 32], AccessClaims>>; SHARDS]> {
+fn empty_verified() -> Verified {
     Arc::new(std::array::from_fn(|_| RwLock::new(HashMap::new())))
 }
 
