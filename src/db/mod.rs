@@ -8,6 +8,7 @@
 //! own that picks the backend from the URL scheme and keeps the real error.
 
 pub mod models;
+pub mod prepared;
 pub mod schema;
 pub mod sealed;
 mod types;

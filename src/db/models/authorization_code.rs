@@ -1,8 +1,11 @@
+use std::sync::LazyLock;
+
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::{Nullable, Text, Timestamp};
 
-use crate::db::models::{GrantRow, RefreshTokenRow, Successor, User};
+use crate::db::models::{GrantRow, RefreshTokenRow, Successor, User, USER_COLUMNS};
+use crate::db::prepared::{Bind, Prepared};
 use crate::db::schema::authorization_codes;
 use crate::db::AnyConnection;
 
@@ -44,6 +47,31 @@ pub struct AuthorizationCodeRow {
 /// again to tell which rule refused it (and revokes on a replay).
 const REDEEMABLE: &str = "id = $2 AND used_at IS NULL AND expires_at > $1 \
      AND client_id = $3 AND user_id IN (SELECT id FROM users WHERE NOT disabled)";
+
+/// The redemption on PostgreSQL: one statement ($4 the new grant's id, $5
+/// the first refresh token's or NULL, $6 its expiry).
+static REDEEM_ON_POSTGRES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH code AS (UPDATE authorization_codes SET used_at = $1, grant_id = $4 \
+         WHERE {REDEEMABLE} RETURNING *), \
+         new_grant AS (INSERT INTO grants \
+         (id, client_id, user_id, scopes, created_at, revoked_at, auth_time, sid) \
+         SELECT $4, client_id, user_id, scopes, $1, NULL, auth_time, sid FROM code), \
+         refresh AS (INSERT INTO refresh_tokens \
+         (id, grant_id, scopes, created_at, expires_at, used_at) \
+         SELECT $5::text, $4, scopes, $1, $6, NULL FROM code \
+         WHERE $5::text IS NOT NULL) \
+         SELECT code.redirect_uri AS code_redirect_uri, code.scopes AS code_scopes, \
+         code.code_challenge AS code_challenge, code.nonce AS code_nonce, \
+         code.auth_time AS code_auth_time, code.sid AS code_sid, {USER_COLUMNS} \
+         FROM code JOIN users u ON u.id = code.user_id"
+    )
+});
+
+/// The claim of a redemption on SQLite (the rest follows in its
+/// transaction).
+static REDEEM_ON_SQLITE: LazyLock<String> =
+    LazyLock::new(|| format!("UPDATE authorization_codes SET used_at = $1 WHERE {REDEEMABLE}"));
 
 /// One redemption's new rows: the grant's id and the refresh token's (None
 /// for a client without the refresh_token grant).
@@ -121,41 +149,26 @@ impl AuthorizationCodeRow {
     fn redeem_here(conn: &mut AnyConnection, r: &Redemption) -> QueryResult<Option<Redeemed>> {
         let lite = match conn {
             AnyConnection::Postgresql(pg) => {
-                let sql = format!(
-                    "WITH code AS (UPDATE authorization_codes SET used_at = $1, grant_id = $4 \
-                     WHERE {REDEEMABLE} RETURNING *), \
-                     new_grant AS (INSERT INTO grants \
-                     (id, client_id, user_id, scopes, created_at, revoked_at, auth_time, sid) \
-                     SELECT $4, client_id, user_id, scopes, $1, NULL, auth_time, sid FROM code), \
-                     refresh AS (INSERT INTO refresh_tokens \
-                     (id, grant_id, scopes, created_at, expires_at, used_at) \
-                     SELECT $5::text, $4, scopes, $1, $6, NULL FROM code \
-                     WHERE $5::text IS NOT NULL) \
-                     SELECT code.redirect_uri AS code_redirect_uri, code.scopes AS code_scopes, \
-                     code.code_challenge AS code_challenge, code.nonce AS code_nonce, \
-                     code.auth_time AS code_auth_time, code.sid AS code_sid, u.* \
-                     FROM code JOIN users u ON u.id = code.user_id"
-                );
-                return diesel::sql_query(sql)
-                    .bind::<Timestamp, _>(r.now)
-                    .bind::<Text, _>(r.code_id)
-                    .bind::<Text, _>(r.client_id)
-                    .bind::<Text, _>(r.grant_id)
-                    .bind::<Nullable<Text>, _>(r.refresh.map(|s| s.id))
-                    .bind::<Timestamp, _>(r.refresh.map_or(r.now, |s| s.expires_at))
+                let binds = [
+                    Bind::Timestamp(r.now),
+                    Bind::Text(r.code_id),
+                    Bind::Text(r.client_id),
+                    Bind::Text(r.grant_id),
+                    Bind::NullableText(r.refresh.map(|s| s.id)),
+                    Bind::Timestamp(r.refresh.map_or(r.now, |s| s.expires_at)),
+                ];
+                return Prepared::new(&REDEEM_ON_POSTGRES, &binds)
                     .get_result::<Redeemed>(pg)
                     .optional();
             }
             AnyConnection::Sqlite(lite) => lite,
         };
-        // SQLite numbers `$n` parameters by first appearance: $1, $2, $3.
-        let claimed = diesel::sql_query(format!(
-            "UPDATE authorization_codes SET used_at = $1 WHERE {REDEEMABLE}"
-        ))
-        .bind::<Timestamp, _>(r.now)
-        .bind::<Text, _>(r.code_id)
-        .bind::<Text, _>(r.client_id)
-        .execute(lite)?;
+        let binds = [
+            Bind::Timestamp(r.now),
+            Bind::Text(r.code_id),
+            Bind::Text(r.client_id),
+        ];
+        let claimed = Prepared::new(&REDEEM_ON_SQLITE, &binds).execute(lite)?;
         if claimed != 1 {
             return Ok(None);
         }

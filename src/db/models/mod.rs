@@ -28,4 +28,4 @@ pub use revoked_access_token::RevokedAccessToken;
 pub use server_secret::ServerSecret;
 pub use session::Session;
 pub use signing_key::SigningKeyRow;
-pub use user::{CreateUserError, User, UserChanges};
+pub use user::{CreateUserError, User, UserChanges, USER_COLUMNS};

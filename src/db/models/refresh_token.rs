@@ -1,8 +1,11 @@
+use std::sync::LazyLock;
+
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::{Nullable, Text, Timestamp};
 
-use crate::db::models::{GrantRow, User};
+use crate::db::models::{GrantRow, User, USER_COLUMNS};
+use crate::db::prepared::{Bind, Prepared};
 use crate::db::schema::{grants, refresh_tokens, users};
 use crate::db::AnyConnection;
 
@@ -64,6 +67,26 @@ impl RefreshTokenRow {
 const ROTATABLE: &str = "id = $2 AND used_at IS NULL AND expires_at > $1 \
      AND grant_id IN (SELECT g.id FROM grants g JOIN users u ON u.id = g.user_id \
      WHERE g.client_id = $3 AND g.revoked_at IS NULL AND NOT u.disabled)";
+
+/// The rotation on PostgreSQL: one statement ($4 the successor's id, $5
+/// and $6 its creation and expiry).
+static ROTATE_ON_POSTGRES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH used AS (UPDATE refresh_tokens SET used_at = $1 WHERE {ROTATABLE} \
+         RETURNING grant_id, scopes), \
+         successor AS (INSERT INTO refresh_tokens \
+         (id, grant_id, scopes, created_at, expires_at, used_at) \
+         SELECT $4, grant_id, scopes, $5, $6, NULL FROM used) \
+         SELECT used.grant_id, used.scopes AS token_scopes, \
+         g.auth_time AS grant_auth_time, g.sid AS grant_sid, {USER_COLUMNS} \
+         FROM used JOIN grants g ON g.id = used.grant_id \
+         JOIN users u ON u.id = g.user_id"
+    )
+});
+
+/// The claim of a rotation on SQLite (the rest follows in its transaction).
+static ROTATE_ON_SQLITE: LazyLock<String> =
+    LazyLock::new(|| format!("UPDATE refresh_tokens SET used_at = $1 WHERE {ROTATABLE}"));
 
 /// What a rotation read back: the presented token's grant and scopes, and
 /// the grant's user.
@@ -130,37 +153,22 @@ impl RefreshTokenRow {
     ) -> QueryResult<Option<Rotated>> {
         let lite = match conn {
             AnyConnection::Postgresql(pg) => {
-                let sql = format!(
-                    "WITH used AS (UPDATE refresh_tokens SET used_at = $1 WHERE {ROTATABLE} \
-                     RETURNING grant_id, scopes), \
-                     successor AS (INSERT INTO refresh_tokens \
-                     (id, grant_id, scopes, created_at, expires_at, used_at) \
-                     SELECT $4, grant_id, scopes, $5, $6, NULL FROM used) \
-                     SELECT used.grant_id, used.scopes AS token_scopes, \
-                     g.auth_time AS grant_auth_time, g.sid AS grant_sid, u.* \
-                     FROM used JOIN grants g ON g.id = used.grant_id \
-                     JOIN users u ON u.id = g.user_id"
-                );
-                return diesel::sql_query(sql)
-                    .bind::<Timestamp, _>(now)
-                    .bind::<Text, _>(id)
-                    .bind::<Text, _>(client_id)
-                    .bind::<Text, _>(successor.id)
-                    .bind::<Timestamp, _>(successor.created_at)
-                    .bind::<Timestamp, _>(successor.expires_at)
+                let binds = [
+                    Bind::Timestamp(now),
+                    Bind::Text(id),
+                    Bind::Text(client_id),
+                    Bind::Text(successor.id),
+                    Bind::Timestamp(successor.created_at),
+                    Bind::Timestamp(successor.expires_at),
+                ];
+                return Prepared::new(&ROTATE_ON_POSTGRES, &binds)
                     .get_result::<Rotated>(pg)
                     .optional();
             }
             AnyConnection::Sqlite(lite) => lite,
         };
-        // SQLite numbers `$n` parameters by first appearance: $1, $2, $3.
-        let claimed = diesel::sql_query(format!(
-            "UPDATE refresh_tokens SET used_at = $1 WHERE {ROTATABLE}"
-        ))
-        .bind::<Timestamp, _>(now)
-        .bind::<Text, _>(id)
-        .bind::<Text, _>(client_id)
-        .execute(lite)?;
+        let binds = [Bind::Timestamp(now), Bind::Text(id), Bind::Text(client_id)];
+        let claimed = Prepared::new(&ROTATE_ON_SQLITE, &binds).execute(lite)?;
         if claimed != 1 {
             return Ok(None);
         }

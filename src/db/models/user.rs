@@ -28,6 +28,14 @@ pub struct User {
     pub rate_limit: Option<i64>,
 }
 
+/// [`User`]'s columns of `users u`, for statements written as SQL that
+/// read a user by name (`QueryableByName`). Named one by one, never `u.*`:
+/// a prepared statement whose result gains a column (a migration of a newer
+/// instance) fails on PostgreSQL with "cached plan must not change result
+/// type".
+pub const USER_COLUMNS: &str = "u.id, u.email, u.role, u.password_hash, u.disabled, \
+     u.created_at, u.updated_at, u.ip_allowlist, u.plan, u.rate_limit";
+
 impl fmt::Debug for User {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("User")
