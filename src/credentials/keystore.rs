@@ -89,10 +89,18 @@ impl KeyStore {
         if self.reloading.swap(true, Ordering::AcqRel) {
             return Ok(ring);
         }
-        let reloaded = self.reload(conn);
-        self.reloading.store(false, Ordering::Release);
-        match reloaded {
+        // Lowered however the read ends (an error, a panic).
+        struct Reloading<'a>(&'a AtomicBool);
+        impl Drop for Reloading<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _reloading = Reloading(&self.reloading);
+        match self.reload(conn) {
             Ok(newer) => Ok(newer),
+            // Never a ring invalidated during the failed read.
+            Err(e) if epoch != self.epoch.load(Ordering::Acquire) => Err(e),
             Err(e) => {
                 log::warn!("signing keys could not be re-read, the ones in memory go on: {e:#}");
                 Ok(ring)
@@ -127,8 +135,9 @@ impl KeyStore {
     pub fn for_token(&self, conn: &mut AnyConnection, token: &str) -> anyhow::Result<Arc<KeyRing>> {
         let keys = self.current(conn)?;
         if names_unknown_key(token, &keys) {
-            let (ring, loaded, _) = self.snapshot();
-            if loaded.elapsed() < Duration::from_secs(1) {
+            let (ring, loaded, epoch) = self.snapshot();
+            let fresh = epoch == self.epoch.load(Ordering::Acquire);
+            if fresh && loaded.elapsed() < Duration::from_secs(1) {
                 return Ok(ring);
             }
             return self.reload(conn);
@@ -242,11 +251,11 @@ mod tests {
         let store = KeyStore::new(
             ring(),
             Sealer::default(),
-            Duration::from_millis(20),
+            Duration::from_millis(300),
             chrono::Duration::hours(1),
         );
         assert!(store.cached().is_some());
-        std::thread::sleep(Duration::from_millis(25));
+        std::thread::sleep(Duration::from_millis(350));
         // Old, and nobody re-reads it: this caller must.
         assert!(store.cached().is_none());
         // Another caller re-reads it: served meanwhile ...
@@ -259,11 +268,11 @@ mod tests {
         let store = KeyStore::new(
             ring(),
             Sealer::default(),
-            Duration::from_millis(20),
+            Duration::from_millis(300),
             chrono::Duration::hours(1),
         );
         store.reloading.store(true, Ordering::Release);
-        std::thread::sleep(Duration::from_millis(45));
+        std::thread::sleep(Duration::from_millis(650));
         assert!(store.cached().is_none());
     }
 }

@@ -117,8 +117,10 @@ async fn listen_once(
     // back.
     let heartbeat = async {
         let mut last_prune = std::time::Instant::now();
-        // When a marker last made the round trip (or the view went live).
-        let mut last_back: Option<std::time::Instant> = None;
+        // By when a marker must be back: HEARTBEAT_TIMEOUT after the last
+        // one was, or after the view went live (at most one HEARTBEAT before
+        // this loop first saw it live: counted from then, to err short).
+        let mut deadline: Option<std::time::Instant> = None;
         loop {
             actix_web::rt::time::sleep(HEARTBEAT).await;
             if !live_here.load(Ordering::Acquire) {
@@ -127,13 +129,23 @@ async fn listen_once(
             if !view.is_live() {
                 anyhow::bail!("the view was taken down (a fence failed); reconnecting");
             }
-            let since = *last_back.get_or_insert_with(std::time::Instant::now);
-            let left = HEARTBEAT_TIMEOUT.saturating_sub(since.elapsed());
-            match send_marker_and_wait(db, view, left).await {
-                Marker::Back => last_back = Some(std::time::Instant::now()),
+            let due = *deadline.get_or_insert_with(|| {
+                std::time::Instant::now() + HEARTBEAT_TIMEOUT.saturating_sub(HEARTBEAT)
+            });
+            let left = due.saturating_duration_since(std::time::Instant::now());
+            // The send and the wait both within what is left.
+            let marker = actix_web::rt::time::timeout(left, send_marker_and_wait(db, view, left))
+                .await
+                .unwrap_or(Marker::Lost);
+            match marker {
+                Marker::Back => {
+                    deadline = Some(std::time::Instant::now() + HEARTBEAT_TIMEOUT);
+                }
                 // Sent and never back: the connection does not deliver.
-                Marker::Lost => anyhow::bail!("heartbeat marker not delivered"),
-                Marker::NotSent if since.elapsed() >= HEARTBEAT_TIMEOUT => {
+                Marker::Lost => anyhow::bail!("heartbeat marker not delivered in time"),
+                // Not sent: tried again after HEARTBEAT, if that is before
+                // the deadline.
+                Marker::NotSent if std::time::Instant::now() + HEARTBEAT >= due => {
                     anyhow::bail!("no heartbeat marker could be sent for {HEARTBEAT_TIMEOUT:?}")
                 }
                 Marker::NotSent => continue,
