@@ -42,6 +42,22 @@ async fn grant_revoked(flow: &Flow, grant: &str) -> Option<chrono::NaiveDateTime
         .await
 }
 
+/// `token` presented by a new client of its own (with the same grants).
+async fn refresh_by_another_client(flow: &Flow, token: &str) -> reqwest::Response {
+    let (other_id, other_secret) = flow
+        .app
+        .create_client(SCOPE, &["authorization_code", "refresh_token"], false)
+        .await;
+    flow.app
+        .client
+        .post(flow.app.url("/oauth/token"))
+        .basic_auth(&other_id, other_secret.as_deref())
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", token)])
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn refresh_rotates_the_token_on_every_use() {
     let flow = Flow::new(Role::Agent, SCOPE, false).await;
@@ -115,20 +131,12 @@ async fn refresh_may_narrow_scope_but_never_widen_it() {
 async fn refresh_token_of_another_client_is_invalid_grant() {
     let flow = Flow::new(Role::Agent, SCOPE, false).await;
     let token = refresh_of(&flow.tokens(SCOPE).await);
-    let (other_id, other_secret) = flow
-        .app
-        .create_client(SCOPE, &["authorization_code", "refresh_token"], false)
-        .await;
-    let resp = flow
-        .app
-        .client
-        .post(flow.app.url("/oauth/token"))
-        .basic_auth(&other_id, other_secret.as_deref())
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", &token)])
-        .send()
-        .await
-        .unwrap();
-    assert_token_error(resp, 400, "invalid_grant").await;
+    assert_token_error(
+        refresh_by_another_client(&flow, &token).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
     // Not a reuse of the owner's token: it still works.
     assert_eq!(flow.refresh(&token, None).await.status(), 200);
 }
@@ -221,20 +229,12 @@ async fn another_client_presenting_a_rotated_token_revokes_nothing() {
     let first = refresh_of(&body);
     let grant = grant_of(body["access_token"].as_str().unwrap());
     let second = refresh_of(&flow.refresh(&first, None).await.json().await.unwrap());
-    let (other_id, other_secret) = flow
-        .app
-        .create_client(SCOPE, &["authorization_code", "refresh_token"], false)
-        .await;
-    let resp = flow
-        .app
-        .client
-        .post(flow.app.url("/oauth/token"))
-        .basic_auth(&other_id, other_secret.as_deref())
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", &first)])
-        .send()
-        .await
-        .unwrap();
-    assert_token_error(resp, 400, "invalid_grant").await;
+    assert_token_error(
+        refresh_by_another_client(&flow, &first).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
     assert!(grant_revoked(&flow, &grant).await.is_none());
     assert_eq!(flow.refresh(&second, None).await.status(), 200);
 }
