@@ -19,7 +19,7 @@ use crate::credentials::jwt::KeyRing;
 use crate::credentials::prefixes;
 use crate::db::models::{
     AuthorizationCodeRow, Client, GrantRow, Redeemed, Redemption, RefreshTokenRow, Rotated,
-    Successor,
+    Successor, User,
 };
 use crate::db::AnyConnection;
 use crate::domain::{GrantType, ScopeSet};
@@ -136,6 +136,44 @@ fn check_request(
     ScopeSet::parse(&code.scopes).map_err(|e| OAuthError::server(anyhow::anyhow!(e)))
 }
 
+/// What a use of a user's grant hands out (the code exchange, a refresh).
+struct Issue<'a> {
+    user: &'a User,
+    client: &'a Client,
+    grant_id: &'a str,
+    scope: ScopeSet,
+    authn: oidc::Authentication,
+    refresh_token: Option<String>,
+}
+
+impl Issue<'_> {
+    /// The access token, and the ID token when the scope has `openid`.
+    fn sign(
+        self,
+        keys: &KeyRing,
+        cfg: &TokenConfig,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedTokens, OAuthError> {
+        let (user, client, scope) = (self.user, self.client, self.scope);
+        let (access_token, expires_in) =
+            sign_access_token(keys, cfg, &user.id, &client.id, &scope, self.grant_id, now)?;
+        let about = oidc::IdTokenFor {
+            user,
+            client_id: &client.id,
+            scope: &scope,
+            access_token: &access_token,
+        };
+        let id_token = oidc::id_token(keys, cfg, about, &self.authn, now)?;
+        Ok(IssuedTokens {
+            access_token,
+            expires_in,
+            scope,
+            refresh_token: self.refresh_token,
+            id_token,
+        })
+    }
+}
+
 /// A new refresh token, and the id its row is stored under (its hash).
 fn new_refresh_token() -> (String, String) {
     let token = tokens::new_secret(prefixes::REFRESH_TOKEN);
@@ -198,29 +236,21 @@ pub fn authorization_code(
         user,
         ..
     } = redeemed;
-    let (access_token, expires_in) =
-        sign_access_token(keys, cfg, &user.id, &client.id, &scope, &grant_id, now)?;
     // OIDC Core 3.1.3.3: the code exchange of an `openid` request returns an
     // ID token, with the request's nonce exactly (3.1.3.6).
-    let authn = oidc::Authentication {
-        auth_time,
-        sid,
-        nonce,
-    };
-    let about = oidc::IdTokenFor {
+    let issue = Issue {
         user: &user,
-        client_id: &client.id,
-        scope: &scope,
-        access_token: &access_token,
-    };
-    let id_token = oidc::id_token(keys, cfg, about, &authn, now)?;
-    Ok(IssuedTokens {
-        access_token,
-        expires_in,
+        client,
+        grant_id: &grant_id,
         scope,
+        authn: oidc::Authentication {
+            auth_time,
+            sid,
+            nonce,
+        },
         refresh_token: refresh.map(|(token, _)| token),
-        id_token,
-    })
+    };
+    issue.sign(keys, cfg, now)
 }
 
 /// `grant_type=refresh_token` (RFC 6749 6) with rotation: every use returns
@@ -270,29 +300,21 @@ pub fn refresh_token(
         user,
         ..
     } = rotated;
-    let (access_token, expires_in) =
-        sign_access_token(keys, cfg, &user.id, &client.id, &scope, &grant_id, now)?;
     // OIDC Core 12.2: a refresh of an `openid` grant returns an ID token with
     // the same sub, aud and auth_time (and no nonce).
-    let authn = oidc::Authentication {
-        auth_time: grant_auth_time,
-        sid: grant_sid,
-        nonce: None,
-    };
-    let about = oidc::IdTokenFor {
+    let issue = Issue {
         user: &user,
-        client_id: &client.id,
-        scope: &scope,
-        access_token: &access_token,
-    };
-    let id_token = oidc::id_token(keys, cfg, about, &authn, now)?;
-    Ok(IssuedTokens {
-        access_token,
-        expires_in,
+        client,
+        grant_id: &grant_id,
         scope,
+        authn: oidc::Authentication {
+            auth_time: grant_auth_time,
+            sid: grant_sid,
+            nonce: None,
+        },
         refresh_token: Some(token),
-        id_token,
-    })
+    };
+    issue.sign(keys, cfg, now)
 }
 
 /// Why a presented refresh token was not rotated, read again after the
