@@ -182,12 +182,25 @@ where
     let test_db = TestDatabase::new();
     let mut settings = test_settings(&test_db.url);
     adjust(&mut settings);
-    let db = Database::connect_with_timeout(
-        &settings.database_url,
-        settings.db_pool_size,
-        settings.db_timeout,
-    )
-    .expect("connect test database");
+    // Set-up, not the behaviour under test: r2d2 waits `db_timeout` (2 s)
+    // for the pool's first connection, and a fresh SQLite file switching to
+    // WAL can take longer while other tests flush (`Error(None)` failed two
+    // tests at once, here and in a CI run). Up to five tries.
+    let mut tries = 0;
+    let db = loop {
+        match Database::connect_with_timeout(
+            &settings.database_url,
+            settings.db_pool_size,
+            settings.db_timeout,
+        ) {
+            Ok(db) => break db,
+            Err(e) if tries < 4 => {
+                tries += 1;
+                eprintln!("connect test database (try {tries}): {e}; again");
+            }
+            Err(e) => panic!("connect test database: {e}"),
+        }
+    };
     db.migrate().expect("migrate test database");
     let keys = ServerKeys::load(&db, &settings).await.expect("server keys");
     let app = Application::build_with(settings.clone(), db.clone(), keys, extra_v1)
