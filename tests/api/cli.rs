@@ -117,7 +117,7 @@ fn user_count(db: &TestDatabase) -> i64 {
     let mut conn = database.conn().unwrap();
     dzdesk_auth::db::schema::users::table
         .count()
-        .get_result(&mut *conn)
+        .get_result(&mut **conn)
         .unwrap()
 }
 
@@ -528,7 +528,7 @@ fn api_key_rows(db: &TestDatabase) -> Vec<dzdesk_auth::db::models::ApiKeyRow> {
     let mut conn = database.conn().unwrap();
     dzdesk_auth::db::schema::api_keys::table
         .select(dzdesk_auth::db::models::ApiKeyRow::as_select())
-        .load(&mut *conn)
+        .load(&mut **conn)
         .unwrap()
 }
 

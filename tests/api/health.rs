@@ -52,3 +52,58 @@ async fn readyz_is_503_when_the_database_is_down() {
     );
     handle.stop(false).await;
 }
+
+/// Pooled connections are tested at checkout at most once per
+/// `CHECK_EVERY` (`db::CHECK_EVERY`): connections PostgreSQL closed under
+/// the pool may be handed out until then, each answered 503 (never a 500 or
+/// a hang); after it, every checkout tests its connection and r2d2 opens a
+/// new one in place of each dead one.
+#[tokio::test]
+async fn pooled_connections_the_server_closed_are_replaced_within_check_every() {
+    use diesel::RunQueryDsl;
+    use dzdesk_auth::db::{Backend, CHECK_EVERY};
+    let app = spawn_app().await;
+    if app.db.backend() != Backend::Postgres {
+        eprintln!("(PostgreSQL only: SQLite connections are files, nothing closes them)");
+        return;
+    }
+    let ready = |app: &crate::helpers::TestApp| {
+        let (client, url) = (app.client.clone(), format!("{}/readyz", app.address));
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    };
+    // Several connections in the pool, all of them just used.
+    let statuses = futures_util::future::join_all((0..8).map(|_| ready(&app))).await;
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    // The server closes every connection of the service (as a restart or
+    // an idle timeout would), from a connection of the test's own.
+    let url = app.settings.database_url.clone();
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut conn = Database::establish(&url).unwrap();
+        diesel::sql_query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .execute(&mut conn)
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(closed >= 1, "no connection of the service was closed");
+    // Within CHECK_EVERY: 200 (a connection tested or opened anew) or 503
+    // (a closed one, not tested yet), nothing else.
+    for _ in 0..8 {
+        let status = ready(&app).await;
+        assert!(
+            status == 200 || status == 503,
+            "{status} after the server closed connections"
+        );
+    }
+    tokio::time::sleep(CHECK_EVERY + std::time::Duration::from_millis(200)).await;
+    // After it: every checkout tests first, so no closed connection is
+    // handed out any more.
+    for _ in 0..20 {
+        assert_eq!(ready(&app).await, 200);
+    }
+    let statuses = futures_util::future::join_all((0..8).map(|_| ready(&app))).await;
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+}

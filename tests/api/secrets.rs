@@ -243,7 +243,7 @@ fn signing_key_count(db: &TestDatabase) -> i64 {
     let url = dzdesk_auth::db::DatabaseUrl::parse(&db.url).unwrap();
     let database = Database::connect(&url, 1).unwrap();
     let mut conn = database.conn().unwrap();
-    signing_keys::table.count().get_result(&mut *conn).unwrap()
+    signing_keys::table.count().get_result(&mut **conn).unwrap()
 }
 
 #[test]

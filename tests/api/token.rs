@@ -233,7 +233,7 @@ async fn disabled_client_is_invalid_client() {
         let mut conn = db.conn().unwrap();
         diesel::update(dsl::clients.find(cid))
             .set(dsl::disabled.eq(true))
-            .execute(&mut *conn)
+            .execute(&mut **conn)
             .unwrap();
     })
     .await
