@@ -221,9 +221,15 @@ impl ManageConnection for ConnectionManager {
 /// a peer that vanished fail within seconds instead of hanging a pool
 /// thread on it for the kernel's default of two hours. (A server process
 /// that is alive but does not answer is caught by [`Database::run`]'s
-/// deadline.)
+/// deadline.) `lock_timeout` (the same timeout, through `options`) ends a
+/// statement that waits longer than that for a lock held elsewhere: the
+/// caller has given up by then, or (a statement that commits on its own,
+/// [`commit_alone`]) waits for it, and gets its 503 instead of a late
+/// answer. Migrations and [`exclusively`] wait for their advisory locks
+/// without it.
 fn libpq_url(url: &str, timeout: Duration) -> String {
     let connect_secs = timeout.as_millis().div_ceil(1000).max(2).to_string();
+    let lock_timeout = format!("-c%20lock_timeout%3D{}", timeout.as_millis().max(1));
     let params = [
         ("connect_timeout", connect_secs.as_str()),
         ("keepalives", "1"),
@@ -231,6 +237,8 @@ fn libpq_url(url: &str, timeout: Duration) -> String {
         ("keepalives_interval", "2"),
         ("keepalives_count", "3"),
         ("tcp_user_timeout", "15000"),
+        // -c lock_timeout=<timeout in ms>, URL-encoded.
+        ("options", lock_timeout.as_str()),
     ];
     let query = url.split_once('?').map_or("", |(_, q)| q);
     let given: Vec<&str> = query
@@ -279,8 +287,9 @@ pub enum RunError {
 /// a page for browsers; see `error.rs`, `oauth::error`) instead of 500.
 /// What counts: no connection within the timeout ([`RunError::Pool`]), work
 /// past it ([`RunError::TimedOut`]), a connection that could not be opened,
-/// and a query whose connection broke (diesel's `ClosedConnection`, set
-/// whenever libpq reports the connection bad, and `UnableToSendCommand`).
+/// a query whose connection broke (diesel's `ClosedConnection`, set
+/// whenever libpq reports the connection bad, and `UnableToSendCommand`),
+/// and a statement that waited past `lock_timeout` for a lock.
 /// Anything else (a constraint, a row that does not parse, a panic) is a
 /// bug of ours and stays a 500.
 pub fn is_unavailable(err: &anyhow::Error) -> bool {
@@ -305,13 +314,19 @@ fn cause_is_unavailable(cause: &(dyn std::error::Error + 'static)) -> bool {
         return matches!(e, RunError::Pool(_) | RunError::TimedOut(_));
     }
     if let Some(e) = cause.downcast_ref::<DieselError>() {
-        return matches!(
-            e,
+        return match e {
             DieselError::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                _
-            )
-        );
+                _,
+            ) => true,
+            // `lock_timeout` ([`libpq_url`]): diesel gives no SQLSTATE
+            // (55P03) but the message, in English unless the server's
+            // lc_messages says otherwise (then a 500).
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+                info.message() == "canceling statement due to lock timeout"
+            }
+            _ => false,
+        };
     }
     if let Some(e) = cause.downcast_ref::<ConnectError>() {
         return match e {
@@ -666,6 +681,36 @@ pub(crate) fn claim_once<R, T, E: From<diesel::result::Error>>(
     }
 }
 
+/// One statement that commits on its own (autocommit), in the place of a
+/// transaction around it: it saves the BEGIN and COMMIT round trips, as
+/// many as the statement's own. The 503 rule of [`write_transaction`]
+/// holds in its form for a COMMIT: the statement is sent only if the caller
+/// of [`Database::run`] still waits, and from then on the caller waits for
+/// it (a COMMIT under way), so a 503 still means nothing was done. The price
+/// is the one a COMMIT always had, for longer: a server that stops
+/// answering once the statement is sent holds the caller until it answers
+/// again or the connection fails. Inside a transaction already, the
+/// statement is just run (the transaction's COMMIT decides).
+pub(crate) fn commit_alone<T>(
+    conn: &mut AnyConnection,
+    statement: impl FnOnce(&mut AnyConnection) -> QueryResult<T>,
+) -> QueryResult<T> {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    let outermost = match conn {
+        AnyConnection::Sqlite(lite) => {
+            AnsiTransactionManager::transaction_manager_status_mut(lite).transaction_depth()?
+        }
+        AnyConnection::Postgresql(pg) => {
+            AnsiTransactionManager::transaction_manager_status_mut(pg).transaction_depth()?
+        }
+    }
+    .is_none();
+    if outermost && !may_commit() {
+        return Err(diesel::result::Error::RollbackTransaction);
+    }
+    statement(conn)
+}
+
 /// Runs `f` in a transaction that writes: on SQLite it begins with
 /// `BEGIN IMMEDIATE`, taking the write lock first, so that it waits for
 /// another writer (`busy_timeout`) instead of failing at once with
@@ -756,6 +801,7 @@ fn exclusively_by<T>(
     use diesel::connection::{AnsiTransactionManager, TransactionManager};
     if let AnyConnection::Postgresql(_) = conn {
         return conn.transaction(|conn| {
+            conn.batch_execute("SET LOCAL lock_timeout = 0")?;
             diesel::sql_query(format!("SELECT pg_advisory_xact_lock({lock_id})")).execute(conn)?;
             f(conn)
         });
@@ -785,6 +831,8 @@ pub fn run_migrations(conn: &mut AnyConnection) -> anyhow::Result<Vec<String>> {
         AnyConnection::Postgresql(pg) => {
             // A session lock, not `exclusively`: each migration runs in a
             // transaction of its own.
+            // Another instance may migrate for longer than lock_timeout.
+            pg.batch_execute("SET lock_timeout = 0")?;
             diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))
                 .execute(pg)?;
             let result = pg
@@ -793,6 +841,7 @@ pub fn run_migrations(conn: &mut AnyConnection) -> anyhow::Result<Vec<String>> {
                 .map_err(|e| anyhow::anyhow!("PostgreSQL migration failed: {e}"));
             diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"))
                 .execute(pg)?;
+            pg.batch_execute("RESET lock_timeout")?;
             result
         }
         // Two instances starting at once on one file: the second waits for
@@ -906,6 +955,9 @@ mod tests {
         );
         assert!(url.starts_with("postgres://h/db?sslmode=disable&connect_timeout=9&keepalives=1"));
         assert_eq!(url.matches("connect_timeout").count(), 1, "{url}");
+        // Statements wait for a lock no longer than the timeout.
+        let url = libpq_url("postgres://h/db", Duration::from_millis(1500));
+        assert!(url.ends_with("&options=-c%20lock_timeout%3D1500"), "{url}");
     }
 
     #[test]
@@ -927,6 +979,11 @@ mod tests {
             )
             .into(),
             ConnectError::from(diesel::ConnectionError::BadConnection("refused".into())).into(),
+            DieselError::DatabaseError(
+                DatabaseErrorKind::Unknown,
+                Box::new("canceling statement due to lock timeout".to_owned()),
+            )
+            .into(),
         ];
         for e in &unavailable {
             assert!(is_unavailable(e), "{e:#}");
@@ -940,6 +997,11 @@ mod tests {
             )
             .into(),
             anyhow::anyhow!("stored scopes do not parse"),
+            DieselError::DatabaseError(
+                DatabaseErrorKind::Unknown,
+                Box::new("column \"x\" does not exist".to_owned()),
+            )
+            .into(),
         ];
         for e in &bugs {
             assert!(!is_unavailable(e), "{e:#}");

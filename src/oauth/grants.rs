@@ -280,8 +280,8 @@ pub fn refresh_token(
     // PostgreSQL.
     let (token, successor_id) = new_refresh_token();
     let next = successor(&successor_id, cfg, now);
-    // The scope is checked against what the rotation read back, inside
-    // its transaction: a refused scope leaves the token as it was.
+    // The scope is checked against what the rotation read back; a refused
+    // scope leaves the token as it was (rolled back, or undone).
     let rotated = RefreshTokenRow::rotate(
         conn,
         &presented_id,

@@ -102,9 +102,28 @@ async fn refresh_may_narrow_scope_but_never_widen_it() {
         "invalid_scope",
     )
     .await;
-    // A refused request used nothing up: the rotation (one statement on
-    // PostgreSQL) rolled back with the scope check, and the token still
-    // rotates once, then counts as used.
+    // A refused request used nothing up: the rotation (one statement that
+    // commits on its own on PostgreSQL) was undone, or rolled back with the
+    // scope check (SQLite); no successor is left behind, and the token
+    // still rotates once, then counts as used.
+    let stored = flow
+        .app
+        .with_conn(|conn| {
+            use diesel::prelude::*;
+            dzdesk_auth::db::schema::refresh_tokens::table
+                .select((
+                    dzdesk_auth::db::schema::refresh_tokens::id,
+                    dzdesk_auth::db::schema::refresh_tokens::used_at,
+                ))
+                .load::<(String, Option<chrono::NaiveDateTime>)>(conn)
+                .unwrap()
+        })
+        .await;
+    assert_eq!(
+        stored,
+        vec![(tokens::hash_secret(&token), None)],
+        "one refresh token, unused"
+    );
     assert_eq!(flow.refresh(&token, None).await.status(), 200);
     assert_token_error(flow.refresh(&token, None).await, 400, "invalid_grant").await;
 

@@ -84,6 +84,13 @@ static ROTATE_ON_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The undoing of a refused rotation on PostgreSQL: `$1` the presented
+/// token's id, `$2` its successor's, `$3` the rotation's time.
+const UNROTATE_ON_POSTGRES: &str = "WITH gone AS (DELETE FROM refresh_tokens \
+     WHERE id = $2 AND used_at IS NULL RETURNING grant_id) \
+     UPDATE refresh_tokens SET used_at = NULL \
+     WHERE id = $1 AND used_at = $3 AND grant_id IN (SELECT grant_id FROM gone)";
+
 /// The claim of a rotation on SQLite (the rest follows in its transaction).
 static ROTATE_ON_SQLITE: LazyLock<String> =
     LazyLock::new(|| format!("UPDATE refresh_tokens SET used_at = $1 WHERE {ROTATABLE}"));
@@ -116,14 +123,17 @@ impl RefreshTokenRow {
     /// Rotates the presented token (`id`, its hash) if [`ROTATABLE`] holds:
     /// marks it used and inserts its successor with the same grant and
     /// scopes, then asks `accept` (the checks that need what was read
-    /// back); all of it commits only if `accept` does, in one transaction
-    /// ([`crate::db::write_transaction`]: only while the caller still
-    /// waits). `Ok(None)` when no row matched.
+    /// back). `Ok(None)` when no row matched. A rotation `accept` refuses
+    /// leaves the presented token as it was (RFC 6749 6: an error, not a
+    /// use), and no successor.
     ///
-    /// PostgreSQL: one statement (a data-modifying CTE) between BEGIN and
-    /// COMMIT, where the read, update and insert took a round trip each.
-    /// SQLite has no data-modifying CTE: the same guard, then the read and
-    /// the insert, in-process.
+    /// PostgreSQL: one statement (a data-modifying CTE) that commits on its
+    /// own ([`crate::db::commit_alone`]: sent only while the caller still
+    /// waits), where a read, an update and an insert between BEGIN and
+    /// COMMIT took five round trips. A refusal by `accept` is undone by a
+    /// second statement ([`RefreshTokenRow::unrotate`]). SQLite has no
+    /// data-modifying CTE: the same guard, then the read and the insert, in
+    /// one transaction ([`crate::db::claim_once`]: a refusal rolls back).
     pub fn rotate<T, E: From<diesel::result::Error>>(
         conn: &mut AnyConnection,
         id: &str,
@@ -132,9 +142,24 @@ impl RefreshTokenRow {
         now: NaiveDateTime,
         accept: impl FnOnce(&Rotated) -> Result<T, E>,
     ) -> Result<Option<(Rotated, T)>, E> {
+        if let AnyConnection::Postgresql(_) = conn {
+            let rotated = crate::db::commit_alone(conn, |conn| {
+                Self::rotate_here(conn, id, client_id, successor, now)
+            })?;
+            let Some(rotated) = rotated else {
+                return Ok(None);
+            };
+            return match accept(&rotated) {
+                Ok(accepted) => Ok(Some((rotated, accepted))),
+                Err(refusal) => {
+                    Self::unrotate(conn, id, successor.id, now)?;
+                    Err(refusal)
+                }
+            };
+        }
         // SQLite: a token that does not exist takes no write lock (junk
         // tokens must not queue every writer).
-        if matches!(conn, AnyConnection::Sqlite(_)) && Self::find(conn, id)?.is_none() {
+        if Self::find(conn, id)?.is_none() {
             return Ok(None);
         }
         crate::db::claim_once(
@@ -142,6 +167,29 @@ impl RefreshTokenRow {
             |conn| Self::rotate_here(conn, id, client_id, successor, now),
             accept,
         )
+    }
+
+    /// Undoes a rotation on PostgreSQL that `accept` refused, in one
+    /// statement: deletes the successor (never handed out) and marks the
+    /// presented token unused again. Meanwhile the presented token was
+    /// used: presented again in that moment, it counted as reused (RFC
+    /// 9700 4.14.2), as a second of two concurrent uses does.
+    fn unrotate(
+        conn: &mut AnyConnection,
+        id: &str,
+        successor_id: &str,
+        used_at: NaiveDateTime,
+    ) -> QueryResult<()> {
+        let binds = [
+            Bind::Text(id),
+            Bind::Text(successor_id),
+            Bind::Timestamp(used_at),
+        ];
+        let restored = Prepared::new(UNROTATE_ON_POSTGRES, &binds).execute(conn)?;
+        if restored != 1 {
+            log::warn!("a refused refresh could not be undone: its token stays used");
+        }
+        Ok(())
     }
 
     fn rotate_here(
