@@ -130,9 +130,11 @@ impl ConnectionManager {
     /// Opens one connection to the URL's backend.
     fn open(&self) -> Result<AnyConnection, ConnectError> {
         match self.url.backend {
-            Backend::Postgres => Ok(AnyConnection::Postgresql(PgConnection::establish(
-                &libpq_url(&self.url.target, self.timeout),
-            )?)),
+            Backend::Postgres => {
+                let mut pg = PgConnection::establish(&libpq_url(&self.url.target, self.timeout))?;
+                set_lock_timeout(&mut pg, self.timeout)?;
+                Ok(AnyConnection::Postgresql(pg))
+            }
             Backend::Sqlite => {
                 let mut conn = SqliteConnection::establish(&self.url.target)?;
                 // busy_timeout first: switching to WAL takes a lock, and without
@@ -209,9 +211,68 @@ impl ManageConnection for ConnectionManager {
         Ok(())
     }
 
-    fn has_broken(&self, _conn: &mut Pooled) -> bool {
-        false
+    /// Checked when a connection goes back to the pool (no I/O): one left
+    /// inside a transaction (a panic in a transaction's closure) or whose
+    /// transaction state diesel lost (the server went away in the middle
+    /// of one) is dropped, not handed to the next request, where every
+    /// transaction would fail on it or run inside the one left open.
+    fn has_broken(&self, pooled: &mut Pooled) -> bool {
+        use diesel::connection::{AnsiTransactionManager, TransactionManager};
+        std::thread::panicking()
+            || match &mut pooled.conn {
+                AnyConnection::Postgresql(pg) => {
+                    AnsiTransactionManager::is_broken_transaction_manager(pg)
+                }
+                AnyConnection::Sqlite(lite) => {
+                    AnsiTransactionManager::is_broken_transaction_manager(lite)
+                }
+            }
     }
+}
+
+/// `lock_timeout` for every statement of a new PostgreSQL connection: the
+/// request timeout (`DZDESK_DB_TIMEOUT_MS`). It ends a statement that waits
+/// longer than that for a lock held elsewhere: the caller has given up by
+/// then, or (a statement that commits on its own, [`commit_alone`]) waits
+/// for it, and gets its 503 ([`is_unavailable`]) instead of a late answer.
+/// Migrations and [`exclusively`] wait for their advisory locks without it.
+/// A `SET` once per connection, not a startup parameter (`options`), which
+/// connection poolers such as PgBouncer refuse, and which would replace an
+/// operator's own `PGOPTIONS`. Warns once when the server's messages are
+/// not in English: a lock timeout is told by its message (diesel gives no
+/// SQLSTATE for it), so it would then answer 500, not 503.
+fn set_lock_timeout(pg: &mut PgConnection, timeout: Duration) -> QueryResult<()> {
+    #[derive(QueryableByName)]
+    struct Messages {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        lc_messages: String,
+    }
+    let ms = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
+    let answer: Messages = diesel::sql_query(
+        "SELECT set_config('lock_timeout', $1, false) AS lock_timeout, \
+         current_setting('lc_messages') AS lc_messages",
+    )
+    .bind::<diesel::sql_types::Text, _>(ms)
+    .get_result(pg)?;
+    if !messages_in_english(&answer.lc_messages)
+        && !WARNED_LC_MESSAGES.swap(true, Ordering::Relaxed)
+    {
+        log::warn!(
+            "PostgreSQL's lc_messages is '{}': a statement that waited past lock_timeout will \
+             answer 500 instead of 503 (set lc_messages to C or en_US for this database's role)",
+            answer.lc_messages
+        );
+    }
+    Ok(())
+}
+
+static WARNED_LC_MESSAGES: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Whether PostgreSQL's messages under `lc_messages` are its English ones.
+fn messages_in_english(lc_messages: &str) -> bool {
+    let lc = lc_messages.to_ascii_lowercase();
+    lc.is_empty() || lc == "c" || lc == "posix" || lc.starts_with("c.") || lc.starts_with("en")
 }
 
 /// The URL libpq opens: `url` with bounds on a server that went away or
@@ -221,15 +282,9 @@ impl ManageConnection for ConnectionManager {
 /// a peer that vanished fail within seconds instead of hanging a pool
 /// thread on it for the kernel's default of two hours. (A server process
 /// that is alive but does not answer is caught by [`Database::run`]'s
-/// deadline.) `lock_timeout` (the same timeout, through `options`) ends a
-/// statement that waits longer than that for a lock held elsewhere: the
-/// caller has given up by then, or (a statement that commits on its own,
-/// [`commit_alone`]) waits for it, and gets its 503 instead of a late
-/// answer. Migrations and [`exclusively`] wait for their advisory locks
-/// without it.
+/// deadline; a lock held elsewhere, by `lock_timeout`: [`set_lock_timeout`].)
 fn libpq_url(url: &str, timeout: Duration) -> String {
     let connect_secs = timeout.as_millis().div_ceil(1000).max(2).to_string();
-    let lock_timeout = format!("-c%20lock_timeout%3D{}", timeout.as_millis().max(1));
     let params = [
         ("connect_timeout", connect_secs.as_str()),
         ("keepalives", "1"),
@@ -237,8 +292,6 @@ fn libpq_url(url: &str, timeout: Duration) -> String {
         ("keepalives_interval", "2"),
         ("keepalives_count", "3"),
         ("tcp_user_timeout", "15000"),
-        // -c lock_timeout=<timeout in ms>, URL-encoded.
-        ("options", lock_timeout.as_str()),
     ];
     let query = url.split_once('?').map_or("", |(_, q)| q);
     let given: Vec<&str> = query
@@ -489,6 +542,9 @@ impl Database {
         E: From<RunError> + Send + 'static,
     {
         let commitment = Arc::new(AtomicU8::new(WORKING));
+        // Also when this future is dropped: after an answer, `f` is done
+        // and it changes nothing.
+        let _abandon_on_drop = AbandonOnDrop(commitment.clone());
         let work = self.run_with(f, Some(commitment.clone()));
         futures_util::pin_mut!(work);
         match actix_web::rt::time::timeout(self.timeout, &mut work).await {
@@ -613,8 +669,15 @@ fn abandon(commitment: &AtomicU8) -> bool {
 /// Whether the work on this thread may commit: yes unless its caller gave
 /// up; once yes, the caller waits for the outcome.
 fn may_commit() -> bool {
+    begin_commit().is_some()
+}
+
+/// [`may_commit`], and whether this call is the one that made the caller
+/// wait (`Some(true)`): only that one may let it give up again
+/// ([`end_commit_unused`]). `None`: the caller gave up.
+fn begin_commit() -> Option<bool> {
     CALLER.with(|caller| match &*caller.borrow() {
-        None => true,
+        None => Some(false),
         Some(commitment) => {
             match commitment.compare_exchange(
                 WORKING,
@@ -622,11 +685,37 @@ fn may_commit() -> bool {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => true,
-                Err(now) => now == COMMITTING,
+                Ok(_) => Some(true),
+                Err(now) => (now == COMMITTING).then_some(false),
             }
         }
     })
+}
+
+/// The commit [`begin_commit`] announced changed nothing: the caller may
+/// give up again (answering 503 is true again).
+fn end_commit_unused() {
+    CALLER.with(|caller| {
+        if let Some(commitment) = &*caller.borrow() {
+            let _ = commitment.compare_exchange(
+                COMMITTING,
+                WORKING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    })
+}
+
+/// Gives up for a caller of [`Database::run`] whose future was dropped
+/// before an answer (the request's own deadline, a client gone): work not
+/// yet committing then rolls back, as after `run`'s own deadline.
+struct AbandonOnDrop(Arc<AtomicU8>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        abandon(&self.0);
+    }
 }
 
 /// Installs the commitment of the work on this thread, until dropped
@@ -689,12 +778,14 @@ pub(crate) fn claim_once<R, T, E: From<diesel::result::Error>>(
 /// it (a COMMIT under way), so a 503 still means nothing was done. The price
 /// is the one a COMMIT always had, for longer: a server that stops
 /// answering once the statement is sent holds the caller until it answers
-/// again or the connection fails. Inside a transaction already, the
-/// statement is just run (the transaction's COMMIT decides).
+/// again or the connection fails. A statement that matched nothing
+/// (`Ok(None)`) changed nothing: the caller may give up again. Inside a
+/// transaction already, the statement is just run (the transaction's
+/// COMMIT decides).
 pub(crate) fn commit_alone<T>(
     conn: &mut AnyConnection,
-    statement: impl FnOnce(&mut AnyConnection) -> QueryResult<T>,
-) -> QueryResult<T> {
+    statement: impl FnOnce(&mut AnyConnection) -> QueryResult<Option<T>>,
+) -> QueryResult<Option<T>> {
     use diesel::connection::{AnsiTransactionManager, TransactionManager};
     let outermost = match conn {
         AnyConnection::Sqlite(lite) => {
@@ -705,10 +796,17 @@ pub(crate) fn commit_alone<T>(
         }
     }
     .is_none();
-    if outermost && !may_commit() {
-        return Err(diesel::result::Error::RollbackTransaction);
+    if !outermost {
+        return statement(conn);
     }
-    statement(conn)
+    let Some(began) = begin_commit() else {
+        return Err(diesel::result::Error::RollbackTransaction);
+    };
+    let done = statement(conn);
+    if began && matches!(done, Ok(None)) {
+        end_commit_unused();
+    }
+    done
 }
 
 /// Runs `f` in a transaction that writes: on SQLite it begins with
@@ -801,8 +899,14 @@ fn exclusively_by<T>(
     use diesel::connection::{AnsiTransactionManager, TransactionManager};
     if let AnyConnection::Postgresql(_) = conn {
         return conn.transaction(|conn| {
-            conn.batch_execute("SET LOCAL lock_timeout = 0")?;
-            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({lock_id})")).execute(conn)?;
+            // Another instance may hold it for longer than lock_timeout;
+            // `f` itself runs under lock_timeout again.
+            let AnyConnection::Postgresql(pg) = conn else {
+                unreachable!("matched above")
+            };
+            without_lock_timeout(pg, true, |pg| {
+                diesel::sql_query(format!("SELECT pg_advisory_xact_lock({lock_id})")).execute(pg)
+            })?;
             f(conn)
         });
     }
@@ -825,24 +929,56 @@ fn exclusively_by<T>(
     result
 }
 
+/// Runs `f` with `lock_timeout` off (`local`: until the transaction ends),
+/// then sets it back to what it was, whatever `f` returned.
+fn without_lock_timeout<T, E: From<diesel::result::Error>>(
+    pg: &mut PgConnection,
+    local: bool,
+    f: impl FnOnce(&mut PgConnection) -> Result<T, E>,
+) -> Result<T, E> {
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        was: String,
+    }
+    let set = |pg: &mut PgConnection, value: &str| {
+        diesel::sql_query("SELECT set_config('lock_timeout', $1, $2)")
+            .bind::<diesel::sql_types::Text, _>(value)
+            .bind::<diesel::sql_types::Bool, _>(local)
+            .execute(pg)
+    };
+    let was: Setting =
+        diesel::sql_query("SELECT current_setting('lock_timeout') AS was").get_result(pg)?;
+    set(pg, "0")?;
+    let result = f(pg);
+    // After a failed `f` (an aborted transaction, a broken connection) the
+    // setting may not be restored: `f`'s error is the one to report, and
+    // a transaction's rollback undoes a local one anyway.
+    let restored = set(pg, &was.was);
+    let value = result?;
+    restored?;
+    Ok(value)
+}
+
 /// Returns the versions it applied, oldest first (none: already up to date).
 pub fn run_migrations(conn: &mut AnyConnection) -> anyhow::Result<Vec<String>> {
     match conn {
         AnyConnection::Postgresql(pg) => {
             // A session lock, not `exclusively`: each migration runs in a
-            // transaction of its own.
-            // Another instance may migrate for longer than lock_timeout.
-            pg.batch_execute("SET lock_timeout = 0")?;
-            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))
-                .execute(pg)?;
-            let result = pg
-                .run_pending_migrations(POSTGRES_MIGRATIONS)
-                .map(|applied| names_of::<diesel::pg::Pg>(&POSTGRES_MIGRATIONS, &applied))
-                .map_err(|e| anyhow::anyhow!("PostgreSQL migration failed: {e}"));
-            diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"))
-                .execute(pg)?;
-            pg.batch_execute("RESET lock_timeout")?;
-            result
+            // transaction of its own. Without lock_timeout: another instance
+            // may migrate for longer, and a migration may wait for a table
+            // that requests use.
+            without_lock_timeout(pg, false, |pg| {
+                diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))
+                    .execute(pg)?;
+                let result = pg
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|applied| names_of::<diesel::pg::Pg>(&POSTGRES_MIGRATIONS, &applied))
+                    .map_err(|e| anyhow::anyhow!("PostgreSQL migration failed: {e}"));
+                diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"))
+                    .execute(pg)?;
+                result
+            })
         }
         // Two instances starting at once on one file: the second waits for
         // the write lock (busy_timeout), then finds nothing pending (each
@@ -942,6 +1078,16 @@ mod tests {
     }
 
     #[test]
+    fn lock_timeouts_are_told_by_english_messages_only() {
+        for english in ["", "C", "POSIX", "C.UTF-8", "en_US.UTF-8", "en_GB"] {
+            assert!(messages_in_english(english), "{english}");
+        }
+        for other in ["de_DE.UTF-8", "fr_FR", "ja_JP.UTF-8"] {
+            assert!(!messages_in_english(other), "{other}");
+        }
+    }
+
+    #[test]
     fn libpq_gets_timeouts_unless_the_url_sets_them() {
         let url = libpq_url("postgres://h/db", Duration::from_millis(2500));
         assert!(url.starts_with("postgres://h/db?connect_timeout=3&keepalives=1&"));
@@ -955,9 +1101,9 @@ mod tests {
         );
         assert!(url.starts_with("postgres://h/db?sslmode=disable&connect_timeout=9&keepalives=1"));
         assert_eq!(url.matches("connect_timeout").count(), 1, "{url}");
-        // Statements wait for a lock no longer than the timeout.
-        let url = libpq_url("postgres://h/db", Duration::from_millis(1500));
-        assert!(url.ends_with("&options=-c%20lock_timeout%3D1500"), "{url}");
+        // No startup `options` (poolers refuse it; PGOPTIONS stays the
+        // operator's): lock_timeout is a SET (set_lock_timeout).
+        assert!(!url.contains("options"), "{url}");
     }
 
     #[test]

@@ -280,14 +280,17 @@ pub fn refresh_token(
     // PostgreSQL.
     let (token, successor_id) = new_refresh_token();
     let next = successor(&successor_id, cfg, now);
-    // The scope is checked against what the rotation read back; a refused
-    // scope leaves the token as it was (rolled back, or undone).
+    // The scope is checked against what the rotation read back. A request
+    // that asks for a scope may be refused for it: then the rotation runs
+    // in a transaction that the refusal rolls back, and the token stays as
+    // it was (RefreshTokenRow::rotate's `refusable`).
     let rotated = RefreshTokenRow::rotate(
         conn,
         &presented_id,
         &client.id,
         &next,
         now.naive_utc(),
+        params.get("scope").is_some(),
         |rotated| permitted_scope(rotated, params, client),
     )?;
     let Some((rotated, scope)) = rotated else {

@@ -353,3 +353,45 @@ async fn a_refresh_answered_503_took_no_effect_and_its_retry_succeeds() {
     let next: Value = retried.json().await.unwrap();
     assert_eq!(flow.refresh(&refresh_of(&next), None).await.status(), 200);
 }
+
+/// A connection the server closed in the middle of a transaction goes back
+/// to the pool broken (diesel lost its transaction state): it is dropped
+/// there (`has_broken`), not handed to the next request, whose transaction
+/// would fail on it with a 500. With one pooled connection: the refresh
+/// that meets the closed connection gets 503, the next one a new
+/// connection and 200, well within `CHECK_EVERY` (no checkout test yet).
+#[tokio::test]
+async fn a_connection_closed_under_a_transaction_is_not_reused() {
+    let app = spawn_app_custom(|s| s.db_pool_size = 1, |_| {}).await;
+    if app.settings.database_url.postgres_url().is_none() {
+        eprintln!("(PostgreSQL only: SQLite connections are files, nothing closes them)");
+        return;
+    }
+    let flow = Flow::on(app, Role::Agent, SCOPE, false).await;
+    let mut token = refresh_of(&flow.tokens(SCOPE).await);
+    let url = flow.app.settings.database_url.clone();
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut conn = dzdesk_auth::db::Database::establish(&url).unwrap();
+        diesel::sql_query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .execute(&mut conn)
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(closed >= 1, "no connection of the service was closed");
+    // Asking for a scope: the rotation runs in a transaction.
+    let first = flow.refresh(&token, Some("requests:read")).await;
+    let status = first.status().as_u16();
+    assert!(status == 503 || status == 200, "{status}");
+    if status == 200 {
+        // The pool's only connection had already been replaced.
+        token = refresh_of(&first.json().await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    let second = flow.refresh(&token, Some("requests:read")).await;
+    assert_eq!(second.status(), 200, "{:?}", second.text().await);
+    assert!(started.elapsed() < dzdesk_auth::db::CHECK_EVERY);
+}

@@ -123,26 +123,36 @@ impl RefreshTokenRow {
     /// Rotates the presented token (`id`, its hash) if [`ROTATABLE`] holds:
     /// marks it used and inserts its successor with the same grant and
     /// scopes, then asks `accept` (the checks that need what was read
-    /// back). `Ok(None)` when no row matched. A rotation `accept` refuses
-    /// leaves the presented token as it was (RFC 6749 6: an error, not a
-    /// use), and no successor.
+    /// back). `Ok(None)` when no row matched.
     ///
-    /// PostgreSQL: one statement (a data-modifying CTE) that commits on its
+    /// `refusable`: whether `accept` may refuse for a reason the client
+    /// chose (a `scope` it asks for). Such a refusal leaves the presented
+    /// token as it was (RFC 6749 6: an error, not a use) and no successor:
+    /// the rotation and `accept` run in one transaction
+    /// ([`crate::db::claim_once`]: a refusal rolls back).
+    ///
+    /// Otherwise on PostgreSQL, the common case (a client refreshing what
+    /// it holds): one statement (a data-modifying CTE) that commits on its
     /// own ([`crate::db::commit_alone`]: sent only while the caller still
-    /// waits), where a read, an update and an insert between BEGIN and
-    /// COMMIT took five round trips. A refusal by `accept` is undone by a
-    /// second statement ([`RefreshTokenRow::unrotate`]). SQLite has no
-    /// data-modifying CTE: the same guard, then the read and the insert, in
-    /// one transaction ([`crate::db::claim_once`]: a refusal rolls back).
+    /// waits), where a transaction around it took three round trips. What
+    /// `accept` can still refuse then is the client's or the user's role
+    /// narrowed to nothing, or stored scopes that do not parse: the grant
+    /// is of no use any more, and the rotation is undone at best
+    /// ([`RefreshTokenRow::unrotate`]); the refusal is answered either way.
+    ///
+    /// SQLite has no data-modifying CTE: the same guard, then the read and
+    /// the insert, in one transaction ([`crate::db::claim_once`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn rotate<T, E: From<diesel::result::Error>>(
         conn: &mut AnyConnection,
         id: &str,
         client_id: &str,
         successor: &Successor,
         now: NaiveDateTime,
+        refusable: bool,
         accept: impl FnOnce(&Rotated) -> Result<T, E>,
     ) -> Result<Option<(Rotated, T)>, E> {
-        if let AnyConnection::Postgresql(_) = conn {
+        if let (AnyConnection::Postgresql(_), false) = (&*conn, refusable) {
             let rotated = crate::db::commit_alone(conn, |conn| {
                 Self::rotate_here(conn, id, client_id, successor, now)
             })?;
@@ -152,14 +162,14 @@ impl RefreshTokenRow {
             return match accept(&rotated) {
                 Ok(accepted) => Ok(Some((rotated, accepted))),
                 Err(refusal) => {
-                    Self::unrotate(conn, id, successor.id, now)?;
+                    Self::unrotate(conn, id, successor.id, now);
                     Err(refusal)
                 }
             };
         }
         // SQLite: a token that does not exist takes no write lock (junk
         // tokens must not queue every writer).
-        if Self::find(conn, id)?.is_none() {
+        if matches!(conn, AnyConnection::Sqlite(_)) && Self::find(conn, id)?.is_none() {
             return Ok(None);
         }
         crate::db::claim_once(
@@ -169,27 +179,26 @@ impl RefreshTokenRow {
         )
     }
 
-    /// Undoes a rotation on PostgreSQL that `accept` refused, in one
-    /// statement: deletes the successor (never handed out) and marks the
-    /// presented token unused again. Meanwhile the presented token was
+    /// Undoes, at best, a rotation on PostgreSQL that `accept` refused
+    /// (not for a reason the client chose: see [`RefreshTokenRow::rotate`]),
+    /// in one statement: deletes the successor (never handed out) and marks
+    /// the presented token unused again. Meanwhile the presented token was
     /// used: presented again in that moment, it counted as reused (RFC
-    /// 9700 4.14.2), as a second of two concurrent uses does.
-    fn unrotate(
-        conn: &mut AnyConnection,
-        id: &str,
-        successor_id: &str,
-        used_at: NaiveDateTime,
-    ) -> QueryResult<()> {
+    /// 9700 4.14.2), as a second of two concurrent uses does. If it cannot
+    /// be undone the token stays used, and the refusal is answered anyway.
+    fn unrotate(conn: &mut AnyConnection, id: &str, successor_id: &str, used_at: NaiveDateTime) {
         let binds = [
             Bind::Text(id),
             Bind::Text(successor_id),
             Bind::Timestamp(used_at),
         ];
-        let restored = Prepared::new(UNROTATE_ON_POSTGRES, &binds).execute(conn)?;
-        if restored != 1 {
-            log::warn!("a refused refresh could not be undone: its token stays used");
+        match Prepared::new(UNROTATE_ON_POSTGRES, &binds).execute(conn) {
+            Ok(1) => {}
+            Ok(_) => log::warn!("a refused refresh could not be undone: its token stays used"),
+            Err(e) => {
+                log::warn!("a refused refresh could not be undone ({e}): its token stays used")
+            }
         }
-        Ok(())
     }
 
     fn rotate_here(
