@@ -24,6 +24,7 @@ pub enum Bind<'a> {
     Text(&'a str),
     NullableText(Option<&'a str>),
     Timestamp(NaiveDateTime),
+    NullableTimestamp(Option<NaiveDateTime>),
 }
 
 /// See the module. Load its rows with a `QueryableByName` type, or
@@ -70,6 +71,8 @@ where
                     out.push_bind_param::<Nullable<Text>, Option<&str>>(value)?
                 }
                 Bind::Timestamp(value) => out.push_bind_param::<Timestamp, NaiveDateTime>(value)?,
+                Bind::NullableTimestamp(value) => out
+                    .push_bind_param::<Nullable<Timestamp>, Option<NaiveDateTime>>(value)?,
             }
             rest = &rest[at + 1 + digits..];
         }

@@ -6,20 +6,18 @@
 //! Codes are redeemed here rather than through oxide-auth's access-token flow:
 //! that flow answers `invalid_request` for a used or mismatched code where RFC
 //! 6749 5.2 requires `invalid_grant`, accepts a verifier for a code issued
-//! without a challenge, and cannot revoke a grant on replay. PKCE itself is
-//! still checked by oxide-auth's `Pkce` (constant-time S256 comparison).
-
-use std::borrow::Cow;
+//! without a challenge, and cannot revoke a grant on replay. The request's
+//! own checks of a code exchange (redirect_uri, PKCE) are conditions of the
+//! redemption's statement ([`CodeChecks`]); the same functions tell which
+//! one refused.
 
 use chrono::{DateTime, Utc};
-use oxide_auth::frontends::simple::extensions::Pkce;
-use oxide_auth::primitives::grant::Value;
 
 use crate::credentials::jwt::KeyRing;
 use crate::credentials::prefixes;
 use crate::db::models::{
-    AuthorizationCodeRow, Client, GrantRow, Redeemed, Redemption, RefreshTokenRow, Rotated,
-    Successor, User,
+    AuthorizationCodeRow, Client, CodeChecks, GrantRow, Redeemed, Redemption, RefreshTokenRow,
+    Rotated, Successor, User,
 };
 use crate::db::AnyConnection;
 use crate::domain::{GrantType, ScopeSet};
@@ -38,10 +36,37 @@ fn invalid_refresh() -> OAuthError {
     OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked".into())
 }
 
+/// The S256 challenge a presented `code_verifier` answers (RFC 7636 4.6:
+/// BASE64URL(SHA256(verifier)), compared as the exact string the
+/// authorization request sent, as oxide-auth's `Pkce` compares it). `Err`:
+/// a verifier that is not 43 to 128 characters of [A-Za-z0-9-._~] (RFC
+/// 7636 4.1), which answers no challenge.
+fn challenge_of(verifier: Option<&str>) -> Result<Option<String>, ()> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let Some(verifier) = verifier else {
+        return Ok(None);
+    };
+    let well_formed = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    if !well_formed {
+        return Err(());
+    }
+    Ok(Some(
+        URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())),
+    ))
+}
+
 /// RFC 7636 4.6 and RFC 9700 4.8.2. A code issued with a challenge needs the
 /// matching verifier; a code issued without one must not be redeemed with a
-/// verifier (PKCE downgrade). Every mismatch is `invalid_grant`.
+/// verifier (PKCE downgrade). Every mismatch is `invalid_grant`. The
+/// redemption's statement holds the stored challenge to [`challenge_of`]
+/// the verifier; this tells why a code was refused.
 fn check_pkce(challenge: Option<&str>, verifier: Option<&str>) -> Result<(), OAuthError> {
+    use subtle::ConstantTimeEq;
     let fail = |why: &str| OAuthError::InvalidGrant(why.into());
     match (challenge, verifier) {
         (None, None) => Ok(()),
@@ -49,25 +74,46 @@ fn check_pkce(challenge: Option<&str>, verifier: Option<&str>) -> Result<(), OAu
             "code_verifier sent for a code issued without code_challenge",
         )),
         (Some(_), None) => Err(fail("code_verifier is required")),
-        (Some(challenge), Some(verifier)) => {
-            // RFC 7636 4.1: 43 to 128 characters of [A-Za-z0-9-._~].
-            let well_formed = (43..=128).contains(&verifier.len())
-                && verifier
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
-            // oxide-auth's encoding of an S256 challenge is `<challenge>S`.
-            let stored = Value::private(Some(format!("{challenge}S")));
-            if well_formed
-                && Pkce::required()
-                    .verify(Some(stored), Some(Cow::Borrowed(verifier)))
-                    .is_ok()
-            {
+        (Some(stored), Some(_)) => match challenge_of(verifier) {
+            Ok(Some(answered)) if bool::from(answered.as_bytes().ct_eq(stored.as_bytes())) => {
                 Ok(())
-            } else {
-                Err(fail("code_verifier does not match code_challenge"))
             }
-        }
+            _ => Err(fail("code_verifier does not match code_challenge")),
+        },
     }
+}
+
+/// RFC 6749 4.1.3: redirect_uri is required when the authorization request
+/// had one, "and their values MUST be identical". Without one (a client
+/// with a single registered URI, 3.1.2.3; stored empty), the token request
+/// may leave it out or name that URI. The stored values a token request's
+/// redirect_uri accepts: one or two.
+fn accepted_redirects(client: &Client, params: &FormParams) -> [String; 2] {
+    match params.get("redirect_uri") {
+        None => [String::new(), String::new()],
+        Some(sent) if client.sole_redirect_uri().as_deref() == Some(sent) => {
+            [sent.to_owned(), String::new()]
+        }
+        Some(sent) => [sent.to_owned(), sent.to_owned()],
+    }
+}
+
+/// The request's checks of a code exchange, for the redemption's statement
+/// to hold the code to: the stored redirect_uri one of
+/// [`accepted_redirects`], the stored challenge the verifier's
+/// ([`challenge_of`]). `None` when no stored code can pass them (a
+/// malformed verifier, a redirect_uri PostgreSQL cannot hold): the code is
+/// then only looked at ([`refused_code`]).
+fn code_checks(client: &Client, params: &FormParams) -> Option<CodeChecks> {
+    let redirect_uris = accepted_redirects(client, params);
+    if redirect_uris.iter().any(|uri| uri.contains('\0')) {
+        return None;
+    }
+    let code_challenge = challenge_of(params.get("code_verifier")).ok()?;
+    Some(CodeChecks {
+        redirect_uris,
+        code_challenge,
+    })
 }
 
 /// Why a presented code was not redeemed, read again after the redemption
@@ -77,6 +123,7 @@ fn refused_code(
     conn: &mut AnyConnection,
     code_id: &str,
     client: &Client,
+    params: &FormParams,
     now: DateTime<Utc>,
 ) -> OAuthError {
     let row = match AuthorizationCodeRow::find(conn, code_id) {
@@ -105,35 +152,40 @@ fn refused_code(
             Err(e) => return e.into(),
         }
     }
+    // An unused code within its 60 s: the request's own checks refused it
+    // (redirect_uri, PKCE), and the code stays usable.
+    if row.used_at.is_none() && row.expires_at > now.naive_utc() {
+        if let Err(refusal) = check_request(
+            &row.redirect_uri,
+            row.code_challenge.as_deref(),
+            client,
+            params,
+        ) {
+            return refusal;
+        }
+    }
     // Otherwise expired (RFC 6749 4.1.3: "verify that the authorization
     // code is valid", 60 s), or its user is disabled.
     invalid_code()
 }
 
-/// The checks of a code exchange that need the code's request, made on
-/// what the redemption read back (inside its transaction: a refusal leaves
-/// the code unused). The scope to issue.
+/// Why the request's own checks of a code exchange refuse the code's
+/// request (its stored redirect_uri and challenge), if they do.
 fn check_request(
-    code: &Redeemed,
+    stored_redirect_uri: &str,
+    stored_challenge: Option<&str>,
     client: &Client,
     params: &FormParams,
-) -> Result<ScopeSet, OAuthError> {
-    // RFC 6749 4.1.3: redirect_uri is required when the authorization request
-    // had one, "and their values MUST be identical". Without one (a client
-    // with a single registered URI, 3.1.2.3; stored empty), the token
-    // request may leave it out or name that URI.
-    let matches = match (params.get("redirect_uri"), code.redirect_uri.is_empty()) {
-        (None, true) => true,
-        (Some(sent), true) => client.sole_redirect_uri().as_deref() == Some(sent),
-        (sent, false) => sent == Some(code.redirect_uri.as_str()),
-    };
-    if !matches {
+) -> Result<(), OAuthError> {
+    if !accepted_redirects(client, params)
+        .iter()
+        .any(|uri| uri == stored_redirect_uri)
+    {
         return Err(OAuthError::InvalidGrant(
             "redirect_uri does not match the authorization request".into(),
         ));
     }
-    check_pkce(code.code_challenge.as_deref(), params.get("code_verifier"))?;
-    ScopeSet::parse(&code.scopes).map_err(|e| OAuthError::server(anyhow::anyhow!(e)))
+    check_pkce(stored_challenge, params.get("code_verifier"))
 }
 
 /// What a use of a user's grant hands out (the code exchange, a refresh).
@@ -216,18 +268,22 @@ pub fn authorization_code(
         .allows_grant(GrantType::RefreshToken)
         .then(new_refresh_token);
     let first_refresh = refresh.as_ref().map(|(_, id)| successor(id, cfg, now));
+    let Some(checks) = code_checks(client, params) else {
+        return Err(refused_code(conn, &code_id, client, params, now));
+    };
     let redemption = Redemption {
         code_id: &code_id,
         client_id: &client.id,
+        checks: &checks,
         grant_id: &grant_id,
         refresh: first_refresh.as_ref(),
         now: now.naive_utc(),
     };
     let redeemed = AuthorizationCodeRow::redeem(conn, &redemption, |code| {
-        check_request(code, client, params)
+        ScopeSet::parse(&code.scopes).map_err(|e| OAuthError::server(anyhow::anyhow!(e)))
     })?;
     let Some((redeemed, scope)) = redeemed else {
-        return Err(refused_code(conn, &code_id, client, now));
+        return Err(refused_code(conn, &code_id, client, params, now));
     };
     let Redeemed {
         auth_time,

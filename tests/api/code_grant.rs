@@ -86,8 +86,9 @@ async fn wrong_verifier_is_invalid_grant() {
         "invalid_grant",
     )
     .await;
-    // The refusal rolled the redemption back (its checks run inside it):
-    // the code was not used up, and no grant was left behind.
+    // The refusal used nothing up (the check is a condition of the
+    // redemption's statement): the code is still usable, and no grant was
+    // left behind.
     assert_eq!(flow.exchange(&code, Some(&verifier)).await.status(), 200);
     let grants = flow
         .app
@@ -100,6 +101,55 @@ async fn wrong_verifier_is_invalid_grant() {
         })
         .await;
     assert_eq!(grants, 1);
+}
+
+/// Each of the request's own checks refuses with its own description, and
+/// none uses the code up: a wrong, a malformed and a missing verifier, a
+/// redirect_uri that differs and one PostgreSQL could not even hold (a NUL
+/// byte: the code is then only looked at, never a 500).
+#[tokio::test]
+async fn every_refused_check_says_why_and_leaves_the_code_usable() {
+    let flow = Flow::new(Role::Agent, SCOPE, false).await;
+    let (verifier, challenge) = pkce();
+    let (other_verifier, _) = pkce();
+    let code = flow
+        .code(&AuthRequest::new(&flow.client_id, Some(&challenge)))
+        .await;
+    let redirect = REDIRECT;
+    let wrong = format!("{REDIRECT}/");
+    let unholdable = format!("{REDIRECT}\0");
+    let cases: [(&str, Option<&str>, &str); 5] = [
+        (
+            redirect,
+            Some(&other_verifier),
+            "code_verifier does not match code_challenge",
+        ),
+        (
+            redirect,
+            Some("too-short"),
+            "code_verifier does not match code_challenge",
+        ),
+        (redirect, None, "code_verifier is required"),
+        (&wrong, Some(&verifier), "redirect_uri does not match"),
+        (&unholdable, Some(&verifier), "redirect_uri does not match"),
+    ];
+    for (redirect_uri, code_verifier, why) in cases {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect_uri),
+        ];
+        if let Some(v) = code_verifier {
+            form.push(("code_verifier", v));
+        }
+        let resp = flow.token(&form).await;
+        assert_eq!(resp.status(), 400, "{redirect_uri:?} {code_verifier:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_grant", "{body}");
+        let description = body["error_description"].as_str().unwrap();
+        assert!(description.starts_with(why), "{description} for {why}");
+    }
+    assert_eq!(flow.exchange(&code, Some(&verifier)).await.status(), 200);
 }
 
 #[tokio::test]

@@ -35,32 +35,54 @@ pub struct AuthorizationCodeRow {
 
 /// Which presented code may be redeemed, as SQL over `authorization_codes`
 /// and the parameters `$1` now, `$2` the code's id, `$3` the authenticated
-/// client. The rules of a redemption that only the database can check at
+/// client, `$4` and `$5` the redirect_uris and `$6` the challenge the token
+/// request accepts ([`CodeChecks`]). The rules of a redemption, checked at
 /// the moment of the write:
 /// - RFC 6749 4.1.2: not used before (`used_at IS NULL`): of concurrent
 ///   redemptions exactly one matches (the others wait for its row lock and
 ///   then see it used);
 /// - RFC 6749 4.1.3: issued to the authenticated client, not expired (60
-///   s), and its user is not disabled.
+///   s), and its user is not disabled;
+/// - RFC 6749 4.1.3: the redirect_uri of the authorization request, when
+///   it had one, and RFC 7636 4.6 the challenge the code_verifier answers
+///   (none without a verifier: no PKCE downgrade, RFC 9700 4.8.2). A
+///   request these refuse uses nothing up: the code stays usable.
 ///
 /// When no row matches, the code grant (`oauth::grants`) reads the code
 /// again to tell which rule refused it (and revokes on a replay).
 const REDEEMABLE: &str = "id = $2 AND used_at IS NULL AND expires_at > $1 \
-     AND client_id = $3 AND user_id IN (SELECT id FROM users WHERE NOT disabled)";
+     AND client_id = $3 AND user_id IN (SELECT id FROM users WHERE NOT disabled) \
+     AND redirect_uri IN ($4, $5) AND code_challenge IS NOT DISTINCT FROM $6";
 
-/// The redemption on PostgreSQL: one statement ($4 the new grant's id, $5
-/// the first refresh token's or NULL, $6 its expiry).
+/// [`AuthorizationCodeRow::insert`].
+const INSERT: &str = "INSERT INTO authorization_codes (id, client_id, user_id, redirect_uri, \
+     scopes, code_challenge, code_challenge_method, created_at, expires_at, used_at, grant_id, \
+     nonce, auth_time, sid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+/// The token request's own checks of a code exchange, as values the
+/// stored code must hold ([`REDEEMABLE`]); made by `oauth::grants`.
+pub struct CodeChecks {
+    /// The stored redirect_uri may be either (the same one twice when only
+    /// one is accepted).
+    pub redirect_uris: [String; 2],
+    /// The stored code_challenge must be this (None: the code was issued
+    /// without one).
+    pub code_challenge: Option<String>,
+}
+
+/// The redemption on PostgreSQL: one statement ($7 the new grant's id, $8
+/// the first refresh token's or NULL, $9 its expiry).
 static REDEEM_ON_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH code AS (UPDATE authorization_codes SET used_at = $1, grant_id = $4 \
+        "WITH code AS (UPDATE authorization_codes SET used_at = $1, grant_id = $7 \
          WHERE {REDEEMABLE} RETURNING *), \
          new_grant AS (INSERT INTO grants \
          (id, client_id, user_id, scopes, created_at, revoked_at, auth_time, sid) \
-         SELECT $4, client_id, user_id, scopes, $1, NULL, auth_time, sid FROM code), \
+         SELECT $7, client_id, user_id, scopes, $1, NULL, auth_time, sid FROM code), \
          refresh AS (INSERT INTO refresh_tokens \
          (id, grant_id, scopes, created_at, expires_at, used_at) \
-         SELECT $5::text, $4, scopes, $1, $6, NULL FROM code \
-         WHERE $5::text IS NOT NULL) \
+         SELECT $8::text, $7, scopes, $1, $9, NULL FROM code \
+         WHERE $8::text IS NOT NULL) \
          SELECT code.redirect_uri AS code_redirect_uri, code.scopes AS code_scopes, \
          code.code_challenge AS code_challenge, code.nonce AS code_nonce, \
          code.auth_time AS code_auth_time, code.sid AS code_sid, {USER_COLUMNS} \
@@ -78,6 +100,7 @@ static REDEEM_ON_SQLITE: LazyLock<String> =
 pub struct Redemption<'a> {
     pub code_id: &'a str,
     pub client_id: &'a str,
+    pub checks: &'a CodeChecks,
     pub grant_id: &'a str,
     pub refresh: Option<&'a Successor<'a>>,
     pub now: NaiveDateTime,
@@ -105,11 +128,27 @@ pub struct Redeemed {
 
 // Database methods
 impl AuthorizationCodeRow {
+    /// One prepared statement (diesel's own insert of this row, with its
+    /// optional columns, is planned anew on every call: one per
+    /// authorization).
     pub fn insert(&self, conn: &mut AnyConnection) -> QueryResult<()> {
-        diesel::insert_into(authorization_codes::table)
-            .values(self)
-            .execute(conn)
-            .map(|_| ())
+        let binds = [
+            Bind::Text(&self.id),
+            Bind::Text(&self.client_id),
+            Bind::Text(&self.user_id),
+            Bind::Text(&self.redirect_uri),
+            Bind::Text(&self.scopes),
+            Bind::NullableText(self.code_challenge.as_deref()),
+            Bind::NullableText(self.code_challenge_method.as_deref()),
+            Bind::Timestamp(self.created_at),
+            Bind::Timestamp(self.expires_at),
+            Bind::NullableTimestamp(self.used_at),
+            Bind::NullableText(self.grant_id.as_deref()),
+            Bind::NullableText(self.nonce.as_deref()),
+            Bind::NullableTimestamp(self.auth_time),
+            Bind::NullableText(self.sid.as_deref()),
+        ];
+        Prepared::new(INSERT, &binds).execute(conn).map(|_| ())
     }
 
     pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<Self>> {
@@ -120,27 +159,39 @@ impl AuthorizationCodeRow {
             .optional()
     }
 
-    /// Redeems the code (`id`, its hash) if [`REDEEMABLE`] holds: marks it
-    /// used by the new grant `grant_id`, inserts that grant (the code's
-    /// user, scopes, auth_time and sid) and, when given, its first refresh
-    /// token; then asks `accept` (the checks that need what was read back:
-    /// redirect_uri, PKCE). All of it commits only if `accept` does, in one
-    /// transaction ([`crate::db::write_transaction`]: only while the caller
-    /// still waits). `Ok(None)` when no row matched.
+    /// Redeems the code (`id`, its hash) if [`REDEEMABLE`] holds (the
+    /// request's own checks included): marks it used by the new grant
+    /// `grant_id`, inserts that grant (the code's user, scopes, auth_time
+    /// and sid) and, when given, its first refresh token; then asks
+    /// `accept` (what to issue, from what was read back). `Ok(None)` when
+    /// no row matched.
     ///
-    /// PostgreSQL: one statement (a data-modifying CTE) between BEGIN and
-    /// COMMIT, where two reads, two inserts and an update took a round trip
-    /// each. SQLite (no data-modifying CTE): the same guard, then the rest
-    /// in-process.
+    /// PostgreSQL: one statement (a data-modifying CTE) that commits on its
+    /// own ([`crate::db::commit_alone`]: sent only while the caller still
+    /// waits), where two reads, two inserts and an update took a round trip
+    /// each, then a transaction around it two more. Nothing the client
+    /// chose is left for `accept` to refuse (only stored scopes that do not
+    /// parse, a bug: the code is used up then). SQLite (no data-modifying
+    /// CTE): the same guard, then the rest in-process, in one transaction
+    /// ([`crate::db::claim_once`]).
     pub fn redeem<T, E: From<diesel::result::Error>>(
         conn: &mut AnyConnection,
         redemption: &Redemption,
         accept: impl FnOnce(&Redeemed) -> Result<T, E>,
     ) -> Result<Option<(Redeemed, T)>, E> {
+        if let AnyConnection::Postgresql(_) = conn {
+            let redeemed =
+                crate::db::commit_alone(conn, |conn| Self::redeem_here(conn, redemption))?;
+            return match redeemed {
+                Some(redeemed) => {
+                    let accepted = accept(&redeemed)?;
+                    Ok(Some((redeemed, accepted)))
+                }
+                None => Ok(None),
+            };
+        }
         // SQLite: a code that does not exist takes no write lock.
-        if matches!(conn, AnyConnection::Sqlite(_))
-            && Self::find(conn, redemption.code_id)?.is_none()
-        {
+        if Self::find(conn, redemption.code_id)?.is_none() {
             return Ok(None);
         }
         crate::db::claim_once(conn, |conn| Self::redeem_here(conn, redemption), accept)
@@ -153,6 +204,9 @@ impl AuthorizationCodeRow {
                     Bind::Timestamp(r.now),
                     Bind::Text(r.code_id),
                     Bind::Text(r.client_id),
+                    Bind::Text(&r.checks.redirect_uris[0]),
+                    Bind::Text(&r.checks.redirect_uris[1]),
+                    Bind::NullableText(r.checks.code_challenge.as_deref()),
                     Bind::Text(r.grant_id),
                     Bind::NullableText(r.refresh.map(|s| s.id)),
                     Bind::Timestamp(r.refresh.map_or(r.now, |s| s.expires_at)),
@@ -167,6 +221,9 @@ impl AuthorizationCodeRow {
             Bind::Timestamp(r.now),
             Bind::Text(r.code_id),
             Bind::Text(r.client_id),
+            Bind::Text(&r.checks.redirect_uris[0]),
+            Bind::Text(&r.checks.redirect_uris[1]),
+            Bind::NullableText(r.checks.code_challenge.as_deref()),
         ];
         let claimed = Prepared::new(&REDEEM_ON_SQLITE, &binds).execute(lite)?;
         if claimed != 1 {

@@ -18,7 +18,7 @@ mod user;
 
 pub use api_key::{ApiKeyRow, ApiKeyStatus, Lineage};
 pub use api_key_usage::{NewUsageRow, StatusFilter, UsageQuery, UsageRow};
-pub use authorization_code::{AuthorizationCodeRow, Redeemed, Redemption};
+pub use authorization_code::{AuthorizationCodeRow, CodeChecks, Redeemed, Redemption};
 pub use client::{Client, RedirectProblem};
 pub use consent::{ConnectedApp, ConsentRow};
 pub use grant::{GrantRow, GrantStatus};
