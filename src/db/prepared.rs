@@ -71,8 +71,9 @@ where
                     out.push_bind_param::<Nullable<Text>, Option<&str>>(value)?
                 }
                 Bind::Timestamp(value) => out.push_bind_param::<Timestamp, NaiveDateTime>(value)?,
-                Bind::NullableTimestamp(value) => out
-                    .push_bind_param::<Nullable<Timestamp>, Option<NaiveDateTime>>(value)?,
+                Bind::NullableTimestamp(value) => {
+                    out.push_bind_param::<Nullable<Timestamp>, Option<NaiveDateTime>>(value)?
+                }
             }
             rest = &rest[at + 1 + digits..];
         }

@@ -45,14 +45,17 @@ pub struct AuthorizationCodeRow {
 ///   s), and its user is not disabled;
 /// - RFC 6749 4.1.3: the redirect_uri of the authorization request, when
 ///   it had one, and RFC 7636 4.6 the challenge the code_verifier answers
-///   (none without a verifier: no PKCE downgrade, RFC 9700 4.8.2). A
-///   request these refuse uses nothing up: the code stays usable.
+///   (none without a verifier: no PKCE downgrade, RFC 9700 4.8.2; spelt
+///   out, not `IS NOT DISTINCT FROM`, which a system SQLite before 3.39
+///   lacks). A request these refuse uses nothing up: the code stays
+///   usable.
 ///
 /// When no row matches, the code grant (`oauth::grants`) reads the code
 /// again to tell which rule refused it (and revokes on a replay).
 const REDEEMABLE: &str = "id = $2 AND used_at IS NULL AND expires_at > $1 \
      AND client_id = $3 AND user_id IN (SELECT id FROM users WHERE NOT disabled) \
-     AND redirect_uri IN ($4, $5) AND code_challenge IS NOT DISTINCT FROM $6";
+     AND redirect_uri IN ($4, $5) \
+     AND (code_challenge = $6 OR (code_challenge IS NULL AND $6 IS NULL))";
 
 /// [`AuthorizationCodeRow::insert`].
 const INSERT: &str = "INSERT INTO authorization_codes (id, client_id, user_id, redirect_uri, \
@@ -171,7 +174,7 @@ impl AuthorizationCodeRow {
     /// waits), where two reads, two inserts and an update took a round trip
     /// each, then a transaction around it two more. Nothing the client
     /// chose is left for `accept` to refuse (only stored scopes that do not
-    /// parse, a bug: the code is used up then). SQLite (no data-modifying
+    /// parse, a bug: the code is used up then, and the new grant revoked). SQLite (no data-modifying
     /// CTE): the same guard, then the rest in-process, in one transaction
     /// ([`crate::db::claim_once`]).
     pub fn redeem<T, E: From<diesel::result::Error>>(
@@ -182,12 +185,18 @@ impl AuthorizationCodeRow {
         if let AnyConnection::Postgresql(_) = conn {
             let redeemed =
                 crate::db::commit_alone(conn, |conn| Self::redeem_here(conn, redemption))?;
-            return match redeemed {
-                Some(redeemed) => {
-                    let accepted = accept(&redeemed)?;
-                    Ok(Some((redeemed, accepted)))
+            let Some(redeemed) = redeemed else {
+                return Ok(None);
+            };
+            return match accept(&redeemed) {
+                Ok(accepted) => Ok(Some((redeemed, accepted))),
+                Err(refusal) => {
+                    // Nobody gets the grant's tokens: end it.
+                    if let Err(e) = GrantRow::revoke(conn, redemption.grant_id, redemption.now) {
+                        log::warn!("a refused redemption's grant could not be revoked: {e}");
+                    }
+                    Err(refusal)
                 }
-                None => Ok(None),
             };
         }
         // SQLite: a code that does not exist takes no write lock.
