@@ -60,7 +60,6 @@ async fn readyz_is_503_when_the_database_is_down() {
 /// new one in place of each dead one.
 #[tokio::test]
 async fn pooled_connections_the_server_closed_are_replaced_within_check_every() {
-    use diesel::RunQueryDsl;
     use dzdesk_auth::db::{Backend, CHECK_EVERY};
     let app = spawn_app().await;
     if app.db.backend() != Backend::Postgres {
@@ -76,18 +75,7 @@ async fn pooled_connections_the_server_closed_are_replaced_within_check_every() 
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
     // The server closes every connection of the service (as a restart or
     // an idle timeout would), from a connection of the test's own.
-    let url = app.settings.database_url.clone();
-    let closed = tokio::task::spawn_blocking(move || {
-        let mut conn = Database::establish(&url).unwrap();
-        diesel::sql_query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        )
-        .execute(&mut conn)
-        .unwrap()
-    })
-    .await
-    .unwrap();
+    let closed = crate::helpers::close_server_connections(&app.settings.database_url).await;
     assert!(closed >= 1, "no connection of the service was closed");
     // Within CHECK_EVERY: 200 (a connection tested or opened anew) or 503
     // (a closed one, not tested yet), nothing else.

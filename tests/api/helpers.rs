@@ -552,3 +552,22 @@ impl TestApp {
 pub fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+/// Has PostgreSQL close every other connection to the test's database (as a
+/// restart, a failover or an idle timeout would), from a connection of the
+/// test's own; the number closed.
+pub async fn close_server_connections(url: &DatabaseUrl) -> usize {
+    use diesel::RunQueryDsl;
+    let url = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = Database::establish(&url).unwrap();
+        diesel::sql_query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .execute(&mut conn)
+        .unwrap()
+    })
+    .await
+    .unwrap()
+}

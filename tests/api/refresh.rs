@@ -369,18 +369,7 @@ async fn a_connection_closed_under_a_transaction_is_not_reused() {
     }
     let flow = Flow::on(app, Role::Agent, SCOPE, false).await;
     let mut token = refresh_of(&flow.tokens(SCOPE).await);
-    let url = flow.app.settings.database_url.clone();
-    let closed = tokio::task::spawn_blocking(move || {
-        let mut conn = dzdesk_auth::db::Database::establish(&url).unwrap();
-        diesel::sql_query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        )
-        .execute(&mut conn)
-        .unwrap()
-    })
-    .await
-    .unwrap();
+    let closed = crate::helpers::close_server_connections(&flow.app.settings.database_url).await;
     assert!(closed >= 1, "no connection of the service was closed");
     // Asking for a scope: the rotation runs in a transaction.
     let first = flow.refresh(&token, Some("requests:read")).await;
