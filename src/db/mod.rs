@@ -372,7 +372,7 @@ fn cause_is_unavailable(cause: &(dyn std::error::Error + 'static)) -> bool {
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 _,
             ) => true,
-            // `lock_timeout` ([`libpq_url`]): diesel gives no SQLSTATE
+            // `lock_timeout` ([`set_lock_timeout`]): diesel gives no SQLSTATE
             // (55P03) but the message, in English unless the server's
             // lc_messages says otherwise (then a 500).
             DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {
@@ -770,6 +770,21 @@ pub(crate) fn claim_once<R, T, E: From<diesel::result::Error>>(
     }
 }
 
+/// Whether `conn` is outside any transaction: what it does next commits
+/// (or is the outermost transaction's), not a transaction around it.
+fn outside_transactions(conn: &mut AnyConnection) -> QueryResult<bool> {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    let depth = match conn {
+        AnyConnection::Sqlite(lite) => {
+            AnsiTransactionManager::transaction_manager_status_mut(lite).transaction_depth()?
+        }
+        AnyConnection::Postgresql(pg) => {
+            AnsiTransactionManager::transaction_manager_status_mut(pg).transaction_depth()?
+        }
+    };
+    Ok(depth.is_none())
+}
+
 /// One statement that commits on its own (autocommit), in the place of a
 /// transaction around it: it saves the BEGIN and COMMIT round trips, as
 /// many as the statement's own. The 503 rule of [`write_transaction`]
@@ -786,17 +801,7 @@ pub(crate) fn commit_alone<T>(
     conn: &mut AnyConnection,
     statement: impl FnOnce(&mut AnyConnection) -> QueryResult<Option<T>>,
 ) -> QueryResult<Option<T>> {
-    use diesel::connection::{AnsiTransactionManager, TransactionManager};
-    let outermost = match conn {
-        AnyConnection::Sqlite(lite) => {
-            AnsiTransactionManager::transaction_manager_status_mut(lite).transaction_depth()?
-        }
-        AnyConnection::Postgresql(pg) => {
-            AnsiTransactionManager::transaction_manager_status_mut(pg).transaction_depth()?
-        }
-    }
-    .is_none();
-    if !outermost {
+    if !outside_transactions(conn)? {
         return statement(conn);
     }
     let Some(began) = begin_commit() else {
@@ -824,16 +829,7 @@ where
     E: From<diesel::result::Error>,
 {
     use diesel::connection::{AnsiTransactionManager, TransactionManager};
-    let outermost = match conn {
-        AnyConnection::Sqlite(lite) => AnsiTransactionManager::transaction_manager_status_mut(lite)
-            .transaction_depth()
-            .map_err(E::from)?
-            .is_none(),
-        AnyConnection::Postgresql(pg) => AnsiTransactionManager::transaction_manager_status_mut(pg)
-            .transaction_depth()
-            .map_err(E::from)?
-            .is_none(),
-    };
+    let outermost = outside_transactions(conn).map_err(E::from)?;
     // The outermost transaction commits only if the caller of
     // `Database::run` still waits for it (else it rolls back, and the 503
     // the caller gave is true).

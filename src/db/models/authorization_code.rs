@@ -86,8 +86,7 @@ static REDEEM_ON_POSTGRES: LazyLock<String> = LazyLock::new(|| {
          (id, grant_id, scopes, created_at, expires_at, used_at) \
          SELECT $8::text, $7, scopes, $1, $9, NULL FROM code \
          WHERE $8::text IS NOT NULL) \
-         SELECT code.redirect_uri AS code_redirect_uri, code.scopes AS code_scopes, \
-         code.code_challenge AS code_challenge, code.nonce AS code_nonce, \
+         SELECT code.scopes AS code_scopes, code.nonce AS code_nonce, \
          code.auth_time AS code_auth_time, code.sid AS code_sid, {USER_COLUMNS} \
          FROM code JOIN users u ON u.id = code.user_id"
     )
@@ -109,16 +108,14 @@ pub struct Redemption<'a> {
     pub now: NaiveDateTime,
 }
 
-/// What a redemption read back: the code's request and the user.
+/// What a redemption read back: what the code's request asked for and
+/// the user (its redirect_uri and challenge are conditions of the
+/// redemption, [`REDEEMABLE`], not read back).
 #[derive(QueryableByName)]
 pub struct Redeemed {
     // Named apart from the user's columns, which come by name too.
-    #[diesel(sql_type = Text, column_name = code_redirect_uri)]
-    pub redirect_uri: String,
     #[diesel(sql_type = Text, column_name = code_scopes)]
     pub scopes: String,
-    #[diesel(sql_type = Nullable<Text>, column_name = code_challenge)]
-    pub code_challenge: Option<String>,
     #[diesel(sql_type = Nullable<Text>, column_name = code_nonce)]
     pub nonce: Option<String>,
     #[diesel(sql_type = Nullable<Timestamp>, column_name = code_auth_time)]
@@ -174,9 +171,9 @@ impl AuthorizationCodeRow {
     /// waits), where two reads, two inserts and an update took a round trip
     /// each, then a transaction around it two more. Nothing the client
     /// chose is left for `accept` to refuse (only stored scopes that do not
-    /// parse, a bug: the code is used up then, and the new grant revoked). SQLite (no data-modifying
-    /// CTE): the same guard, then the rest in-process, in one transaction
-    /// ([`crate::db::claim_once`]).
+    /// parse, a bug: the code is used up then, and the new grant revoked).
+    /// SQLite (no data-modifying CTE): the same guard, then the rest
+    /// in-process, in one transaction ([`crate::db::claim_once`]).
     pub fn redeem<T, E: From<diesel::result::Error>>(
         conn: &mut AnyConnection,
         redemption: &Redemption,
@@ -268,9 +265,7 @@ impl AuthorizationCodeRow {
             .insert(conn)?;
         }
         Ok(Some(Redeemed {
-            redirect_uri: code.redirect_uri,
             scopes: code.scopes,
-            code_challenge: code.code_challenge,
             nonce: code.nonce,
             auth_time: code.auth_time,
             sid: code.sid,
