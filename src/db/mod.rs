@@ -1184,7 +1184,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url =
             DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("t.db").display())).unwrap();
-        let db = Database::connect_with_timeout(&url, 1, Duration::from_millis(200)).unwrap();
+        // Opening the pool waits for its first connection, which can take
+        // longer than 200 ms on a loaded machine (CI failed so once): open it
+        // with time to spare, then give requests 200 ms.
+        let mut db = Database::connect_with_timeout(&url, 1, Duration::from_secs(10)).unwrap();
+        db.timeout = Duration::from_millis(200);
         let held = db.conn().unwrap();
         let started = std::time::Instant::now();
         let result = db
