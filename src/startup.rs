@@ -23,6 +23,7 @@ use crate::credentials::{listener, Audience, Credentials};
 use crate::db::Database;
 use crate::maintenance;
 use crate::metrics::Metrics;
+use crate::oauth::client_cache::ClientCache;
 use crate::ratelimit::redis::RedisStore;
 use crate::ratelimit::Limiter;
 use crate::routes::openapi::{self, Endpoint};
@@ -30,7 +31,7 @@ use crate::routes::surface::{self, oauth_json_endpoint, Hsts, HttpsOnly, Request
 use crate::routes::{
     self, cors, health, oauth, oidc, register, static_files, v1, web as pages, well_known,
 };
-use crate::state::{AppState, ClientCache, ServerKeys};
+use crate::state::{AppState, ServerKeys};
 use crate::telemetry::{access_log, Observability};
 use crate::tls::CertReloader;
 use tokio::signal::unix::{signal, Signal, SignalKind};

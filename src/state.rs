@@ -1,9 +1,7 @@
 //! What every handler shares.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use actix_web::HttpRequest;
 use chrono::Utc;
@@ -15,9 +13,10 @@ use crate::auth::verifier::VerifierPool;
 use crate::config::Settings;
 use crate::credentials::jwt::KeyRing;
 use crate::credentials::Credentials;
-use crate::db::models::{Client, ServerSecret};
+use crate::db::models::ServerSecret;
 use crate::db::{sealed, Database};
 use crate::metrics::Metrics;
+use crate::oauth::client_cache::ClientCache;
 use crate::oauth::token::TokenConfig;
 use crate::ratelimit::Limiter;
 
@@ -43,72 +42,6 @@ pub struct AppState {
     /// The service's metrics while `DZDESK_METRICS_LISTEN` is set; `None`
     /// counts nothing.
     pub metrics: Option<Arc<Metrics>>,
-}
-
-/// Registered clients kept in memory for `DZDESK_CLIENT_CACHE_SECS`, so the
-/// client_credentials grant needs no database round trip. Only rows that
-/// exist are kept (unknown ids cannot fill it), and at most
-/// [`ClientCache::MAX_ENTRIES`].
-pub struct ClientCache {
-    ttl: Duration,
-    entries: RwLock<HashMap<String, (Arc<Client>, Instant)>>,
-}
-
-impl ClientCache {
-    pub const MAX_ENTRIES: usize = 10_000;
-
-    pub fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            entries: RwLock::new(HashMap::new()),
-        }
-    }
-
-    /// The client, if read from the database less than the TTL ago.
-    pub fn get(&self, id: &str) -> Option<Arc<Client>> {
-        let entries = self.entries.read().ok()?;
-        let (client, at) = entries.get(id)?;
-        (at.elapsed() < self.ttl).then(|| client.clone())
-    }
-
-    /// Drops a client changed or deleted by this instance (other instances
-    /// catch up within the TTL).
-    pub fn forget(&self, id: &str) {
-        if let Ok(mut entries) = self.entries.write() {
-            entries.remove(id);
-        }
-    }
-
-    /// Drops every client (the revocation listener reconnected: changes
-    /// may have been missed meanwhile).
-    pub fn clear(&self) {
-        if let Ok(mut entries) = self.entries.write() {
-            entries.clear();
-        }
-    }
-
-    /// Keeps a client read from the database by a query that started at
-    /// `read_at` (so a read racing a change is not kept a full TTL longer); a
-    /// newer entry is not replaced.
-    pub fn put(&self, client: Client, read_at: Instant) -> Arc<Client> {
-        let client = Arc::new(client);
-        if self.ttl.is_zero() {
-            return client;
-        }
-        if let Ok(mut entries) = self.entries.write() {
-            if entries.len() >= Self::MAX_ENTRIES {
-                entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
-                if entries.len() >= Self::MAX_ENTRIES {
-                    entries.clear();
-                }
-            }
-            let newer = entries.get(&client.id).is_some_and(|(_, at)| *at > read_at);
-            if !newer {
-                entries.insert(client.id.clone(), (client.clone(), read_at));
-            }
-        }
-        client
-    }
 }
 
 impl AppState {
@@ -199,60 +132,5 @@ impl ServerKeys {
             );
         }
         Ok(keys)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn client(id: &str) -> Client {
-        let now = Utc::now().naive_utc();
-        Client {
-            id: id.to_owned(),
-            name: "c".into(),
-            confidential: true,
-            secret_hash: None,
-            redirect_uris: String::new(),
-            scopes: String::new(),
-            grant_types: String::new(),
-            require_pkce: false,
-            disabled: false,
-            created_at: now,
-            updated_at: now,
-            can_introspect: false,
-            registration_token_hash: None,
-            registered_by: None,
-            plan: "standard".into(),
-            rate_limit: None,
-            token_endpoint_auth_method: "client_secret_basic".into(),
-            previous_secret_hash: None,
-            previous_secret_expires_at: None,
-            cors_origins: String::new(),
-            post_logout_redirect_uris: String::new(),
-            require_par: false,
-        }
-    }
-
-    #[test]
-    fn client_cache_keeps_clients_for_its_ttl_only() {
-        let cache = ClientCache::new(Duration::from_secs(60));
-        assert!(cache.get("client_a").is_none());
-        cache.put(client("client_a"), Instant::now());
-        assert_eq!(cache.get("client_a").unwrap().id, "client_a");
-
-        let off = ClientCache::new(Duration::ZERO);
-        off.put(client("client_a"), Instant::now());
-        assert!(off.get("client_a").is_none());
-    }
-
-    #[test]
-    fn client_cache_is_bounded() {
-        let cache = ClientCache::new(Duration::from_secs(60));
-        for i in 0..=ClientCache::MAX_ENTRIES {
-            cache.put(client(&format!("client_{i}")), Instant::now());
-        }
-        let len = cache.entries.read().unwrap().len();
-        assert!(len <= ClientCache::MAX_ENTRIES, "{len}");
     }
 }

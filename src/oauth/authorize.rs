@@ -43,6 +43,7 @@ use crate::db::models::{
 };
 use crate::db::AnyConnection;
 use crate::domain::{Role, Scope, ScopeSet};
+use crate::oauth::client_cache::ClientCache;
 use crate::oauth::params::{
     parameter_problem, parse_max_age, Prompt, CODE_FLOW_ONLY, PROTOCOL_PARAMS,
 };
@@ -88,6 +89,8 @@ pub struct AuthorizeInput<'a> {
     /// The browser's pushed-request cookie (RFC 9126, see `oauth::par`):
     /// the handler makes one when the query carries a `request_uri`.
     pub par_browser: Option<&'a str>,
+    /// Where the client is looked up (RFC 6749 3.1: every request names one).
+    pub clients: &'a ClientCache,
     pub now: DateTime<Utc>,
 }
 
@@ -252,7 +255,7 @@ fn run(
         return done(AuthorizeOutcome::BadRequest(BAD_CLIENT));
     }
     let client = match param("client_id") {
-        Some(id) => Client::find(conn, &id)?,
+        Some(id) => input.clients.find(conn, &id)?,
         None => None,
     };
     let Some(client) = client.filter(|c| !c.disabled) else {

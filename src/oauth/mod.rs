@@ -2,6 +2,7 @@
 //! time as an argument and return typed errors that speak RFC 6749.
 
 pub mod authorize;
+pub mod client_cache;
 pub mod clients;
 pub mod cors;
 pub mod error;

@@ -27,7 +27,7 @@ use crate::oauth::{introspect, par};
 use crate::ratelimit::address_key;
 use crate::ratelimit::throttle::{self, Begin, LockScope};
 use crate::routes::cors;
-use crate::routes::web::session::{MaybeSignedIn, OurCookie};
+use crate::routes::web::session::{OurCookie, SignedIn};
 use crate::routes::web::{render, see_other};
 use crate::state::AppState;
 
@@ -668,9 +668,8 @@ pub async fn authorize_get(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-    signed_in: MaybeSignedIn,
 ) -> Result<HttpResponse, WebError> {
-    authorize(req, payload, state, signed_in).await
+    authorize(req, payload, state).await
 }
 
 /// The consent page's decision, posted back with the request's query.
@@ -688,16 +687,14 @@ pub async fn authorize_post(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-    signed_in: MaybeSignedIn,
 ) -> Result<HttpResponse, WebError> {
-    authorize(req, payload, state, signed_in).await
+    authorize(req, payload, state).await
 }
 
 async fn authorize(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-    signed_in: MaybeSignedIn,
 ) -> Result<HttpResponse, WebError> {
     let request = OAuthRequest::new(req.clone(), payload.into_inner())
         .await
@@ -715,16 +712,22 @@ async fn authorize(
     let existing = OurCookie::PushedRequest.value(&req, secure);
     let par_cookie = (pushed && existing.is_none()).then(|| OurCookie::PushedRequest.fresh());
     let par_browser = existing.or_else(|| par_cookie.clone());
+    let session = SignedIn::cookie(&req, &state);
     let state2 = state.clone();
     let outcome = state
         .db
         .run(move |conn| {
+            let now = Utc::now();
+            // In this round trip to the blocking pool, not an extractor's own.
+            let signed_in = match session {
+                Some(secret) => SignedIn::find(conn, &secret, now.naive_utc())?,
+                None => None,
+            };
             let keys = state2
                 .credentials
                 .keys
                 .current(conn)
                 .map_err(WebError::internal)?;
-            let signed_in = signed_in.0;
             let input = AuthorizeInput {
                 request,
                 raw_query: &raw_query,
@@ -738,7 +741,8 @@ async fn authorize(
                 issuer: &state2.settings.issuer,
                 keys: &keys,
                 par_browser: par_browser.as_deref(),
-                now: Utc::now(),
+                clients: &state2.clients,
+                now,
             };
             authorize::authorize(conn, input).map_err(WebError::internal)
         })

@@ -96,6 +96,28 @@ pub struct SignedIn {
 }
 
 impl SignedIn {
+    /// The user of the session whose cookie holds `secret`, if the session is
+    /// live at `now` and its user enabled. Blocking: inside `Database::run`.
+    pub fn find(
+        conn: &mut crate::db::AnyConnection,
+        secret: &str,
+        now: chrono::NaiveDateTime,
+    ) -> Result<Option<SignedIn>, WebError> {
+        let found = Session::find_active(conn, secret, now)?;
+        Ok(found.map(|(session, user)| SignedIn {
+            session_id: session.id,
+            user,
+            signed_in_at: session.created_at,
+        }))
+    }
+
+    /// The session cookie's secret in `req`, for [`SignedIn::find`] in a
+    /// handler's own database work (one round trip to the blocking pool,
+    /// where [`MaybeSignedIn`] takes its own).
+    pub fn cookie(req: &HttpRequest, state: &AppState) -> Option<String> {
+        OurCookie::Session.value(req, state.secure_cookies())
+    }
+
     /// Ends this browser session (the row; the caller removes the cookie).
     pub async fn end(&self, state: &AppState) -> Result<(), WebError> {
         let id = self.session_id.clone();
@@ -148,13 +170,9 @@ impl FromRequest for MaybeSignedIn {
             let now = Utc::now().naive_utc();
             let found = state
                 .db
-                .run(move |conn| Session::find_active(conn, &secret, now).map_err(WebError::from))
+                .run(move |conn| SignedIn::find(conn, &secret, now))
                 .await?;
-            Ok(MaybeSignedIn(found.map(|(session, user)| SignedIn {
-                session_id: session.id,
-                user,
-                signed_in_at: session.created_at,
-            })))
+            Ok(MaybeSignedIn(found))
         })
     }
 }
