@@ -772,7 +772,7 @@ pub(crate) fn claim_once<R, T, E: From<diesel::result::Error>>(
 
 /// Whether `conn` is outside any transaction: what it does next commits
 /// (or is the outermost transaction's), not a transaction around it.
-fn outside_transactions(conn: &mut AnyConnection) -> QueryResult<bool> {
+pub(crate) fn outside_transactions(conn: &mut AnyConnection) -> QueryResult<bool> {
     use diesel::connection::{AnsiTransactionManager, TransactionManager};
     let depth = match conn {
         AnyConnection::Sqlite(lite) => {

@@ -72,6 +72,10 @@ pub struct SignedInUser<'a> {
     pub user: &'a User,
     /// When the browser signed in: OIDC `auth_time`.
     pub signed_in_at: chrono::NaiveDateTime,
+    /// The user's remembered consent when the handler read it with the
+    /// session: for the client `.0`, the stored scopes `.1` (None: never
+    /// approved). For any other client it is read here.
+    pub consent_read: Option<(&'a str, Option<&'a str>)>,
 }
 
 /// Everything the endpoint needs besides the database.
@@ -312,7 +316,12 @@ fn run(
         *q = normalized.clone();
     }
     let remembered = match &input.signed_in {
-        Some(s) => ConsentRow::find(conn, &s.user.id, &client.id)?.map(|c| c.scopes()),
+        Some(s) => match s.consent_read {
+            Some((read_for, stored)) if read_for == client.id => {
+                stored.map(ConsentRow::parse_scopes)
+            }
+            _ => ConsentRow::find(conn, &s.user.id, &client.id)?.map(|c| c.scopes()),
+        },
         None => None,
     };
     let requested = match param("scope") {

@@ -713,15 +713,31 @@ async fn authorize(
     let par_cookie = (pushed && existing.is_none()).then(|| OurCookie::PushedRequest.fresh());
     let par_browser = existing.or_else(|| par_cookie.clone());
     let session = SignedIn::cookie(&req, &state);
+    // The client the query names (once), whose remembered consent is read
+    // with the session.
+    let mut named = url::form_urlencoded::parse(raw_query.as_bytes())
+        .filter(|(k, _)| k == "client_id")
+        .map(|(_, v)| v.into_owned());
+    let client_id = match (named.next(), named.next()) {
+        (Some(id), None) => Some(id),
+        _ => None,
+    };
     let state2 = state.clone();
     let outcome = state
         .db
         .run(move |conn| {
             let now = Utc::now();
-            // In this round trip to the blocking pool, not an extractor's own.
-            let signed_in = match session {
-                Some(secret) => SignedIn::find(conn, &secret, now.naive_utc())?,
-                None => None,
+            // In this round trip to the blocking pool, not an extractor's
+            // own, and with the consent in the same statement.
+            let signed_in = match (session, &client_id) {
+                (Some(secret), Some(id)) => {
+                    SignedIn::find_with_consent(conn, &secret, now.naive_utc(), id)?
+                        .map(|(s, consent)| (s, Some((id.as_str(), consent))))
+                }
+                (Some(secret), None) => {
+                    SignedIn::find(conn, &secret, now.naive_utc())?.map(|s| (s, None))
+                }
+                (None, _) => None,
             };
             let keys = state2
                 .credentials
@@ -732,10 +748,13 @@ async fn authorize(
                 request,
                 raw_query: &raw_query,
                 method,
-                signed_in: signed_in.as_ref().map(|s| SignedInUser {
+                signed_in: signed_in.as_ref().map(|(s, consent)| SignedInUser {
                     session_id: &s.session_id,
                     user: &s.user,
                     signed_in_at: s.signed_in_at,
+                    consent_read: consent
+                        .as_ref()
+                        .map(|(id, stored)| (*id, stored.as_deref())),
                 }),
                 csrf: &state2.csrf,
                 issuer: &state2.settings.issuer,

@@ -57,10 +57,30 @@ const REDEEMABLE: &str = "id = $2 AND used_at IS NULL AND expires_at > $1 \
      AND redirect_uri IN ($4, $5) \
      AND (code_challenge = $6 OR (code_challenge IS NULL AND $6 IS NULL))";
 
+/// The columns of [`AuthorizationCodeRow::insert`] and their parameters.
+macro_rules! insert_code {
+    ($values:literal) => {
+        concat!(
+            "INSERT INTO authorization_codes (id, client_id, user_id, redirect_uri, scopes, \
+             code_challenge, code_challenge_method, created_at, expires_at, used_at, grant_id, \
+             nonce, auth_time, sid) ",
+            $values
+        )
+    };
+}
+
 /// [`AuthorizationCodeRow::insert`].
-const INSERT: &str = "INSERT INTO authorization_codes (id, client_id, user_id, redirect_uri, \
-     scopes, code_challenge, code_challenge_method, created_at, expires_at, used_at, grant_id, \
-     nonce, auth_time, sid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+const INSERT: &str =
+    insert_code!("VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)");
+
+/// [`INSERT`] with an asynchronous commit, for PostgreSQL outside any
+/// transaction: `set_config(..., true)` sets `synchronous_commit = off` for
+/// the statement's own transaction, which its commit then reads
+/// (PostgreSQL 15 docs, 30.4 "Asynchronous Commit").
+const INSERT_ASYNC_COMMIT: &str = insert_code!(
+    "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
+     FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+);
 
 /// The token request's own checks of a code exchange, as values the
 /// stored code must hold ([`REDEEMABLE`]); made by `oauth::grants`.
@@ -131,6 +151,17 @@ impl AuthorizationCodeRow {
     /// One prepared statement (diesel's own insert of this row, with its
     /// optional columns, is planned anew on every call: one per
     /// authorization).
+    ///
+    /// On PostgreSQL, outside a transaction, its commit does not wait for
+    /// the WAL to reach the disk ([`INSERT_ASYNC_COMMIT`]): one of the two
+    /// commits of every authorization-code round trip. What a crash can
+    /// lose is at most the last fraction of a second of codes, each of which
+    /// then fails its exchange with `invalid_grant` (the user signs in to the
+    /// client again); nothing is granted that was not. It cannot lose a
+    /// code that was redeemed: the redemption commits synchronously, and
+    /// its flush of the WAL carries every earlier commit with it. Inside a
+    /// transaction (a pushed request's) the transaction's COMMIT decides,
+    /// synchronously.
     pub fn insert(&self, conn: &mut AnyConnection) -> QueryResult<()> {
         let binds = [
             Bind::Text(&self.id),
@@ -148,7 +179,13 @@ impl AuthorizationCodeRow {
             Bind::NullableTimestamp(self.auth_time),
             Bind::NullableText(self.sid.as_deref()),
         ];
-        Prepared::new(INSERT, &binds).execute(conn).map(|_| ())
+        let postgres = matches!(conn, AnyConnection::Postgresql(_));
+        let sql = if postgres && crate::db::outside_transactions(conn)? {
+            INSERT_ASYNC_COMMIT
+        } else {
+            INSERT
+        };
+        Prepared::new(sql, &binds).execute(conn).map(|_| ())
     }
 
     pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<Self>> {

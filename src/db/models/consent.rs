@@ -19,7 +19,13 @@ pub struct ConsentRow {
 // Local methods
 impl ConsentRow {
     pub fn scopes(&self) -> ScopeSet {
-        ScopeSet::parse(&self.scopes).unwrap_or_default()
+        Self::parse_scopes(&self.scopes)
+    }
+
+    /// The approved scopes of a stored `consents.scopes` (none if it does
+    /// not parse: a consent page is shown again).
+    pub fn parse_scopes(stored: &str) -> ScopeSet {
+        ScopeSet::parse(stored).unwrap_or_default()
     }
 }
 

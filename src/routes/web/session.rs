@@ -104,11 +104,27 @@ impl SignedIn {
         now: chrono::NaiveDateTime,
     ) -> Result<Option<SignedIn>, WebError> {
         let found = Session::find_active(conn, secret, now)?;
-        Ok(found.map(|(session, user)| SignedIn {
+        Ok(found.map(|(session, user)| SignedIn::of(session, user)))
+    }
+
+    /// [`SignedIn::find`] and, in the same statement, the scopes the user
+    /// approved for `client_id` as stored (None: never approved).
+    pub fn find_with_consent(
+        conn: &mut crate::db::AnyConnection,
+        secret: &str,
+        now: chrono::NaiveDateTime,
+        client_id: &str,
+    ) -> Result<Option<(SignedIn, Option<String>)>, WebError> {
+        let found = Session::find_active_with_consent(conn, secret, now, client_id)?;
+        Ok(found.map(|(session, user, consent)| (SignedIn::of(session, user), consent)))
+    }
+
+    fn of(session: Session, user: User) -> SignedIn {
+        SignedIn {
             session_id: session.id,
             user,
             signed_in_at: session.created_at,
-        }))
+        }
     }
 
     /// The session cookie's secret in `req`, for [`SignedIn::find`] in a
