@@ -93,8 +93,12 @@ pub struct AuthorizeInput<'a> {
     /// The browser's pushed-request cookie (RFC 9126, see `oauth::par`):
     /// the handler makes one when the query carries a `request_uri`.
     pub par_browser: Option<&'a str>,
-    /// Where the client is looked up (RFC 6749 3.1: every request names one).
-    pub clients: &'a ClientCache,
+    /// The client cache, while a change to a client reaches it at once
+    /// (the revocation listener is live: PostgreSQL); None: the client is
+    /// read from the database (SQLite, whose CLI changes no listener
+    /// carries, or the listener is down). A client disabled or changed must
+    /// stop getting codes at once (RFC 6749 10.6: a removed redirect URI).
+    pub clients: Option<&'a ClientCache>,
     pub now: DateTime<Utc>,
 }
 
@@ -259,7 +263,10 @@ fn run(
         return done(AuthorizeOutcome::BadRequest(BAD_CLIENT));
     }
     let client = match param("client_id") {
-        Some(id) => input.clients.find(conn, &id)?,
+        Some(id) => match input.clients {
+            Some(cache) => cache.find(conn, &id)?,
+            None => Client::find(conn, &id)?.map(std::sync::Arc::new),
+        },
         None => None,
     };
     let Some(client) = client.filter(|c| !c.disabled) else {
@@ -316,8 +323,10 @@ fn run(
         *q = normalized.clone();
     }
     let remembered = match &input.signed_in {
+        // A pushed request runs in its transaction: read the consent there
+        // (SQLite serialises it with a disconnect of the app).
         Some(s) => match s.consent_read {
-            Some((read_for, stored)) if read_for == client.id => {
+            Some((read_for, stored)) if read_for == client.id && pushed.is_none() => {
                 stored.map(ConsentRow::parse_scopes)
             }
             _ => ConsentRow::find(conn, &s.user.id, &client.id)?.map(|c| c.scopes()),

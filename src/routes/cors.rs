@@ -108,12 +108,12 @@ async fn find_client(state: &AppState, id: &str) -> anyhow::Result<Option<Arc<Cl
         return Ok(Some(client));
     }
     let id = id.to_owned();
-    let read_at = std::time::Instant::now();
+    let ticket = state.clients.ticket();
     let found = state
         .db
         .run(move |conn| Client::find(conn, &id).map_err(anyhow::Error::from))
         .await?;
-    Ok(found.map(|c| state.clients.put(c, read_at)))
+    Ok(found.map(|c| state.clients.put(c, ticket)))
 }
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {

@@ -627,8 +627,8 @@ fn authenticated_client(
     if let Some(client) = cached_client(state, auth) {
         return Ok(client);
     }
-    let read_at = std::time::Instant::now();
-    let client = Client::find(conn, auth.client_id())?.map(|c| state.clients.put(c, read_at));
+    let ticket = state.clients.ticket();
+    let client = Client::find(conn, auth.client_id())?.map(|c| state.clients.put(c, ticket));
     token::authenticate(client, auth, Utc::now().naive_utc())
 }
 
@@ -760,7 +760,7 @@ async fn authorize(
                 issuer: &state2.settings.issuer,
                 keys: &keys,
                 par_browser: par_browser.as_deref(),
-                clients: &state2.clients,
+                clients: state2.credentials.view.is_live().then_some(&state2.clients),
                 now,
             };
             authorize::authorize(conn, input).map_err(WebError::internal)
