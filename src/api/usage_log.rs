@@ -8,8 +8,17 @@
 //! Writing never costs a commit per request: [`UsageLog::record`] pushes
 //! onto a bounded in-memory queue (full: the entry is dropped and counted,
 //! with a warning at most once a minute), and `maintenance` takes batches of
-//! at most [`MAX_BATCH`] rows off it at least once a second, each one
-//! multi-row INSERT, off the request path, and once more at shutdown.
+//! at most [`MAX_BATCH`] entries off it at least once a second, each one
+//! multi-row INSERT (COPY on PostgreSQL), off the request path, and once
+//! more at shutdown.
+//!
+//! Nor a row per request: identical requests (the same key, method, path,
+//! status and client address) within the same second of a batch are one row
+//! that counts them (`requests`), with the first one's time and the slowest
+//! one's duration ([`coalesce`]). Every request is still counted; a client
+//! repeating one call thousands of times a second costs the database a few
+//! rows a second, not thousands, and no longer crowds the queue into
+//! dropping entries.
 //!
 //! Reading: `GET /v1/api-keys/{id}/usage` ([`list`]) and the per-key page of
 //! Settings > API ([`recent`], [`hourly_counts`]).
@@ -100,16 +109,29 @@ impl UsageEntry {
         self
     }
 
-    fn into_row(self) -> NewUsageRow {
+    fn to_row(&self) -> NewUsageRow {
         NewUsageRow {
-            key_id: self.key_id,
+            key_id: self.key_id.clone(),
             at: self.at,
-            method: self.method,
-            path: self.path,
+            method: self.method.clone(),
+            path: self.path.clone(),
             status: i32::from(self.status),
             client_ip: self.client_ip.map(|ip| ip.to_string()),
             duration_ms: i32::try_from(self.duration_ms).unwrap_or(i32::MAX),
+            requests: 1,
         }
+    }
+
+    /// What makes two entries the same request for [`coalesce`].
+    fn sameness(&self) -> (&str, i64, &str, &str, u16, Option<IpAddr>) {
+        (
+            &self.key_id,
+            self.at.and_utc().timestamp(),
+            &self.method,
+            &self.path,
+            self.status,
+            self.client_ip,
+        )
     }
 }
 
@@ -319,17 +341,41 @@ impl UsageLog {
     }
 }
 
-/// Writes one batch taken off `log` in one INSERT; returns how many rows.
-/// A batch that fails is lost (counted in [`UsageLog::dropped`], warned of
-/// at most once a minute) rather than retried: the queue stays bounded.
-/// Blocking.
+/// The rows of `batch`: entries of the same key, method, path, status and
+/// client address whose times fall in the same second are one row, with
+/// the first one's time, the slowest one's duration and how many they are;
+/// rows come in the order of their first entry.
+pub fn coalesce(batch: &[UsageEntry]) -> Vec<NewUsageRow> {
+    let mut rows: Vec<NewUsageRow> = Vec::new();
+    let mut index = HashMap::with_capacity(batch.len());
+    for entry in batch {
+        match index.get(&entry.sameness()) {
+            Some(&i) => {
+                let row: &mut NewUsageRow = &mut rows[i];
+                row.requests = row.requests.saturating_add(1);
+                let duration = i32::try_from(entry.duration_ms).unwrap_or(i32::MAX);
+                row.duration_ms = row.duration_ms.max(duration);
+            }
+            None => {
+                index.insert(entry.sameness(), rows.len());
+                rows.push(entry.to_row());
+            }
+        }
+    }
+    rows
+}
+
+/// Writes one batch taken off `log` in one INSERT, identical requests
+/// coalesced ([`coalesce`]); returns how many entries it wrote. A batch that
+/// fails is lost (counted in [`UsageLog::dropped`], warned of at most once
+/// a minute) rather than retried: the queue stays bounded. Blocking.
 pub fn write_batch(conn: &mut AnyConnection, log: &UsageLog, batch: Vec<UsageEntry>) -> usize {
     let n = batch.len();
-    let rows: Vec<NewUsageRow> = batch.into_iter().map(UsageEntry::into_row).collect();
+    let rows = coalesce(&batch);
     match UsageRow::insert_batch(conn, &rows) {
-        Ok(written) => {
+        Ok(_) => {
             log.wrote(rows.iter().map(|r| r.key_id.as_str()));
-            written
+            n
         }
         Err(e) => {
             log.lost(
@@ -366,7 +412,12 @@ pub struct UsageView {
     pub path: String,
     pub status: i32,
     pub client_ip: Option<String>,
+    /// The slowest of the requests this row stands for.
     pub duration_ms: i32,
+    /// How many identical requests (this key, method, path, status and
+    /// client address, in the second that begins at `at`'s second) the row
+    /// stands for: 1 or more.
+    pub requests: i32,
 }
 
 impl UsageView {
@@ -378,6 +429,7 @@ impl UsageView {
             status: row.status,
             client_ip: row.client_ip,
             duration_ms: row.duration_ms,
+            requests: row.requests,
         }
     }
 }
@@ -532,17 +584,17 @@ pub fn chart_start(now: DateTime<Utc>) -> NaiveDateTime {
 /// hour: index 0 is the hour that began 23 hours before the current one,
 /// index 23 the current (partial) hour. Times outside (older, or after
 /// `now`: clock skew between instances) are not counted.
-pub fn hourly_counts(times: &[NaiveDateTime], now: DateTime<Utc>) -> [u32; 24] {
+pub fn hourly_counts(times: &[(NaiveDateTime, i32)], now: DateTime<Utc>) -> [u32; 24] {
     let start = chart_start(now);
     let end = now.naive_utc();
     let mut buckets = [0u32; 24];
-    for t in times {
+    for (t, requests) in times {
         if *t < start || *t > end {
             continue;
         }
         let hour = (*t - start).num_hours();
         if let Some(b) = usize::try_from(hour).ok().and_then(|h| buckets.get_mut(h)) {
-            *b = b.saturating_add(1);
+            *b = b.saturating_add(u32::try_from(*requests).unwrap_or(0));
         }
     }
     buckets
@@ -563,18 +615,18 @@ mod tests {
             .with_timezone(&Utc);
         assert_eq!(chart_start(now), at("2026-12-05T11:00:00Z"));
         let times = [
-            at("2026-12-05T10:59:59Z"), // before the first hour: not counted
-            at("2026-12-05T11:00:00Z"), // first hour
-            at("2026-12-05T11:59:59Z"), // first hour
-            at("2026-12-06T00:30:00Z"), // 13 hours after the start
-            at("2026-12-06T10:00:00Z"), // current hour
-            at("2026-12-06T10:20:00Z"), // now itself
-            at("2026-12-06T10:20:01Z"), // the future (skew): not counted
+            (at("2026-12-05T10:59:59Z"), 1), // before the first hour: not counted
+            (at("2026-12-05T11:00:00Z"), 1), // first hour
+            (at("2026-12-05T11:59:59Z"), 1), // first hour
+            (at("2026-12-06T00:30:00Z"), 7), // 13 hours after the start, 7 requests
+            (at("2026-12-06T10:00:00Z"), 1), // current hour
+            (at("2026-12-06T10:20:00Z"), 1), // now itself
+            (at("2026-12-06T10:20:01Z"), 1), // the future (skew): not counted
         ];
         let counts = hourly_counts(&times, now);
         let mut expected = [0u32; 24];
         expected[0] = 2;
-        expected[13] = 1;
+        expected[13] = 7;
         expected[23] = 2;
         assert_eq!(counts, expected);
         assert_eq!(hourly_counts(&[], now), [0; 24]);
@@ -586,11 +638,53 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         let counts = hourly_counts(
-            &[at("2026-12-05T11:00:00Z"), at("2026-12-06T10:00:00Z")],
+            &[
+                (at("2026-12-05T11:00:00Z"), 1),
+                (at("2026-12-06T10:00:00Z"), 1),
+            ],
             now,
         );
         assert_eq!(counts[0], 1);
         assert_eq!(counts[23], 1);
+    }
+
+    #[test]
+    fn identical_requests_in_one_second_are_one_row_that_counts_them() {
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other_ip: IpAddr = "192.0.2.2".parse().unwrap();
+        let t = at("2026-12-06T10:00:00.250Z");
+        let later = at("2026-12-06T10:00:00.900Z");
+        let next_second = at("2026-12-06T10:00:01.000Z");
+        let e = |key: &str, at, method: &str, path: &str, status, ip, ms| {
+            UsageEntry::new(key, at, method, path, status, Some(ip), ms)
+        };
+        let batch = [
+            e("k1", t, "GET", "/v1/me", 200, ip, 3),
+            e("k1", later, "GET", "/v1/me", 200, ip, 9),
+            e("k1", later, "GET", "/v1/me", 200, ip, 1),
+            // Each differs from the first in one thing: a row of its own.
+            e("k2", t, "GET", "/v1/me", 200, ip, 1),
+            e("k1", t, "PUT", "/v1/me", 200, ip, 1),
+            e("k1", t, "GET", "/v1/users", 200, ip, 1),
+            e("k1", t, "GET", "/v1/me", 429, ip, 1),
+            e("k1", t, "GET", "/v1/me", 200, other_ip, 1),
+            e("k1", next_second, "GET", "/v1/me", 200, ip, 1),
+            UsageEntry::new("k1", t, "GET", "/v1/me", 200, None, 1),
+        ];
+        let rows = coalesce(&batch);
+        assert_eq!(rows.len(), 8, "{rows:?}");
+        // The first row: three requests, the first one's time, the
+        // slowest one's duration.
+        assert_eq!(rows[0].requests, 3);
+        assert_eq!(rows[0].at, t);
+        assert_eq!(rows[0].duration_ms, 9);
+        assert!(rows[1..].iter().all(|r| r.requests == 1), "{rows:?}");
+        assert_eq!(rows[1].key_id, "k2");
+        assert_eq!(rows[6].at, next_second);
+        // Every request is counted.
+        let total: i32 = rows.iter().map(|r| r.requests).sum();
+        assert_eq!(total as usize, batch.len());
+        assert!(coalesce(&[]).is_empty());
     }
 
     #[test]
@@ -720,6 +814,7 @@ mod tests {
             status: 200,
             client_ip: None,
             duration_ms: 1,
+            requests: 1,
         };
         let decoded = decode_cursor(Some(&cursor_of(&row))).unwrap().unwrap();
         assert_eq!(position_of(&decoded).unwrap(), (row.at, 42));

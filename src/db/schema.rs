@@ -175,6 +175,7 @@ diesel::table! {
         status -> Integer,
         client_ip -> Nullable<Text>,
         duration_ms -> Integer,
+        requests -> Integer,
     }
 }
 

@@ -30,19 +30,19 @@ async fn rows_of(app: &TestApp, key_id: &str) -> Vec<UsageRow> {
     .await
 }
 
-/// Waits (at most `within`) until `key_id` has `n` rows; returns them and
-/// how long it took.
+/// Waits (at most `within`) until `key_id`'s rows count `n` requests
+/// (identical ones within a second share a row); returns them.
 async fn wait_rows(app: &TestApp, key_id: &str, n: usize, within: Duration) -> Vec<UsageRow> {
     let start = Instant::now();
     loop {
         let rows = rows_of(app, key_id).await;
-        if rows.len() >= n {
+        let requests: i32 = rows.iter().map(|r| r.requests).sum();
+        if requests as usize >= n {
             return rows;
         }
         assert!(
             start.elapsed() < within,
-            "{} of {n} rows after {within:?}",
-            rows.len()
+            "{requests} of {n} requests after {within:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -57,6 +57,7 @@ fn row(key_id: &str, at: NaiveDateTime, path: &str, status: i32) -> NewUsageRow 
         status,
         client_ip: Some("203.0.113.7".into()),
         duration_ms: 3,
+        requests: 1,
     }
 }
 
@@ -191,6 +192,10 @@ async fn a_429_and_the_allowlists_403_are_logged_with_the_address_the_service_re
     let rows = wait_rows(&app, &key_id, 63, Duration::from_secs(3)).await;
     assert_eq!(rows[0].client_ip.as_deref(), Some("198.51.100.9"));
     assert!(rows.iter().any(|r| r.status == 429));
+    // Every request counted once: the 61 identical ones coalesced, per
+    // second and status, into rows that count them.
+    assert_eq!(rows.iter().map(|r| r.requests).sum::<i32>(), 63);
+    assert!(rows.len() < 63, "identical requests coalesced: {rows:?}");
     let last = rows.last().unwrap();
     assert_eq!(last.status, 403);
     assert_eq!(last.client_ip.as_deref(), Some("127.0.0.2"));
@@ -248,9 +253,18 @@ async fn the_usage_api_pages_newest_first_and_filters() {
     let first = &all.data(200)["usage"][0];
     assert_eq!(
         first.as_object().unwrap().keys().collect::<Vec<_>>(),
-        ["at", "client_ip", "duration_ms", "method", "path", "status"]
+        [
+            "at",
+            "client_ip",
+            "duration_ms",
+            "method",
+            "path",
+            "requests",
+            "status"
+        ]
     );
     assert_eq!(first["client_ip"], "203.0.113.7");
+    assert_eq!(first["requests"], 1);
 
     let statuses_of = |v: &Value| -> Vec<i64> {
         v["usage"]
@@ -342,6 +356,8 @@ async fn the_usage_page_shows_the_last_requests_and_an_hourly_svg_chart() {
         "/v1/old",
         500,
     ));
+    // The newest entry stands for five identical requests.
+    rows[0].requests = 5;
     insert(&app, rows).await;
 
     let path = format!("/settings/api/keys/{key_id}/usage");
@@ -371,8 +387,13 @@ async fn the_usage_page_shows_the_last_requests_and_an_hourly_svg_chart() {
         html.contains("<title id=\"chart-title\">Requests per hour over the last 24 hours</title>")
     );
     assert!(
-        html.contains("120 requests in total"),
-        "the 30-hour-old one is outside"
+        html.contains("124 requests in total"),
+        "every request of an entry counts; the 30-hour-old one is outside"
+    );
+    assert!(html.contains(r#"<th scope="col">Requests</th>"#));
+    assert!(
+        html.contains(r#"<code>/v1/p0</code></td><td data-label="Status">200</td><td data-label="Client IP">203.0.113.7</td><td data-label="Duration (ms)">3</td><td data-label="Requests">5</td>"#),
+        "{html}"
     );
     assert_eq!(html.matches("<rect ").count(), 24);
     assert!(html.matches("<text ").count() >= 5);
@@ -506,7 +527,9 @@ async fn what_is_buffered_is_written_at_shutdown() {
     assert!(rows_of(&app, &key_id).await.is_empty());
     app.stop().await;
     let rows = rows_of(&app, &key_id).await;
-    assert_eq!(rows.len(), 3);
+    // Identical requests: one entry per second they fell in, counting them.
+    assert!(!rows.is_empty() && rows.len() <= 3, "{rows:?}");
+    assert_eq!(rows.iter().map(|r| r.requests).sum::<i32>(), 3);
     assert!(rows.iter().all(|r| r.status == 200 && r.path == "/v1/me"));
 }
 

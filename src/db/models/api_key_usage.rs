@@ -17,7 +17,10 @@ pub struct NewUsageRow {
     pub path: String,
     pub status: i32,
     pub client_ip: Option<String>,
+    /// The slowest of the requests it stands for.
     pub duration_ms: i32,
+    /// How many identical requests it stands for (1 or more).
+    pub requests: i32,
 }
 
 /// A stored row of the usage log.
@@ -32,6 +35,7 @@ pub struct UsageRow {
     pub status: i32,
     pub client_ip: Option<String>,
     pub duration_ms: i32,
+    pub requests: i32,
 }
 
 /// Which answers a usage listing keeps.
@@ -61,7 +65,7 @@ impl UsageRow {
     /// connection: diesel's batch insert does not compile through the
     /// multi-backend connection. The caller keeps batches small
     /// (`api::usage_log::MAX_BATCH`), well within SQLite's bound-parameter
-    /// limit (7 per row in its multi-row INSERT).
+    /// limit (8 per row in its multi-row INSERT).
     pub fn insert_batch(conn: &mut AnyConnection, rows: &[NewUsageRow]) -> QueryResult<usize> {
         if rows.is_empty() {
             return Ok(0);
@@ -118,20 +122,21 @@ impl UsageRow {
         q.load(conn)
     }
 
-    /// When `key_id` was used at or after `since`, the newest `max` times
-    /// at most (for the hourly chart: memory stays bounded between sweeps).
+    /// When `key_id` was used at or after `since`, and how many requests
+    /// each time stands for: the newest `max` rows at most (for the hourly
+    /// chart: memory stays bounded between sweeps).
     pub fn times_since(
         conn: &mut AnyConnection,
         key_id: &str,
         since: NaiveDateTime,
         max: i64,
-    ) -> QueryResult<Vec<NaiveDateTime>> {
+    ) -> QueryResult<Vec<(NaiveDateTime, i32)>> {
         api_key_usage::table
             .filter(api_key_usage::key_id.eq(key_id))
             .filter(api_key_usage::at.ge(since))
             .order((api_key_usage::at.desc(), api_key_usage::id.desc()))
             .limit(max)
-            .select(api_key_usage::at)
+            .select((api_key_usage::at, api_key_usage::requests))
             .load(conn)
     }
 

@@ -541,6 +541,7 @@ struct UsageRowView {
     status: i32,
     client_ip: String,
     duration_ms: i32,
+    requests: i32,
 }
 
 /// `GET /settings/api/keys/{id}/usage`: the key's last 100 requests and
@@ -572,6 +573,7 @@ pub async fn usage_get(
             status: u.status,
             client_ip: u.client_ip.clone().unwrap_or_else(|| "unknown".to_owned()),
             duration_ms: u.duration_ms,
+            requests: u.requests,
         })
         .collect();
     let chart = HourlyChart::new(&usage.hourly, now);
