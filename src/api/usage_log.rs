@@ -13,12 +13,12 @@
 //! more at shutdown.
 //!
 //! Nor a row per request: identical requests (the same key, method, path,
-//! status and client address) within the same second of a batch are one row
-//! that counts them (`requests`), with the first one's time and the slowest
-//! one's duration ([`coalesce`]). Every request is still counted; a client
-//! repeating one call thousands of times a second costs the database a few
-//! rows a second, not thousands, and no longer crowds the queue into
-//! dropping entries.
+//! status and client address) within the same second are one entry while
+//! they wait, and one row, that counts them (`requests`), with the earliest
+//! time and the slowest duration ([`UsageLog::record`]). Every request is
+//! still counted; a client repeating one call thousands of times a second
+//! takes one place in the queue and costs the database a row or two a
+//! second, not thousands, and cannot fill the queue.
 //!
 //! Reading: `GET /v1/api-keys/{id}/usage` ([`list`]) and the per-key page of
 //! Settings > API ([`recent`], [`hourly_counts`]).
@@ -72,7 +72,10 @@ pub struct UsageEntry {
     pub path: String,
     pub status: u16,
     pub client_ip: Option<IpAddr>,
+    /// The slowest of the requests this entry counts.
     pub duration_ms: u32,
+    /// How many identical requests this entry counts (see [`UsageLog::record`]).
+    pub requests: u32,
 }
 
 impl UsageEntry {
@@ -99,6 +102,7 @@ impl UsageEntry {
             status,
             client_ip,
             duration_ms,
+            requests: 1,
         }
     }
 
@@ -118,11 +122,19 @@ impl UsageEntry {
             status: i32::from(self.status),
             client_ip: self.client_ip.map(|ip| ip.to_string()),
             duration_ms: i32::try_from(self.duration_ms).unwrap_or(i32::MAX),
-            requests: 1,
+            requests: i32::try_from(self.requests).unwrap_or(i32::MAX),
         }
     }
 
-    /// What makes two entries the same request for [`coalesce`].
+    /// Counts `other`, the same request, in this entry: the earlier time,
+    /// the slower duration.
+    fn absorb(&mut self, other: &UsageEntry) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.duration_ms = self.duration_ms.max(other.duration_ms);
+        self.at = self.at.min(other.at);
+    }
+
+    /// What makes two entries the same request (one entry counts them).
     fn sameness(&self) -> (&str, i64, &str, &str, u16, Option<IpAddr>) {
         (
             &self.key_id,
@@ -162,9 +174,35 @@ pub struct UsageLog {
 struct Queue {
     entries: VecDeque<UsageEntry>,
     per_account: HashMap<String, usize>,
+    /// The sequence number of `entries[0]` (entries are numbered as pushed).
+    front: u64,
+    /// The hash of an entry's [`UsageEntry::sameness`] -> the sequence
+    /// number of the newest entry with it: at most one per entry.
+    same: HashMap<u64, u64>,
+    hasher: std::hash::RandomState,
 }
 
 impl Queue {
+    /// Counts `entry` in a waiting entry for the same request, if there is
+    /// one (its hash found, and the entry really the same).
+    fn merge(&mut self, entry: &UsageEntry) -> bool {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(entry.sameness());
+        let waiting = self
+            .same
+            .get(&hash)
+            .and_then(|seq| seq.checked_sub(self.front))
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.entries.get_mut(i));
+        match waiting {
+            Some(waiting) if waiting.sameness() == entry.sameness() => {
+                waiting.absorb(entry);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Whether `account` may add an entry: room left, and past half full,
     /// only an account within its [`PER_ACCOUNT_SHARE`].
     fn admits(&self, account: &str) -> bool {
@@ -175,17 +213,24 @@ impl Queue {
     }
 
     fn push(&mut self, entry: UsageEntry) {
+        use std::hash::BuildHasher;
         match self.per_account.get_mut(&entry.account) {
             Some(n) => *n += 1,
             None => {
                 self.per_account.insert(entry.account.clone(), 1);
             }
         }
+        let seq = self.front + self.entries.len() as u64;
+        self.same
+            .insert(self.hasher.hash_one(entry.sameness()), seq);
         self.entries.push_back(entry);
     }
 
     fn take(&mut self, n: usize) -> Vec<UsageEntry> {
         let batch: Vec<UsageEntry> = self.entries.drain(..n).collect();
+        self.front += n as u64;
+        let front = self.front;
+        self.same.retain(|_, seq| *seq >= front);
         for entry in &batch {
             if let Some(count) = self.per_account.get_mut(&entry.account) {
                 *count -= 1;
@@ -237,20 +282,29 @@ impl UsageLog {
         self.enabled
     }
 
-    /// Queues `entry`; a full queue, or past half full an account over its
-    /// [`PER_ACCOUNT_SHARE`], drops it (counted, and a warning at most once a
-    /// minute). Never blocks on I/O.
+    /// Queues `entry`, or counts it in a waiting entry for the same
+    /// request (the same key, method, path, status and client address, in
+    /// the same second): a client repeating one call takes one place in the
+    /// queue a second, and one row. A full queue, or past half full an
+    /// account over its [`PER_ACCOUNT_SHARE`], drops a new entry (counted,
+    /// and a warning at most once a minute). Never blocks on I/O.
     pub fn record(&self, entry: UsageEntry) {
         if !self.enabled {
             return;
         }
         let now = entry.at.and_utc().timestamp();
         let full = match self.queue.lock() {
-            Ok(mut queue) if queue.admits(&entry.account) => {
-                queue.push(entry);
-                false
+            Ok(mut queue) => {
+                if queue.merge(&entry) {
+                    false
+                } else if queue.admits(&entry.account) {
+                    queue.push(entry);
+                    false
+                } else {
+                    true
+                }
             }
-            _ => true,
+            Err(_) => true,
         };
         if full {
             self.lost(1, now, "the queue is full (the database does not keep up)");
@@ -341,37 +395,13 @@ impl UsageLog {
     }
 }
 
-/// The rows of `batch`: entries of the same key, method, path, status and
-/// client address whose times fall in the same second are one row, with
-/// the first one's time, the slowest one's duration and how many they are;
-/// rows come in the order of their first entry.
-pub fn coalesce(batch: &[UsageEntry]) -> Vec<NewUsageRow> {
-    let mut rows: Vec<NewUsageRow> = Vec::new();
-    let mut index = HashMap::with_capacity(batch.len());
-    for entry in batch {
-        match index.get(&entry.sameness()) {
-            Some(&i) => {
-                let row: &mut NewUsageRow = &mut rows[i];
-                row.requests = row.requests.saturating_add(1);
-                let duration = i32::try_from(entry.duration_ms).unwrap_or(i32::MAX);
-                row.duration_ms = row.duration_ms.max(duration);
-            }
-            None => {
-                index.insert(entry.sameness(), rows.len());
-                rows.push(entry.to_row());
-            }
-        }
-    }
-    rows
-}
-
-/// Writes one batch taken off `log` in one INSERT, identical requests
-/// coalesced ([`coalesce`]); returns how many entries it wrote. A batch that
+/// Writes one batch taken off `log` in one INSERT (an entry counting
+/// identical requests is one row); returns how many entries it wrote. A batch that
 /// fails is lost (counted in [`UsageLog::dropped`], warned of at most once
 /// a minute) rather than retried: the queue stays bounded. Blocking.
 pub fn write_batch(conn: &mut AnyConnection, log: &UsageLog, batch: Vec<UsageEntry>) -> usize {
     let n = batch.len();
-    let rows = coalesce(&batch);
+    let rows: Vec<NewUsageRow> = batch.iter().map(UsageEntry::to_row).collect();
     match UsageRow::insert_batch(conn, &rows) {
         Ok(_) => {
             log.wrote(rows.iter().map(|r| r.key_id.as_str()));
@@ -417,6 +447,7 @@ pub struct UsageView {
     /// How many identical requests (this key, method, path, status and
     /// client address, in the second that begins at `at`'s second) the row
     /// stands for: 1 or more.
+    #[schema(minimum = 1)]
     pub requests: i32,
 }
 
@@ -659,8 +690,9 @@ mod tests {
             UsageEntry::new(key, at, method, path, status, Some(ip), ms)
         };
         let batch = [
-            e("k1", t, "GET", "/v1/me", 200, ip, 3),
+            // Queued as requests finish: a later one may come first.
             e("k1", later, "GET", "/v1/me", 200, ip, 9),
+            e("k1", t, "GET", "/v1/me", 200, ip, 3),
             e("k1", later, "GET", "/v1/me", 200, ip, 1),
             // Each differs from the first in one thing: a row of its own.
             e("k2", t, "GET", "/v1/me", 200, ip, 1),
@@ -671,10 +703,15 @@ mod tests {
             e("k1", next_second, "GET", "/v1/me", 200, ip, 1),
             UsageEntry::new("k1", t, "GET", "/v1/me", 200, None, 1),
         ];
-        let rows = coalesce(&batch);
+        let log = UsageLog::new(true);
+        for entry in batch.clone() {
+            log.record(entry);
+        }
+        assert_eq!(log.len(), 8);
+        let rows: Vec<NewUsageRow> = log.take_batch().iter().map(UsageEntry::to_row).collect();
         assert_eq!(rows.len(), 8, "{rows:?}");
-        // The first row: three requests, the first one's time, the
-        // slowest one's duration.
+        // The first row: three requests, the earliest time, the slowest
+        // duration.
         assert_eq!(rows[0].requests, 3);
         assert_eq!(rows[0].at, t);
         assert_eq!(rows[0].duration_ms, 9);
@@ -684,7 +721,33 @@ mod tests {
         // Every request is counted.
         let total: i32 = rows.iter().map(|r| r.requests).sum();
         assert_eq!(total as usize, batch.len());
-        assert!(coalesce(&[]).is_empty());
+
+        // Once written, the same request again is a new entry.
+        log.record(batch[0].clone());
+        assert_eq!(log.take_batch()[0].requests, 1);
+    }
+
+    #[test]
+    fn a_flood_of_one_request_takes_one_place_and_is_never_dropped() {
+        let log = UsageLog::new(true);
+        let t = at("2026-12-06T10:00:00Z");
+        // Fill the queue with other keys' requests.
+        for i in 0..QUEUE_CAPACITY {
+            let key = format!("k{}", i % 10);
+            let path = format!("/v1/users/{i}");
+            log.record(UsageEntry::new(&key, t, "GET", &path, 200, None, 1));
+        }
+        assert_eq!(log.len(), QUEUE_CAPACITY);
+        // The first of them, repeated 100,000 times: counted, not dropped.
+        for _ in 0..100_000 {
+            log.record(UsageEntry::new("k0", t, "GET", "/v1/users/0", 200, None, 1));
+        }
+        assert_eq!(log.dropped(), 0);
+        assert_eq!(log.len(), QUEUE_CAPACITY);
+        assert_eq!(log.take_batch()[0].requests, 100_001);
+        // A new request still finds the queue full... once it has room, in.
+        log.record(UsageEntry::new("k1", t, "GET", "/v1/new", 200, None, 1));
+        assert_eq!(log.len(), QUEUE_CAPACITY - MAX_BATCH + 1);
     }
 
     #[test]
@@ -703,9 +766,11 @@ mod tests {
         let log = UsageLog::new(true);
         let t = at("2026-12-06T10:00:00Z");
         // Ten keys: none of them past its share before the queue is full.
+        // Distinct requests (identical ones would share an entry).
         for i in 0..QUEUE_CAPACITY + 5 {
             let key = format!("k{}", i % 10);
-            log.record(UsageEntry::new(&key, t, "GET", "/v1/me", 200, None, 1));
+            let path = format!("/v1/r{i}");
+            log.record(UsageEntry::new(&key, t, "GET", &path, 200, None, 1));
         }
         assert_eq!(log.len(), QUEUE_CAPACITY);
         assert_eq!(log.dropped(), 5);
@@ -727,7 +792,7 @@ mod tests {
                 &format!("{account}{}", i % 5),
                 t,
                 "GET",
-                "/v1/me",
+                &format!("/v1/r{i}"),
                 200,
                 None,
                 1,

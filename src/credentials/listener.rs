@@ -99,10 +99,12 @@ async fn listen_once(
                     .map_err(anyhow::Error::from)
             })
             .await?;
+        // Whatever changed while the view was down (signing keys too), and
+        // before the view says live: the authorization endpoint trusts the
+        // client cache only while it is.
+        on_notification("x:reconnected");
         view.went_live(jtis);
         live_here.store(true, Ordering::Release);
-        // Whatever changed while the view was down (signing keys too).
-        on_notification("x:reconnected");
         log::info!("revocation listener: live");
         while let Some(payload) = rx.recv().await {
             view.apply(&payload);

@@ -669,7 +669,7 @@ impl HourlyChart {
             })
             .collect();
         Self {
-            total: counts.iter().sum(),
+            total: counts.iter().fold(0u32, |a, c| a.saturating_add(*c)),
             max,
             bars,
             labels,
