@@ -308,11 +308,13 @@ if want me_api_key && need_oha me_api_key; then
   oha_runs me_api_key "${args[@]}"
   rss_end me_api_key
   if [ "${DZDESK_USAGE_LOG:-on}" != off ]; then
-    # How many of those requests the usage log kept (past its bounded
-    # queue, entries are dropped and counted, never waited for); right
+    # How many of those requests the usage log counted (past its bounded
+    # queue, new entries are dropped and counted, never waited for), and in
+    # how many rows (identical requests in one second share one); right
     # after the (last) run's line, which bench/usage_log.sh reads.
     sleep 2
-    echo "usage_log_rows=$(psql "$url" -Atc 'SELECT count(*) FROM api_key_usage')"
+    echo "usage_log_rows=$(psql "$url" -Atc 'SELECT count(*) FROM api_key_usage')" \
+      "usage_log_requests=$(psql "$url" -Atc 'SELECT coalesce(sum(requests), 0) FROM api_key_usage')"
   fi
   echo "$rss_line"
 fi

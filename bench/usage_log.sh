@@ -29,14 +29,14 @@ for line in open(sys.argv[1]):
 kept = []
 lines = open(sys.argv[1]).read().splitlines()
 for i, line in enumerate(lines):
-    m = re.search(r"usage_log=on usage_log_rows=(\d+)", line)
+    m = re.search(r"usage_log=on usage_log_rows=(\d+) usage_log_requests=(\d+)", line)
     if m and i > 0:
         codes = re.search(r"codes=(\{.*\})", lines[i - 1])
         if codes:
             total = sum(eval(codes[1]).values())
-            kept.append("%d/%d=%.2f" % (int(m[1]), total, int(m[1]) / total))
+            kept.append("%d/%d=%.2f (in %d rows)" % (int(m[2]), total, int(m[2]) / total, int(m[1])))
 if kept:
-    print("usage_log kept rows/requests:", " ".join(kept))
+    print("usage_log counted requests/requests sent:", " ".join(kept))
 if rps["off"] and rps["on"]:
     off = sum(rps["off"]) / len(rps["off"])
     on = sum(rps["on"]) / len(rps["on"])
