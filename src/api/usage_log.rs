@@ -183,9 +183,10 @@ struct Queue {
 }
 
 impl Queue {
-    /// Counts `entry` in a waiting entry for the same request, if there is
-    /// one (its hash found, and the entry really the same).
-    fn merge(&mut self, entry: &UsageEntry) -> bool {
+    /// Counts `entry` in a waiting entry for the same request (its hash
+    /// found, and the entry really the same), else queues it if
+    /// [`Queue::admits`] it. False: dropped.
+    fn add(&mut self, entry: UsageEntry) -> bool {
         use std::hash::BuildHasher;
         let hash = self.hasher.hash_one(entry.sameness());
         let waiting = self
@@ -194,13 +195,15 @@ impl Queue {
             .and_then(|seq| seq.checked_sub(self.front))
             .and_then(|i| usize::try_from(i).ok())
             .and_then(|i| self.entries.get_mut(i));
-        match waiting {
-            Some(waiting) if waiting.sameness() == entry.sameness() => {
-                waiting.absorb(entry);
-                true
-            }
-            _ => false,
+        if let Some(waiting) = waiting.filter(|w| w.sameness() == entry.sameness()) {
+            waiting.absorb(&entry);
+            return true;
         }
+        if !self.admits(&entry.account) {
+            return false;
+        }
+        self.push(entry, hash);
+        true
     }
 
     /// Whether `account` may add an entry: room left, and past half full,
@@ -212,8 +215,8 @@ impl Queue {
                 || self.per_account.get(account).copied().unwrap_or(0) < PER_ACCOUNT_SHARE)
     }
 
-    fn push(&mut self, entry: UsageEntry) {
-        use std::hash::BuildHasher;
+    /// Queues `entry`, whose sameness hashes to `hash`.
+    fn push(&mut self, entry: UsageEntry, hash: u64) {
         match self.per_account.get_mut(&entry.account) {
             Some(n) => *n += 1,
             None => {
@@ -221,8 +224,7 @@ impl Queue {
             }
         }
         let seq = self.front + self.entries.len() as u64;
-        self.same
-            .insert(self.hasher.hash_one(entry.sameness()), seq);
+        self.same.insert(hash, seq);
         self.entries.push_back(entry);
     }
 
@@ -294,16 +296,7 @@ impl UsageLog {
         }
         let now = entry.at.and_utc().timestamp();
         let full = match self.queue.lock() {
-            Ok(mut queue) => {
-                if queue.merge(&entry) {
-                    false
-                } else if queue.admits(&entry.account) {
-                    queue.push(entry);
-                    false
-                } else {
-                    true
-                }
-            }
+            Ok(mut queue) => !queue.add(entry),
             Err(_) => true,
         };
         if full {

@@ -75,16 +75,26 @@ impl ClientCache {
         }
     }
 
-    /// The client `id`: from the cache, else read from the database and
-    /// kept. Blocking. Unknown ids are read every time and never kept.
+    /// The client `id`: from the cache, else [`ClientCache::read`].
+    /// Blocking. Unknown ids are read every time and never kept.
     pub fn find(
         &self,
         conn: &mut AnyConnection,
         id: &str,
     ) -> diesel::QueryResult<Option<Arc<Client>>> {
-        if let Some(client) = self.get(id) {
-            return Ok(Some(client));
+        match self.get(id) {
+            Some(client) => Ok(Some(client)),
+            None => self.read(conn, id),
         }
+    }
+
+    /// The client `id` read from the database (whatever the cache holds),
+    /// and kept ([`ClientCache::put`]). Blocking.
+    pub fn read(
+        &self,
+        conn: &mut AnyConnection,
+        id: &str,
+    ) -> diesel::QueryResult<Option<Arc<Client>>> {
         let ticket = self.ticket();
         Ok(Client::find(conn, id)?.map(|c| self.put(c, ticket)))
     }

@@ -627,8 +627,7 @@ fn authenticated_client(
     if let Some(client) = cached_client(state, auth) {
         return Ok(client);
     }
-    let ticket = state.clients.ticket();
-    let client = Client::find(conn, auth.client_id())?.map(|c| state.clients.put(c, ticket));
+    let client = state.clients.read(conn, auth.client_id())?;
     token::authenticate(client, auth, Utc::now().naive_utc())
 }
 
