@@ -151,12 +151,25 @@ pub async fn flush_usage_forever(db: Database, usage: Arc<UsageTracker>) {
     }
 }
 
+/// How far a pass of the usage-log writer goes ([`write_usage_log`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Until the buffer is empty (at shutdown: nothing new comes).
+    Empty,
+    /// Until a batch is not full: what was waiting is written, and whatever
+    /// requests add meanwhile waits for the next pass. Under load the
+    /// buffer is never empty (a request a moment after each take makes a
+    /// new entry), so draining it to empty wrote one tiny batch after
+    /// another, each a round trip, instead of one a second.
+    ShortBatch,
+}
+
 /// Writes what the usage log has buffered, batch by batch (each one
 /// multi-row INSERT of at most `usage_log::MAX_BATCH` rows, on the blocking
-/// pool), until the buffer is empty; returns the rows written. A batch the
+/// pool), as far as `until` says; returns the rows written. A batch the
 /// database refuses, or that does not finish within `DZDESK_DB_TIMEOUT_MS`,
 /// is lost and counted (the buffer stays bounded).
-pub async fn write_usage_log(db: &Database, log: &Arc<UsageLog>) -> usize {
+pub async fn write_usage_log(db: &Database, log: &Arc<UsageLog>, until: Drain) -> usize {
     let mut written = 0;
     loop {
         let batch = log.take_batch();
@@ -178,6 +191,9 @@ pub async fn write_usage_log(db: &Database, log: &Arc<UsageLog>) -> usize {
                 &format!("the database did not take a batch: {e}"),
             ),
         }
+        if until == Drain::ShortBatch && n < usage_log::MAX_BATCH {
+            return written;
+        }
     }
 }
 
@@ -193,6 +209,6 @@ pub async fn write_usage_log_forever(db: Database, log: Arc<UsageLog>, every: Du
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        write_usage_log(&db, &log).await;
+        write_usage_log(&db, &log, Drain::ShortBatch).await;
     }
 }

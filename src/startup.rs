@@ -582,7 +582,9 @@ impl Application {
                     maintenance::flush_usage(conn, &usage, now).map_err(anyhow::Error::from)
                 })
                 .await;
-            let logged = maintenance::write_usage_log(&db_for_flush, &usage_log).await;
+            let logged =
+                maintenance::write_usage_log(&db_for_flush, &usage_log, maintenance::Drain::Empty)
+                    .await;
             (last_used, logged)
         })
         .await;

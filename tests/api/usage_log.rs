@@ -131,6 +131,49 @@ async fn requests_made_with_a_key_are_logged_in_a_batch_within_a_second_without_
     assert_eq!(total, 4, "the invalid key left no row");
 }
 
+/// Under steady load one request repeated takes a row per second (and
+/// writer pass), not a row per database round trip: the writer writes what
+/// was waiting and leaves what comes meanwhile for its next pass (it used
+/// to drain the buffer to empty, which under load it never is).
+#[tokio::test]
+async fn a_steady_stream_of_one_request_takes_a_row_per_second_and_pass() {
+    // No plan limit: a stream of 200s.
+    let app = spawn_app_custom(|s| s.rate_limits = false, |_| {}).await;
+    let user_id = app.create_user("ann@example.com", Role::Agent).await;
+    let (key_id, key) = key_for(&app, &user_id, "requests:read").await;
+    let started = Instant::now();
+    let sent = futures_util::future::join_all((0..8).map(|_| async {
+        let mut n = 0usize;
+        while started.elapsed() < Duration::from_millis(2500) {
+            assert_eq!(me(&app, &key).await.status, 200);
+            n += 1;
+        }
+        n
+    }))
+    .await
+    .into_iter()
+    .sum::<usize>();
+    let spent = started.elapsed();
+    let rows = wait_rows(&app, &key_id, sent, Duration::from_secs(5)).await;
+    assert_eq!(
+        rows.iter().map(|r| r.requests as usize).sum::<usize>(),
+        sent,
+        "every request counted once"
+    );
+    // A row per (writer pass, second the requests fell in) at most: the
+    // passes run once per DEFAULT_USAGE_LOG_FLUSH (plus one after), the
+    // seconds the stream spans (plus one begun).
+    let passes =
+        (spent.as_millis() / dzdesk_auth::config::DEFAULT_USAGE_LOG_FLUSH.as_millis()) as usize + 2;
+    let seconds = spent.as_secs() as usize + 2;
+    assert!(sent > 100, "a stream: {sent} requests");
+    assert!(
+        rows.len() <= passes + seconds,
+        "{} rows for {sent} requests in {spent:?}",
+        rows.len()
+    );
+}
+
 #[tokio::test]
 async fn a_429_and_the_allowlists_403_are_logged_with_the_address_the_service_resolved() {
     let app = spawn_app_custom(
