@@ -61,7 +61,72 @@ pub const MAX_ROWS_PER_KEY: i64 = 10_000;
 /// A warning about dropped entries is logged at most this often (seconds).
 const WARN_EVERY_SECS: i64 = 60;
 
-/// One request to record.
+/// One request to record, borrowed from the request: nothing is copied
+/// unless it needs an entry of its own (most requests are counted in a
+/// waiting entry for the same request, see [`UsageLog::record`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Use<'a> {
+    pub key_id: &'a str,
+    /// The key's account, for its share of the queue (not stored).
+    pub account: &'a str,
+    pub at: NaiveDateTime,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub client_ip: Option<IpAddr>,
+    pub duration_ms: u32,
+}
+
+impl<'a> Use<'a> {
+    /// A request with the method and path bounded (a query string, were
+    /// one passed, is cut off too); counted against its key's own share
+    /// unless [`Use::of_account`] says otherwise.
+    pub fn new(
+        key_id: &'a str,
+        at: NaiveDateTime,
+        method: &'a str,
+        path: &'a str,
+        status: u16,
+        client_ip: Option<IpAddr>,
+        duration_ms: u32,
+    ) -> Self {
+        // To the microsecond, as PostgreSQL keeps it and cursors name it.
+        let at = DateTime::from_timestamp_micros(at.and_utc().timestamp_micros())
+            .map_or(at, |t| t.naive_utc());
+        Self {
+            key_id,
+            account: key_id,
+            at,
+            method: bounded(method, MAX_METHOD_CHARS),
+            path: bounded(path, MAX_PATH_CHARS),
+            status,
+            client_ip,
+            duration_ms,
+        }
+    }
+
+    /// The request, counted against `account`'s share of the queue.
+    pub fn of_account(self, account: &'a str) -> Self {
+        Self { account, ..self }
+    }
+
+    /// What makes two requests the same (one entry counts them).
+    fn sameness(&self) -> Sameness<'a> {
+        (
+            self.key_id,
+            self.at.and_utc().timestamp(),
+            self.method,
+            self.path,
+            self.status,
+            self.client_ip,
+        )
+    }
+}
+
+/// Key, second, method, path, status and client address.
+type Sameness<'a> = (&'a str, i64, &'a str, &'a str, u16, Option<IpAddr>);
+
+/// A queued entry: one request, or several identical ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageEntry {
     pub key_id: String,
@@ -79,38 +144,18 @@ pub struct UsageEntry {
 }
 
 impl UsageEntry {
-    /// An entry with the method and path bounded; `path` must already be
-    /// without its query string (the caller passes the URI's path).
-    pub fn new(
-        key_id: &str,
-        at: NaiveDateTime,
-        method: &str,
-        path: &str,
-        status: u16,
-        client_ip: Option<IpAddr>,
-        duration_ms: u32,
-    ) -> Self {
-        // To the microsecond, as PostgreSQL keeps it and cursors name it.
-        let at = DateTime::from_timestamp_micros(at.and_utc().timestamp_micros())
-            .map_or(at, |t| t.naive_utc());
+    fn of(u: &Use<'_>) -> Self {
         Self {
-            key_id: key_id.to_owned(),
-            account: key_id.to_owned(),
-            at,
-            method: bounded(method, MAX_METHOD_CHARS),
-            path: bounded(path, MAX_PATH_CHARS),
-            status,
-            client_ip,
-            duration_ms,
+            key_id: u.key_id.to_owned(),
+            account: u.account.to_owned(),
+            at: u.at,
+            method: u.method.to_owned(),
+            path: u.path.to_owned(),
+            status: u.status,
+            client_ip: u.client_ip,
+            duration_ms: u.duration_ms,
             requests: 1,
         }
-    }
-
-    /// The entry, counted against `account`'s share of the queue (by
-    /// default its key's own).
-    pub fn of_account(mut self, account: &str) -> Self {
-        account.clone_into(&mut self.account);
-        self
     }
 
     fn to_row(&self) -> NewUsageRow {
@@ -126,16 +171,16 @@ impl UsageEntry {
         }
     }
 
-    /// Counts `other`, the same request, in this entry: the earlier time,
-    /// the slower duration.
-    fn absorb(&mut self, other: &UsageEntry) {
-        self.requests = self.requests.saturating_add(other.requests);
-        self.duration_ms = self.duration_ms.max(other.duration_ms);
-        self.at = self.at.min(other.at);
+    /// Counts `u`, the same request, in this entry: the earlier time, the
+    /// slower duration.
+    fn absorb(&mut self, u: &Use<'_>) {
+        self.requests = self.requests.saturating_add(1);
+        self.duration_ms = self.duration_ms.max(u.duration_ms);
+        self.at = self.at.min(u.at);
     }
 
-    /// What makes two entries the same request (one entry counts them).
-    fn sameness(&self) -> (&str, i64, &str, &str, u16, Option<IpAddr>) {
+    /// What makes two requests the same (one entry counts them).
+    fn sameness(&self) -> Sameness<'_> {
         (
             &self.key_id,
             self.at.and_utc().timestamp(),
@@ -147,13 +192,13 @@ impl UsageEntry {
     }
 }
 
-/// At most `max` characters of `s` (a query string, were one passed, is
-/// cut off too).
-fn bounded(s: &str, max: usize) -> String {
+/// At most `max` characters of `s`, without a query string (were one
+/// passed).
+fn bounded(s: &str, max: usize) -> &str {
     let s = s.split('?').next().unwrap_or_default();
     match s.char_indices().nth(max) {
-        Some((end, _)) => s[..end].to_owned(),
-        None => s.to_owned(),
+        Some((end, _)) => &s[..end],
+        None => s,
     }
 }
 
@@ -183,26 +228,27 @@ struct Queue {
 }
 
 impl Queue {
-    /// Counts `entry` in a waiting entry for the same request (its hash
-    /// found, and the entry really the same), else queues it if
-    /// [`Queue::admits`] it. False: dropped.
-    fn add(&mut self, entry: UsageEntry) -> bool {
+    /// Counts `u` in a waiting entry for the same request (its hash
+    /// found, and the entry really the same), else queues it as an entry of
+    /// its own if [`Queue::admits`] it. False: dropped.
+    fn add(&mut self, u: &Use<'_>) -> bool {
         use std::hash::BuildHasher;
-        let hash = self.hasher.hash_one(entry.sameness());
+        let same = u.sameness();
+        let hash = self.hasher.hash_one(same);
         let waiting = self
             .same
             .get(&hash)
             .and_then(|seq| seq.checked_sub(self.front))
             .and_then(|i| usize::try_from(i).ok())
             .and_then(|i| self.entries.get_mut(i));
-        if let Some(waiting) = waiting.filter(|w| w.sameness() == entry.sameness()) {
-            waiting.absorb(&entry);
+        if let Some(waiting) = waiting.filter(|w| w.sameness() == same) {
+            waiting.absorb(u);
             return true;
         }
-        if !self.admits(&entry.account) {
+        if !self.admits(u.account) {
             return false;
         }
-        self.push(entry, hash);
+        self.push(UsageEntry::of(u), hash);
         true
     }
 
@@ -284,23 +330,26 @@ impl UsageLog {
         self.enabled
     }
 
-    /// Queues `entry`, or counts it in a waiting entry for the same
+    /// Queues `u`, or counts it in a waiting entry for the same
     /// request (the same key, method, path, status and client address, in
     /// the same second): a client repeating one call takes one place in the
     /// queue a second, and one row. A full queue, or past half full an
     /// account over its [`PER_ACCOUNT_SHARE`], drops a new entry (counted,
     /// and a warning at most once a minute). Never blocks on I/O.
-    pub fn record(&self, entry: UsageEntry) {
+    pub fn record(&self, u: Use<'_>) {
         if !self.enabled {
             return;
         }
-        let now = entry.at.and_utc().timestamp();
         let full = match self.queue.lock() {
-            Ok(mut queue) => !queue.add(entry),
+            Ok(mut queue) => !queue.add(&u),
             Err(_) => true,
         };
         if full {
-            self.lost(1, now, "the queue is full (the database does not keep up)");
+            self.lost(
+                1,
+                u.at.and_utc().timestamp(),
+                "the queue is full (the database does not keep up)",
+            );
         }
     }
 
@@ -679,9 +728,17 @@ mod tests {
         let t = at("2026-12-06T10:00:00.250Z");
         let later = at("2026-12-06T10:00:00.900Z");
         let next_second = at("2026-12-06T10:00:01.000Z");
-        let e = |key: &str, at, method: &str, path: &str, status, ip, ms| {
-            UsageEntry::new(key, at, method, path, status, Some(ip), ms)
-        };
+        fn e<'a>(
+            key: &'a str,
+            at: NaiveDateTime,
+            method: &'a str,
+            path: &'a str,
+            status: u16,
+            ip: IpAddr,
+            ms: u32,
+        ) -> Use<'a> {
+            Use::new(key, at, method, path, status, Some(ip), ms)
+        }
         let batch = [
             // Queued as requests finish: a later one may come first.
             e("k1", later, "GET", "/v1/me", 200, ip, 9),
@@ -694,11 +751,11 @@ mod tests {
             e("k1", t, "GET", "/v1/me", 429, ip, 1),
             e("k1", t, "GET", "/v1/me", 200, other_ip, 1),
             e("k1", next_second, "GET", "/v1/me", 200, ip, 1),
-            UsageEntry::new("k1", t, "GET", "/v1/me", 200, None, 1),
+            Use::new("k1", t, "GET", "/v1/me", 200, None, 1),
         ];
         let log = UsageLog::new(true);
-        for entry in batch.clone() {
-            log.record(entry);
+        for u in batch {
+            log.record(u);
         }
         assert_eq!(log.len(), 8);
         let rows: Vec<NewUsageRow> = log.take_batch().iter().map(UsageEntry::to_row).collect();
@@ -716,7 +773,7 @@ mod tests {
         assert_eq!(total as usize, batch.len());
 
         // Once written, the same request again is a new entry.
-        log.record(batch[0].clone());
+        log.record(batch[0]);
         assert_eq!(log.take_batch()[0].requests, 1);
     }
 
@@ -728,28 +785,29 @@ mod tests {
         for i in 0..QUEUE_CAPACITY {
             let key = format!("k{}", i % 10);
             let path = format!("/v1/users/{i}");
-            log.record(UsageEntry::new(&key, t, "GET", &path, 200, None, 1));
+            log.record(Use::new(&key, t, "GET", &path, 200, None, 1));
         }
         assert_eq!(log.len(), QUEUE_CAPACITY);
         // The first of them, repeated 100,000 times: counted, not dropped.
         for _ in 0..100_000 {
-            log.record(UsageEntry::new("k0", t, "GET", "/v1/users/0", 200, None, 1));
+            log.record(Use::new("k0", t, "GET", "/v1/users/0", 200, None, 1));
         }
         assert_eq!(log.dropped(), 0);
         assert_eq!(log.len(), QUEUE_CAPACITY);
         assert_eq!(log.take_batch()[0].requests, 100_001);
         // A new request still finds the queue full... once it has room, in.
-        log.record(UsageEntry::new("k1", t, "GET", "/v1/new", 200, None, 1));
+        log.record(Use::new("k1", t, "GET", "/v1/new", 200, None, 1));
         assert_eq!(log.len(), QUEUE_CAPACITY - MAX_BATCH + 1);
     }
 
     #[test]
     fn paths_and_methods_are_bounded_and_never_keep_a_query() {
         let t = at("2026-12-06T10:00:00Z");
-        let e = UsageEntry::new("k", t, "GET", "/v1/me?token=secret", 200, None, 1);
+        let e = Use::new("k", t, "GET", "/v1/me?token=secret", 200, None, 1);
         assert_eq!(e.path, "/v1/me");
         let long = format!("/v1/{}", "é".repeat(500));
-        let e = UsageEntry::new("k", t, &"X".repeat(100), &long, 404, None, 1);
+        let method = "X".repeat(100);
+        let e = Use::new("k", t, &method, &long, 404, None, 1);
         assert_eq!(e.path.chars().count(), MAX_PATH_CHARS);
         assert_eq!(e.method.len(), MAX_METHOD_CHARS);
     }
@@ -763,7 +821,7 @@ mod tests {
         for i in 0..QUEUE_CAPACITY + 5 {
             let key = format!("k{}", i % 10);
             let path = format!("/v1/r{i}");
-            log.record(UsageEntry::new(&key, t, "GET", &path, 200, None, 1));
+            log.record(Use::new(&key, t, "GET", &path, 200, None, 1));
         }
         assert_eq!(log.len(), QUEUE_CAPACITY);
         assert_eq!(log.dropped(), 5);
@@ -771,7 +829,7 @@ mod tests {
         assert_eq!(log.len(), QUEUE_CAPACITY - MAX_BATCH);
 
         let off = UsageLog::new(false);
-        off.record(UsageEntry::new("k", t, "GET", "/v1/me", 200, None, 1));
+        off.record(Use::new("k", t, "GET", "/v1/me", 200, None, 1));
         assert!(off.is_empty());
     }
 
@@ -780,28 +838,21 @@ mod tests {
         let log = UsageLog::new(true);
         let t = at("2026-12-06T10:00:00Z");
         // Entries of `account`, spread over five of its keys.
-        let entry = |account: &str, i: usize| {
-            UsageEntry::new(
-                &format!("{account}{}", i % 5),
-                t,
-                "GET",
-                &format!("/v1/r{i}"),
-                200,
-                None,
-                1,
-            )
-            .of_account(account)
+        let record = |account: &str, i: usize| {
+            let key = format!("{account}{}", i % 5);
+            let path = format!("/v1/r{i}");
+            log.record(Use::new(&key, t, "GET", &path, 200, None, 1).of_account(account));
         };
         // One flooding account: it fills half the queue, then no more,
         // however many keys it spreads the flood over.
         for i in 0..QUEUE_CAPACITY {
-            log.record(entry("flood", i));
+            record("flood", i);
         }
         assert_eq!(log.len(), QUEUE_CAPACITY / 2);
         assert_eq!(log.dropped(), (QUEUE_CAPACITY / 2) as u64);
         // Another account still gets in, up to its own share.
         for i in 0..PER_ACCOUNT_SHARE + 1 {
-            log.record(entry("quiet", i));
+            record("quiet", i);
         }
         assert_eq!(log.len(), QUEUE_CAPACITY / 2 + PER_ACCOUNT_SHARE);
         // While over its share and the queue over half full, the flooding
@@ -809,7 +860,7 @@ mod tests {
         // it gets in again.
         let taken = log.take_batch();
         assert!(taken.iter().all(|e| e.account == "flood"));
-        log.record(entry("flood", 0));
+        record("flood", 0);
         assert_eq!(
             log.len(),
             QUEUE_CAPACITY / 2 + PER_ACCOUNT_SHARE - MAX_BATCH
@@ -818,7 +869,7 @@ mod tests {
             log.take_batch();
         }
         let before = log.len();
-        log.record(entry("flood", 0));
+        record("flood", 0);
         assert_eq!(log.len(), before + 1);
     }
 

@@ -19,7 +19,7 @@ use actix_web::{web, HttpMessage, ResponseError};
 use chrono::Utc;
 
 use crate::api::principal::{self, Principal};
-use crate::api::usage_log::UsageEntry;
+use crate::api::usage_log::{UsageLog, Use};
 use crate::credentials::{Caller, Resolved};
 use crate::error::ApiError;
 use crate::http::bearer;
@@ -192,11 +192,9 @@ pub async fn rate_limit(
             if let Ok(v) = HeaderValue::from_str(&decision.retry_after_secs().to_string()) {
                 resp.headers_mut().insert(RETRY_AFTER, v);
             }
-            if let Some(key) = &used_key {
-                let entry = pending_use(&state, req.request(), key);
-                state
-                    .usage_log
-                    .record(finished(entry, resp.status().as_u16(), started));
+            if let Some(key) = used_key {
+                PendingUse::of(&state, req.request(), key, started)
+                    .record(&state.usage_log, resp.status().as_u16());
             }
             return Ok(req.into_response(resp));
         }
@@ -218,11 +216,9 @@ pub async fn rate_limit(
         if let Some(d) = &decision {
             set_headers(resp.headers_mut(), d);
         }
-        if let Some(key) = &used_key {
-            let entry = pending_use(&state, req.request(), key);
-            state
-                .usage_log
-                .record(finished(entry, resp.status().as_u16(), started));
+        if let Some(key) = used_key {
+            PendingUse::of(&state, req.request(), key, started)
+                .record(&state.usage_log, resp.status().as_u16());
         }
         return Ok(req.into_response(resp));
     }
@@ -233,16 +229,14 @@ pub async fn rate_limit(
     }
     req.extensions_mut().insert(Authentication(auth));
     // Read before the call: the request must stay unshared for routing.
-    let pending = used_key.map(|key| pending_use(&state, req.request(), &key));
+    let pending = used_key.map(|key| PendingUse::of(&state, req.request(), key, started));
     let res = next.call(req).await;
-    if let Some(entry) = pending {
+    if let Some(pending) = pending {
         let status = match &res {
             Ok(res) => res.status(),
             Err(e) => e.as_response_error().status_code(),
         };
-        state
-            .usage_log
-            .record(finished(entry, status.as_u16(), started));
+        pending.record(&state.usage_log, status.as_u16());
     }
     let mut res = res?.map_into_boxed_body();
     if let Some(d) = decision {
@@ -259,26 +253,52 @@ pub(crate) struct UsedKey {
     account: String,
 }
 
-/// The usage-log entry of a request made with the API key `key`, its
-/// status and duration still to come. The path only, never the query
-/// string; the client address as the service resolves it.
-fn pending_use(state: &AppState, req: &actix_web::HttpRequest, key: &UsedKey) -> UsageEntry {
-    UsageEntry::new(
-        &key.key_id,
-        Utc::now().naive_utc(),
-        req.method().as_str(),
-        req.path(),
-        0,
-        state.client_ip(req),
-        0,
-    )
-    .of_account(&key.account)
+/// A request made with an API key, its answer still to come: what the
+/// usage log keeps of it (the path only, never the query string; the client
+/// address as the service resolves it), taken without copying the method or
+/// the path (the request itself cannot be kept: it must stay unshared for
+/// routing).
+struct PendingUse {
+    key: UsedKey,
+    at: chrono::NaiveDateTime,
+    method: actix_web::http::Method,
+    uri: actix_web::http::Uri,
+    client_ip: Option<std::net::IpAddr>,
+    started: std::time::Instant,
 }
 
-/// `entry` with its answer's status and the time taken since `started`
-/// (queued by the caller: no I/O, `maintenance` writes it).
-fn finished(mut entry: UsageEntry, status: u16, started: std::time::Instant) -> UsageEntry {
-    entry.status = status;
-    entry.duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-    entry
+impl PendingUse {
+    fn of(
+        state: &AppState,
+        req: &actix_web::HttpRequest,
+        key: UsedKey,
+        started: std::time::Instant,
+    ) -> Self {
+        Self {
+            key,
+            at: Utc::now().naive_utc(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            client_ip: state.client_ip(req),
+            started,
+        }
+    }
+
+    /// Records the request, answered `status` (queued: no I/O,
+    /// `maintenance` writes it), with the time taken since it started.
+    fn record(&self, log: &UsageLog, status: u16) {
+        let duration_ms = u32::try_from(self.started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        log.record(
+            Use::new(
+                &self.key.key_id,
+                self.at,
+                self.method.as_str(),
+                self.uri.path(),
+                status,
+                self.client_ip,
+                duration_ms,
+            )
+            .of_account(&self.key.account),
+        );
+    }
 }
