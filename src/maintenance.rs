@@ -197,7 +197,8 @@ pub async fn write_usage_log(db: &Database, log: &Arc<UsageLog>, until: Drain) -
     }
 }
 
-/// Writes the usage log's buffer every `every` (1 s) until the task is
+/// Writes the usage log's buffer every `every` (1 s), and whenever it
+/// reaches `usage_log::WAKE_AT` entries in between, until the task is
 /// dropped.
 pub async fn write_usage_log_forever(db: Database, log: Arc<UsageLog>, every: Duration) {
     if !log.is_enabled() {
@@ -208,7 +209,10 @@ pub async fn write_usage_log_forever(db: Database, log: Arc<UsageLog>, every: Du
         actix_web::rt::time::interval_at(actix_web::rt::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = log.filling() => {}
+        }
         write_usage_log(&db, &log, Drain::ShortBatch).await;
     }
 }

@@ -8,9 +8,9 @@
 //! Writing never costs a commit per request: [`UsageLog::record`] pushes
 //! onto a bounded in-memory queue (full: the entry is dropped and counted,
 //! with a warning at most once a minute), and `maintenance` takes batches of
-//! at most [`MAX_BATCH`] entries off it at least once a second, each one
-//! multi-row INSERT (COPY on PostgreSQL), off the request path, and once
-//! more at shutdown.
+//! at most [`MAX_BATCH`] entries off it once a second, and as soon as
+//! [`WAKE_AT`] entries wait, each one multi-row INSERT (COPY on
+//! PostgreSQL), off the request path, and once more at shutdown.
 //!
 //! Nor a row per request: identical requests (the same key, method, path,
 //! status and client address) within the same second are one entry while
@@ -43,6 +43,11 @@ pub const QUEUE_CAPACITY: usize = 20_000;
 /// it is half full: a busy account, or a flood of 429s from one, never
 /// crowds out the others'.
 pub const PER_ACCOUNT_SHARE: usize = QUEUE_CAPACITY / 8;
+/// Entries waiting past which the writer is woken before its next tick: a
+/// flood of distinct requests is written as it comes, in full batches,
+/// rather than filling the queue for a whole tick (one request repeated
+/// stays one entry and never wakes it).
+pub const WAKE_AT: usize = QUEUE_CAPACITY / 8;
 /// Keys remembered as written since the last sweep at most; past it the
 /// next sweep looks at every key.
 const MAX_WRITTEN_KEYS: usize = 100_000;
@@ -63,18 +68,19 @@ const WARN_EVERY_SECS: i64 = 60;
 
 /// One request to record, borrowed from the request: nothing is copied
 /// unless it needs an entry of its own (most requests are counted in a
-/// waiting entry for the same request, see [`UsageLog::record`]).
+/// waiting entry for the same request, see [`UsageLog::record`]). Made by
+/// [`Use::new`] only, which bounds the method and path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Use<'a> {
-    pub key_id: &'a str,
+    key_id: &'a str,
     /// The key's account, for its share of the queue (not stored).
-    pub account: &'a str,
-    pub at: NaiveDateTime,
-    pub method: &'a str,
-    pub path: &'a str,
-    pub status: u16,
-    pub client_ip: Option<IpAddr>,
-    pub duration_ms: u32,
+    account: &'a str,
+    at: NaiveDateTime,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
+    client_ip: Option<IpAddr>,
+    duration_ms: u32,
 }
 
 impl<'a> Use<'a> {
@@ -206,12 +212,28 @@ fn bounded(s: &str, max: usize) -> &str {
 pub struct UsageLog {
     enabled: bool,
     queue: Mutex<Queue>,
+    /// Told when the queue reaches [`WAKE_AT`] entries.
+    wake: tokio::sync::Notify,
     dropped: AtomicU64,
     /// Epoch seconds of the last warning about dropped entries.
     warned_at: AtomicI64,
     /// The keys this instance wrote rows for since its last sweep, which
     /// only needs to look at those (see [`UsageLog::take_written`]).
     written: Mutex<Written>,
+}
+
+/// What became of a request given to [`Queue::add`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Added {
+    /// In a waiting entry for the same request.
+    Counted,
+    /// As an entry of its own.
+    Queued,
+    /// As an entry of its own, the one that brought the queue to
+    /// [`WAKE_AT`]: the writer should not wait for its tick.
+    QueuedToWake,
+    /// Not at all: no room (see [`Queue::admits`]).
+    Dropped,
 }
 
 /// The buffered entries, and how many of them each account has.
@@ -221,7 +243,7 @@ struct Queue {
     per_account: HashMap<String, usize>,
     /// The sequence number of `entries[0]` (entries are numbered as pushed).
     front: u64,
-    /// The hash of an entry's [`UsageEntry::sameness`] -> the sequence
+    /// The hash of an entry's sameness ([`Use::sameness`]) -> the sequence
     /// number of the newest entry with it: at most one per entry.
     same: HashMap<u64, u64>,
     hasher: std::hash::RandomState,
@@ -230,8 +252,8 @@ struct Queue {
 impl Queue {
     /// Counts `u` in a waiting entry for the same request (its hash
     /// found, and the entry really the same), else queues it as an entry of
-    /// its own if [`Queue::admits`] it. False: dropped.
-    fn add(&mut self, u: &Use<'_>) -> bool {
+    /// its own if [`Queue::admits`] it.
+    fn add(&mut self, u: &Use<'_>) -> Added {
         use std::hash::BuildHasher;
         let same = u.sameness();
         let hash = self.hasher.hash_one(same);
@@ -243,13 +265,17 @@ impl Queue {
             .and_then(|i| self.entries.get_mut(i));
         if let Some(waiting) = waiting.filter(|w| w.sameness() == same) {
             waiting.absorb(u);
-            return true;
+            return Added::Counted;
         }
         if !self.admits(u.account) {
-            return false;
+            return Added::Dropped;
         }
         self.push(UsageEntry::of(u), hash);
-        true
+        if self.entries.len() == WAKE_AT {
+            Added::QueuedToWake
+        } else {
+            Added::Queued
+        }
     }
 
     /// Whether `account` may add an entry: room left, and past half full,
@@ -315,6 +341,7 @@ impl UsageLog {
         Self {
             enabled,
             queue: Mutex::new(Queue::default()),
+            wake: tokio::sync::Notify::new(),
             dropped: AtomicU64::new(0),
             warned_at: AtomicI64::new(i64::MIN),
             // Rows an earlier process wrote are unknown: the first sweep
@@ -330,6 +357,13 @@ impl UsageLog {
         self.enabled
     }
 
+    /// Returns once the queue has reached [`WAKE_AT`] entries (at once if
+    /// it did since the last call): the writer's cue not to wait for its
+    /// tick.
+    pub async fn filling(&self) {
+        self.wake.notified().await;
+    }
+
     /// Queues `u`, or counts it in a waiting entry for the same
     /// request (the same key, method, path, status and client address, in
     /// the same second): a client repeating one call takes one place in the
@@ -340,11 +374,14 @@ impl UsageLog {
         if !self.enabled {
             return;
         }
-        let full = match self.queue.lock() {
-            Ok(mut queue) => !queue.add(&u),
-            Err(_) => true,
+        let added = match self.queue.lock() {
+            Ok(mut queue) => queue.add(&u),
+            Err(_) => Added::Dropped,
         };
-        if full {
+        if added == Added::QueuedToWake {
+            self.wake.notify_one();
+        }
+        if added == Added::Dropped {
             self.lost(
                 1,
                 u.at.and_utc().timestamp(),
