@@ -156,10 +156,11 @@ pub async fn flush_usage_forever(db: Database, usage: Arc<UsageTracker>) {
 pub enum Drain {
     /// Until the buffer is empty (at shutdown: nothing new comes).
     Empty,
-    /// Until a batch is not full: what was waiting is written, and whatever
-    /// requests add meanwhile waits for the next pass. Under load the
-    /// buffer is never empty (a request a moment after each take makes a
-    /// new entry), so draining it to empty wrote one tiny batch after
+    /// Until a batch is not full: batches are taken while they come full
+    /// (a flood faster than the database keeps the pass going), and what
+    /// requests add after a short one waits for the next pass. Under load
+    /// the buffer is never empty (a request a moment after each take makes
+    /// a new entry), so draining it to empty wrote one tiny batch after
     /// another, each a round trip, instead of one a second.
     ShortBatch,
 }
@@ -167,8 +168,12 @@ pub enum Drain {
 /// Writes what the usage log has buffered, batch by batch (each one
 /// multi-row INSERT of at most `usage_log::MAX_BATCH` rows, on the blocking
 /// pool), as far as `until` says; returns the rows written. A batch the
-/// database refuses, or that does not finish within `DZDESK_DB_TIMEOUT_MS`,
-/// is lost and counted (the buffer stays bounded).
+/// database refuses is lost and counted (the buffer stays bounded). A
+/// batch is not given up on while it runs (`run_unbounded`; taking the
+/// connection is bounded): given up on, it would still hold its connection
+/// until done while the pass went on to the next one on another, and a slow
+/// database would see the writer take the whole pool; meanwhile requests
+/// keep queueing, and past the bound are dropped and counted.
 pub async fn write_usage_log(db: &Database, log: &Arc<UsageLog>, until: Drain) -> usize {
     let mut written = 0;
     loop {
@@ -179,7 +184,7 @@ pub async fn write_usage_log(db: &Database, log: &Arc<UsageLog>, until: Drain) -
         let n = batch.len();
         let log2 = log.clone();
         let result = db
-            .run(move |conn| {
+            .run_unbounded(move |conn| {
                 Ok::<_, crate::db::RunError>(usage_log::write_batch(conn, &log2, batch))
             })
             .await;

@@ -43,7 +43,8 @@ pub const QUEUE_CAPACITY: usize = 20_000;
 /// it is half full: a busy account, or a flood of 429s from one, never
 /// crowds out the others'.
 pub const PER_ACCOUNT_SHARE: usize = QUEUE_CAPACITY / 8;
-/// Entries waiting past which the writer is woken before its next tick: a
+/// Entries waiting at which the writer is woken before its next tick (or,
+/// if a pass is under way, right after it): a
 /// flood of distinct requests is written as it comes, in full batches,
 /// rather than filling the queue for a whole tick (one request repeated
 /// stays one entry and never wakes it).
@@ -835,6 +836,34 @@ mod tests {
         // A new request still finds the queue full... once it has room, in.
         log.record(Use::new("k1", t, "GET", "/v1/new", 200, None, 1));
         assert_eq!(log.len(), QUEUE_CAPACITY - MAX_BATCH + 1);
+    }
+
+    #[test]
+    fn the_writer_is_woken_when_the_queue_reaches_wake_at() {
+        use futures_util::FutureExt;
+        let log = UsageLog::new(true);
+        let t = at("2026-12-06T10:00:00Z");
+        let record = |i: usize| {
+            let path = format!("/v1/r{i}");
+            log.record(Use::new("k", t, "GET", &path, 200, None, 1));
+        };
+        for i in 0..WAKE_AT - 1 {
+            record(i);
+        }
+        assert!(log.filling().now_or_never().is_none());
+        record(WAKE_AT - 1);
+        assert!(log.filling().now_or_never().is_some(), "reached: woken");
+        // The same request again (counted, not queued) and one more entry:
+        // no new crossing.
+        record(0);
+        record(WAKE_AT);
+        assert!(log.filling().now_or_never().is_none());
+        // Written down and back up to it: woken again.
+        log.take_batch();
+        for i in 0..MAX_BATCH - 1 {
+            record(WAKE_AT + 1 + i);
+        }
+        assert!(log.filling().now_or_never().is_some());
     }
 
     #[test]

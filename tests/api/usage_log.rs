@@ -169,21 +169,25 @@ async fn a_steady_stream_of_one_request_takes_a_row_per_second_and_pass() {
     for r in &rows {
         *per_second.entry(r.at.and_utc().timestamp()).or_default() += 1;
     }
+    // A request stalled past a second boundary can add one more.
+    let slowest = rows.iter().map(|r| r.duration_ms).max().unwrap_or(0);
+    let bound = 3 + usize::try_from(slowest / 1000).unwrap_or(0);
     assert!(
-        per_second.values().all(|&n| n <= 3),
+        per_second.values().all(|&n| n <= bound),
         "rows per second {per_second:?} for {sent} requests in {spent:?}"
     );
 }
 
-/// A pass of the writer writes what was waiting (in full batches while
-/// there is more) and returns, leaving what requests add meanwhile for the
-/// next pass; a flood of distinct requests wakes the writer before its
-/// tick, so it does not fill the queue for a whole tick.
+/// A pass of the writer takes batches while they come full, and what
+/// requests add while its short batch is written waits for the next pass
+/// (under load the queue is never empty: draining it to empty wrote a tiny
+/// batch per round trip). The short batch is held on a database lock while
+/// requests come, so the test does not depend on timing.
 #[tokio::test]
 async fn a_writer_pass_writes_what_was_waiting_and_leaves_what_comes_meanwhile() {
     use dzdesk_auth::api::usage_log::{UsageLog, Use, MAX_BATCH};
+    use dzdesk_auth::db::{Backend, Database};
     use dzdesk_auth::maintenance::{write_usage_log, Drain};
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
     let app = spawn_app().await;
@@ -191,47 +195,64 @@ async fn a_writer_pass_writes_what_was_waiting_and_leaves_what_comes_meanwhile()
     let (key_id, _) = key_for(&app, &user_id, "requests:read").await;
     let log = Arc::new(UsageLog::new(true));
     let now = Utc::now().naive_utc();
-    let waiting = MAX_BATCH + MAX_BATCH / 2;
-    for i in 0..waiting {
-        let path = format!("/v1/p{i}");
-        log.record(Use::new(&key_id, now, "GET", &path, 200, None, 1));
-    }
-    // Meanwhile a new request every 100 µs, for 10 s unless stopped.
-    let stop = Arc::new(AtomicBool::new(false));
-    let producer = {
-        let (log, stop, key_id) = (log.clone(), stop.clone(), key_id.clone());
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            let mut j = 0;
-            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(10) {
-                let path = format!("/v1/q{j}");
-                log.record(Use::new(&key_id, now, "GET", &path, 200, None, 1));
-                j += 1;
-                std::thread::sleep(Duration::from_micros(100));
-            }
-        })
+    let record = |prefix: &str, n: usize| {
+        for i in 0..n {
+            let path = format!("/v1/{prefix}{i}");
+            log.record(Use::new(&key_id, now, "GET", &path, 200, None, 1));
+        }
     };
-    let started = Instant::now();
+    // A full batch, then a short one: one pass.
+    record("a", MAX_BATCH + 10);
     let written = write_usage_log(&app.db, &log, Drain::ShortBatch).await;
-    let took = started.elapsed();
-    let running = !producer.is_finished();
-    stop.store(true, Ordering::Relaxed);
-    producer.join().unwrap();
-    assert!(
-        running,
-        "the pass returned only after the requests stopped ({took:?})"
-    );
-    assert!(written >= waiting, "{written} of the {waiting} waiting");
-    assert!(!log.is_empty(), "what came meanwhile waits");
-    // At shutdown the rest goes too.
-    write_usage_log(&app.db, &log, Drain::Empty).await;
+    assert_eq!(written, MAX_BATCH + 10);
+    assert!(log.is_empty());
+
+    record("b", 20);
+    // Another connection holds the table's write lock until told.
+    let url = app.settings.database_url.clone();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut conn = Database::establish(&url).unwrap();
+        let lock: &[&str] = match url.backend() {
+            Backend::Sqlite => &["BEGIN IMMEDIATE"],
+            Backend::Postgres => &["BEGIN", "LOCK TABLE api_key_usage IN SHARE MODE"],
+        };
+        for sql in lock {
+            diesel::sql_query(*sql).execute(&mut conn).unwrap();
+        }
+        locked_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+        diesel::sql_query("COMMIT").execute(&mut conn).unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let pass = tokio::spawn({
+        let (db, log) = (app.db.clone(), log.clone());
+        async move { write_usage_log(&db, &log, Drain::ShortBatch).await }
+    });
+    // The pass has taken the 20 and waits for the lock: 5 requests come.
+    let start = Instant::now();
+    while !log.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the pass took nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    record("c", 5);
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert_eq!(pass.await.unwrap(), 20, "the short batch, and no more");
+    assert_eq!(log.len(), 5, "what came meanwhile waits for the next pass");
+    // At shutdown everything goes.
+    assert_eq!(write_usage_log(&app.db, &log, Drain::Empty).await, 5);
     assert!(log.is_empty());
     let requests: i32 = rows_of(&app, &key_id)
         .await
         .iter()
         .map(|r| r.requests)
         .sum();
-    assert!(requests as usize > waiting);
+    assert_eq!(requests as usize, MAX_BATCH + 10 + 20 + 5);
 }
 
 /// The writer does not wait for its tick once enough distinct requests
