@@ -186,16 +186,23 @@ impl UsageEntry {
         self.at = self.at.min(u.at);
     }
 
-    /// What makes two requests the same (one entry counts them).
+    /// The request this entry first counted, as [`Use`] sees it.
+    fn as_use(&self) -> Use<'_> {
+        Use {
+            key_id: &self.key_id,
+            account: &self.account,
+            at: self.at,
+            method: &self.method,
+            path: &self.path,
+            status: self.status,
+            client_ip: self.client_ip,
+            duration_ms: self.duration_ms,
+        }
+    }
+
+    /// [`Use::sameness`] of the request this entry counts.
     fn sameness(&self) -> Sameness<'_> {
-        (
-            &self.key_id,
-            self.at.and_utc().timestamp(),
-            &self.method,
-            &self.path,
-            self.status,
-            self.client_ip,
-        )
+        self.as_use().sameness()
     }
 }
 
