@@ -33,7 +33,7 @@ impl FromRequest for Authenticated {
                         .app_data::<web::Data<AppState>>()
                         .cloned()
                         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
-                    limits::authenticate(&state, &req).await
+                    limits::authenticate(&state, &req, state.client_ip(&req)).await
                 }
             };
             outcome.map(Authenticated).map_err(|f| f.to_error())

@@ -11,6 +11,8 @@
 //! usable credential counts against its address (IPv6 per /64), at
 //! `DZDESK_AUTH_FAILURES_PER_MIN`, so guessing keys is slow.
 
+use std::net::IpAddr;
+
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
@@ -76,15 +78,17 @@ impl Failure {
 #[derive(Clone)]
 pub(crate) struct Authentication(pub(crate) Result<Principal, Failure>);
 
-/// Resolves the bearer credential of `req` (RFC 6750 2.1).
+/// Resolves the bearer credential of `req` (RFC 6750 2.1), sent from
+/// `client_ip` (`AppState::client_ip`).
 pub(crate) async fn authenticate(
     state: &AppState,
     req: &actix_web::HttpRequest,
+    client_ip: Option<IpAddr>,
 ) -> Result<Principal, Failure> {
     let token = bearer(req).ok_or(Failure::Missing)?;
     let resolved = state
         .credentials
-        .resolve_bearer(&token, state.client_ip(req), Utc::now())
+        .resolve_bearer(&token, client_ip, Utc::now())
         .await
         .map_err(|e| {
             let unavailable = crate::db::is_unavailable(&e.0);
@@ -133,7 +137,9 @@ pub async fn rate_limit(
             .map(ServiceResponse::map_into_boxed_body);
     };
     let started = std::time::Instant::now();
-    let auth = authenticate(&state, req.request()).await;
+    // The client address, resolved once (proxies trusted or not).
+    let client_ip = state.client_ip(req.request());
+    let auth = authenticate(&state, req.request(), client_ip).await;
     // A page on another origin (oauth::cors): with an OAuth access token of
     // a client that registered the origin, or to read why it was refused
     // (no credential, an invalid one); never with an API key. Marked before
@@ -167,10 +173,7 @@ pub async fn rate_limit(
     let decision = if state.settings.rate_limits && !unchecked {
         let (key, limit) = match &auth {
             Ok(p) => (p.account_key(), p.account.plan.limit()),
-            Err(_) => (
-                address_key(state.client_ip(req.request())),
-                state.settings.auth_failures_per_min,
-            ),
+            Err(_) => (address_key(client_ip), state.settings.auth_failures_per_min),
         };
         let now = Utc::now().timestamp_micros();
         let decision = state.limiter.check(&key, limit, now).await;
@@ -193,7 +196,7 @@ pub async fn rate_limit(
                 resp.headers_mut().insert(RETRY_AFTER, v);
             }
             if let Some(key) = used_key {
-                PendingUse::of(&state, req.request(), key, started)
+                PendingUse::of(req.request(), key, client_ip, started)
                     .record(&state.usage_log, resp.status().as_u16());
             }
             return Ok(req.into_response(resp));
@@ -217,7 +220,7 @@ pub async fn rate_limit(
             set_headers(resp.headers_mut(), d);
         }
         if let Some(key) = used_key {
-            PendingUse::of(&state, req.request(), key, started)
+            PendingUse::of(req.request(), key, client_ip, started)
                 .record(&state.usage_log, resp.status().as_u16());
         }
         return Ok(req.into_response(resp));
@@ -229,7 +232,7 @@ pub async fn rate_limit(
     }
     req.extensions_mut().insert(Authentication(auth));
     // Read before the call: the request must stay unshared for routing.
-    let pending = used_key.map(|key| PendingUse::of(&state, req.request(), key, started));
+    let pending = used_key.map(|key| PendingUse::of(req.request(), key, client_ip, started));
     let res = next.call(req).await;
     if let Some(pending) = pending {
         let status = match &res {
@@ -263,15 +266,15 @@ struct PendingUse {
     at: chrono::NaiveDateTime,
     method: actix_web::http::Method,
     uri: actix_web::http::Uri,
-    client_ip: Option<std::net::IpAddr>,
+    client_ip: Option<IpAddr>,
     started: std::time::Instant,
 }
 
 impl PendingUse {
     fn of(
-        state: &AppState,
         req: &actix_web::HttpRequest,
         key: UsedKey,
+        client_ip: Option<IpAddr>,
         started: std::time::Instant,
     ) -> Self {
         Self {
@@ -279,7 +282,7 @@ impl PendingUse {
             at: Utc::now().naive_utc(),
             method: req.method().clone(),
             uri: req.uri().clone(),
-            client_ip: state.client_ip(req),
+            client_ip,
             started,
         }
     }
