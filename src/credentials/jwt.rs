@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{Duration, NaiveDateTime};
@@ -12,7 +14,7 @@ use jsonwebtoken::jwk::{
     AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
     EllipticCurveKeyType, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
 };
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use p256::ecdsa::{Signature, SigningKey};
 use p256::elliptic_curve::rand_core::OsRng;
 use p256::pkcs8::EncodePrivateKey;
@@ -155,7 +157,11 @@ pub struct KeyRing {
     signing_kid: String,
     /// When the signing key was made (its age is a metric).
     signing_created_at: NaiveDateTime,
-    encoding: EncodingKey,
+    /// The signing key, parsed once. jsonwebtoken's `encode` parses its
+    /// PKCS#8 bytes again on every call, and aws-lc's parse recomputes the
+    /// public point (a scalar multiplication as costly as the signature):
+    /// half of every token's signing time.
+    signer: EcdsaKeyPair,
     /// Verification keys by kid; each pinned to ES256.
     verifying: HashMap<String, DecodingKey>,
     jwks: JwkSet,
@@ -243,7 +249,8 @@ impl KeyRing {
         Ok(Self {
             signing_kid: active.kid.clone(),
             signing_created_at: active.created_at,
-            encoding: EncodingKey::from_ec_der(&active.private_key),
+            signer: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &active.private_key)
+                .map_err(|e| anyhow::anyhow!("the signing key does not parse: {e}"))?,
             verifying,
             jwks: JwkSet { keys },
             verified: empty_verified(),
@@ -286,11 +293,28 @@ impl KeyRing {
         self.sign_typed(ID_TOKEN_TYP, claims)
     }
 
+    /// RFC 7515 7.1 (JWS Compact Serialization): BASE64URL(header) "."
+    /// BASE64URL(payload), signed as those bytes, then "." BASE64URL of the
+    /// signature, the 64 bytes R || S of RFC 7518 3.4, made low-S.
     fn sign_typed<C: Serialize>(&self, typ: &str, claims: &C) -> anyhow::Result<String> {
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some(typ.to_owned());
         header.kid = Some(self.signing_kid.clone());
-        to_low_s(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+        let mut token = String::with_capacity(512);
+        URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(&header)?, &mut token);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(claims)?, &mut token);
+        let signed = self
+            .signer
+            .sign(&SystemRandom::new(), token.as_bytes())
+            .map_err(|e| anyhow::anyhow!("signing: {e}"))?;
+        let signature = Signature::from_slice(signed.as_ref())
+            .map_err(|e| anyhow::anyhow!("the signer produced no ES256 signature: {e}"))?;
+        // ECDSA signers (aws-lc's included) emit either form: low S only.
+        let low = signature.normalize_s().unwrap_or(signature);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(low.to_bytes(), &mut token);
+        Ok(token)
     }
 
     /// The checks before a signature is verified, shared by access tokens
@@ -454,23 +478,9 @@ fn signature_of(token: &str) -> Option<Signature> {
 /// second spelling, a different string with the same claims and `jti`,
 /// which defeats anything keyed on the token's bytes (the verification
 /// cache, a deny list of token hashes). Our signatures are normalised to low
-/// S when signed ([`to_low_s`]); only low S is accepted (as BIP 62 does).
+/// S when signed ([`KeyRing::sign`]); only low S is accepted (as BIP 62 does).
 pub fn has_low_s(token: &str) -> bool {
     signature_of(token).is_some_and(|sig| sig.normalize_s().is_none())
-}
-
-/// A freshly signed token with its signature in low-S form: ECDSA signers
-/// (aws-lc's included) emit either form.
-fn to_low_s(token: String) -> anyhow::Result<String> {
-    let sig = signature_of(&token)
-        .ok_or_else(|| anyhow::anyhow!("the signer produced no ES256 signature"))?;
-    match (sig.normalize_s(), token.rsplit_once('.')) {
-        (Some(low), Some((signed, _))) => Ok(format!(
-            "{signed}.{}",
-            URL_SAFE_NO_PAD.encode(low.to_bytes())
-        )),
-        _ => Ok(token),
-    }
 }
 
 #[cfg(test)]
@@ -505,6 +515,7 @@ mod tests {
     }
     use super::*;
     use chrono::DateTime;
+    use jsonwebtoken::EncodingKey;
 
     const ISS: &str = "https://auth.example.com";
     const NOW: i64 = 1_800_000_000;
