@@ -116,6 +116,10 @@ fn consistent_jwk(row: &SigningKeyRow) -> anyhow::Result<Jwk> {
     let jwk: Jwk = serde_json::from_str(&row.public_jwk)?;
     let key = SigningKey::from_pkcs8_der(&row.private_key)
         .map_err(|e| anyhow::anyhow!("its private key does not parse: {e}"))?;
+    // The signer's parse too ([`KeyRing::from_rows`]): a row it refuses is
+    // left out here, not a ring that fails to load.
+    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &row.private_key)
+        .map_err(|e| anyhow::anyhow!("its private key does not parse for signing: {e}"))?;
     let point = key.verifying_key().to_encoded_point(false);
     let AlgorithmParameters::EllipticCurve(ec) = &jwk.algorithm else {
         anyhow::bail!("its public key is not an EC key");
@@ -478,7 +482,7 @@ fn signature_of(token: &str) -> Option<Signature> {
 /// second spelling, a different string with the same claims and `jti`,
 /// which defeats anything keyed on the token's bytes (the verification
 /// cache, a deny list of token hashes). Our signatures are normalised to low
-/// S when signed ([`KeyRing::sign`]); only low S is accepted (as BIP 62 does).
+/// S when signed (`KeyRing::sign_typed`); only low S is accepted (as BIP 62 does).
 pub fn has_low_s(token: &str) -> bool {
     signature_of(token).is_some_and(|sig| sig.normalize_s().is_none())
 }
@@ -672,6 +676,29 @@ mod tests {
         assert_eq!(header.alg, Algorithm::ES256);
         assert_eq!(header.kid.as_deref(), Some(row.kid.as_str()));
         assert_eq!(ring.verify(&token, ISS, ISS, NOW).unwrap(), claims());
+    }
+
+    #[test]
+    fn tokens_are_signed_over_what_jsonwebtoken_would_sign() {
+        // The signer is ours (the key parsed once); the signing input, header
+        // and claims as serialised, is byte for byte jsonwebtoken's.
+        let (ring, row) = ring();
+        let key = EncodingKey::from_ec_der(&row.private_key);
+        for (typ, token) in [
+            (ACCESS_TOKEN_TYP, ring.sign(&claims()).unwrap()),
+            (ID_TOKEN_TYP, ring.sign_id_token(&claims()).unwrap()),
+        ] {
+            let mut header = Header::new(Algorithm::ES256);
+            header.typ = Some(typ.into());
+            header.kid = Some(row.kid.clone());
+            let theirs = jsonwebtoken::encode(&header, &claims(), &key).unwrap();
+            let input = |t: &str| t.rsplit_once('.').unwrap().0.to_owned();
+            assert_eq!(input(&token), input(&theirs), "{typ}");
+            let signature = URL_SAFE_NO_PAD
+                .decode(token.rsplit_once('.').unwrap().1)
+                .unwrap();
+            assert_eq!(signature.len(), 64, "R || S (RFC 7518 3.4), not DER");
+        }
     }
 
     #[test]
