@@ -110,15 +110,15 @@ pub fn generate_key(now: NaiveDateTime) -> anyhow::Result<SigningKeyRow> {
 }
 
 /// The row's public JWK, if it is the public half of its private key under
-/// the row's kid.
-fn consistent_jwk(row: &SigningKeyRow) -> anyhow::Result<Jwk> {
+/// the row's kid, and the private key as the signer parsed it.
+fn consistent_jwk(row: &SigningKeyRow) -> anyhow::Result<(Jwk, EcdsaKeyPair)> {
     use p256::pkcs8::DecodePrivateKey;
     let jwk: Jwk = serde_json::from_str(&row.public_jwk)?;
     let key = SigningKey::from_pkcs8_der(&row.private_key)
         .map_err(|e| anyhow::anyhow!("its private key does not parse: {e}"))?;
-    // The signer's parse too ([`KeyRing::from_rows`]): a row it refuses is
-    // left out here, not a ring that fails to load.
-    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &row.private_key)
+    // The signer's parse too, kept for [`KeyRing::from_rows`]: a row it
+    // refuses is left out here, not a ring that fails to load.
+    let signer = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &row.private_key)
         .map_err(|e| anyhow::anyhow!("its private key does not parse for signing: {e}"))?;
     let point = key.verifying_key().to_encoded_point(false);
     let AlgorithmParameters::EllipticCurve(ec) = &jwk.algorithm else {
@@ -130,7 +130,7 @@ fn consistent_jwk(row: &SigningKeyRow) -> anyhow::Result<Jwk> {
     if !matches {
         anyhow::bail!("its public JWK is not its private key's, or names another kid");
     }
-    Ok(jwk)
+    Ok((jwk, signer))
 }
 
 /// Generates a new key that signs from now on. Older keys are retired but
@@ -228,33 +228,32 @@ impl KeyRing {
         // The public key published and trusted is the private key's own:
         // the `public_jwk` column is not sealed, so a row whose JWK was
         // changed to someone else's key (or whose kid differs) is left out.
-        let consistent: Vec<(&SigningKeyRow, Jwk)> = rows
+        let consistent = rows
             .iter()
             .filter(|r| r.algorithm == ALGORITHM)
             .filter_map(|row| match consistent_jwk(row) {
-                Ok(jwk) => Some((row, jwk)),
+                Ok((jwk, signer)) => Some((row, jwk, signer)),
                 Err(e) => {
                     log::error!("signing key {} left out: {e:#}", row.kid);
                     None
                 }
-            })
-            .collect();
-        let active = consistent
-            .iter()
-            .map(|(row, _)| *row)
-            .find(|r| r.retired_at.is_none())
-            .ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
+            });
         let mut verifying = HashMap::new();
         let mut keys = Vec::new();
-        for (row, jwk) in consistent {
+        // The newest key not retired signs.
+        let mut active = None;
+        for (row, jwk, signer) in consistent {
             verifying.insert(row.kid.clone(), DecodingKey::from_jwk(&jwk)?);
             keys.push(jwk);
+            if active.is_none() && row.retired_at.is_none() {
+                active = Some((row, signer));
+            }
         }
+        let (active, signer) = active.ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
         Ok(Self {
             signing_kid: active.kid.clone(),
             signing_created_at: active.created_at,
-            signer: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &active.private_key)
-                .map_err(|e| anyhow::anyhow!("the signing key does not parse: {e}"))?,
+            signer,
             verifying,
             jwks: JwkSet { keys },
             verified: empty_verified(),
