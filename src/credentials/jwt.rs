@@ -166,6 +166,10 @@ pub struct KeyRing {
     /// public point (a scalar multiplication as costly as the signature):
     /// half of every token's signing time.
     signer: EcdsaKeyPair,
+    /// The JOSE headers it signs under, BASE64URL-encoded once (RFC 7515
+    /// 7.1): access tokens' and ID tokens'.
+    access_header: String,
+    id_header: String,
     /// Verification keys by kid; each pinned to ES256.
     verifying: HashMap<String, DecodingKey>,
     jwks: JwkSet,
@@ -251,6 +255,8 @@ impl KeyRing {
         }
         let (active, signer) = active.ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
         Ok(Self {
+            access_header: encoded_header(ACCESS_TOKEN_TYP, &active.kid)?,
+            id_header: encoded_header(ID_TOKEN_TYP, &active.kid)?,
             signing_kid: active.kid.clone(),
             signing_created_at: active.created_at,
             signer,
@@ -286,25 +292,22 @@ impl KeyRing {
 
     /// Signs `claims`; the signature is always low-S (see [`has_low_s`]).
     pub fn sign(&self, claims: &AccessClaims) -> anyhow::Result<String> {
-        self.sign_typed(ACCESS_TOKEN_TYP, claims)
+        self.sign_under(&self.access_header, claims)
     }
 
     /// Signs an OpenID Connect ID token (`typ: JWT`, OIDC Core 2: never
     /// `at+jwt`, so an ID token never verifies as an access token, RFC 9068
     /// 4) with the same key and low-S signature.
     pub fn sign_id_token<C: Serialize>(&self, claims: &C) -> anyhow::Result<String> {
-        self.sign_typed(ID_TOKEN_TYP, claims)
+        self.sign_under(&self.id_header, claims)
     }
 
     /// RFC 7515 7.1 (JWS Compact Serialization): BASE64URL(header) "."
     /// BASE64URL(payload), signed as those bytes, then "." BASE64URL of the
     /// signature, the 64 bytes R || S of RFC 7518 3.4, made low-S.
-    fn sign_typed<C: Serialize>(&self, typ: &str, claims: &C) -> anyhow::Result<String> {
-        let mut header = Header::new(Algorithm::ES256);
-        header.typ = Some(typ.to_owned());
-        header.kid = Some(self.signing_kid.clone());
+    fn sign_under<C: Serialize>(&self, header: &str, claims: &C) -> anyhow::Result<String> {
         let mut token = String::with_capacity(512);
-        URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(&header)?, &mut token);
+        token.push_str(header);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(claims)?, &mut token);
         let signed = self
@@ -481,9 +484,18 @@ fn signature_of(token: &str) -> Option<Signature> {
 /// second spelling, a different string with the same claims and `jti`,
 /// which defeats anything keyed on the token's bytes (the verification
 /// cache, a deny list of token hashes). Our signatures are normalised to low
-/// S when signed (`KeyRing::sign_typed`); only low S is accepted (as BIP 62 does).
+/// S when signed (`KeyRing::sign_under`); only low S is accepted (as BIP 62 does).
 pub fn has_low_s(token: &str) -> bool {
     signature_of(token).is_some_and(|sig| sig.normalize_s().is_none())
+}
+
+/// The JOSE header of an ES256 token of type `typ` signed by key `kid`,
+/// BASE64URL-encoded.
+fn encoded_header(typ: &str, kid: &str) -> anyhow::Result<String> {
+    let mut header = Header::new(Algorithm::ES256);
+    header.typ = Some(typ.to_owned());
+    header.kid = Some(kid.to_owned());
+    Ok(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?))
 }
 
 #[cfg(test)]
