@@ -263,7 +263,26 @@ impl Metrics {
             "dzdesk_auth_db_timeouts_total",
             "Callers that got no database connection or answer within DZDESK_DB_TIMEOUT_MS",
         )?;
-        if db.observe_with(PoolObserver { wait, timeouts }).is_err() {
+        let group_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "dzdesk_auth_db_group_size",
+                "Statements of concurrent requests sent together as one (refresh rotations)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+        )?;
+        registry.register(Box::new(group_size.clone()))?;
+        let group_waiting = IntGauge::new(
+            "dzdesk_auth_db_group_waiting",
+            "Requests queued to be sent together now (refresh rotations)",
+        )?;
+        registry.register(Box::new(group_waiting.clone()))?;
+        let observer = PoolObserver {
+            wait,
+            timeouts,
+            group_size,
+            group_waiting,
+        };
+        if db.observe_with(observer).is_err() {
             log::warn!("the database pool is counted by another metrics registry already");
         }
         let listener_up = listener

@@ -7,6 +7,7 @@
 //! `Queryable` structs, one row per `insert`, and a connection manager of our
 //! own that picks the backend from the URL scheme and keeps the real error.
 
+pub(crate) mod group;
 pub mod models;
 pub mod prepared;
 pub mod schema;
@@ -401,6 +402,8 @@ pub struct Database {
     /// Where waits and timeouts are counted, once metrics are on
     /// ([`Database::observe_with`]); unset, counting costs one load.
     observer: Arc<OnceLock<PoolObserver>>,
+    /// Statements of concurrent callers sent together ([`group`]).
+    groups: Arc<group::Groups>,
 }
 
 /// The pool's metrics (`DZDESK_METRICS_LISTEN`), made and registered by
@@ -412,6 +415,10 @@ pub struct PoolObserver {
     /// Callers that got no connection ([`RunError::Pool`]) or no answer
     /// ([`RunError::TimedOut`]) within the timeout: once per caller.
     pub timeouts: prometheus::IntCounter,
+    /// Requests of each group of statements sent together ([`group`]).
+    pub group_size: prometheus::Histogram,
+    /// Requests queued for a group now ([`group`]).
+    pub group_waiting: prometheus::IntGauge,
 }
 
 /// Connections of the pool now.
@@ -451,6 +458,7 @@ impl Database {
             backend: url.backend,
             timeout,
             observer: Arc::default(),
+            groups: Arc::default(),
         })
     }
 
@@ -471,6 +479,7 @@ impl Database {
             backend: url.backend,
             timeout: DEFAULT_TIMEOUT,
             observer: Arc::default(),
+            groups: Arc::default(),
         }
     }
 
@@ -577,6 +586,68 @@ impl Database {
         self.run_with(f, None).await
     }
 
+    /// Runs `request`'s single statement (`alone`), which commits on its
+    /// own, as [`commit_alone`] under [`Database::run`] would, but sent in
+    /// one statement (`together`) with the concurrent requests of its kind
+    /// `R` when there are some ([`group`]: group commit). Waiting for the
+    /// group takes no connection and no thread. The deadline is `run`'s:
+    /// given up before its group is sent, the request is left out (503,
+    /// nothing done); once sent, its caller waits for the outcome. Callers
+    /// on a backend other than PostgreSQL, or needing their statement in a
+    /// transaction of theirs, use [`Database::run`].
+    pub async fn together<R, T, E>(
+        &self,
+        request: R,
+        together: group::Together<R, T>,
+        alone: group::Alone<R, T>,
+    ) -> Result<Option<T>, E>
+    where
+        R: Send + 'static,
+        T: Send + 'static,
+        E: From<RunError> + From<diesel::result::Error>,
+    {
+        let group = self.groups.of(together, alone);
+        let commitment = Arc::new(AtomicU8::new(WORKING));
+        let _abandon_on_drop = AbandonOnDrop(commitment.clone());
+        let (answer, mut answered) = tokio::sync::oneshot::channel();
+        let member = group::Member {
+            request,
+            commitment: commitment.clone(),
+            answer,
+        };
+        if group.enqueue(member, self.observer.get()) {
+            let pool = self.pool.clone();
+            let observer = self.observer.clone();
+            let asked = Instant::now();
+            actix_web::rt::task::spawn_blocking(move || {
+                let got = pool.get();
+                if let Some(o) = observer.get() {
+                    o.wait.observe(asked.elapsed().as_secs_f64());
+                }
+                match got {
+                    Ok(mut conn) => group.lead(&mut conn, observer.get()),
+                    Err(e) => {
+                        log::debug!("a group's leader got no connection: {e}");
+                        group.give_up_lead();
+                    }
+                }
+            });
+        }
+        let done = match actix_web::rt::time::timeout(self.timeout, &mut answered).await {
+            Ok(done) => done,
+            Err(_) if abandon(&commitment) => {
+                if let Some(o) = self.observer.get() {
+                    o.timeouts.inc();
+                }
+                return Err(RunError::TimedOut(self.timeout).into());
+            }
+            // Sent: wait for the outcome (see `run`).
+            Err(_) => answered.await,
+        };
+        // Dropped without an answer: the leader panicked.
+        done.map_err(|_| RunError::Blocking)?.map_err(E::from)
+    }
+
     async fn run_with<T, E, F>(&self, f: F, commitment: Option<Arc<AtomicU8>>) -> Result<T, E>
     where
         F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
@@ -676,35 +747,33 @@ fn may_commit() -> bool {
 /// wait (`Some(true)`): only that one may let it give up again
 /// ([`end_commit_unused`]). `None`: the caller gave up.
 fn begin_commit() -> Option<bool> {
-    CALLER.with(|caller| match &*caller.borrow() {
-        None => Some(false),
-        Some(commitment) => {
-            match commitment.compare_exchange(
-                WORKING,
-                COMMITTING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => Some(true),
-                Err(now) => (now == COMMITTING).then_some(false),
-            }
-        }
-    })
+    CALLER.with(|caller| begin_commit_of(caller.borrow().as_deref()))
+}
+
+/// [`begin_commit`] for the caller whose `commitment` it is (None: a caller
+/// that cannot give up).
+fn begin_commit_of(commitment: Option<&AtomicU8>) -> Option<bool> {
+    let Some(commitment) = commitment else {
+        return Some(false);
+    };
+    match commitment.compare_exchange(WORKING, COMMITTING, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Some(true),
+        Err(now) => (now == COMMITTING).then_some(false),
+    }
 }
 
 /// The commit [`begin_commit`] announced changed nothing: the caller may
 /// give up again (answering 503 is true again).
 fn end_commit_unused() {
-    CALLER.with(|caller| {
-        if let Some(commitment) = &*caller.borrow() {
-            let _ = commitment.compare_exchange(
-                COMMITTING,
-                WORKING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-        }
-    })
+    CALLER.with(|caller| end_commit_unused_of(caller.borrow().as_deref()))
+}
+
+/// [`end_commit_unused`] for the caller whose `commitment` it is.
+fn end_commit_unused_of(commitment: Option<&AtomicU8>) {
+    if let Some(commitment) = commitment {
+        let _ =
+            commitment.compare_exchange(COMMITTING, WORKING, Ordering::AcqRel, Ordering::Acquire);
+    }
 }
 
 /// Gives up for a caller of [`Database::run`] whose future was dropped

@@ -9,13 +9,16 @@
 //!
 //! Each `$n` in the text becomes a placeholder of the backend's own
 //! (`$k` on PostgreSQL, `?` on SQLite) bound to the n-th value, so one text
-//! serves both backends and a value may appear more than once.
+//! serves both backends and a value may appear more than once. On
+//! PostgreSQL a value may also be an array ([`PgBind`]): a statement for
+//! many rows at once (`unnest`), of a fixed text whatever their number.
 
 use chrono::NaiveDateTime;
 use diesel::backend::Backend;
+use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
-use diesel::sql_types::{HasSqlType, Nullable, Text, Timestamp, Untyped};
+use diesel::sql_types::{Array, HasSqlType, Nullable, Text, Timestamp, Untyped};
 use diesel::{QueryResult, RunQueryDsl};
 
 /// One value of a [`Prepared`] statement.
@@ -27,27 +30,64 @@ pub enum Bind<'a> {
     NullableTimestamp(Option<NaiveDateTime>),
 }
 
-/// See the module. Load its rows with a `QueryableByName` type, or
-/// `execute` it.
+/// One value of a [`Prepared`] statement on PostgreSQL: a [`Bind`], or an
+/// array of them (one per row, for `unnest`).
 #[derive(Debug, Clone)]
-pub struct Prepared<'a> {
-    sql: &'a str,
-    binds: &'a [Bind<'a>],
+pub enum PgBind<'a> {
+    One(Bind<'a>),
+    Texts(Vec<&'a str>),
+    Timestamps(Vec<NaiveDateTime>),
 }
 
-impl<'a> Prepared<'a> {
-    /// `sql` names its values `$1` to `$n` (n the length of `binds`).
-    pub fn new(sql: &'a str, binds: &'a [Bind<'a>]) -> Self {
-        Self { sql, binds }
-    }
+/// A value that binds on backend `DB`.
+pub trait PushBind<DB: Backend> {
+    fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, DB>) -> QueryResult<()>;
 }
 
-impl<DB> QueryFragment<DB> for Prepared<'_>
+impl<DB> PushBind<DB> for Bind<'_>
 where
     DB: Backend + HasSqlType<Text> + HasSqlType<Timestamp>,
     str: ToSql<Text, DB>,
     NaiveDateTime: ToSql<Timestamp, DB>,
 {
+    fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        match self {
+            Bind::Text(value) => out.push_bind_param::<Text, str>(value),
+            Bind::NullableText(value) => out.push_bind_param::<Nullable<Text>, Option<&str>>(value),
+            Bind::Timestamp(value) => out.push_bind_param::<Timestamp, NaiveDateTime>(value),
+            Bind::NullableTimestamp(value) => {
+                out.push_bind_param::<Nullable<Timestamp>, Option<NaiveDateTime>>(value)
+            }
+        }
+    }
+}
+
+impl PushBind<Pg> for PgBind<'_> {
+    fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        match self {
+            PgBind::One(one) => one.push(out),
+            PgBind::Texts(values) => out.push_bind_param::<Array<Text>, _>(values),
+            PgBind::Timestamps(values) => out.push_bind_param::<Array<Timestamp>, _>(values),
+        }
+    }
+}
+
+/// See the module. Load its rows with a `QueryableByName` type, or
+/// `execute` it. `B`: [`Bind`] (either backend) or [`PgBind`].
+#[derive(Debug, Clone)]
+pub struct Prepared<'a, B = Bind<'a>> {
+    sql: &'a str,
+    binds: &'a [B],
+}
+
+impl<'a, B> Prepared<'a, B> {
+    /// `sql` names its values `$1` to `$n` (n the length of `binds`).
+    pub fn new(sql: &'a str, binds: &'a [B]) -> Self {
+        Self { sql, binds }
+    }
+}
+
+impl<DB: Backend, B: PushBind<DB>> QueryFragment<DB> for Prepared<'_, B> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         let mut rest = self.sql;
         while let Some(at) = rest.find('$') {
@@ -65,16 +105,7 @@ where
                         format!("no value for the parameter at byte {at}").into(),
                     )
                 })?;
-            match bind {
-                Bind::Text(value) => out.push_bind_param::<Text, str>(value)?,
-                Bind::NullableText(value) => {
-                    out.push_bind_param::<Nullable<Text>, Option<&str>>(value)?
-                }
-                Bind::Timestamp(value) => out.push_bind_param::<Timestamp, NaiveDateTime>(value)?,
-                Bind::NullableTimestamp(value) => {
-                    out.push_bind_param::<Nullable<Timestamp>, Option<NaiveDateTime>>(value)?
-                }
-            }
+            bind.push(&mut out)?;
             rest = &rest[at + 1 + digits..];
         }
         out.push_sql(rest);
@@ -83,16 +114,16 @@ where
 }
 
 /// Not a static id: the statement cache keys it by its SQL.
-impl QueryId for Prepared<'_> {
+impl<B> QueryId for Prepared<'_, B> {
     type QueryId = ();
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl Query for Prepared<'_> {
+impl<B> Query for Prepared<'_, B> {
     type SqlType = Untyped;
 }
 
-impl<Conn> RunQueryDsl<Conn> for Prepared<'_> {}
+impl<Conn, B> RunQueryDsl<Conn> for Prepared<'_, B> {}
 
 #[cfg(test)]
 mod tests {

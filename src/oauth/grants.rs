@@ -1,7 +1,9 @@
 //! The authorization_code grant (RFC 6749 4.1.3, RFC 7636 4.6) and the
 //! refresh_token grant with rotation and reuse detection (RFC 6749 6, RFC
 //! 9700 4.14). Blocking (they query): the handler runs them on the blocking
-//! pool with an authenticated client and the current time.
+//! pool with an authenticated client and the current time; but a refresh
+//! on PostgreSQL ([`refresh_token_in_group`]) waits for its rotation
+//! asynchronously, sent together with the concurrent ones.
 //!
 //! Codes are redeemed here rather than through oxide-auth's access-token flow:
 //! that flow answers `invalid_request` for a used or mismatched code where RFC
@@ -11,15 +13,17 @@
 //! redemption's statement ([`CodeChecks`]); the same functions tell which
 //! one refused.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 
 use crate::credentials::jwt::KeyRing;
 use crate::credentials::prefixes;
 use crate::db::models::{
     AuthorizationCodeRow, Client, CodeChecks, GrantRow, Redeemed, Redemption, RefreshTokenRow,
-    Rotated, Successor, User,
+    Rotated, Rotation, Successor, User,
 };
-use crate::db::AnyConnection;
+use crate::db::{AnyConnection, Backend, Database, RunError};
 use crate::domain::{GrantType, ScopeSet};
 use crate::oauth::error::OAuthError;
 use crate::oauth::oidc;
@@ -309,6 +313,75 @@ pub fn authorization_code(
     issue.sign(keys, cfg, now)
 }
 
+/// A refresh request past the checks made before the rotation (RFC 6749
+/// 6): the client may refresh, and presents a token.
+struct Refresh {
+    /// The presented token's row id (its hash).
+    presented_id: String,
+    /// The successor handed out on success, and its row's id.
+    token: String,
+    successor_id: String,
+    /// It asks for a scope, and may be refused for it: the rotation then
+    /// runs in a transaction that the refusal rolls back, and the token
+    /// stays as it was (RefreshTokenRow::rotate's `refusable`).
+    refusable: bool,
+}
+
+impl Refresh {
+    fn ask(client: &Client, params: &FormParams) -> Result<Self, OAuthError> {
+        if !client.allows_grant(GrantType::RefreshToken) {
+            return Err(OAuthError::UnauthorizedClient(
+                "this client is not registered for the refresh_token grant".into(),
+            ));
+        }
+        let presented = params
+            .get("refresh_token")
+            .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is required".into()))?;
+        let (token, successor_id) = new_refresh_token();
+        Ok(Self {
+            presented_id: tokens::hash_secret(presented),
+            token,
+            successor_id,
+            refusable: params.get("scope").is_some(),
+        })
+    }
+
+    /// The tokens of a rotation that read back `rotated` and was allowed
+    /// `scope`.
+    fn issue(
+        self,
+        rotated: Rotated,
+        scope: ScopeSet,
+        client: &Client,
+        keys: &KeyRing,
+        cfg: &TokenConfig,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedTokens, OAuthError> {
+        let Rotated {
+            grant_id,
+            grant_auth_time,
+            grant_sid,
+            user,
+            ..
+        } = rotated;
+        // OIDC Core 12.2: a refresh of an `openid` grant returns an ID token
+        // with the same sub, aud and auth_time (and no nonce).
+        let issue = Issue {
+            user: &user,
+            client,
+            grant_id: &grant_id,
+            scope,
+            authn: oidc::Authentication {
+                auth_time: grant_auth_time,
+                sid: grant_sid,
+                nonce: None,
+            },
+            refresh_token: Some(self.token),
+        };
+        issue.sign(keys, cfg, now)
+    }
+}
+
 /// `grant_type=refresh_token` (RFC 6749 6) with rotation: every use returns
 /// a new refresh token and retires the presented one; presenting a retired
 /// one revokes the whole grant (RFC 9700 4.14.2).
@@ -320,60 +393,101 @@ pub fn refresh_token(
     cfg: &TokenConfig,
     now: DateTime<Utc>,
 ) -> Result<IssuedTokens, OAuthError> {
-    if !client.allows_grant(GrantType::RefreshToken) {
-        return Err(OAuthError::UnauthorizedClient(
-            "this client is not registered for the refresh_token grant".into(),
-        ));
-    }
-    let presented = params
-        .get("refresh_token")
-        .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is required".into()))?;
-    let presented_id = tokens::hash_secret(presented);
+    let refresh = Refresh::ask(client, params)?;
+    rotate_and_issue(conn, refresh, client, params, keys, cfg, now)
+}
+
+fn rotate_and_issue(
+    conn: &mut AnyConnection,
+    refresh: Refresh,
+    client: &Client,
+    params: &FormParams,
+    keys: &KeyRing,
+    cfg: &TokenConfig,
+    now: DateTime<Utc>,
+) -> Result<IssuedTokens, OAuthError> {
     // The rotation: the rules the database checks at the moment of the
     // write (RefreshTokenRow::rotate: not used before, this client's, not
     // expired, the grant not revoked, the user not disabled), the presented
     // token marked used and its successor inserted, in one statement on
-    // PostgreSQL.
-    let (token, successor_id) = new_refresh_token();
-    let next = successor(&successor_id, cfg, now);
-    // The scope is checked against what the rotation read back. A request
-    // that asks for a scope may be refused for it: then the rotation runs
-    // in a transaction that the refusal rolls back, and the token stays as
-    // it was (RefreshTokenRow::rotate's `refusable`).
+    // PostgreSQL. The scope is checked against what the rotation read back.
+    let next = successor(&refresh.successor_id, cfg, now);
     let rotated = RefreshTokenRow::rotate(
         conn,
-        &presented_id,
+        &refresh.presented_id,
         &client.id,
         &next,
         now.naive_utc(),
-        params.get("scope").is_some(),
+        refresh.refusable,
         |rotated| permitted_scope(rotated, params, client),
     )?;
     let Some((rotated, scope)) = rotated else {
-        return Err(refused(conn, &presented_id, client, now));
+        return Err(refused(conn, &refresh.presented_id, client, now));
     };
-    let Rotated {
-        grant_id,
-        grant_auth_time,
-        grant_sid,
-        user,
-        ..
-    } = rotated;
-    // OIDC Core 12.2: a refresh of an `openid` grant returns an ID token with
-    // the same sub, aud and auth_time (and no nonce).
-    let issue = Issue {
-        user: &user,
-        client,
-        grant_id: &grant_id,
-        scope,
-        authn: oidc::Authentication {
-            auth_time: grant_auth_time,
-            sid: grant_sid,
-            nonce: None,
-        },
-        refresh_token: Some(token),
+    refresh.issue(rotated, scope, client, keys, cfg, now)
+}
+
+/// [`refresh_token`] for a client and keys the caller has at hand (no
+/// query for them), async: on PostgreSQL, a request that asks for no
+/// scope has its rotation sent together with the concurrent ones
+/// (RefreshTokenRow::rotate_in_group: group commit), the same statement
+/// and rules as alone. A connection is taken only for what follows a
+/// refusal: telling why (and revoking the grant on reuse), or undoing a
+/// rotation whose grant permits nothing any more. Anything else runs
+/// [`refresh_token`] on the blocking pool.
+pub async fn refresh_token_in_group(
+    db: &Database,
+    client: Arc<Client>,
+    params: FormParams,
+    keys: Arc<KeyRing>,
+    cfg: TokenConfig,
+    now: DateTime<Utc>,
+) -> Result<IssuedTokens, OAuthError> {
+    let refresh = Refresh::ask(&client, &params)?;
+    if refresh.refusable || db.backend() != Backend::Postgres {
+        return db
+            .run(move |conn| rotate_and_issue(conn, refresh, &client, &params, &keys, &cfg, now))
+            .await;
+    }
+    let next = successor(&refresh.successor_id, &cfg, now);
+    let rotation = Rotation {
+        presented_id: refresh.presented_id.clone(),
+        client_id: client.id.clone(),
+        successor_id: refresh.successor_id.clone(),
+        successor_created_at: next.created_at,
+        successor_expires_at: next.expires_at,
+        now: now.naive_utc(),
     };
-    issue.sign(keys, cfg, now)
+    let rotated = RefreshTokenRow::rotate_in_group::<OAuthError>(db, rotation).await?;
+    let Some(rotated) = rotated else {
+        let presented_id = refresh.presented_id;
+        return db
+            .run(move |conn| Err(refused(conn, &presented_id, &client, now)))
+            .await;
+    };
+    match permitted_scope(&rotated, &params, &client) {
+        Ok(scope) => refresh.issue(rotated, scope, &client, &keys, &cfg, now),
+        Err(refusal) => {
+            // Not for a reason the client chose (it asked for no scope):
+            // the grant permits nothing any more. Undone at best
+            // (RefreshTokenRow::rotate); the refusal is answered either way.
+            let Refresh {
+                presented_id,
+                successor_id,
+                ..
+            } = refresh;
+            let undone = db
+                .run(move |conn| {
+                    RefreshTokenRow::unrotate(conn, &presented_id, &successor_id, now.naive_utc());
+                    Ok::<_, RunError>(())
+                })
+                .await;
+            if let Err(e) = undone {
+                log::warn!("a refused refresh could not be undone ({e}): its token stays used");
+            }
+            Err(refusal)
+        }
+    }
 }
 
 /// Why a presented refresh token was not rotated, read again after the

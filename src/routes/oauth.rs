@@ -12,6 +12,7 @@ use chrono::Utc;
 use oxide_auth_actix::OAuthRequest;
 use serde::Serialize;
 
+use crate::credentials::jwt::KeyRing;
 use crate::db::models::Client;
 use crate::db::AnyConnection;
 use crate::domain::GrantType;
@@ -22,6 +23,7 @@ use crate::oauth::authorize::{
     self, AuthorizeInput, AuthorizeOutcome, ConsentPrompt, SignedInUser,
 };
 use crate::oauth::error::OAuthError;
+use crate::oauth::grants;
 use crate::oauth::token::{self, ClientAuth, FormParams, IssuedTokens};
 use crate::oauth::{introspect, par};
 use crate::ratelimit::address_key;
@@ -246,20 +248,33 @@ pub async fn token_post(
     }
 
     let client_id = auth.client_id().to_owned();
-    let state2 = state.clone();
-    let issued: Result<IssuedTokens, OAuthError> = state
-        .db
-        .run(move |conn| {
-            let client = authenticated_client(conn, &state2, &auth)?;
-            let keys = state2
-                .credentials
-                .keys
-                .current(conn)
-                .map_err(OAuthError::server)?;
-            let cfg = state2.token_config();
-            token::exchange(conn, &client, grant, &params, &keys, &cfg, Utc::now())
-        })
-        .await;
+    let issued: Result<IssuedTokens, OAuthError> = if grant == GrantType::RefreshToken {
+        // Its rotation may be sent together with concurrent ones, waiting
+        // without a connection.
+        match client_and_keys(&state, auth).await {
+            Ok((client, keys)) => {
+                let cfg = state.token_config();
+                grants::refresh_token_in_group(&state.db, client, params, keys, cfg, Utc::now())
+                    .await
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        let state2 = state.clone();
+        state
+            .db
+            .run(move |conn| {
+                let client = authenticated_client(conn, &state2, &auth)?;
+                let keys = state2
+                    .credentials
+                    .keys
+                    .current(conn)
+                    .map_err(OAuthError::server)?;
+                let cfg = state2.token_config();
+                token::exchange(conn, &client, grant, &params, &keys, &cfg, Utc::now())
+            })
+            .await
+    };
     note_client_failure(&state, &req, &client_id, &issued).await;
     if let Err(OAuthError::InvalidGrant(_) | OAuthError::RefreshTokenReused(_)) = &issued {
         // A replayed code or a reused refresh token may just have revoked a
@@ -629,6 +644,33 @@ fn authenticated_client(
     }
     let client = state.clients.read(conn, auth.client_id())?;
     token::authenticate(client, auth, Utc::now().naive_utc())
+}
+
+/// The authenticated client and the signing keys: from memory when there,
+/// else read on the blocking pool ([`authenticated_client`],
+/// `KeyStore::current`).
+async fn client_and_keys(
+    state: &web::Data<AppState>,
+    auth: ClientAuth,
+) -> Result<(Arc<Client>, Arc<KeyRing>), OAuthError> {
+    if let (Some(client), Some(keys)) =
+        (cached_client(state, &auth), state.credentials.keys.cached())
+    {
+        return Ok((client, keys));
+    }
+    let state2 = state.clone();
+    state
+        .db
+        .run(move |conn| {
+            let client = authenticated_client(conn, &state2, &auth)?;
+            let keys = state2
+                .credentials
+                .keys
+                .current(conn)
+                .map_err(OAuthError::server)?;
+            Ok((client, keys))
+        })
+        .await
 }
 
 /// RFC 6749 5.1: the successful token response, never cached.

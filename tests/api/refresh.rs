@@ -384,3 +384,249 @@ async fn a_connection_closed_under_a_transaction_is_not_reused() {
     assert_eq!(second.status(), 200, "{:?}", second.text().await);
     assert!(started.elapsed() < dzdesk_auth::db::CHECK_EVERY);
 }
+
+/// Metrics of an app started with a metrics listener, by name.
+async fn metric(flow: &Flow, name: &str) -> f64 {
+    let base = flow.app.metrics.clone().expect("metrics listener");
+    let text = crate::helpers::http_get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Polls until `metric` is `value` (20 s at most).
+async fn metric_reaches(flow: &Flow, name: &str, value: f64) {
+    for _ in 0..1000 {
+        if metric(flow, name).await == value {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let base = flow.app.metrics.clone().expect("metrics listener");
+    let text = crate::helpers::http_get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    panic!("{name} never reached {value}:\n{text}");
+}
+
+/// Holds the row locks of the refresh tokens `ids` (their hashes) in a
+/// transaction of another connection, until a message on the sender.
+fn hold_row_locks(
+    url: &dzdesk_auth::db::DatabaseUrl,
+    ids: Vec<String>,
+) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>) {
+    let blocker = dzdesk_auth::db::Database::connect(url, 1).unwrap();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut conn = blocker.conn().unwrap();
+        let list = ids
+            .iter()
+            .map(|id| format!("'{id}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        conn.batch_execute(&format!(
+            "BEGIN; SELECT id FROM refresh_tokens WHERE id IN ({list}) FOR UPDATE;"
+        ))
+        .unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        conn.batch_execute("ROLLBACK").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    (holder, release_tx)
+}
+
+/// Polls until `n` of the app's statements wait for a lock (20 s at most).
+async fn lock_waiters_reach(flow: &Flow, n: i64) {
+    let mut waiting = 0;
+    for _ in 0..1000 {
+        waiting = flow
+            .app
+            .with_conn(|conn| {
+                #[derive(diesel::QueryableByName)]
+                struct Waiting {
+                    #[diesel(sql_type = diesel::sql_types::BigInt)]
+                    n: i64,
+                }
+                diesel::sql_query(
+                    "SELECT count(*) AS n FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .get_result::<Waiting>(conn)
+                .unwrap()
+                .n
+            })
+            .await;
+        if waiting == n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{waiting} statements wait for a lock, not {n}");
+}
+
+/// Two refreshes that lead a group each (held on locked rows): the
+/// second sent once the first waits, else both would be one group.
+async fn leaders(flow: &Flow, tokens: &[String]) -> (reqwest::Response, reqwest::Response) {
+    let first = flow.refresh(&tokens[0], None);
+    let second = async {
+        lock_waiters_reach(flow, 1).await;
+        flow.refresh(&tokens[1], None).await
+    };
+    futures_util::future::join(first, second).await
+}
+
+/// A group app on PostgreSQL with its metrics, a few connections, and five
+/// grants' refresh tokens; None on SQLite (it writes one at a time: nothing
+/// is grouped there).
+async fn grouping_flow(pool: u32) -> Option<(Flow, Vec<String>)> {
+    let app = spawn_app_custom(
+        |s| {
+            s.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+            s.db_pool_size = pool;
+            // lock_timeout too: the leaders wait on the held locks until
+            // the test lets them go, however slow a loaded CI machine is.
+            s.db_timeout = std::time::Duration::from_secs(30);
+        },
+        |_| {},
+    )
+    .await;
+    let url = dzdesk_auth::db::DatabaseUrl::parse(&app.database_url()).unwrap();
+    url.postgres_url()?;
+    let flow = Flow::on(app, Role::Agent, SCOPE, false).await;
+    let mut tokens = Vec::new();
+    for _ in 0..5 {
+        tokens.push(refresh_of(&flow.tokens(SCOPE).await));
+    }
+    Some((flow, tokens))
+}
+
+/// PostgreSQL: rotations that come while the groups in flight wait are sent
+/// together (`db::group`), and wait for it without a connection. Two
+/// refreshes lead and are held on their tokens' row locks, each on a
+/// connection of its own; three more come meanwhile and queue (the pool
+/// has four connections: one for this test's own look at
+/// pg_stat_activity, one to spare). Once the locks go, the three are sent
+/// in one statement. Each caller gets its own rotation's answer: tokens of
+/// its own grant.
+#[tokio::test]
+async fn refreshes_that_come_while_rotations_wait_are_sent_together() {
+    let Some((flow, tokens)) = grouping_flow(4).await else {
+        return;
+    };
+    let grants: Vec<String> = {
+        let mut grants = Vec::new();
+        for token in &tokens {
+            let id = tokens::hash_secret(token);
+            let grant = flow
+                .app
+                .with_conn(move |conn| RefreshTokenRow::find(conn, &id).unwrap().unwrap().grant_id)
+                .await;
+            grants.push(grant);
+        }
+        grants
+    };
+    let url = dzdesk_auth::db::DatabaseUrl::parse(&flow.app.database_url()).unwrap();
+    let held = tokens[..2].iter().map(|t| tokens::hash_secret(t)).collect();
+    let (holder, release) = hold_row_locks(&url, held);
+
+    let leaders = leaders(&flow, &tokens);
+    let rest = async {
+        lock_waiters_reach(&flow, 2).await;
+        let followers = futures_util::future::join3(
+            flow.refresh(&tokens[2], None),
+            flow.refresh(&tokens[3], None),
+            flow.refresh(&tokens[4], None),
+        );
+        let release = async {
+            metric_reaches(&flow, "dzdesk_auth_db_group_waiting", 3.0).await;
+            release.send(()).unwrap();
+        };
+        futures_util::future::join(followers, release).await.0
+    };
+    let ((a, b), (c, d, e)) = futures_util::future::join(leaders, rest).await;
+    for (resp, grant) in [a, b, c, d, e].into_iter().zip(&grants) {
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.unwrap();
+        let access = body["access_token"].as_str().unwrap();
+        assert_eq!(&grant_of(access), grant, "the answer of its own rotation");
+    }
+    tokio::task::spawn_blocking(move || holder.join().unwrap())
+        .await
+        .unwrap();
+    // Every rotation since the start (the code exchanges are not grouped):
+    // 5 in 3 groups, the two leaders' alone and the three that waited.
+    assert_eq!(metric(&flow, "dzdesk_auth_db_group_size_sum").await, 5.0);
+    assert_eq!(metric(&flow, "dzdesk_auth_db_group_size_count").await, 3.0);
+    assert_eq!(metric(&flow, "dzdesk_auth_db_group_waiting").await, 0.0);
+}
+
+/// PostgreSQL: a token presented twice in one group is used once (RFC 9700
+/// 4.14.2: of concurrent uses exactly one wins, as between two statements):
+/// one request gets its successor, the other is told it reused the token,
+/// and its grant is revoked. The group's other rotation is untouched.
+#[tokio::test]
+async fn a_token_presented_twice_in_one_group_is_used_once_and_its_grant_revoked() {
+    let Some((flow, tokens)) = grouping_flow(4).await else {
+        return;
+    };
+    let url = dzdesk_auth::db::DatabaseUrl::parse(&flow.app.database_url()).unwrap();
+    let held = tokens[..2].iter().map(|t| tokens::hash_secret(t)).collect();
+    let (holder, release) = hold_row_locks(&url, held);
+    let leaders = leaders(&flow, &tokens);
+    let rest = async {
+        lock_waiters_reach(&flow, 2).await;
+        let followers = futures_util::future::join3(
+            flow.refresh(&tokens[2], None),
+            flow.refresh(&tokens[2], None),
+            flow.refresh(&tokens[3], None),
+        );
+        let release = async {
+            metric_reaches(&flow, "dzdesk_auth_db_group_waiting", 3.0).await;
+            release.send(()).unwrap();
+        };
+        futures_util::future::join(followers, release).await.0
+    };
+    let ((a, b), (twice, again, other)) = futures_util::future::join(leaders, rest).await;
+    for resp in [a, b] {
+        assert_eq!(resp.status(), 200);
+    }
+    tokio::task::spawn_blocking(move || holder.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(metric(&flow, "dzdesk_auth_db_group_size_sum").await, 5.0);
+    assert_eq!(metric(&flow, "dzdesk_auth_db_group_size_count").await, 3.0);
+
+    let (won, lost) = match (twice.status().as_u16(), again.status().as_u16()) {
+        (200, 400) => (twice, again),
+        (400, 200) => (again, twice),
+        statuses => panic!("one use wins, the other is refused: {statuses:?}"),
+    };
+    assert_token_error(lost, 400, "invalid_grant").await;
+    let won: Value = won.json().await.unwrap();
+    let grant = grant_of(won["access_token"].as_str().unwrap());
+    assert!(
+        grant_revoked(&flow, &grant).await.is_some(),
+        "reuse revokes the grant"
+    );
+    // The winner's successor went with its grant.
+    let after = flow
+        .refresh(won["refresh_token"].as_str().unwrap(), None)
+        .await;
+    assert_token_error(after, 400, "invalid_grant").await;
+
+    assert_eq!(other.status(), 200);
+    let other: Value = other.json().await.unwrap();
+    let other_grant = grant_of(other["access_token"].as_str().unwrap());
+    assert_ne!(other_grant, grant);
+    assert!(grant_revoked(&flow, &other_grant).await.is_none());
+}

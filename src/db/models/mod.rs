@@ -23,7 +23,7 @@ pub use client::{Client, RedirectProblem};
 pub use consent::{ConnectedApp, ConsentRow};
 pub use grant::{GrantRow, GrantStatus};
 pub use pushed_request::PushedRequestRow;
-pub use refresh_token::{RefreshTokenRow, Rotated, Successor};
+pub use refresh_token::{RefreshTokenRow, Rotated, Rotation, Successor};
 pub use revoked_access_token::RevokedAccessToken;
 pub use server_secret::ServerSecret;
 pub use session::Session;

@@ -5,9 +5,10 @@ use diesel::prelude::*;
 use diesel::sql_types::{Nullable, Text, Timestamp};
 
 use crate::db::models::{GrantRow, User, USER_COLUMNS};
-use crate::db::prepared::{Bind, Prepared};
+use crate::db::prepared::{Bind, PgBind, Prepared};
 use crate::db::schema::{grants, refresh_tokens, users};
 use crate::db::AnyConnection;
+use crate::db::{Database, RunError};
 
 /// A refresh token (`dzr_...`). The row's id is the SHA-256 of the token.
 #[derive(Queryable, Selectable, Insertable, Debug, Clone)]
@@ -52,10 +53,10 @@ impl RefreshTokenRow {
     }
 }
 
-/// Which presented token may be rotated, as SQL over `refresh_tokens` and
-/// the parameters `$1` now, `$2` the presented token's id, `$3` the
-/// authenticated client. The rules of a rotation that only the database can
-/// check at the moment of the write:
+/// Which presented token may be rotated, as SQL over `refresh_tokens`, at
+/// `now`, presented as `id` by the authenticated `client` (each a
+/// parameter or a column of the statement around). The rules of a
+/// rotation that only the database can check at the moment of the write:
 /// - RFC 9700 4.14.2: not rotated before (`used_at IS NULL`): of many
 ///   concurrent uses, exactly one matches (the others wait for its row lock
 ///   and then see it used);
@@ -64,15 +65,24 @@ impl RefreshTokenRow {
 ///
 /// When no row matches, the refresh grant (`oauth::grants`) reads the token again to
 /// tell which rule refused it (and revokes the grant on reuse).
-const ROTATABLE: &str = "id = $2 AND used_at IS NULL AND expires_at > $1 \
-     AND grant_id IN (SELECT g.id FROM grants g JOIN users u ON u.id = g.user_id \
-     WHERE g.client_id = $3 AND g.revoked_at IS NULL AND NOT u.disabled)";
+fn rotatable(now: &str, id: &str, client: &str) -> String {
+    format!(
+        "refresh_tokens.id = {id} AND refresh_tokens.used_at IS NULL \
+         AND refresh_tokens.expires_at > {now} \
+         AND refresh_tokens.grant_id IN (SELECT g.id FROM grants g JOIN users u ON u.id = g.user_id \
+         WHERE g.client_id = {client} AND g.revoked_at IS NULL AND NOT u.disabled)"
+    )
+}
+
+/// [`rotatable`] over the parameters `$1` now, `$2` the presented token's
+/// id, `$3` the authenticated client.
+static ROTATABLE: LazyLock<String> = LazyLock::new(|| rotatable("$1", "$2", "$3"));
 
 /// The rotation on PostgreSQL: one statement ($4 the successor's id, $5
 /// and $6 its creation and expiry).
 static ROTATE_ON_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH used AS (UPDATE refresh_tokens SET used_at = $1 WHERE {ROTATABLE} \
+        "WITH used AS (UPDATE refresh_tokens SET used_at = $1 WHERE {rotatable} \
          RETURNING grant_id, scopes), \
          successor AS (INSERT INTO refresh_tokens \
          (id, grant_id, scopes, created_at, expires_at, used_at) \
@@ -80,7 +90,38 @@ static ROTATE_ON_POSTGRES: LazyLock<String> = LazyLock::new(|| {
          SELECT used.grant_id, used.scopes AS token_scopes, \
          g.auth_time AS grant_auth_time, g.sid AS grant_sid, {USER_COLUMNS} \
          FROM used JOIN grants g ON g.id = used.grant_id \
-         JOIN users u ON u.id = g.user_id"
+         JOIN users u ON u.id = g.user_id",
+        rotatable = *ROTATABLE,
+    )
+});
+
+/// The rotations of a group ([`crate::db::group`]) on PostgreSQL, in one
+/// statement: [`ROTATE_ON_POSTGRES`] over the requests' arrays (`unnest`),
+/// `$1` the presented tokens' ids, `$2` the authenticated clients, `$3` the
+/// successors' ids, `$4` the requests' times, `$5` and `$6` the successors'
+/// creation and expiry; [`rotatable`]'s rules per request. `UPDATE ...
+/// FROM` re-checks a presented token's row as it is after a concurrent
+/// rotation (used: nothing matches). A token presented twice in one group
+/// is one target row, updated once, by one of its requests (RFC 9700
+/// 4.14.2: of concurrent uses exactly one wins): only that one's successor
+/// is returned and inserted, and the other is told it matched nothing, as
+/// the loser of a race between two statements is.
+static ROTATE_TOGETHER_ON_POSTGRES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH asked AS (SELECT * FROM unnest($1, $2, $3, $4, $5, $6) \
+         AS a (presented, client, successor, at, successor_created, successor_expires)), \
+         used AS (UPDATE refresh_tokens SET used_at = a.at FROM asked a WHERE {rotatable} \
+         RETURNING a.successor, a.successor_created, a.successor_expires, \
+         refresh_tokens.grant_id, refresh_tokens.scopes), \
+         inserted AS (INSERT INTO refresh_tokens \
+         (id, grant_id, scopes, created_at, expires_at, used_at) \
+         SELECT successor, grant_id, scopes, successor_created, successor_expires, NULL \
+         FROM used) \
+         SELECT used.successor AS successor_id, used.grant_id, used.scopes AS token_scopes, \
+         g.auth_time AS grant_auth_time, g.sid AS grant_sid, {USER_COLUMNS} \
+         FROM used JOIN grants g ON g.id = used.grant_id \
+         JOIN users u ON u.id = g.user_id",
+        rotatable = rotatable("a.at", "a.presented", "a.client"),
     )
 });
 
@@ -92,8 +133,12 @@ const UNROTATE_ON_POSTGRES: &str = "WITH gone AS (DELETE FROM refresh_tokens \
      WHERE id = $1 AND used_at = $3 AND grant_id IN (SELECT grant_id FROM gone)";
 
 /// The claim of a rotation on SQLite (the rest follows in its transaction).
-static ROTATE_ON_SQLITE: LazyLock<String> =
-    LazyLock::new(|| format!("UPDATE refresh_tokens SET used_at = $1 WHERE {ROTATABLE}"));
+static ROTATE_ON_SQLITE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE refresh_tokens SET used_at = $1 WHERE {}",
+        *ROTATABLE
+    )
+});
 
 /// What a rotation read back: the presented token's grant and scopes, and
 /// the grant's user.
@@ -110,6 +155,27 @@ pub struct Rotated {
     pub grant_sid: Option<String>,
     #[diesel(embed)]
     pub user: User,
+}
+
+/// A rotation sent in a group ([`RefreshTokenRow::rotate_in_group`]):
+/// what [`RefreshTokenRow::rotate`] is given.
+pub struct Rotation {
+    pub presented_id: String,
+    pub client_id: String,
+    pub successor_id: String,
+    pub successor_created_at: NaiveDateTime,
+    pub successor_expires_at: NaiveDateTime,
+    pub now: NaiveDateTime,
+}
+
+/// A row of [`ROTATE_TOGETHER_ON_POSTGRES`]: whose rotation it is (by the
+/// successor's id, unique to one request), and what it read back.
+#[derive(QueryableByName)]
+struct RotatedTogether {
+    #[diesel(sql_type = Text)]
+    successor_id: String,
+    #[diesel(embed)]
+    rotated: Rotated,
 }
 
 /// The successor a rotation inserts.
@@ -186,7 +252,12 @@ impl RefreshTokenRow {
     /// used: presented again in that moment, it counted as reused (RFC
     /// 9700 4.14.2), as a second of two concurrent uses does. If it cannot
     /// be undone the token stays used, and the refusal is answered anyway.
-    fn unrotate(conn: &mut AnyConnection, id: &str, successor_id: &str, used_at: NaiveDateTime) {
+    pub fn unrotate(
+        conn: &mut AnyConnection,
+        id: &str,
+        successor_id: &str,
+        used_at: NaiveDateTime,
+    ) {
         let binds = [
             Bind::Text(id),
             Bind::Text(successor_id),
@@ -199,6 +270,72 @@ impl RefreshTokenRow {
                 log::warn!("a refused refresh could not be undone ({e}): its token stays used")
             }
         }
+    }
+
+    /// [`RefreshTokenRow::rotate`] on PostgreSQL for a request that cannot
+    /// be refused for a reason the client chose (no `scope` asked), sent
+    /// with the concurrent ones in one statement ([`Database::together`]:
+    /// group commit), where each rotation alone was its own statement and
+    /// commit. The same rules, checked by the database at the write, and
+    /// the same answer: what the rotation read back, or None when it
+    /// matched nothing. What `accept` would refuse is the caller's to
+    /// check, and to undo with [`RefreshTokenRow::unrotate`] on a
+    /// connection of its own.
+    pub async fn rotate_in_group<E>(db: &Database, rotation: Rotation) -> Result<Option<Rotated>, E>
+    where
+        E: From<RunError> + From<diesel::result::Error>,
+    {
+        db.together(rotation, Self::rotate_together, Self::rotate_alone)
+            .await
+    }
+
+    /// One [`Rotation`] of a group, alone.
+    fn rotate_alone(conn: &mut AnyConnection, r: &Rotation) -> QueryResult<Option<Rotated>> {
+        let successor = Successor {
+            id: &r.successor_id,
+            created_at: r.successor_created_at,
+            expires_at: r.successor_expires_at,
+        };
+        Self::rotate_here(conn, &r.presented_id, &r.client_id, &successor, r.now)
+    }
+
+    /// The [`Rotation`]s of a group in one statement on PostgreSQL; an
+    /// answer per rotation, in their order.
+    fn rotate_together(
+        conn: &mut AnyConnection,
+        group: &[&Rotation],
+    ) -> QueryResult<Vec<Option<Rotated>>> {
+        let AnyConnection::Postgresql(pg) = conn else {
+            return group.iter().map(|r| Self::rotate_alone(conn, r)).collect();
+        };
+        // In the order of the presented ids, the order the rows are locked
+        // in: two groups (of this instance or another) that share tokens
+        // lock them in the same order, and do not deadlock.
+        let mut sorted: Vec<&Rotation> = group.to_vec();
+        sorted.sort_by(|a, b| a.presented_id.cmp(&b.presented_id));
+        let texts = |f: fn(&Rotation) -> &str| PgBind::Texts(sorted.iter().map(|r| f(r)).collect());
+        let times = |f: fn(&Rotation) -> NaiveDateTime| {
+            PgBind::Timestamps(sorted.iter().map(|r| f(r)).collect())
+        };
+        let binds = [
+            texts(|r| &r.presented_id),
+            texts(|r| &r.client_id),
+            texts(|r| &r.successor_id),
+            times(|r| r.now),
+            times(|r| r.successor_created_at),
+            times(|r| r.successor_expires_at),
+        ];
+        let mut rows =
+            Prepared::new(&ROTATE_TOGETHER_ON_POSTGRES, &binds).load::<RotatedTogether>(pg)?;
+        Ok(group
+            .iter()
+            .map(|r| {
+                let at = rows
+                    .iter()
+                    .position(|row| row.successor_id == r.successor_id)?;
+                Some(rows.swap_remove(at).rotated)
+            })
+            .collect())
     }
 
     fn rotate_here(
