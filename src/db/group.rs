@@ -24,16 +24,29 @@
 //! caller waits for the outcome. A group the database refused (an error it
 //! reported: the statement rolled back and changed nothing; a deadlock with
 //! another instance's group, say) is sent again request by request, each
-//! only if its caller still waits. A group that waited past `lock_timeout`
-//! is not (each would wait as long again): each caller gets that error, a
-//! 503, and nothing was done. Nor is a group whose outcome is unknown (the
-//! connection failed): each caller gets that error, as a single statement's
-//! caller would.
+//! only if its caller still waits and its deadline has not passed (else
+//! 503, nothing done). A group that waited past `lock_timeout`, or was
+//! cancelled, is not (each would wait as long again): each caller gets
+//! that error, a 503, and nothing was done. Nor is a group whose outcome
+//! is unknown (the connection failed): each caller gets that error, as a
+//! single statement's caller would, and the leader gives the connection
+//! back (r2d2 drops a broken one) and takes another while callers wait.
+//! A row that the group read back but that does not load (a role this
+//! build does not know) is its own caller's error, not the group's.
+//!
+//! Bounds: [`MAX_WAITING`] requests queue at most; beyond, a request is
+//! answered 503 at once (the database is too slow for the load: a stalled
+//! commit keeps both leaders, and callers time out faster than they are
+//! taken). Those whose callers gave up are dropped from a full queue first.
+//! Leaders are at most [`IN_FLIGHT`] and always leave a connection of the
+//! pool to the rest of the service (none with a pool of one: then each
+//! request is its own statement on its own connection).
 
 use std::any::{Any, TypeId};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use diesel::result::{DatabaseErrorKind, Error};
 use diesel::QueryResult;
@@ -43,18 +56,22 @@ use super::{AnyConnection, PoolObserver};
 
 /// Requests of one group at most; the rest wait for the next.
 pub const MAX_GROUP: usize = 64;
+/// Requests queued at most, per kind of request.
+pub const MAX_WAITING: usize = 4096;
 /// Leaders of one kind of request at once, each on a connection of its
 /// own: while one waits for its commit, the next group is sent.
 pub const IN_FLIGHT: usize = 2;
 
 /// The statement of a group: one answer per request, in their order (None:
-/// it matched nothing).
-pub type Together<R, T> = fn(&mut AnyConnection, &[&R]) -> QueryResult<Vec<Option<T>>>;
+/// it matched nothing; an error: what it read back for that request did
+/// not load). Err: the statement failed.
+pub type Together<R, T> = fn(&mut AnyConnection, &[&R]) -> QueryResult<Vec<QueryResult<Option<T>>>>;
 /// The statement of one request.
 pub type Alone<R, T> = fn(&mut AnyConnection, &R) -> QueryResult<Option<T>>;
 
-/// What a caller is answered: its statement's outcome.
-pub(super) type Answer<T> = QueryResult<Option<T>>;
+/// What a caller is answered: its statement's outcome, or (Err) that it
+/// was not sent, for a reason of the database's (a 503).
+pub(super) type Answer<T> = Result<QueryResult<Option<T>>, super::RunError>;
 
 /// The groups of one [`super::Database`], one per kind of request.
 #[derive(Default)]
@@ -109,12 +126,39 @@ pub(super) struct Member<R, T> {
     /// Its caller's: whether it still waits ([`super::begin_commit_of`]).
     pub commitment: Arc<AtomicU8>,
     pub answer: oneshot::Sender<Answer<T>>,
+    /// When its caller's deadline passes ([`super::Database::together`]),
+    /// and that deadline.
+    pub deadline: Instant,
+    pub timeout: Duration,
 }
 
 impl<R, T> Member<R, T> {
-    fn answer(self, done: Answer<T>) {
+    fn answer(self, done: QueryResult<Option<T>>) {
         // A caller that went away has no use for it.
-        let _ = self.answer.send(done);
+        let _ = self.answer.send(Ok(done));
+    }
+
+    /// Its caller gave up (503) or went away: nothing is to be done for it.
+    fn gone(&self) -> bool {
+        self.answer.is_closed() || self.commitment.load(Ordering::Acquire) == super::ABANDONED
+    }
+
+    /// Whether it may be sent: its caller still waits, and from now on
+    /// waits for the outcome ([`super::commit_alone`]'s rule). Else it is
+    /// answered (it was not sent: 503) and dropped.
+    fn send_now(self) -> Option<Self> {
+        if self.answer.is_closed() {
+            super::abandon(&self.commitment);
+            return None;
+        }
+        match super::begin_commit_of(Some(&self.commitment)) {
+            Some(_) => Some(self),
+            None => {
+                let timeout = self.timeout;
+                let _ = self.answer.send(Err(super::RunError::TimedOut(timeout)));
+                None
+            }
+        }
     }
 }
 
@@ -123,22 +167,46 @@ impl<R, T> Group<R, T> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `member`; true when its caller is to start a leader (fewer
-    /// than [`IN_FLIGHT`] run), counted as running from now.
-    pub(super) fn enqueue(&self, member: Member<R, T>, observer: Option<&PoolObserver>) -> bool {
+    /// Queues `member`: Ok(true) when its caller is to start a leader
+    /// (fewer than `leaders` run), counted as running from now. Err: the
+    /// queue is full ([`MAX_WAITING`]).
+    pub(super) fn enqueue(
+        &self,
+        member: Member<R, T>,
+        leaders: usize,
+        observer: Option<&PoolObserver>,
+    ) -> Result<bool, Member<R, T>> {
         let mut queue = self.lock();
+        if queue.waiting.len() >= MAX_WAITING {
+            queue.prune(observer);
+            if queue.waiting.len() >= MAX_WAITING {
+                return Err(member);
+            }
+        }
         queue.waiting.push_back(member);
         if let Some(o) = observer {
             o.group_waiting.inc();
         }
-        let start = queue.leading < IN_FLIGHT;
+        let start = queue.leading < leaders;
         queue.leading += usize::from(start);
-        start
+        Ok(start)
+    }
+
+    /// Whether a leader without a connection is done: nobody waits (but
+    /// callers that gave up, dropped). Decided under the queue's lock, so
+    /// a request that comes after it starts a leader of its own.
+    pub(super) fn done_if_idle(&self, observer: Option<&PoolObserver>) -> bool {
+        let mut queue = self.lock();
+        queue.prune(observer);
+        let idle = queue.waiting.is_empty();
+        if idle {
+            queue.leading -= 1;
+        }
+        idle
     }
 
     /// The next group, or None when nobody waits: then this leader is done
-    /// (decided under the queue's lock, so a request that comes after it
-    /// starts a leader of its own).
+    /// (decided under the queue's lock, as [`Group::done_if_idle`]).
     fn next(&self, observer: Option<&PoolObserver>) -> Option<Vec<Member<R, T>>> {
         let mut queue = self.lock();
         if queue.waiting.is_empty() {
@@ -154,66 +222,64 @@ impl<R, T> Group<R, T> {
         Some(group)
     }
 
-    /// A leader's work on its connection: groups until nobody waits.
-    /// Blocking.
-    pub(super) fn lead(&self, conn: &mut AnyConnection, observer: Option<&PoolObserver>) {
-        let mut leading = Leading(Some(self));
+    /// A leader's work on its connection: groups until nobody waits (true:
+    /// done, no longer leading), or until the connection failed (false:
+    /// still leading, it needs another). Blocking.
+    pub(super) fn lead(&self, conn: &mut AnyConnection, observer: Option<&PoolObserver>) -> bool {
         while let Some(members) = self.next(observer) {
-            let sent = send(conn, members, self.together, self.alone);
+            let (sent, connection_failed) = send(conn, members, self.together, self.alone);
             if let (Some(o), true) = (observer, sent > 0) {
                 o.group_size.observe(sent as f64);
             }
+            if connection_failed {
+                return false;
+            }
         }
-        leading.0 = None;
-    }
-
-    /// A leader that got no connection: done. The callers waiting give up
-    /// at their deadline (nothing done: the 503 is true), unless a leader
-    /// started by a later request takes them first.
-    pub(super) fn give_up_lead(&self) {
-        self.lock().leading -= 1;
+        true
     }
 }
 
-/// A leader that panicked (a bug of ours) is done all the same: a later
-/// request starts another, which takes the callers still waiting. Those in
-/// the group it was sending see their answer dropped (an error).
-struct Leading<'a, R, T>(Option<&'a Group<R, T>>);
+impl<R, T> Queue<R, T> {
+    /// Drops the requests whose callers gave up or went away.
+    fn prune(&mut self, observer: Option<&PoolObserver>) {
+        let before = self.waiting.len();
+        self.waiting.retain(|member| !member.gone());
+        if let Some(o) = observer {
+            o.group_waiting.sub((before - self.waiting.len()) as i64);
+        }
+    }
+}
 
-impl<R, T> Drop for Leading<'_, R, T> {
+/// A leader, from before its blocking task starts to its end: dropped while
+/// still leading (a panic, a task never run), it is done all the same, and
+/// a later request starts another, which takes the callers still waiting.
+/// Those in the group it was sending see their answer dropped (an error).
+pub(super) struct Leading<R, T>(pub Option<Arc<Group<R, T>>>);
+
+impl<R, T> Drop for Leading<R, T> {
     fn drop(&mut self) {
-        if let Some(group) = self.0 {
-            group.give_up_lead();
+        if let Some(group) = self.0.take() {
+            group.lock().leading -= 1;
         }
     }
 }
 
-/// Sends `members` as one statement (`alone`, for one) and answers each;
-/// how many it sent together (those whose callers still waited).
+/// Sends `members` as one statement (`alone`, for one) and answers each:
+/// how many it sent together (those whose callers still waited), and
+/// whether the connection failed (the outcome unknown).
 fn send<R, T>(
     conn: &mut AnyConnection,
     members: Vec<Member<R, T>>,
     together: Together<R, T>,
     alone: Alone<R, T>,
-) -> usize {
+) -> (usize, bool) {
     // [`super::commit_alone`]'s rule, per request: sent only if its caller
     // still waits; from then on it waits for the outcome.
-    let mut live: Vec<Member<R, T>> = members
-        .into_iter()
-        .filter_map(
-            |member| match super::begin_commit_of(Some(&member.commitment)) {
-                Some(_) => Some(member),
-                None => {
-                    member.answer(Err(Error::RollbackTransaction));
-                    None
-                }
-            },
-        )
-        .collect();
+    let mut live: Vec<Member<R, T>> = members.into_iter().filter_map(Member::send_now).collect();
     let sent = live.len();
     let outcome = match live.as_slice() {
-        [] => return 0,
-        [one] => alone(conn, &one.request).map(|done| vec![done]),
+        [] => return (0, false),
+        [one] => alone(conn, &one.request).map(|done| vec![Ok(done)]),
         many => {
             let requests: Vec<&R> = many.iter().map(|m| &m.request).collect();
             together(conn, &requests)
@@ -222,7 +288,7 @@ fn send<R, T>(
     match outcome {
         Ok(rows) if rows.len() == live.len() => {
             for (member, row) in live.into_iter().zip(rows) {
-                member.answer(Ok(row));
+                member.answer(row);
             }
         }
         Ok(rows) => {
@@ -234,40 +300,51 @@ fn send<R, T>(
         }
         Err(e) if live.len() > 1 && rolled_back(&e) => {
             // Nothing was done: each caller may give up again, and those
-            // that still wait are sent alone.
+            // that still wait, within their deadline, are sent alone.
             for member in &live {
                 super::end_commit_unused_of(Some(&member.commitment));
             }
             for member in live.drain(..) {
-                match super::begin_commit_of(Some(&member.commitment)) {
-                    Some(_) => {
-                        let done = alone(conn, &member.request);
-                        member.answer(done);
-                    }
-                    None => member.answer(Err(Error::RollbackTransaction)),
+                if Instant::now() >= member.deadline {
+                    super::abandon(&member.commitment);
+                }
+                if let Some(member) = member.send_now() {
+                    let done = alone(conn, &member.request);
+                    member.answer(done);
                 }
             }
         }
         Err(e) => {
+            let failed = connection_failed(&e);
             for member in live {
                 member.answer(Err(copy_of(&e)));
             }
+            return (sent, failed);
         }
     }
-    sent
+    (sent, false)
+}
+
+/// The connection failed under the statement: its outcome is unknown.
+fn connection_failed(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        )
+    )
 }
 
 /// Whether the database refused the statement and it rolled back (it was
 /// autocommitted): an error it reported, but not a connection that failed
-/// (the outcome unknown) nor a wait it gave up on (`lock_timeout`: sending
-/// each request again would wait as long again, each).
+/// (the outcome unknown) nor a wait it gave up on or a cancel
+/// (`lock_timeout`, `statement_timeout`, an operator's cancel: sending each
+/// request again would wait as long again, each).
 fn rolled_back(e: &Error) -> bool {
     match e {
-        Error::DatabaseError(
-            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-            _,
-        ) => false,
-        Error::DatabaseError(..) => !super::cause_is_unavailable(e),
+        Error::DatabaseError(_, info) if info.message().starts_with("canceling statement") => false,
+        Error::DatabaseError(..) => !connection_failed(e) && !super::cause_is_unavailable(e),
         _ => false,
     }
 }
@@ -292,6 +369,7 @@ mod tests {
     use diesel::sql_types::{BigInt, Text};
     use diesel::RunQueryDsl;
     use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
 
     /// A real SQLite connection with a table `sent` that records each
     /// statement's requests.
@@ -332,9 +410,12 @@ mod tests {
         n: i64,
     }
 
-    fn together(conn: &mut AnyConnection, group: &[&String]) -> QueryResult<Vec<Option<usize>>> {
+    fn together(
+        conn: &mut AnyConnection,
+        group: &[&String],
+    ) -> QueryResult<Vec<QueryResult<Option<usize>>>> {
         record(conn, group)?;
-        Ok(group.iter().map(|r| Some(r.len())).collect())
+        Ok(group.iter().map(|r| Ok(Some(r.len()))).collect())
     }
 
     fn alone(conn: &mut AnyConnection, request: &String) -> QueryResult<Option<usize>> {
@@ -369,8 +450,17 @@ mod tests {
             request: request.to_owned(),
             commitment: Arc::new(AtomicU8::new(state)),
             answer,
+            deadline: Instant::now() + TIMEOUT,
+            timeout: TIMEOUT,
         };
         (member, answered)
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// The answer a caller got: its statement's outcome.
+    fn outcome(rx: &mut Waiting) -> QueryResult<Option<usize>> {
+        rx.try_recv().expect("answered").expect("sent")
     }
 
     #[test]
@@ -380,14 +470,17 @@ mod tests {
         let (gone, mut gone_rx) = member("gone", ABANDONED);
         let (ccc, mut ccc_rx) = member("ccc", WORKING);
         let a_commitment = a.commitment.clone();
-        assert_eq!(send(&mut conn, vec![a, gone, ccc], together, alone), 2);
+        assert_eq!(
+            send(&mut conn, vec![a, gone, ccc], together, alone),
+            (2, false)
+        );
         assert_eq!(sent(&mut conn), [(0, "a".into()), (0, "ccc".into())]);
-        assert_eq!(a_rx.try_recv().unwrap().unwrap(), Some(1));
-        assert_eq!(ccc_rx.try_recv().unwrap().unwrap(), Some(3));
+        assert_eq!(outcome(&mut a_rx).unwrap(), Some(1));
+        assert_eq!(outcome(&mut ccc_rx).unwrap(), Some(3));
         // Left out: told so (its caller answered 503 already).
         assert!(matches!(
             gone_rx.try_recv().unwrap(),
-            Err(Error::RollbackTransaction)
+            Err(crate::db::RunError::TimedOut(_))
         ));
         // Sent: its caller waits for the outcome from then on.
         assert_eq!(a_commitment.load(Ordering::Acquire), crate::db::COMMITTING);
@@ -399,25 +492,56 @@ mod tests {
         let (a, mut a_rx) = member("a", WORKING);
         let (refused, mut refused_rx) = member("refused", WORKING);
         let (bb, mut bb_rx) = member("bb", WORKING);
-        assert_eq!(send(&mut conn, vec![a, refused, bb], together, alone), 3);
+        assert_eq!(
+            send(&mut conn, vec![a, refused, bb], together, alone),
+            (3, false)
+        );
         // The group's statement left nothing; then each alone, the refused
         // one failing on its own.
         assert_eq!(sent(&mut conn), [(0, "a".into()), (1, "bb".into())]);
-        assert_eq!(a_rx.try_recv().unwrap().unwrap(), Some(1));
-        assert_eq!(bb_rx.try_recv().unwrap().unwrap(), Some(2));
+        assert_eq!(outcome(&mut a_rx).unwrap(), Some(1));
+        assert_eq!(outcome(&mut bb_rx).unwrap(), Some(2));
         assert!(matches!(
-            refused_rx.try_recv().unwrap(),
+            outcome(&mut refused_rx),
             Err(Error::DatabaseError(..))
         ));
+    }
+
+    #[test]
+    fn a_refused_group_is_not_sent_again_for_callers_past_their_deadline_or_gone() {
+        let mut conn = conn();
+        let (mut late, mut late_rx) = member("late", WORKING);
+        late.deadline = Instant::now();
+        let (gone, gone_rx) = member("gone", WORKING);
+        let gone_commitment = gone.commitment.clone();
+        let (refused, _refused_rx) = member("refused", WORKING);
+        let (on_time, mut on_time_rx) = member("on_time", WORKING);
+        drop(gone_rx);
+        // Its caller went away before the group was taken: left out.
+        let (sent_now, _) = send(
+            &mut conn,
+            vec![late, gone, refused, on_time],
+            together,
+            alone,
+        );
+        assert_eq!(sent_now, 3);
+        assert_eq!(gone_commitment.load(Ordering::Acquire), ABANDONED);
+        assert_eq!(sent(&mut conn), [(0, "on_time".into())]);
+        // 503: nothing was done for it.
+        assert!(matches!(
+            late_rx.try_recv().unwrap(),
+            Err(crate::db::RunError::TimedOut(_))
+        ));
+        assert_eq!(outcome(&mut on_time_rx).unwrap(), Some(7));
     }
 
     #[test]
     fn a_request_alone_is_sent_as_its_own_statement() {
         let mut conn = conn();
         let (one, mut one_rx) = member("one", WORKING);
-        assert_eq!(send(&mut conn, vec![one], together, alone), 1);
+        assert_eq!(send(&mut conn, vec![one], together, alone), (1, false));
         assert_eq!(sent(&mut conn), [(0, "one".into())]);
-        assert_eq!(one_rx.try_recv().unwrap().unwrap(), Some(3));
+        assert_eq!(outcome(&mut one_rx).unwrap(), Some(3));
     }
 
     #[test]
@@ -433,7 +557,12 @@ mod tests {
             DatabaseErrorKind::ClosedConnection,
             Box::new("x".to_owned()),
         );
-        assert!(!rolled_back(&closed));
+        assert!(!rolled_back(&closed) && connection_failed(&closed));
+        let cancelled = Error::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("canceling statement due to statement timeout".to_owned()),
+        );
+        assert!(!rolled_back(&cancelled));
         let deadlock = Error::DatabaseError(
             DatabaseErrorKind::Unknown,
             Box::new("deadlock detected".to_owned()),
@@ -450,21 +579,55 @@ mod tests {
         for i in 0..5 {
             let (m, rx) = member(&"x".repeat(i + 1), WORKING);
             receivers.push(rx);
-            started += usize::from(group.enqueue(m, None));
+            started += usize::from(group.enqueue(m, IN_FLIGHT, None).ok().unwrap());
         }
         assert_eq!(started, IN_FLIGHT);
         let mut conn = conn();
         // One leader takes all that wait, then is done.
-        group.lead(&mut conn, None);
+        assert!(group.lead(&mut conn, None));
         assert_eq!(group.lock().leading, IN_FLIGHT - 1);
         assert!(group.lock().waiting.is_empty());
         for (i, mut rx) in receivers.into_iter().enumerate() {
-            assert_eq!(rx.try_recv().unwrap().unwrap(), Some(i + 1));
+            assert_eq!(outcome(&mut rx).unwrap(), Some(i + 1));
         }
         // The other finds nobody: done.
-        group.lead(&mut conn, None);
+        assert!(group.lead(&mut conn, None));
         assert_eq!(group.lock().leading, 0);
         let (m, _rx) = member("y", WORKING);
-        assert!(group.enqueue(m, None), "a request after that starts one");
+        assert_eq!(
+            group.enqueue(m, IN_FLIGHT, None).ok(),
+            Some(true),
+            "a request after that starts one"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_callers_that_gave_up_and_else_refuses() {
+        let groups = Groups::default();
+        let group = groups.of::<String, usize>(together, alone);
+        let mut receivers = Vec::new();
+        for _ in 0..MAX_WAITING {
+            let (m, rx) = member("x", WORKING);
+            receivers.push(rx);
+            assert!(group.enqueue(m, 0, None).is_ok());
+        }
+        let (m, _rx) = member("one too many", WORKING);
+        assert!(group.enqueue(m, 0, None).is_err(), "full");
+        // Two callers go away, one gives up: room for three.
+        receivers.truncate(MAX_WAITING - 2);
+        group.lock().waiting[0]
+            .commitment
+            .store(ABANDONED, Ordering::Release);
+        for _ in 0..3 {
+            let (m, rx) = member("y", WORKING);
+            receivers.push(rx);
+            assert!(group.enqueue(m, 0, None).is_ok());
+        }
+        let (m, _rx) = member("z", WORKING);
+        assert!(group.enqueue(m, 0, None).is_err(), "full again");
+        assert_eq!(group.lock().waiting.len(), MAX_WAITING);
+        // Nobody leads (0 leaders allowed): a leader without a connection
+        // is not done while callers wait.
+        assert!(!group.done_if_idle(None));
     }
 }

@@ -333,6 +333,10 @@ pub enum RunError {
     TimedOut(Duration),
     #[error("the database task panicked or was cancelled")]
     Blocking,
+    /// Too many requests wait for the database already ([`group`]): the
+    /// load is more than it answers.
+    #[error("too many requests wait for the database")]
+    Saturated,
 }
 
 /// The database could not be reached or did not answer in time, somewhere
@@ -365,7 +369,10 @@ pub fn log_unavailable(err: &anyhow::Error) {
 fn cause_is_unavailable(cause: &(dyn std::error::Error + 'static)) -> bool {
     use diesel::result::{DatabaseErrorKind, Error as DieselError};
     if let Some(e) = cause.downcast_ref::<RunError>() {
-        return matches!(e, RunError::Pool(_) | RunError::TimedOut(_));
+        return matches!(
+            e,
+            RunError::Pool(_) | RunError::TimedOut(_) | RunError::Saturated
+        );
     }
     if let Some(e) = cause.downcast_ref::<DieselError>() {
         return match e {
@@ -604,8 +611,21 @@ impl Database {
     where
         R: Send + 'static,
         T: Send + 'static,
-        E: From<RunError> + From<diesel::result::Error>,
+        E: From<RunError> + From<diesel::result::Error> + Send + 'static,
     {
+        // Leaders leave a connection of the pool to the rest of the
+        // service (telling a refusal apart, code exchanges, the readiness
+        // probe); with a pool of one, or on SQLite (its writes are one at a
+        // time, and a group is PostgreSQL's statement), the request is its
+        // own statement on its own connection.
+        let leaders = (self.pool.max_size() as usize)
+            .saturating_sub(1)
+            .min(group::IN_FLIGHT);
+        if leaders == 0 || self.backend != Backend::Postgres {
+            return self
+                .run(move |conn| commit_alone(conn, |conn| alone(conn, &request)).map_err(E::from))
+                .await;
+        }
         let group = self.groups.of(together, alone);
         let commitment = Arc::new(AtomicU8::new(WORKING));
         let _abandon_on_drop = AbandonOnDrop(commitment.clone());
@@ -614,24 +634,18 @@ impl Database {
             request,
             commitment: commitment.clone(),
             answer,
+            deadline: Instant::now() + self.timeout,
+            timeout: self.timeout,
         };
-        if group.enqueue(member, self.observer.get()) {
-            let pool = self.pool.clone();
-            let observer = self.observer.clone();
-            let asked = Instant::now();
-            actix_web::rt::task::spawn_blocking(move || {
-                let got = pool.get();
-                if let Some(o) = observer.get() {
-                    o.wait.observe(asked.elapsed().as_secs_f64());
+        match group.enqueue(member, leaders, self.observer.get()) {
+            Ok(true) => self.lead(group),
+            Ok(false) => {}
+            Err(_) => {
+                if let Some(o) = self.observer.get() {
+                    o.timeouts.inc();
                 }
-                match got {
-                    Ok(mut conn) => group.lead(&mut conn, observer.get()),
-                    Err(e) => {
-                        log::debug!("a group's leader got no connection: {e}");
-                        group.give_up_lead();
-                    }
-                }
-            });
+                return Err(RunError::Saturated.into());
+            }
         }
         let done = match actix_web::rt::time::timeout(self.timeout, &mut answered).await {
             Ok(done) => done,
@@ -645,7 +659,48 @@ impl Database {
             Err(_) => answered.await,
         };
         // Dropped without an answer: the leader panicked.
-        done.map_err(|_| RunError::Blocking)?.map_err(E::from)
+        done.map_err(|_| RunError::Blocking)??.map_err(E::from)
+    }
+
+    /// Starts a leader of `group` ([`group`]) on the blocking pool: it
+    /// takes a connection and sends groups until nobody waits; when the
+    /// connection fails (or none comes within the timeout) it takes
+    /// another while callers still wait.
+    fn lead<R, T>(&self, group: Arc<group::Group<R, T>>)
+    where
+        R: Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let observer = self.observer.clone();
+        let leading = group::Leading(Some(group));
+        actix_web::rt::task::spawn_blocking(move || {
+            let mut leading = leading;
+            let Some(group) = leading.0.clone() else {
+                return;
+            };
+            loop {
+                let asked = Instant::now();
+                let got = pool.get();
+                if let Some(o) = observer.get() {
+                    o.wait.observe(asked.elapsed().as_secs_f64());
+                }
+                let done = match got {
+                    Ok(mut conn) => group.lead(&mut conn, observer.get()),
+                    Err(e) => {
+                        log::debug!("a group's leader got no connection: {e}");
+                        // Not at once again (a pool that fails fast).
+                        std::thread::sleep(Duration::from_millis(100));
+                        group.done_if_idle(observer.get())
+                    }
+                };
+                if done {
+                    // No longer leading: counted down already.
+                    leading.0 = None;
+                    return;
+                }
+            }
+        });
     }
 
     async fn run_with<T, E, F>(&self, f: F, commitment: Option<Arc<AtomicU8>>) -> Result<T, E>

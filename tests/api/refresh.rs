@@ -630,3 +630,76 @@ async fn a_token_presented_twice_in_one_group_is_used_once_and_its_grant_revoked
     assert_ne!(other_grant, grant);
     assert!(grant_revoked(&flow, &other_grant).await.is_none());
 }
+
+/// PostgreSQL: the group statement keeps each rule of the single one, per
+/// request: in one group with a good token, an unknown token, a rotated
+/// token presented again (reuse: its grant revoked) and a token of a
+/// revoked grant each get what they would alone.
+#[tokio::test]
+async fn each_request_of_a_group_gets_what_it_would_alone() {
+    let Some((flow, tokens)) = grouping_flow(4).await else {
+        return;
+    };
+    // tokens[3] rotated once: presenting it again is reuse.
+    let rotated = flow.refresh(&tokens[3], None).await;
+    assert_eq!(rotated.status(), 200);
+    let rotated: Value = rotated.json().await.unwrap();
+    let reused_grant = grant_of(rotated["access_token"].as_str().unwrap());
+    // tokens[4]'s grant revoked.
+    let id = tokens::hash_secret(&tokens[4]);
+    let revoked_grant = flow
+        .app
+        .with_conn(move |conn| {
+            let grant = RefreshTokenRow::find(conn, &id).unwrap().unwrap().grant_id;
+            let now = chrono::Utc::now().naive_utc();
+            assert!(dzdesk_auth::db::models::GrantRow::revoke(conn, &grant, now).unwrap());
+            grant
+        })
+        .await;
+
+    let url = dzdesk_auth::db::DatabaseUrl::parse(&flow.app.database_url()).unwrap();
+    let held = tokens[..2].iter().map(|t| tokens::hash_secret(t)).collect();
+    let (holder, release) = hold_row_locks(&url, held);
+    let leaders = leaders(&flow, &tokens);
+    let unknown = format!("dzr_{}", "x".repeat(43));
+    let rest = async {
+        lock_waiters_reach(&flow, 2).await;
+        let followers = futures_util::future::join4(
+            flow.refresh(&tokens[2], None),
+            flow.refresh(&unknown, None),
+            flow.refresh(&tokens[3], None),
+            flow.refresh(&tokens[4], None),
+        );
+        let release = async {
+            metric_reaches(&flow, "dzdesk_auth_db_group_waiting", 4.0).await;
+            release.send(()).unwrap();
+        };
+        futures_util::future::join(followers, release).await.0
+    };
+    let ((a, b), (good, unknown, reused, revoked)) =
+        futures_util::future::join(leaders, rest).await;
+    tokio::task::spawn_blocking(move || holder.join().unwrap())
+        .await
+        .unwrap();
+    for resp in [a, b, good] {
+        assert_eq!(resp.status(), 200);
+    }
+    assert_token_error(unknown, 400, "invalid_grant").await;
+    assert_token_error(reused, 400, "invalid_grant").await;
+    assert_token_error(revoked, 400, "invalid_grant").await;
+    assert!(
+        grant_revoked(&flow, &reused_grant).await.is_some(),
+        "reuse revokes"
+    );
+    // Refused for its revoked grant: the token was not used.
+    let id = tokens::hash_secret(&tokens[4]);
+    let row = flow
+        .app
+        .with_conn(move |conn| RefreshTokenRow::find(conn, &id).unwrap().unwrap())
+        .await;
+    assert_eq!(row.grant_id, revoked_grant);
+    assert!(row.used_at.is_none());
+    // The two leaders alone, the four that waited in one group.
+    assert_eq!(metric(&flow, "dzdesk_auth_db_group_size_sum").await, 7.0);
+    assert_eq!(metric(&flow, "dzdesk_auth_db_group_size_count").await, 4.0);
+}

@@ -1,7 +1,10 @@
 use std::sync::LazyLock;
 
 use chrono::NaiveDateTime;
+use diesel::deserialize::{self, QueryableByName};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::row::NamedRow;
 use diesel::sql_types::{Nullable, Text, Timestamp};
 
 use crate::db::models::{GrantRow, User, USER_COLUMNS};
@@ -169,13 +172,23 @@ pub struct Rotation {
 }
 
 /// A row of [`ROTATE_TOGETHER_ON_POSTGRES`]: whose rotation it is (by the
-/// successor's id, unique to one request), and what it read back.
-#[derive(QueryableByName)]
+/// successor's id, unique to one request), and what it read back, or why
+/// that did not load (a role this build does not know): that request's
+/// error alone, not its group's (the rotations committed).
 struct RotatedTogether {
-    #[diesel(sql_type = Text)]
     successor_id: String,
-    #[diesel(embed)]
-    rotated: Rotated,
+    rotated: QueryResult<Rotated>,
+}
+
+impl QueryableByName<Pg> for RotatedTogether {
+    fn build<'a>(row: &impl NamedRow<'a, Pg>) -> deserialize::Result<Self> {
+        let successor_id = NamedRow::get::<Text, String>(row, "successor_id")?;
+        let rotated = Rotated::build(row).map_err(diesel::result::Error::DeserializationError);
+        Ok(Self {
+            successor_id,
+            rotated,
+        })
+    }
 }
 
 /// The successor a rotation inserts.
@@ -283,7 +296,7 @@ impl RefreshTokenRow {
     /// connection of its own.
     pub async fn rotate_in_group<E>(db: &Database, rotation: Rotation) -> Result<Option<Rotated>, E>
     where
-        E: From<RunError> + From<diesel::result::Error>,
+        E: From<RunError> + From<diesel::result::Error> + Send + 'static,
     {
         db.together(rotation, Self::rotate_together, Self::rotate_alone)
             .await
@@ -304,13 +317,17 @@ impl RefreshTokenRow {
     fn rotate_together(
         conn: &mut AnyConnection,
         group: &[&Rotation],
-    ) -> QueryResult<Vec<Option<Rotated>>> {
+    ) -> QueryResult<Vec<QueryResult<Option<Rotated>>>> {
         let AnyConnection::Postgresql(pg) = conn else {
-            return group.iter().map(|r| Self::rotate_alone(conn, r)).collect();
+            // SQLite's rotation is three statements in a transaction: never
+            // grouped (Database::together runs it alone).
+            return Err(diesel::result::Error::QueryBuilderError(
+                "rotations are grouped on PostgreSQL only".into(),
+            ));
         };
-        // In the order of the presented ids, the order the rows are locked
-        // in: two groups (of this instance or another) that share tokens
-        // lock them in the same order, and do not deadlock.
+        // In the order of the presented ids: two groups (of this instance
+        // or another) that share tokens are likely to lock them in the same
+        // order (the plan decides; a deadlock is retried one by one).
         let mut sorted: Vec<&Rotation> = group.to_vec();
         sorted.sort_by(|a, b| a.presented_id.cmp(&b.presented_id));
         let texts = |f: fn(&Rotation) -> &str| PgBind::Texts(sorted.iter().map(|r| f(r)).collect());
@@ -330,10 +347,13 @@ impl RefreshTokenRow {
         Ok(group
             .iter()
             .map(|r| {
-                let at = rows
+                match rows
                     .iter()
-                    .position(|row| row.successor_id == r.successor_id)?;
-                Some(rows.swap_remove(at).rotated)
+                    .position(|row| row.successor_id == r.successor_id)
+                {
+                    Some(at) => rows.swap_remove(at).rotated.map(Some),
+                    None => Ok(None),
+                }
             })
             .collect())
     }
