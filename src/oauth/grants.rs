@@ -230,6 +230,26 @@ impl Issue<'_> {
     }
 }
 
+/// The parameter `name` of a token request for `grant`, once the client is
+/// known to be registered for the grant (RFC 6749 5.2: else
+/// `unauthorized_client`; without the parameter, `invalid_request`).
+fn grant_parameter<'p>(
+    client: &Client,
+    grant: GrantType,
+    params: &'p FormParams,
+    name: &str,
+) -> Result<&'p str, OAuthError> {
+    if !client.allows_grant(grant) {
+        return Err(OAuthError::UnauthorizedClient(format!(
+            "this client is not registered for the {} grant",
+            grant.as_str()
+        )));
+    }
+    params
+        .get(name)
+        .ok_or_else(|| OAuthError::InvalidRequest(format!("{name} is required")))
+}
+
 /// A new refresh token, and the id its row is stored under (its hash).
 fn new_refresh_token() -> (String, String) {
     let token = tokens::new_secret(prefixes::REFRESH_TOKEN);
@@ -255,14 +275,7 @@ pub fn authorization_code(
     cfg: &TokenConfig,
     now: DateTime<Utc>,
 ) -> Result<IssuedTokens, OAuthError> {
-    if !client.allows_grant(GrantType::AuthorizationCode) {
-        return Err(OAuthError::UnauthorizedClient(
-            "this client is not registered for the authorization_code grant".into(),
-        ));
-    }
-    let code = params
-        .get("code")
-        .ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
+    let code = grant_parameter(client, GrantType::AuthorizationCode, params, "code")?;
     let code_id = tokens::hash_secret(code);
     // Single use: the code marked used, its grant and first refresh token
     // inserted, in one statement on PostgreSQL, and committed only if the
@@ -329,14 +342,7 @@ struct Refresh {
 
 impl Refresh {
     fn ask(client: &Client, params: &FormParams) -> Result<Self, OAuthError> {
-        if !client.allows_grant(GrantType::RefreshToken) {
-            return Err(OAuthError::UnauthorizedClient(
-                "this client is not registered for the refresh_token grant".into(),
-            ));
-        }
-        let presented = params
-            .get("refresh_token")
-            .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is required".into()))?;
+        let presented = grant_parameter(client, GrantType::RefreshToken, params, "refresh_token")?;
         let (token, successor_id) = new_refresh_token();
         Ok(Self {
             presented_id: tokens::hash_secret(presented),

@@ -264,12 +264,7 @@ pub async fn token_post(
         state
             .db
             .run(move |conn| {
-                let client = authenticated_client(conn, &state2, &auth)?;
-                let keys = state2
-                    .credentials
-                    .keys
-                    .current(conn)
-                    .map_err(OAuthError::server)?;
+                let (client, keys) = client_and_keys_on(conn, &state2, &auth)?;
                 let cfg = state2.token_config();
                 token::exchange(conn, &client, grant, &params, &keys, &cfg, Utc::now())
             })
@@ -661,16 +656,23 @@ async fn client_and_keys(
     let state2 = state.clone();
     state
         .db
-        .run(move |conn| {
-            let client = authenticated_client(conn, &state2, &auth)?;
-            let keys = state2
-                .credentials
-                .keys
-                .current(conn)
-                .map_err(OAuthError::server)?;
-            Ok((client, keys))
-        })
+        .run(move |conn| client_and_keys_on(conn, &state2, &auth))
         .await
+}
+
+/// [`client_and_keys`] on a connection. Blocking.
+fn client_and_keys_on(
+    conn: &mut AnyConnection,
+    state: &AppState,
+    auth: &ClientAuth,
+) -> Result<(Arc<Client>, Arc<KeyRing>), OAuthError> {
+    let client = authenticated_client(conn, state, auth)?;
+    let keys = state
+        .credentials
+        .keys
+        .current(conn)
+        .map_err(OAuthError::server)?;
+    Ok((client, keys))
 }
 
 /// RFC 6749 5.1: the successful token response, never cached.

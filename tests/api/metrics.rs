@@ -390,14 +390,22 @@ async fn the_pool_gauges_and_a_database_timeout_are_counted() {
         &[],
     );
     assert!(waited >= 0.25, "{waited}");
-    // The wait landed in the buckets past 0.25 s, none below.
+    // The wait landed in the buckets past 0.25 s: one wait that long (the
+    // service's background work may take the connection for a moment
+    // meanwhile, a wait of microseconds: seen once under a loaded suite).
+    let count = moved(
+        &before,
+        &during,
+        "dzdesk_auth_db_pool_wait_seconds_count",
+        &[],
+    );
     let fast = moved(
         &before,
         &during,
         "dzdesk_auth_db_pool_wait_seconds_bucket",
-        &[("le", "0.1")],
+        &[("le", "0.25")],
     );
-    assert_eq!(fast, 0.0);
+    assert_eq!(count - fast, 1.0, "one wait past 0.25 s");
 
     drop(held);
     assert_eq!(app.get("/readyz").await.status(), 200);

@@ -474,15 +474,40 @@ async fn lock_waiters_reach(flow: &Flow, n: i64) {
     panic!("{waiting} statements wait for a lock, not {n}");
 }
 
-/// Two refreshes that lead a group each (held on locked rows): the
-/// second sent once the first waits, else both would be one group.
-async fn leaders(flow: &Flow, tokens: &[String]) -> (reqwest::Response, reqwest::Response) {
+/// Refreshes `tokens[0]` and `tokens[1]` as two leaders held on their
+/// locked rows (the second sent once the first waits, else both would be
+/// one group), then `followers` while both wait; once all the followers
+/// queue, the locks go, and the followers are sent as one group. The
+/// leaders' answers, and the followers' in their order.
+async fn in_one_group(
+    flow: &Flow,
+    tokens: &[String],
+    followers: &[&str],
+) -> (Vec<reqwest::Response>, Vec<reqwest::Response>) {
+    let url = dzdesk_auth::db::DatabaseUrl::parse(&flow.app.database_url()).unwrap();
+    let held = tokens[..2].iter().map(|t| tokens::hash_secret(t)).collect();
+    let (holder, release) = hold_row_locks(&url, held);
     let first = flow.refresh(&tokens[0], None);
     let second = async {
         lock_waiters_reach(flow, 1).await;
         flow.refresh(&tokens[1], None).await
     };
-    futures_util::future::join(first, second).await
+    let leaders = futures_util::future::join(first, second);
+    let rest = async {
+        lock_waiters_reach(flow, 2).await;
+        let sent = futures_util::future::join_all(followers.iter().map(|t| flow.refresh(t, None)));
+        let release = async {
+            let n = followers.len() as f64;
+            metric_reaches(flow, "dzdesk_auth_db_group_waiting", n).await;
+            release.send(()).unwrap();
+        };
+        futures_util::future::join(sent, release).await.0
+    };
+    let ((a, b), followers) = futures_util::future::join(leaders, rest).await;
+    tokio::task::spawn_blocking(move || holder.join().unwrap())
+        .await
+        .unwrap();
+    (vec![a, b], followers)
 }
 
 /// A group app on PostgreSQL with its metrics, a few connections, and five
@@ -535,34 +560,14 @@ async fn refreshes_that_come_while_rotations_wait_are_sent_together() {
         }
         grants
     };
-    let url = dzdesk_auth::db::DatabaseUrl::parse(&flow.app.database_url()).unwrap();
-    let held = tokens[..2].iter().map(|t| tokens::hash_secret(t)).collect();
-    let (holder, release) = hold_row_locks(&url, held);
-
-    let leaders = leaders(&flow, &tokens);
-    let rest = async {
-        lock_waiters_reach(&flow, 2).await;
-        let followers = futures_util::future::join3(
-            flow.refresh(&tokens[2], None),
-            flow.refresh(&tokens[3], None),
-            flow.refresh(&tokens[4], None),
-        );
-        let release = async {
-            metric_reaches(&flow, "dzdesk_auth_db_group_waiting", 3.0).await;
-            release.send(()).unwrap();
-        };
-        futures_util::future::join(followers, release).await.0
-    };
-    let ((a, b), (c, d, e)) = futures_util::future::join(leaders, rest).await;
-    for (resp, grant) in [a, b, c, d, e].into_iter().zip(&grants) {
+    let followers = [tokens[2].as_str(), &tokens[3], &tokens[4]];
+    let (leaders, followers) = in_one_group(&flow, &tokens, &followers).await;
+    for (resp, grant) in leaders.into_iter().chain(followers).zip(&grants) {
         assert_eq!(resp.status(), 200);
         let body: Value = resp.json().await.unwrap();
         let access = body["access_token"].as_str().unwrap();
         assert_eq!(&grant_of(access), grant, "the answer of its own rotation");
     }
-    tokio::task::spawn_blocking(move || holder.join().unwrap())
-        .await
-        .unwrap();
     // Every rotation since the start (the code exchanges are not grouped):
     // 5 in 3 groups, the two leaders' alone and the three that waited.
     assert_eq!(metric(&flow, "dzdesk_auth_db_group_size_sum").await, 5.0);
@@ -579,30 +584,12 @@ async fn a_token_presented_twice_in_one_group_is_used_once_and_its_grant_revoked
     let Some((flow, tokens)) = grouping_flow(4).await else {
         return;
     };
-    let url = dzdesk_auth::db::DatabaseUrl::parse(&flow.app.database_url()).unwrap();
-    let held = tokens[..2].iter().map(|t| tokens::hash_secret(t)).collect();
-    let (holder, release) = hold_row_locks(&url, held);
-    let leaders = leaders(&flow, &tokens);
-    let rest = async {
-        lock_waiters_reach(&flow, 2).await;
-        let followers = futures_util::future::join3(
-            flow.refresh(&tokens[2], None),
-            flow.refresh(&tokens[2], None),
-            flow.refresh(&tokens[3], None),
-        );
-        let release = async {
-            metric_reaches(&flow, "dzdesk_auth_db_group_waiting", 3.0).await;
-            release.send(()).unwrap();
-        };
-        futures_util::future::join(followers, release).await.0
-    };
-    let ((a, b), (twice, again, other)) = futures_util::future::join(leaders, rest).await;
-    for resp in [a, b] {
+    let followers = [tokens[2].as_str(), &tokens[2], &tokens[3]];
+    let (leaders, followers) = in_one_group(&flow, &tokens, &followers).await;
+    for resp in leaders {
         assert_eq!(resp.status(), 200);
     }
-    tokio::task::spawn_blocking(move || holder.join().unwrap())
-        .await
-        .unwrap();
+    let [twice, again, other]: [reqwest::Response; 3] = followers.try_into().unwrap();
     assert_eq!(metric(&flow, "dzdesk_auth_db_group_size_sum").await, 5.0);
     assert_eq!(metric(&flow, "dzdesk_auth_db_group_size_count").await, 3.0);
 
@@ -657,31 +644,11 @@ async fn each_request_of_a_group_gets_what_it_would_alone() {
         })
         .await;
 
-    let url = dzdesk_auth::db::DatabaseUrl::parse(&flow.app.database_url()).unwrap();
-    let held = tokens[..2].iter().map(|t| tokens::hash_secret(t)).collect();
-    let (holder, release) = hold_row_locks(&url, held);
-    let leaders = leaders(&flow, &tokens);
     let unknown = format!("dzr_{}", "x".repeat(43));
-    let rest = async {
-        lock_waiters_reach(&flow, 2).await;
-        let followers = futures_util::future::join4(
-            flow.refresh(&tokens[2], None),
-            flow.refresh(&unknown, None),
-            flow.refresh(&tokens[3], None),
-            flow.refresh(&tokens[4], None),
-        );
-        let release = async {
-            metric_reaches(&flow, "dzdesk_auth_db_group_waiting", 4.0).await;
-            release.send(()).unwrap();
-        };
-        futures_util::future::join(followers, release).await.0
-    };
-    let ((a, b), (good, unknown, reused, revoked)) =
-        futures_util::future::join(leaders, rest).await;
-    tokio::task::spawn_blocking(move || holder.join().unwrap())
-        .await
-        .unwrap();
-    for resp in [a, b, good] {
+    let followers = [tokens[2].as_str(), &unknown, &tokens[3], &tokens[4]];
+    let (leaders, followers) = in_one_group(&flow, &tokens, &followers).await;
+    let [good, unknown, reused, revoked]: [reqwest::Response; 4] = followers.try_into().unwrap();
+    for resp in leaders.into_iter().chain([good]) {
         assert_eq!(resp.status(), 200);
     }
     assert_token_error(unknown, 400, "invalid_grant").await;
