@@ -34,6 +34,13 @@
 //! A row that the group read back but that does not load (a role this
 //! build does not know) is its own caller's error, not the group's.
 //!
+//! What a group shares: a row one of its requests needs that another
+//! transaction holds locked makes the whole group wait, up to
+//! `lock_timeout`, and then each of its callers gets 503 (nothing done; a
+//! retry succeeds). Our own transactions hold a token's row for one
+//! statement at most (a concurrent rotation of the same token); only a long
+//! transaction from outside the service (an operator's) holds one longer.
+//!
 //! Bounds: [`MAX_WAITING`] requests queue at most; beyond, a request is
 //! answered 503 at once (the database is too slow for the load: a stalled
 //! commit keeps both leaders, and callers time out faster than they are
@@ -178,7 +185,16 @@ impl<R, T> Group<R, T> {
     ) -> Result<bool, Member<R, T>> {
         let mut queue = self.lock();
         if queue.waiting.len() >= MAX_WAITING {
-            queue.prune(observer);
+            // Every caller waits as long: those that gave up are in front
+            // (one that went away may be further in; taken, it is skipped).
+            let mut dropped = 0;
+            while queue.waiting.front().is_some_and(Member::gone) {
+                queue.waiting.pop_front();
+                dropped += 1;
+            }
+            if let Some(o) = observer {
+                o.group_waiting.sub(dropped);
+            }
             if queue.waiting.len() >= MAX_WAITING {
                 return Err(member);
             }
@@ -200,7 +216,7 @@ impl<R, T> Group<R, T> {
         queue.prune(observer);
         let idle = queue.waiting.is_empty();
         if idle {
-            queue.leading -= 1;
+            queue.lead_ends();
         }
         idle
     }
@@ -210,7 +226,7 @@ impl<R, T> Group<R, T> {
     fn next(&self, observer: Option<&PoolObserver>) -> Option<Vec<Member<R, T>>> {
         let mut queue = self.lock();
         if queue.waiting.is_empty() {
-            queue.leading -= 1;
+            queue.lead_ends();
             return None;
         }
         let n = queue.waiting.len().min(MAX_GROUP);
@@ -227,11 +243,7 @@ impl<R, T> Group<R, T> {
     /// still leading, it needs another). Blocking.
     pub(super) fn lead(&self, conn: &mut AnyConnection, observer: Option<&PoolObserver>) -> bool {
         while let Some(members) = self.next(observer) {
-            let (sent, connection_failed) = send(conn, members, self.together, self.alone);
-            if let (Some(o), true) = (observer, sent > 0) {
-                o.group_size.observe(sent as f64);
-            }
-            if connection_failed {
+            if send(conn, members, self.together, self.alone, observer) {
                 return false;
             }
         }
@@ -240,6 +252,15 @@ impl<R, T> Group<R, T> {
 }
 
 impl<R, T> Queue<R, T> {
+    /// A leader is done. Never below zero: a miscount (a bug) would leave
+    /// one leader too many, not none ever again.
+    fn lead_ends(&mut self) {
+        match self.leading.checked_sub(1) {
+            Some(leading) => self.leading = leading,
+            None => log::error!("a group's leader ended that was not counted"),
+        }
+    }
+
     /// Drops the requests whose callers gave up or went away.
     fn prune(&mut self, observer: Option<&PoolObserver>) {
         let before = self.waiting.len();
@@ -259,26 +280,29 @@ pub(super) struct Leading<R, T>(pub Option<Arc<Group<R, T>>>);
 impl<R, T> Drop for Leading<R, T> {
     fn drop(&mut self) {
         if let Some(group) = self.0.take() {
-            group.lock().leading -= 1;
+            group.lock().lead_ends();
         }
     }
 }
 
-/// Sends `members` as one statement (`alone`, for one) and answers each:
-/// how many it sent together (those whose callers still waited), and
-/// whether the connection failed (the outcome unknown).
+/// Sends `members` as one statement (`alone`, for one) and answers each;
+/// whether the connection failed (the outcome unknown). The group's size
+/// (those whose callers still waited) is counted before anyone is answered.
 fn send<R, T>(
     conn: &mut AnyConnection,
     members: Vec<Member<R, T>>,
     together: Together<R, T>,
     alone: Alone<R, T>,
-) -> (usize, bool) {
+    observer: Option<&PoolObserver>,
+) -> bool {
     // [`super::commit_alone`]'s rule, per request: sent only if its caller
     // still waits; from then on it waits for the outcome.
-    let mut live: Vec<Member<R, T>> = members.into_iter().filter_map(Member::send_now).collect();
-    let sent = live.len();
+    let live: Vec<Member<R, T>> = members.into_iter().filter_map(Member::send_now).collect();
+    if let (Some(o), false) = (observer, live.is_empty()) {
+        o.group_size.observe(live.len() as f64);
+    }
     let outcome = match live.as_slice() {
-        [] => return (0, false),
+        [] => return false,
         [one] => alone(conn, &one.request).map(|done| vec![Ok(done)]),
         many => {
             let requests: Vec<&R> = many.iter().map(|m| &m.request).collect();
@@ -304,14 +328,27 @@ fn send<R, T>(
             for member in &live {
                 super::end_commit_unused_of(Some(&member.commitment));
             }
-            for member in live.drain(..) {
+            let mut members = live.into_iter();
+            while let Some(member) = members.next() {
                 if Instant::now() >= member.deadline {
                     super::abandon(&member.commitment);
                 }
-                if let Some(member) = member.send_now() {
-                    let done = alone(conn, &member.request);
-                    member.answer(done);
+                let Some(member) = member.send_now() else {
+                    continue;
+                };
+                let done = alone(conn, &member.request);
+                if let Err(e) = &done {
+                    if connection_failed(e) {
+                        // The rest are not sent on a dead connection: 503,
+                        // nothing done for them.
+                        for rest in members.by_ref() {
+                            rest.answer(Err(copy_of(e)));
+                        }
+                        member.answer(done);
+                        return true;
+                    }
                 }
+                member.answer(done);
             }
         }
         Err(e) => {
@@ -319,10 +356,10 @@ fn send<R, T>(
             for member in live {
                 member.answer(Err(copy_of(&e)));
             }
-            return (sent, failed);
+            return failed;
         }
     }
-    (sent, false)
+    false
 }
 
 /// The connection failed under the statement: its outcome is unknown.
@@ -419,6 +456,13 @@ mod tests {
     }
 
     fn alone(conn: &mut AnyConnection, request: &String) -> QueryResult<Option<usize>> {
+        if request.as_str() == "dead" {
+            // The connection failed under it.
+            return Err(Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection,
+                Box::new("server closed the connection unexpectedly".to_owned()),
+            ));
+        }
         record(conn, &[request])?;
         Ok(Some(request.len()))
     }
@@ -470,10 +514,7 @@ mod tests {
         let (gone, mut gone_rx) = member("gone", ABANDONED);
         let (ccc, mut ccc_rx) = member("ccc", WORKING);
         let a_commitment = a.commitment.clone();
-        assert_eq!(
-            send(&mut conn, vec![a, gone, ccc], together, alone),
-            (2, false)
-        );
+        assert!(!send(&mut conn, vec![a, gone, ccc], together, alone, None));
         assert_eq!(sent(&mut conn), [(0, "a".into()), (0, "ccc".into())]);
         assert_eq!(outcome(&mut a_rx).unwrap(), Some(1));
         assert_eq!(outcome(&mut ccc_rx).unwrap(), Some(3));
@@ -492,10 +533,13 @@ mod tests {
         let (a, mut a_rx) = member("a", WORKING);
         let (refused, mut refused_rx) = member("refused", WORKING);
         let (bb, mut bb_rx) = member("bb", WORKING);
-        assert_eq!(
-            send(&mut conn, vec![a, refused, bb], together, alone),
-            (3, false)
-        );
+        assert!(!send(
+            &mut conn,
+            vec![a, refused, bb],
+            together,
+            alone,
+            None
+        ));
         // The group's statement left nothing; then each alone, the refused
         // one failing on its own.
         assert_eq!(sent(&mut conn), [(0, "a".into()), (1, "bb".into())]);
@@ -518,13 +562,8 @@ mod tests {
         let (on_time, mut on_time_rx) = member("on_time", WORKING);
         drop(gone_rx);
         // Its caller went away before the group was taken: left out.
-        let (sent_now, _) = send(
-            &mut conn,
-            vec![late, gone, refused, on_time],
-            together,
-            alone,
-        );
-        assert_eq!(sent_now, 3);
+        let members = vec![late, gone, refused, on_time];
+        assert!(!send(&mut conn, members, together, alone, None));
         assert_eq!(gone_commitment.load(Ordering::Acquire), ABANDONED);
         assert_eq!(sent(&mut conn), [(0, "on_time".into())]);
         // 503: nothing was done for it.
@@ -536,10 +575,33 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_that_fails_while_a_refused_group_is_sent_again_ends_the_retries() {
+        let mut conn = conn();
+        let (a, mut a_rx) = member("a", WORKING);
+        let (refused, _refused_rx) = member("refused", WORKING);
+        let (dead, mut dead_rx) = member("dead", WORKING);
+        let (after, mut after_rx) = member("after", WORKING);
+        // True: the leader takes another connection.
+        assert!(send(
+            &mut conn,
+            vec![a, refused, dead, after],
+            together,
+            alone,
+            None
+        ));
+        assert_eq!(sent(&mut conn), [(0, "a".into())]);
+        assert_eq!(outcome(&mut a_rx).unwrap(), Some(1));
+        let unavailable = |e: Error| crate::db::is_unavailable(&anyhow::Error::from(e));
+        assert!(unavailable(outcome(&mut dead_rx).unwrap_err()));
+        // Not sent on the dead connection: 503, nothing done.
+        assert!(unavailable(outcome(&mut after_rx).unwrap_err()));
+    }
+
+    #[test]
     fn a_request_alone_is_sent_as_its_own_statement() {
         let mut conn = conn();
         let (one, mut one_rx) = member("one", WORKING);
-        assert_eq!(send(&mut conn, vec![one], together, alone), (1, false));
+        assert!(!send(&mut conn, vec![one], together, alone, None));
         assert_eq!(sent(&mut conn), [(0, "one".into())]);
         assert_eq!(outcome(&mut one_rx).unwrap(), Some(3));
     }
@@ -613,11 +675,19 @@ mod tests {
         }
         let (m, _rx) = member("one too many", WORKING);
         assert!(group.enqueue(m, 0, None).is_err(), "full");
-        // Two callers go away, one gives up: room for three.
-        receivers.truncate(MAX_WAITING - 2);
-        group.lock().waiting[0]
-            .commitment
-            .store(ABANDONED, Ordering::Release);
+        // In front, two callers give up and one goes away: room for three.
+        // One gone further in is not looked for (it is skipped when taken).
+        drop(receivers.remove(100));
+        {
+            let queue = group.lock();
+            queue.waiting[0]
+                .commitment
+                .store(ABANDONED, Ordering::Release);
+            queue.waiting[1]
+                .commitment
+                .store(ABANDONED, Ordering::Release);
+        }
+        drop(receivers.remove(2));
         for _ in 0..3 {
             let (m, rx) = member("y", WORKING);
             receivers.push(rx);

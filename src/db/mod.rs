@@ -621,7 +621,14 @@ impl Database {
         let leaders = (self.pool.max_size() as usize)
             .saturating_sub(1)
             .min(group::IN_FLIGHT);
-        if leaders == 0 || self.backend != Backend::Postgres {
+        if self.backend != Backend::Postgres {
+            return self
+                .run(move |conn| {
+                    write_transaction(conn, |conn| alone(conn, &request).map_err(E::from))
+                })
+                .await;
+        }
+        if leaders == 0 {
             return self
                 .run(move |conn| commit_alone(conn, |conn| alone(conn, &request)).map_err(E::from))
                 .await;
@@ -658,8 +665,13 @@ impl Database {
             // Sent: wait for the outcome (see `run`).
             Err(_) => answered.await,
         };
-        // Dropped without an answer: the leader panicked.
-        done.map_err(|_| RunError::Blocking)??.map_err(E::from)
+        // Dropped without an answer: the leader panicked. Past its deadline
+        // when a refused group was sent again: not sent, 503.
+        let done = done.map_err(|_| RunError::Blocking)?;
+        if let (Err(RunError::TimedOut(_)), Some(o)) = (&done, self.observer.get()) {
+            o.timeouts.inc();
+        }
+        done?.map_err(E::from)
     }
 
     /// Starts a leader of `group` ([`group`]) on the blocking pool: it

@@ -440,7 +440,10 @@ fn rotate_and_issue(
 /// and rules as alone. A connection is taken only for what follows a
 /// refusal: telling why (and revoking the grant on reuse), or undoing a
 /// rotation whose grant permits nothing any more. Anything else runs
-/// [`refresh_token`] on the blocking pool.
+/// [`refresh_token`] on the blocking pool. Each wait on the database (the
+/// client and keys when not in memory, the rotation, what follows a
+/// refusal) has `DZDESK_DB_TIMEOUT_MS` of its own; an undo that gets no
+/// connection in time is logged and the token stays used.
 pub async fn refresh_token_in_group(
     db: &Database,
     client: Arc<Client>,

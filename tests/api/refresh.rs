@@ -418,11 +418,16 @@ async fn metric_reaches(flow: &Flow, name: &str, value: f64) {
 }
 
 /// Holds the row locks of the refresh tokens `ids` (their hashes) in a
-/// transaction of another connection, until a message on the sender.
+/// transaction of another connection, until a message on the sender; and
+/// that connection's backend pid.
 fn hold_row_locks(
     url: &dzdesk_auth::db::DatabaseUrl,
     ids: Vec<String>,
-) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>) {
+) -> (
+    std::thread::JoinHandle<()>,
+    std::sync::mpsc::Sender<()>,
+    i32,
+) {
     let blocker = dzdesk_auth::db::Database::connect(url, 1).unwrap();
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
@@ -437,30 +442,40 @@ fn hold_row_locks(
             "BEGIN; SELECT id FROM refresh_tokens WHERE id IN ({list}) FOR UPDATE;"
         ))
         .unwrap();
-        locked_tx.send(()).unwrap();
+        #[derive(diesel::QueryableByName)]
+        struct Pid {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            pid: i32,
+        }
+        let pid = diesel::sql_query("SELECT pg_backend_pid() AS pid")
+            .get_result::<Pid>(&mut **conn)
+            .unwrap()
+            .pid;
+        locked_tx.send(pid).unwrap();
         let _ = release_rx.recv();
         conn.batch_execute("ROLLBACK").unwrap();
     });
-    locked_rx.recv().unwrap();
-    (holder, release_tx)
+    let pid = locked_rx.recv().unwrap();
+    (holder, release_tx, pid)
 }
 
-/// Polls until `n` of the app's statements wait for a lock (20 s at most).
-async fn lock_waiters_reach(flow: &Flow, n: i64) {
+/// Polls until `n` statements wait for the locks `holder` (a backend pid)
+/// holds (20 s at most).
+async fn lock_waiters_reach(flow: &Flow, holder: i32, n: i64) {
     let mut waiting = 0;
     for _ in 0..1000 {
         waiting = flow
             .app
-            .with_conn(|conn| {
+            .with_conn(move |conn| {
                 #[derive(diesel::QueryableByName)]
                 struct Waiting {
                     #[diesel(sql_type = diesel::sql_types::BigInt)]
                     n: i64,
                 }
-                diesel::sql_query(
+                diesel::sql_query(format!(
                     "SELECT count(*) AS n FROM pg_stat_activity \
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                )
+                     WHERE {holder} = ANY(pg_blocking_pids(pid))"
+                ))
                 .get_result::<Waiting>(conn)
                 .unwrap()
                 .n
@@ -486,15 +501,15 @@ async fn in_one_group(
 ) -> (Vec<reqwest::Response>, Vec<reqwest::Response>) {
     let url = dzdesk_auth::db::DatabaseUrl::parse(&flow.app.database_url()).unwrap();
     let held = tokens[..2].iter().map(|t| tokens::hash_secret(t)).collect();
-    let (holder, release) = hold_row_locks(&url, held);
+    let (holder, release, pid) = hold_row_locks(&url, held);
     let first = flow.refresh(&tokens[0], None);
     let second = async {
-        lock_waiters_reach(flow, 1).await;
+        lock_waiters_reach(flow, pid, 1).await;
         flow.refresh(&tokens[1], None).await
     };
     let leaders = futures_util::future::join(first, second);
     let rest = async {
-        lock_waiters_reach(flow, 2).await;
+        lock_waiters_reach(flow, pid, 2).await;
         let sent = futures_util::future::join_all(followers.iter().map(|t| flow.refresh(t, None)));
         let release = async {
             let n = followers.len() as f64;
