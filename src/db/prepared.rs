@@ -30,11 +30,10 @@ pub enum Bind<'a> {
     NullableTimestamp(Option<NaiveDateTime>),
 }
 
-/// One value of a [`Prepared`] statement on PostgreSQL: a [`Bind`], or an
-/// array of them (one per row, for `unnest`).
+/// An array value of a [`Prepared`] statement on PostgreSQL (one per row,
+/// for `unnest`).
 #[derive(Debug, Clone)]
 pub enum PgBind<'a> {
-    One(Bind<'a>),
     Texts(Vec<&'a str>),
     Timestamps(Vec<NaiveDateTime>),
 }
@@ -65,7 +64,6 @@ where
 impl PushBind<Pg> for PgBind<'_> {
     fn push<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         match self {
-            PgBind::One(one) => one.push(out),
             PgBind::Texts(values) => out.push_bind_param::<Array<Text>, _>(values),
             PgBind::Timestamps(values) => out.push_bind_param::<Array<Timestamp>, _>(values),
         }

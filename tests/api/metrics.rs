@@ -22,10 +22,10 @@ const SCOPE: &str = "requests:read requests:write";
 type Sample = (BTreeMap<String, String>, f64);
 
 /// One scrape: every sample, by metric name.
-struct Scrape(BTreeMap<String, Vec<Sample>>);
+pub(crate) struct Scrape(BTreeMap<String, Vec<Sample>>);
 
 impl Scrape {
-    async fn of(app: &TestApp) -> Scrape {
+    pub(crate) async fn of(app: &TestApp) -> Scrape {
         let base = app.metrics.as_ref().expect("metrics listener");
         let resp = http_get(format!("{base}/metrics")).await.unwrap();
         assert_eq!(resp.status(), 200);
@@ -62,7 +62,7 @@ impl Scrape {
     }
 
     /// The sum of the samples of `name` that carry every label of `with`.
-    fn sum(&self, name: &str, with: &[(&str, &str)]) -> f64 {
+    pub(crate) fn sum(&self, name: &str, with: &[(&str, &str)]) -> f64 {
         self.0.get(name).map_or(0.0, |samples| {
             samples
                 .iter()
@@ -75,7 +75,7 @@ impl Scrape {
         })
     }
 
-    fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         self.0.contains_key(name)
     }
 

@@ -9,6 +9,7 @@ use dzdesk_auth::tokens;
 use serde_json::Value;
 
 use crate::helpers::spawn_app_custom;
+use crate::metrics::Scrape;
 use crate::oauth_flow::{assert_exactly_one_success, assert_token_error, Flow};
 
 const SCOPE: &str = "requests:read requests:write";
@@ -385,36 +386,25 @@ async fn a_connection_closed_under_a_transaction_is_not_reused() {
     assert!(started.elapsed() < dzdesk_auth::db::CHECK_EVERY);
 }
 
-/// Metrics of an app started with a metrics listener, by name.
+/// A metric of an app started with a metrics listener (`Scrape` of the
+/// metrics tests), which must be there.
 async fn metric(flow: &Flow, name: &str) -> f64 {
-    let base = flow.app.metrics.clone().expect("metrics listener");
-    let text = crate::helpers::http_get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    let scrape = Scrape::of(&flow.app).await;
+    assert!(scrape.has(name), "no {name}");
+    scrape.sum(name, &[])
 }
 
 /// Polls until `metric` is `value` (20 s at most).
 async fn metric_reaches(flow: &Flow, name: &str, value: f64) {
+    let mut now = f64::NAN;
     for _ in 0..1000 {
-        if metric(flow, name).await == value {
+        now = metric(flow, name).await;
+        if now == value {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let base = flow.app.metrics.clone().expect("metrics listener");
-    let text = crate::helpers::http_get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    panic!("{name} never reached {value}:\n{text}");
+    panic!("{name} never reached {value}: {now}");
 }
 
 /// Holds the row locks of the refresh tokens `ids` (their hashes) in a
